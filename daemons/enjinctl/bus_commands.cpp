@@ -1,0 +1,254 @@
+// enjinctl bus pub | sub: the bus from a shell, one JSON line per message.
+#include <csignal>
+#include <CLI/CLI.hpp>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <zmq.hpp>
+
+#include "commands.hpp"
+#include "enjin/base/clock.hpp"
+#include "enjin/base/strict_json.hpp"
+#include "enjin/bus/publisher.hpp"
+#include "enjin/bus/subscriber.hpp"
+
+namespace enjin::ctl {
+namespace {
+
+volatile std::sig_atomic_t gStop = 0;
+
+void onStopSignal(int) { gStop = 1; }
+
+void installStopHandlers() {
+  struct sigaction sa {};
+  sa.sa_handler = onStopSignal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+}
+
+// Waits for `sock` to be readable for at most `timeoutMs` (-1: no limit). Returns false when a
+// stop signal arrived.
+bool waitReadable(zmq::socket_t& sock, long timeoutMs) {
+  zmq::pollitem_t item{sock.handle(), 0, ZMQ_POLLIN, 0};
+  try {
+    zmq::poll(&item, 1, std::chrono::milliseconds(timeoutMs));
+  } catch (const zmq::error_t& e) {
+    if (e.num() != EINTR) throw;
+  }
+  return gStop == 0;
+}
+
+struct Endpoint {
+  std::string bind;
+  std::string connect;
+
+  void addTo(CLI::App* cmd) {
+    auto* b = cmd->add_option("--bind", bind, "Bind this ZeroMQ endpoint (ipc://PATH, tcp://IP:PORT)");
+    auto* c = cmd->add_option("--connect", connect, "Connect to this ZeroMQ endpoint");
+    b->excludes(c);
+    c->excludes(b);
+  }
+  bool isBind() const { return !bind.empty(); }
+  const std::string& address() const { return isBind() ? bind : connect; }
+};
+
+struct SubArgs {
+  Endpoint endpoint;
+  std::vector<std::string> trust;
+  std::vector<std::string> prefixes;
+  uint64_t count = 0;
+  long timeoutMs = -1;
+  size_t maxPayload = bus::kDefaultMaxPayloadBytes;
+  int64_t windowMs = 30'000;
+};
+
+struct PubArgs {
+  Endpoint endpoint;
+  std::string keyFile;
+  std::string seqFile;
+  bool noSeqFile = false;
+  std::string topic;
+  std::string type;
+  std::string body = "{}";
+  uint64_t count = 1;
+  long intervalMs = 0;
+  long waitMs = 5000;
+  long drainMs = 2000;
+};
+
+int runSub(const SubArgs& a) {
+  if (a.endpoint.address().empty()) {
+    std::cerr << "enjinctl bus sub: give --bind or --connect\n";
+    return kExitUsage;
+  }
+  bus::TrustStore trust;
+  for (const auto& path : a.trust) {
+    // A trust file without "allow" lines may publish on every topic: naming it here is the
+    // operator's explicit grant.
+    if (auto st = trust.load(path, {""}); !st.ok()) {
+      std::cerr << "enjinctl bus sub: " << st.error().message << "\n";
+      return kExitFailure;
+    }
+  }
+  SystemClock clock;
+  zmq::context_t ctx(1);
+  bus::SubscriberOptions opts;
+  opts.endpoint = a.endpoint.address();
+  opts.bind = a.endpoint.isBind();
+  opts.verify.prefixes = a.prefixes;
+  opts.verify.maxPayloadBytes = a.maxPayload;
+  opts.verify.windowMillis = a.windowMs;
+  auto sub = bus::Subscriber::open(ctx, trust, clock, opts);
+  if (!sub.ok()) {
+    std::cerr << "enjinctl bus sub: " << sub.error().message << "\n";
+    return kExitFailure;
+  }
+  (*sub)->setOnReject([](const bus::Rejection& r) {
+    nlohmann::ordered_json line{{"rejected", bus::rejectReasonName(r.reason)}, {"detail", r.detail}};
+    if (!r.topic.empty()) line["topic"] = r.topic;
+    if (r.key) line["from"] = r.key->hex();
+    std::cerr << line.dump() << std::endl;
+  });
+  installStopHandlers();
+  const int64_t deadline = clock.monotonicNanos() / 1'000'000 + a.timeoutMs;
+  uint64_t accepted = 0;
+  while (a.count == 0 || accepted < a.count) {
+    long wait = -1;
+    if (a.timeoutMs >= 0) {
+      wait = static_cast<long>(deadline - clock.monotonicNanos() / 1'000'000);
+      if (wait <= 0) return kExitTimeout;
+    }
+    if (!waitReadable((*sub)->socket(), wait)) return 128 + SIGINT;
+    (*sub)->drain(
+        [&](bus::Message&& m) {
+          std::cout << bus::toJson(m).dump() << std::endl;
+          ++accepted;
+        },
+        a.count == 0 ? SIZE_MAX : a.count - accepted);
+  }
+  return kExitOk;
+}
+
+int runPub(const PubArgs& a) {
+  if (a.endpoint.address().empty()) {
+    std::cerr << "enjinctl bus pub: give --bind or --connect\n";
+    return kExitUsage;
+  }
+  nlohmann::json body;
+  if (auto st = parseStrictJson(a.body, body); !st.ok() || !body.is_object()) {
+    std::cerr << "enjinctl bus pub: --body must be a JSON object"
+              << (st.ok() ? "" : ": " + st.error().message) << "\n";
+    return kExitUsage;
+  }
+  auto key = crypto::SecretKey::load(a.keyFile);
+  if (!key.ok()) {
+    std::cerr << "enjinctl bus pub: " << key.error().message << "\n";
+    return kExitFailure;
+  }
+  std::string seqFile;
+  if (!a.noSeqFile) {
+    seqFile = a.seqFile;
+    if (seqFile.empty()) {
+      seqFile = a.keyFile.ends_with(".key") ? a.keyFile.substr(0, a.keyFile.size() - 4) : a.keyFile;
+      seqFile += ".seq";
+    }
+  }
+  SystemClock clock;
+  zmq::context_t ctx(1);
+  bus::PublisherOptions opts{a.endpoint.address(), a.endpoint.isBind(), seqFile, 100'000};
+  auto pub = bus::Publisher::open(ctx, std::move(*key), clock, opts);
+  if (!pub.ok()) {
+    std::cerr << "enjinctl bus pub: " << pub.error().message << "\n";
+    return kExitFailure;
+  }
+  bus::Publisher& p = **pub;
+  installStopHandlers();
+  auto nowMs = [&] { return clock.monotonicNanos() / 1'000'000; };
+
+  // Pub/sub drops what is sent before a subscriber is connected: wait for one first.
+  const int64_t waitUntil = nowMs() + a.waitMs;
+  while (p.pollSubscriptions() == 0) {
+    const long left = static_cast<long>(waitUntil - nowMs());
+    if (left <= 0) {
+      std::cerr << "enjinctl bus pub: no subscriber after " << a.waitMs
+                << " ms; publishing anyway\n";
+      break;
+    }
+    if (!waitReadable(p.socket(), left)) return 128 + SIGINT;
+  }
+
+  const std::string bodyJson = body.dump();
+  for (uint64_t i = 0; a.count == 0 || i < a.count; ++i) {
+    if (auto st = p.publishSerialized(a.topic, a.type, bodyJson); !st.ok()) {
+      std::cerr << "enjinctl bus pub: " << st.error().message << "\n";
+      return kExitFailure;
+    }
+    if (a.intervalMs > 0 && (a.count == 0 || i + 1 < a.count)) {
+      const int64_t until = nowMs() + a.intervalMs;
+      for (long left = a.intervalMs; left > 0; left = static_cast<long>(until - nowMs())) {
+        if (!waitReadable(p.socket(), left)) return 128 + SIGINT;
+        p.pollSubscriptions();
+      }
+    }
+    if (gStop) return 128 + SIGINT;
+  }
+
+  // Linger alone does not deliver the tail of a stream: wait for subscribers to leave.
+  const int64_t drainUntil = nowMs() + a.drainMs;
+  while (p.pollSubscriptions() > 0) {
+    const long left = static_cast<long>(drainUntil - nowMs());
+    if (left <= 0 || !waitReadable(p.socket(), left)) break;
+  }
+  return kExitOk;
+}
+
+}  // namespace
+
+void addBusCommands(CLI::App& app, int& exitCode) {
+  auto* bus = app.add_subcommand("bus", "Publish or subscribe on a signed enjin bus");
+  bus->require_subcommand(1);
+
+  auto sa = std::make_shared<SubArgs>();
+  auto* sub = bus->add_subcommand(
+      "sub",
+      "Print each accepted message as a JSON line on stdout and each rejection as a JSON line "
+      "on stderr. Exits 0 after --count messages, 3 when --timeout-ms ends first");
+  sa->endpoint.addTo(sub);
+  sub->add_option("--trust", sa->trust, "A .pub file or a directory of them (repeatable)")
+      ->required();
+  sub->add_option("--prefix", sa->prefixes,
+                  "Receive only topics under this prefix, matched by whole segments (repeatable)");
+  sub->add_option("--count", sa->count, "Exit after N accepted messages (0: never)");
+  sub->add_option("--timeout-ms", sa->timeoutMs, "Give up after MS milliseconds (exit 3)");
+  sub->add_option("--max-payload", sa->maxPayload, "Largest payload accepted, in bytes")
+      ->capture_default_str();
+  sub->add_option("--window-ms", sa->windowMs, "Accepted clock skew of message timestamps")
+      ->capture_default_str();
+  sub->callback([sa, &exitCode] { exitCode = runSub(*sa); });
+
+  auto pa = std::make_shared<PubArgs>();
+  auto* pub = bus->add_subcommand(
+      "pub",
+      "Sign and publish messages. Waits for a first subscriber before sending and, at the end, "
+      "for subscribers to disconnect, so short streams are not cut off");
+  pa->endpoint.addTo(pub);
+  pub->add_option("--key", pa->keyFile, "The sender's .key file (mode 0600)")->required();
+  pub->add_option("--topic", pa->topic, "Topic, e.g. obs.r2.web")->required();
+  pub->add_option("--type", pa->type, "Message type, e.g. heartbeat")->required();
+  pub->add_option("--body", pa->body, "The body, a JSON object")->capture_default_str();
+  pub->add_option("--count", pa->count, "Messages to send (0: until interrupted)")
+      ->capture_default_str();
+  pub->add_option("--interval-ms", pa->intervalMs, "Pause between messages")
+      ->capture_default_str();
+  pub->add_option("--seq-file", pa->seqFile,
+                  "Where the sequence reservation is kept (default: the key path with .seq)");
+  pub->add_flag("--no-seq-file", pa->noSeqFile, "Keep no seq file; rely on the clock alone");
+  pub->add_option("--wait-ms", pa->waitMs, "How long to wait for a first subscriber")
+      ->capture_default_str();
+  pub->add_option("--drain-ms", pa->drainMs,
+                  "After the last message, how long to wait for subscribers to disconnect")
+      ->capture_default_str();
+  pub->callback([pa, &exitCode] { exitCode = runPub(*pa); });
+}
+
+}  // namespace enjin::ctl

@@ -1,0 +1,31 @@
+// enjinctl: the command-line client of enjin.
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <CLI/CLI.hpp>
+
+#include "commands.hpp"
+
+int main(int argc, char** argv) {
+  CLI::App app{"enjinctl - drive and inspect an enjin ring hierarchy"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "enjinctl 0.1.0");
+  std::string logLevel = "error";
+  app.add_option("--log-level", logLevel, "trace, debug, info, warn, error or off")
+      ->capture_default_str();
+
+  int exitCode = enjin::ctl::kExitOk;
+  enjin::ctl::addKeygenCommand(app, exitCode);
+  enjin::ctl::addBusCommands(app, exitCode);
+
+  // Logs go to stderr so stdout carries only the command's output.
+  spdlog::set_default_logger(spdlog::stderr_color_mt("enjinctl"));
+  app.parse_complete_callback([&] { spdlog::set_level(spdlog::level::from_str(logLevel)); });
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int rc = app.exit(e);
+    return rc == 0 ? 0 : enjin::ctl::kExitUsage;
+  }
+  return exitCode;
+}

@@ -1,0 +1,49 @@
+// The verifying side of a bus, built for a single-threaded zmq_poll reactor: poll socket(), then
+// drain(), which never blocks and hands over only messages that passed every check.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+#include <zmq.hpp>
+
+#include "enjin/base/result.hpp"
+#include "enjin/bus/verifier.hpp"
+
+namespace enjin::bus {
+
+struct SubscriberOptions {
+  std::string endpoint;
+  bool bind = false;                  // connect by default; bind for a many-publishers bus
+  VerifierOptions verify;             // limits, window and the subscribed prefixes
+  int receiveHighWater = 1000;        // ZMQ_RCVHWM
+};
+
+class Subscriber {
+ public:
+  using OnMessage = std::function<void(Message&&)>;
+  using OnReject = std::function<void(const Rejection&)>;
+
+  // `trust` and `clock` must outlive the subscriber.
+  static Result<std::unique_ptr<Subscriber>> open(zmq::context_t& ctx, const TrustStore& trust,
+                                                  const Clock& clock, SubscriberOptions options);
+
+  zmq::socket_t& socket() { return socket_; }
+  // Receives, without blocking, up to `max` waiting messages; each accepted one goes to
+  // `onMessage`, each rejected one to the OnReject handler if set. Returns how many were read.
+  size_t drain(const OnMessage& onMessage, size_t max = SIZE_MAX);
+  void setOnReject(OnReject handler) { onReject_ = std::move(handler); }
+
+  const BusCounters& counters() const { return verifier_.counters(); }
+  std::string boundEndpoint() const;
+
+ private:
+  Subscriber(zmq::socket_t socket, const TrustStore& trust, const Clock& clock,
+             VerifierOptions options);
+  zmq::socket_t socket_;
+  Verifier verifier_;
+  OnReject onReject_;
+};
+
+}  // namespace enjin::bus
