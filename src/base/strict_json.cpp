@@ -95,6 +95,11 @@ class StrictBuilder {
 
 Status parseStrictJson(std::string_view text, json& out, size_t maxDepth) {
   out = json();
+  // nlohmann's lexer takes a NUL byte for the end of input and would ignore what follows it.
+  // Valid JSON never holds a raw NUL (in strings it must be escaped), so refuse it outright.
+  if (text.find('\0') != std::string_view::npos) {
+    return Error{"invalid JSON: NUL byte at " + std::to_string(text.find('\0'))};
+  }
   StrictBuilder builder(out, maxDepth);
   bool ok = false;
   try {
