@@ -130,7 +130,8 @@ def verify(frames, trusted: bytes, last_seq: int) -> dict:
     if not isinstance(doc, dict) or sorted(doc) != sorted(FIELDS):
         raise Rejected("malformed", "payload keys must be exactly " + ",".join(FIELDS))
     if not (is_int(doc["v"]) and isinstance(doc["from"], str) and is_int(doc["seq"])
-            and 0 <= doc["seq"] < 1 << 64 and is_int(doc["ts"]) and isinstance(doc["type"], str)
+            and 0 <= doc["seq"] < 1 << 64 and is_int(doc["ts"]) and -(1 << 63) <= doc["ts"] < 1 << 63
+            and isinstance(doc["type"], str)
             and doc["type"] and isinstance(doc["body"], dict)):
         raise Rejected("malformed", "payload fields missing or of the wrong type")
     if doc["v"] != 1:
