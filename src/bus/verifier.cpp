@@ -97,7 +97,8 @@ Verdict Verifier::verify(std::span<const std::string_view> frames) {
   auto body = doc.find("body");
   if (v == doc.end() || from == doc.end() || seq == doc.end() || ts == doc.end() ||
       type == doc.end() || body == doc.end() || !v->is_number_integer() || !from->is_string() ||
-      !seq->is_number_unsigned() || !ts->is_number_integer() || !type->is_string() ||
+      !seq->is_number_unsigned() || !ts->is_number_integer() ||
+      (ts->is_number_unsigned() && ts->get<uint64_t>() > uint64_t{INT64_MAX}) || !type->is_string() ||
       type->get_ref<const std::string&>().empty() || !body->is_object()) {
     return reject(RejectReason::kMalformed, "payload fields missing or of the wrong type", topic,
                   &key);
@@ -106,15 +107,17 @@ Verdict Verifier::verify(std::span<const std::string_view> frames) {
     return reject(RejectReason::kMalformed, "unsupported version " + v->dump(), topic, &key);
   }
   // 5. The signer must be who the payload says.
-  auto claimed = crypto::PublicKey::fromHex(from->get_ref<const std::string&>());
-  if (!claimed.ok() || !(*claimed == key)) {
+  // Compared as text: "from" must be exactly the lowercase hex of the signing key.
+  if (from->get_ref<const std::string&>() != key.hex()) {
     return reject(RejectReason::kIdentity, "from names another key", topic, &key);
   }
   // 6. Fresh, 7. new, 8. allowed on this topic.
   const int64_t tsMs = ts->get<int64_t>();
   const int64_t now = clock_.wallMillis();
-  const int64_t skew = tsMs > now ? tsMs - now : now - tsMs;
-  if (skew > options_.windowMillis) {
+  // The difference of two int64 values always fits in a uint64.
+  const uint64_t skew = tsMs > now ? static_cast<uint64_t>(tsMs) - static_cast<uint64_t>(now)
+                                   : static_cast<uint64_t>(now) - static_cast<uint64_t>(tsMs);
+  if (skew > static_cast<uint64_t>(options_.windowMillis)) {
     return reject(RejectReason::kStale, "ts " + std::to_string(tsMs) + " is " +
                                             std::to_string(skew) + " ms from now",
                   topic, &key);

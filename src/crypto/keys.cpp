@@ -158,12 +158,13 @@ bool verify(const PublicKey& key, std::span<const uint8_t> message,
 }
 
 Result<PublicKey> loadPublicKey(const std::string& path) {
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd) return errnoError("open " + path, errno);
-  char buf[2 * kPublicKeyBytes + 4];
-  auto len = readLine(fd.get(), path, buf, sizeof buf);
-  if (!len.ok()) return len.error();
-  auto key = PublicKey::fromHex(std::string_view(buf, *len));
+  // A .pub file may go on with trust-file lines ("allow PREFIX"); the key is the first line.
+  auto text = readFile(path);
+  if (!text.ok()) return text.error();
+  std::string_view first(*text);
+  first = first.substr(0, first.find('\n'));
+  if (!first.empty() && first.back() == '\r') first.remove_suffix(1);
+  auto key = PublicKey::fromHex(first);
   if (!key.ok()) return key.error().wrap("public key file " + path);
   return key;
 }

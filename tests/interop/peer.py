@@ -15,6 +15,7 @@ Exit codes, as enjinctl's: 0 done, 1 failure (stderr says why), 2 usage, 3 timeo
 
 import argparse
 import json
+import re
 import sys
 import time
 
@@ -26,6 +27,8 @@ DOMAIN = b"enjin-v1\x00"  # signed bytes: DOMAIN + topic + b"\x00" + payload
 FIELDS = ["v", "from", "seq", "ts", "type", "body"]  # the payload keys, in the sender's order
 WINDOW_MS = 30_000
 MAX_PAYLOAD = 1 << 20
+MAX_DEPTH = 32  # nested objects and arrays, the payload object included
+HEX_KEY = re.compile("[0-9a-fA-F]{64}")
 EXIT_FAILURE, EXIT_TIMEOUT = 1, 3
 
 
@@ -101,6 +104,12 @@ def no_duplicates(pairs):
     return dict(pairs)
 
 
+def depth(x):
+    if isinstance(x, (dict, list)):
+        return 1 + max(map(depth, x.values() if isinstance(x, dict) else x), default=0)
+    return 0
+
+
 def is_int(x):
     return type(x) is int  # bool is an int subclass in Python; JSON true is not a number
 
@@ -125,29 +134,32 @@ def verify(frames, trusted: bytes, last_seq: int) -> dict:
     try:
         doc = json.loads(payload.decode("utf-8"), object_pairs_hook=no_duplicates,
                          parse_constant=no_constants)
-    except (UnicodeDecodeError, ValueError) as e:
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise Rejected("malformed", f"payload: {e}") from None
+    if depth(doc) > MAX_DEPTH:
+        raise Rejected("malformed", f"payload nested deeper than {MAX_DEPTH}")
     if not isinstance(doc, dict) or sorted(doc) != sorted(FIELDS):
         raise Rejected("malformed", "payload keys must be exactly " + ",".join(FIELDS))
-    if not (is_int(doc["v"]) and isinstance(doc["from"], str) and is_int(doc["seq"])
-            and 0 <= doc["seq"] < 1 << 64 and is_int(doc["ts"]) and -(1 << 63) <= doc["ts"] < 1 << 63
-            and isinstance(doc["type"], str)
-            and doc["type"] and isinstance(doc["body"], dict)):
+    v, from_, seq, ts, type_, body = (doc[k] for k in FIELDS)
+    if not (is_int(v) and isinstance(from_, str) and is_int(seq) and 0 <= seq < 1 << 64
+            and is_int(ts) and -(1 << 63) <= ts < 1 << 63 and isinstance(type_, str) and type_
+            and isinstance(body, dict)):
         raise Rejected("malformed", "payload fields missing or of the wrong type")
-    if doc["v"] != 1:
-        raise Rejected("malformed", f"unsupported version {doc['v']}")
-    if doc["from"] != key.hex():  # a receiver compares keys, so upper-case hex would also do
+    if v != 1:
+        raise Rejected("malformed", f"unsupported version {v}")
+    # Senders write lowercase hex; receivers compare the key it decodes to.
+    if not HEX_KEY.fullmatch(from_) or bytes.fromhex(from_) != key:
         raise Rejected("identity", "from names another key")
-    if abs(doc["ts"] - now_ms()) > WINDOW_MS:
-        raise Rejected("stale", f"ts {doc['ts']}")
-    if doc["seq"] <= last_seq:
-        raise Rejected("replay", f"seq {doc['seq']} not above {last_seq}")
+    if abs(ts - now_ms()) > WINDOW_MS:
+        raise Rejected("stale", f"ts {ts} is outside the window")
+    if seq <= last_seq:
+        raise Rejected("replay", f"seq {seq} not above {last_seq}")
     # (acl: this peer trusts one key for every topic, so there is nothing more to check.)
     # Not a receive check: v1 senders write the keys in this order, and enjinctl must too.
     if list(doc) != FIELDS:
         raise Rejected("field_order", "the sender wrote the keys out of the documented order")
-    return {"topic": topic.decode(), "from": doc["from"], "seq": doc["seq"], "ts": doc["ts"],
-            "type": doc["type"], "body": doc["body"]}
+    return {"topic": topic.decode(), "from": from_, "seq": seq, "ts": ts, "type": type_,
+            "body": body}
 
 
 def run_sub(args) -> int:

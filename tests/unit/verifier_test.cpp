@@ -157,6 +157,26 @@ TEST_F(VerifierTest, StaleOutsideTheWindowEitherWay) {
   expectAccepted(makeMessage(alice_, "t", 4, now() + 30'000));
 }
 
+TEST_F(VerifierTest, TimestampsAtTheEdgesOfInt64) {
+  const auto pk = alice_.publicKey().hex();
+  auto withTs = [&](const std::string& ts) {
+    return signRaw(alice_, "t",
+                   R"({"v":1,"from":")" + pk + R"(","seq":1,"ts":)" + ts + R"(,"type":"x","body":{}})");
+  };
+  expectRejected(withTs("-9223372036854775808"), RejectReason::kStale);
+  expectRejected(withTs("9223372036854775807"), RejectReason::kStale);
+  expectRejected(withTs("9223372036854775808"), RejectReason::kMalformed);
+  expectRejected(withTs("18446744073709551615"), RejectReason::kMalformed);
+}
+
+TEST_F(VerifierTest, FromMustBeTheExactLowercaseHex) {
+  std::string upper = alice_.publicKey().hex();
+  for (auto& c : upper) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  auto payload = R"({"v":1,"from":")" + upper + R"(","seq":1,"ts":)" + std::to_string(now()) +
+                 R"(,"type":"x","body":{}})";
+  expectRejected(signRaw(alice_, "t", payload), RejectReason::kIdentity);
+}
+
 TEST_F(VerifierTest, ReplayAndTheSeqMarkMovesOnlyOnAcceptance) {
   auto first = makeMessage(alice_, "t", 100, now());
   expectAccepted(first);
