@@ -1,0 +1,98 @@
+// One reactor per daemon, on one thread: zmq_poll over the ZeroMQ sockets plus one epoll fd that
+// gathers every plain fd (pidfds, signalfd, pipes, unix sockets), and a set of timers on the
+// injected clock's monotonic time. With nothing to do it sleeps until the next timer: no polling
+// loop, no periodic wake-up of its own.
+//
+// Contracts:
+// - Callbacks run on the reactor thread, one at a time, and must not block.
+// - A callback may add or remove any fd, socket or timer, including its own; a removed handler is
+//   never called again, even if its fd was ready in the same round.
+// - Timers fire in deadline order; timers with equal deadlines fire in the order they were added.
+// - Nothing here is thread-safe; other threads hand work over through an fd (eventfd) they own.
+#pragma once
+
+#include <sys/epoll.h>
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "enjin/base/clock.hpp"
+#include "enjin/base/result.hpp"
+#include "enjin/base/unique_fd.hpp"
+
+namespace zmq {
+class socket_t;
+}
+
+namespace enjin {
+
+class Reactor {
+ public:
+  using FdHandler = std::function<void(uint32_t events)>;  // EPOLLIN, EPOLLOUT, EPOLLHUP, ...
+  using SocketHandler = std::function<void()>;             // the socket has messages to read
+  using TimerHandler = std::function<void()>;
+  using TimerId = uint64_t;
+
+  // `clock` must outlive the reactor.
+  static Result<std::unique_ptr<Reactor>> create(const Clock& clock);
+  ~Reactor();
+
+  // Watches `fd` (not owned) for `events` (level-triggered). One handler per fd.
+  Status addFd(int fd, uint32_t events, FdHandler handler);
+  Status modifyFd(int fd, uint32_t events);
+  // Unknown fds are ignored. Call before closing the fd.
+  void removeFd(int fd);
+
+  // Calls `handler` while `socket` (not owned) has messages waiting (ZMQ_POLLIN).
+  void addSocket(zmq::socket_t& socket, SocketHandler handler);
+  void removeSocket(zmq::socket_t& socket);
+
+  // Runs `handler` once, when the monotonic clock reaches `deadlineNanos`.
+  TimerId addTimerAt(int64_t deadlineNanos, TimerHandler handler);
+  TimerId addTimerAfterMillis(int64_t delayMillis, TimerHandler handler);
+  // Unknown or already-fired ids are ignored.
+  void cancelTimer(TimerId id);
+  // The deadline of the earliest timer, if any.
+  std::optional<int64_t> nextDeadline() const;
+
+  // Waits for at most `maxWaitMillis` (-1: until something happens; 0: do not wait), then runs
+  // every ready handler and every due timer once. Returns the number of handlers run.
+  size_t runOnce(int64_t maxWaitMillis = -1);
+  // Runs until stop() is called from a handler.
+  void run();
+  void stop() { stopping_ = true; }
+
+  const Clock& clock() const { return clock_; }
+  // Wake-ups counted since creation: for tests and the idle-cost benchmark.
+  uint64_t wakeups() const { return wakeups_; }
+
+ private:
+  explicit Reactor(const Clock& clock, UniqueFd epoll);
+  size_t runDueTimers();
+
+  struct FdEntry {
+    uint32_t events;
+    std::shared_ptr<FdHandler> handler;  // shared so a handler survives its own removal
+  };
+  struct SocketEntry {
+    zmq::socket_t* socket;
+    std::shared_ptr<SocketHandler> handler;
+  };
+
+  const Clock& clock_;
+  UniqueFd epoll_;
+  std::unordered_map<int, FdEntry> fds_;
+  std::vector<SocketEntry> sockets_;
+  std::map<std::pair<int64_t, TimerId>, TimerHandler> timers_;
+  std::unordered_map<TimerId, int64_t> timerDeadlines_;
+  TimerId nextTimerId_ = 1;
+  uint64_t wakeups_ = 0;
+  bool stopping_ = false;
+};
+
+}  // namespace enjin

@@ -1,0 +1,41 @@
+// Observation strategies other than the process itself: tcp (connect), http (GET, 2xx or 3xx
+// is healthy) and exec (a check command; exit 0 is healthy). Probes run on the reactor and never
+// block it: sockets are non-blocking, commands are watched through a pidfd, and every check has
+// a deadline timer.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "enjin/base/result.hpp"
+#include "enjin/reactor/reactor.hpp"
+
+namespace enjin::supervise {
+
+struct ProbeResult {
+  bool healthy = false;
+  std::string detail;  // "connect 127.0.0.1:8080: Connection refused", "HTTP 503", "exit 1"
+};
+
+class Probe {
+ public:
+  virtual ~Probe() = default;
+  // Starts one check. `done` runs exactly once, on the reactor, unless cancel() comes first.
+  // Starting while a check is in flight cancels that check.
+  virtual void start(std::function<void(ProbeResult)> done) = 0;
+  // Abandons the check in flight, if any, releasing its socket or killing its command.
+  virtual void cancel() = 0;
+};
+
+// `reactor` must outlive the probes.
+std::unique_ptr<Probe> makeTcpProbe(Reactor& reactor, std::string host, int port,
+                                    int64_t timeoutMs);
+// `url` is http://HOST[:PORT][/PATH]; HOST a numeric IPv4/IPv6 address or "localhost".
+Result<std::unique_ptr<Probe>> makeHttpProbe(Reactor& reactor, const std::string& url,
+                                             int64_t timeoutMs);
+std::unique_ptr<Probe> makeExecProbe(Reactor& reactor, std::vector<std::string> command,
+                                     int64_t timeoutMs);
+
+}  // namespace enjin::supervise

@@ -1,0 +1,77 @@
+// What to run and how to look after it: one [[process]] table of a ring2d spec file. Plain data;
+// two specs compare equal exactly when a running process need not be restarted to apply them.
+#pragma once
+
+#include <csignal>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace enjin::supervise {
+
+enum class RestartMode { kAlways, kOnFailure, kNever };
+
+struct RestartConfig {
+  RestartMode mode = RestartMode::kAlways;
+  int64_t delayMs = 100;         // first backoff step; 0 = restart at once
+  int64_t backoffMaxMs = 30'000; // the backoff doubles up to this
+  int64_t stableAfterMs = 10'000;// uptime after which the backoff starts again from delayMs
+  uint32_t maxRestarts = 5;      // restart intensity: at most this many restarts ...
+  int64_t windowS = 60;          // ... in this many seconds, else the process is failed
+  bool operator==(const RestartConfig&) const = default;
+};
+
+// How a process tells it is ready. Dependents start only after it is.
+struct ReadinessConfig {
+  enum class Kind { kNone, kNotify, kTcp, kHttp };
+  Kind kind = Kind::kNone;
+  std::string host = "127.0.0.1";  // kTcp
+  int port = 0;                    // kTcp
+  std::string url;                 // kHttp: http://HOST:PORT/PATH
+  int64_t timeoutMs = 60'000;      // not ready by then: counted as a failed start
+  int64_t watchdogMs = 0;          // kNotify: WATCHDOG=1 expected at least this often; 0 = off
+  bool operator==(const ReadinessConfig&) const = default;
+};
+
+// A periodic health check (an observation strategy other than the process itself).
+struct HealthConfig {
+  enum class Kind { kNone, kTcp, kHttp, kExec };
+  Kind kind = Kind::kNone;
+  std::string host = "127.0.0.1";    // kTcp
+  int port = 0;                      // kTcp
+  std::string url;                   // kHttp
+  std::vector<std::string> command;  // kExec: healthy when it exits 0
+  int64_t intervalMs = 10'000;
+  int64_t timeoutMs = 2'000;
+  uint32_t failures = 3;             // consecutive failures before the process is unhealthy
+  bool restartWhenUnhealthy = true;
+  bool operator==(const HealthConfig&) const = default;
+};
+
+struct LogConfig {
+  uint64_t maxBytes = 10 << 20;  // rotate NAME.log when it would grow past this
+  uint32_t keep = 5;             // NAME.log.1 .. NAME.log.KEEP
+  bool operator==(const LogConfig&) const = default;
+};
+
+struct ProcessSpec {
+  std::string name;                       // [A-Za-z0-9_.-]{1,64}, unique in a spec
+  std::vector<std::string> command;       // argv; command[0] is an absolute path or on PATH
+  std::map<std::string, std::string> env; // added to a minimal environment (PATH, HOME, ...)
+  std::string cwd;                        // empty: the state dir
+  std::string strategy = "exec";          // spawn strategy, by registry name
+  std::string user;                       // unix-user: the account to run as
+  std::map<std::string, uint64_t> rlimits;// "nofile", "nproc", "core", "as", "fsize", "stack", ...
+  std::vector<std::string> dependsOn;
+  RestartConfig restart;
+  ReadinessConfig readiness;
+  HealthConfig health;
+  LogConfig log;
+  int stopSignal = SIGTERM;
+  int64_t stopTimeoutMs = 10'000;         // then SIGKILL to the whole process group
+
+  bool operator==(const ProcessSpec&) const = default;
+};
+
+}  // namespace enjin::supervise

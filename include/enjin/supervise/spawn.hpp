@@ -1,0 +1,66 @@
+// Spawn strategies: how a process is started. One interface, implementations registered by name
+// in a SpawnRegistry that main() builds, so reading main() shows every strategy in use.
+//
+// Every strategy gives the same guarantees: the child runs in its own session and process group
+// (pgid == pid), with stdin from /dev/null, stdout and stderr on the given fds, no other fd open,
+// the signal mask empty and every signal disposition at its default. spawn() returns only after
+// the child has exec'd; an exec failure comes back as an error naming the call and the cause
+// ("exec /x: No such file or directory"), reported through a close-on-exec pipe.
+#pragma once
+
+#include <sys/types.h>
+
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "enjin/base/result.hpp"
+#include "enjin/base/unique_fd.hpp"
+#include "enjin/supervise/process_spec.hpp"
+
+namespace enjin::supervise {
+
+struct SpawnRequest {
+  const ProcessSpec* spec = nullptr;
+  int stdoutFd = -1;                  // becomes fd 1; -1: /dev/null
+  int stderrFd = -1;                  // becomes fd 2; -1: /dev/null
+  std::vector<std::string> extraEnv;  // "KEY=VALUE", e.g. NOTIFY_SOCKET; after spec->env
+  std::string defaultCwd = "/";       // used when spec->cwd is empty
+};
+
+struct SpawnedProcess {
+  pid_t pid = -1;
+  UniqueFd pidfd;          // readable when the process exits
+  uint64_t startTime = 0;  // /proc/PID/stat field 22: tells this process from a reused pid
+};
+
+class SpawnStrategy {
+ public:
+  virtual ~SpawnStrategy() = default;
+  virtual std::string_view name() const = 0;
+  // Checks a spec before anything runs. The default accepts every spec.
+  virtual Status validate(const ProcessSpec&) const { return {}; }
+  virtual Result<SpawnedProcess> spawn(const SpawnRequest& request) const = 0;
+};
+
+class SpawnRegistry {
+ public:
+  void add(std::unique_ptr<SpawnStrategy> strategy);
+  // An unknown name is an error that lists the known ones.
+  Result<const SpawnStrategy*> find(std::string_view name) const;
+
+ private:
+  std::vector<std::unique_ptr<SpawnStrategy>> strategies_;
+};
+
+// fork/exec in a new session; the base of every other strategy.
+std::unique_ptr<SpawnStrategy> makeExecStrategy();
+// As exec, then setgroups -> setgid -> setuid to spec.user (every return checked),
+// PR_SET_NO_NEW_PRIVS and spec.rlimits. Refuses uid 0.
+std::unique_ptr<SpawnStrategy> makeUnixUserStrategy();
+
+// The start time of `pid` from /proc (clock ticks since boot), or an error if it is gone.
+Result<uint64_t> processStartTime(pid_t pid);
+
+}  // namespace enjin::supervise
