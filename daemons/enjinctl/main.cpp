@@ -2,7 +2,10 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <unistd.h>
+
 #include <CLI/CLI.hpp>
+#include <cstdlib>
 
 #include "commands.hpp"
 
@@ -14,9 +17,16 @@ int main(int argc, char** argv) {
   app.add_option("--log-level", logLevel, "trace, debug, info, warn, error or off")
       ->capture_default_str();
 
+  std::string stateDir = "/var/lib/enjin/ring2d";
+  if (::geteuid() != 0 && ::getenv("HOME") != nullptr) {
+    stateDir = std::string(::getenv("HOME")) + "/.local/state/enjin/ring2d";
+  }
+  app.add_option("--state-dir", stateDir, "The ring2d state directory")->capture_default_str();
+
   int exitCode = enjin::ctl::kExitOk;
   enjin::ctl::addKeygenCommand(app, exitCode);
   enjin::ctl::addBusCommands(app, exitCode);
+  enjin::ctl::addRing2dCommands(app, stateDir, exitCode);
 
   // Logs go to stderr so stdout carries only the command's output.
   spdlog::set_default_logger(spdlog::stderr_color_mt("enjinctl"));

@@ -1,1 +1,779 @@
-// placeholder: being written
+#include "enjin/supervise/spec_file.hpp"
+
+#include <arpa/inet.h>
+
+#include <algorithm>
+#include <csignal>
+#include <limits>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <toml++/toml.h>
+#include <utility>
+#include <vector>
+
+#include "enjin/base/file.hpp"
+
+namespace enjin::supervise {
+
+namespace {
+
+// Ranges, chosen here:
+//  - every *_ms value is at most a year, so converting it to nanoseconds anywhere (int64) is far
+//    from overflowing; delays and stop_timeout_ms may be 0 (at once), timeouts and intervals
+//    must be >= 1 (0 would mean "fail at once" or a busy loop);
+//  - backoff_max_ms >= restart_delay_ms, else the first delay would already be cut;
+//  - max_restarts >= 1: 0 would turn restart = "always" into "fail on the first exit", which no
+//    one means; restart = "never" says "do not restart";
+//  - restart_window_s 1 s .. a year; health failures 1 .. 1000; keep 0 .. 100;
+//    max_bytes >= 4096.
+constexpr int64_t kMaxMs = int64_t{365} * 24 * 3600 * 1000;
+constexpr int64_t kMaxWindowS = kMaxMs / 1000;
+constexpr size_t kMaxNameBytes = 64;
+
+struct NamedInt {
+  std::string_view name;
+  int value;
+};
+
+// With and without the SIG prefix. An integer stop_signal covers any other.
+constexpr NamedInt kSignals[] = {
+    {"HUP", SIGHUP},   {"INT", SIGINT},   {"QUIT", SIGQUIT},   {"ABRT", SIGABRT},
+    {"KILL", SIGKILL}, {"USR1", SIGUSR1}, {"USR2", SIGUSR2},   {"ALRM", SIGALRM},
+    {"TERM", SIGTERM}, {"WINCH", SIGWINCH},
+};
+
+constexpr std::string_view kRlimits[] = {"as",      "core",   "cpu",   "data",  "fsize",
+                                         "memlock", "nofile", "nproc", "stack"};
+
+constexpr std::string_view kProcessKeys[] = {
+    "name", "command", "env", "cwd", "strategy", "user", "rlimits", "depends_on", "restart",
+    "restart_delay_ms", "backoff_max_ms", "stable_after_ms", "max_restarts", "restart_window_s",
+    "readiness", "readiness_timeout_ms", "watchdog_ms", "health", "log", "stop_signal",
+    "stop_timeout_ms",
+};
+constexpr std::string_view kHealthKeys[] = {"check", "interval_ms", "timeout_ms", "failures",
+                                            "restart"};
+constexpr std::string_view kLogKeys[] = {"max_bytes", "keep"};
+
+template <size_t N>
+bool contains(const std::string_view (&list)[N], std::string_view s) {
+  return std::find(std::begin(list), std::end(list), s) != std::end(list);
+}
+
+template <size_t N>
+std::string joined(const std::string_view (&list)[N]) {
+  std::string out;
+  for (size_t i = 0; i < N; ++i) {
+    if (i > 0) out += i + 1 == N ? " or " : ", ";
+    out += list[i];
+  }
+  return out;
+}
+
+// Levenshtein distance, for "did you mean" on unknown keys.
+size_t editDistance(std::string_view a, std::string_view b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diag = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diag = up;
+    }
+  }
+  return row[b.size()];
+}
+
+template <size_t N>
+std::string unknownKey(std::string_view key, const std::string_view (&known)[N]) {
+  std::string out = "unknown key";
+  std::string_view best;
+  size_t bestDistance = 3;  // suggest only close matches
+  for (std::string_view k : known) {
+    size_t d = editDistance(key, k);
+    if (d < bestDistance) {
+      bestDistance = d;
+      best = k;
+    }
+  }
+  if (!best.empty()) {
+    out += " (did you mean ";
+    out += best;
+    out += "?)";
+  }
+  return out;
+}
+
+std::string_view typeName(const toml::node& node) {
+  switch (node.type()) {
+    case toml::node_type::table: return "a table";
+    case toml::node_type::array: return "an array";
+    case toml::node_type::string: return "a string";
+    case toml::node_type::integer: return "an integer";
+    case toml::node_type::floating_point: return "a float";
+    case toml::node_type::boolean: return "a boolean";
+    case toml::node_type::date: return "a date";
+    case toml::node_type::time: return "a time";
+    case toml::node_type::date_time: return "a date-time";
+    case toml::node_type::none: break;
+  }
+  return "nothing";
+}
+
+bool validName(std::string_view name) {
+  if (name.empty() || name.size() > kMaxNameBytes) return false;
+  // Names become file names (NAME.log) and directory entries: "." and ".." are not names.
+  if (name == "." || name == "..") return false;
+  return std::all_of(name.begin(), name.end(), [](char c) {
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+           c == '_' || c == '.' || c == '-';
+  });
+}
+
+std::optional<int> parsePort(std::string_view s) {
+  if (s.empty() || s.size() > 5) return std::nullopt;
+  int port = 0;
+  for (char c : s) {
+    if (c < '0' || c > '9') return std::nullopt;
+    port = port * 10 + (c - '0');
+  }
+  if (port < 1 || port > 65535) return std::nullopt;
+  return port;
+}
+
+// Probes connect without a resolver (the reactor never blocks on DNS): numeric addresses only.
+bool validHost(const std::string& host) {
+  if (host == "localhost") return true;
+  unsigned char buf[16];
+  return ::inet_pton(AF_INET, host.c_str(), buf) == 1 ||
+         ::inet_pton(AF_INET6, host.c_str(), buf) == 1;
+}
+
+// "HOST:PORT" with HOST an IPv4 address, "[IPv6]" or localhost; or a bare "PORT" when
+// `portOnly` is allowed. Returns an error text, or nothing and fills host and port.
+std::optional<std::string> parseHostPort(std::string_view s, bool portOnlyAllowed,
+                                         std::string& host, int& port) {
+  auto colon = s.rfind(':');
+  std::string_view portText = s;
+  std::string_view hostText;
+  if (colon != std::string_view::npos) {
+    hostText = s.substr(0, colon);
+    portText = s.substr(colon + 1);
+  } else if (!portOnlyAllowed) {
+    return "expected HOST:PORT";
+  }
+  auto p = parsePort(portText);
+  if (!p) return "port '" + std::string(portText) + "': expected 1 to 65535";
+  if (colon != std::string_view::npos) {
+    if (hostText.size() >= 2 && hostText.front() == '[' && hostText.back() == ']') {
+      hostText = hostText.substr(1, hostText.size() - 2);
+      if (hostText.find(':') == std::string_view::npos) {
+        return "host '[" + std::string(hostText) + "]': brackets are for IPv6 addresses";
+      }
+    } else if (hostText.find(':') != std::string_view::npos) {
+      return "host '" + std::string(hostText) + "': an IPv6 address goes in brackets, [::1]:PORT";
+    }
+    std::string h(hostText);
+    if (!validHost(h)) {
+      return "host '" + h + "': expected a numeric IPv4 or IPv6 address or localhost";
+    }
+    host = std::move(h);
+  }
+  port = *p;
+  return std::nullopt;
+}
+
+// http://HOST[:PORT][/PATH], HOST as for parseHostPort. Returns an error text, or nothing.
+std::optional<std::string> checkHttpUrl(std::string_view url) {
+  constexpr std::string_view kScheme = "http://";
+  const std::string quoted = "URL '" + std::string(url) + "': ";
+  if (url.substr(0, 8) == "https://") return quoted + "https is not supported, only http://";
+  if (url.substr(0, kScheme.size()) != kScheme) return quoted + "expected http://HOST[:PORT][/PATH]";
+  std::string_view rest = url.substr(kScheme.size());
+  std::string_view authority = rest.substr(0, rest.find_first_of("/?#"));
+  if (authority.empty()) return quoted + "no host";
+  if (authority.find('@') != std::string_view::npos) return quoted + "user info is not supported";
+  // A port is there when a ':' follows the host, the host being [IPv6] or free of ':'.
+  size_t hostEnd = authority.front() == '[' ? authority.find(']') : authority.find(':');
+  if (hostEnd == std::string_view::npos) hostEnd = authority.size() - 1;
+  const bool hasPort = authority.find(':', hostEnd) != std::string_view::npos;
+  std::string host;
+  int port = 0;
+  if (hasPort) {
+    if (auto err = parseHostPort(authority, false, host, port)) return quoted + *err;
+    return std::nullopt;
+  }
+  std::string_view h = authority;
+  if (h.size() >= 2 && h.front() == '[' && h.back() == ']') h = h.substr(1, h.size() - 2);
+  if (!validHost(std::string(h))) {
+    return quoted + "host '" + std::string(h) +
+           "': expected a numeric IPv4 or IPv6 address or localhost";
+  }
+  return std::nullopt;
+}
+
+// Reads one spec. The first error wins: later reads still run but change nothing that matters,
+// since the result is thrown away; this keeps each field's code a straight line.
+class SpecReader {
+ public:
+  explicit SpecReader(const std::string& source) : source_(source) {}
+
+  bool failed() const { return error_.has_value(); }
+  Error takeError() { return std::move(*error_); }
+
+  // "SOURCE:LINE: CONTEXT: KEY: WHAT"; context and key may be empty.
+  void fail(uint32_t line, std::string_view context, std::string_view key, std::string_view what) {
+    if (error_) return;
+    std::string msg = source_ + ":" + std::to_string(line) + ": ";
+    if (!context.empty()) {
+      msg += context;
+      msg += ": ";
+    }
+    if (!key.empty()) {
+      msg += key;
+      msg += ": ";
+    }
+    msg += what;
+    error_ = Error{std::move(msg)};
+  }
+
+ private:
+  const std::string& source_;
+  std::optional<Error> error_;
+};
+
+// Where one [[process]] table is being read: for error messages and line numbers.
+class ProcessReader {
+ public:
+  ProcessReader(SpecReader& spec, const toml::table& table, std::string label)
+      : spec_(spec), table_(table), label_(std::move(label)) {}
+
+  uint32_t lineOf(const toml::node* node) const {
+    if (node != nullptr && node->source().begin.line != 0) return node->source().begin.line;
+    return table_.source().begin.line;
+  }
+
+  void fail(const toml::node* node, std::string_view key, std::string_view what) {
+    spec_.fail(lineOf(node), label_, key, what);
+  }
+  void failAt(uint32_t line, std::string_view key, std::string_view what) {
+    spec_.fail(line, label_, key, what);
+  }
+
+  template <size_t N>
+  void checkKeys(const toml::table& table, std::string_view prefix,
+                 const std::string_view (&known)[N]) {
+    for (auto&& [key, node] : table) {
+      if (contains(known, key.str())) continue;
+      uint32_t line = key.source().begin.line != 0 ? key.source().begin.line : lineOf(&node);
+      failAt(line, std::string(prefix) + std::string(key.str()), unknownKey(key.str(), known));
+    }
+  }
+
+  std::optional<std::string> string(const toml::node& node, std::string_view key,
+                                    bool allowEmpty = true) {
+    const auto* s = node.as_string();
+    if (s == nullptr) {
+      fail(&node, key, "expected a string, got " + std::string(typeName(node)));
+      return std::nullopt;
+    }
+    const std::string& v = s->get();
+    // The value ends up in argv, envp or a path: a NUL would silently cut it.
+    if (v.find('\0') != std::string::npos) {
+      fail(&node, key, "contains a NUL byte");
+      return std::nullopt;
+    }
+    if (!allowEmpty && v.empty()) {
+      fail(&node, key, "must not be empty");
+      return std::nullopt;
+    }
+    return v;
+  }
+
+  std::optional<int64_t> integer(const toml::node& node, std::string_view key, int64_t min,
+                                 int64_t max) {
+    const auto* i = node.as_integer();
+    if (i == nullptr) {
+      fail(&node, key, "expected an integer, got " + std::string(typeName(node)));
+      return std::nullopt;
+    }
+    int64_t v = i->get();
+    if (v < min || v > max) {
+      std::string what = "expected ";
+      if (max == std::numeric_limits<int64_t>::max()) {
+        what += "at least " + std::to_string(min);
+      } else {
+        what += std::to_string(min) + " to " + std::to_string(max);
+      }
+      fail(&node, key, what + ", got " + std::to_string(v));
+      return std::nullopt;
+    }
+    return v;
+  }
+
+  std::optional<bool> boolean(const toml::node& node, std::string_view key) {
+    const auto* b = node.as_boolean();
+    if (b == nullptr) {
+      fail(&node, key, "expected true or false, got " + std::string(typeName(node)));
+      return std::nullopt;
+    }
+    return b->get();
+  }
+
+  // An array of strings; `minSize` elements at least.
+  std::optional<std::vector<std::string>> strings(const toml::node& node, std::string_view key,
+                                                  size_t minSize) {
+    const auto* arr = node.as_array();
+    if (arr == nullptr) {
+      fail(&node, key, "expected an array of strings, got " + std::string(typeName(node)));
+      return std::nullopt;
+    }
+    if (arr->size() < minSize) {
+      fail(&node, key, "must not be empty");
+      return std::nullopt;
+    }
+    std::vector<std::string> out;
+    for (size_t i = 0; i < arr->size(); ++i) {
+      auto s = string(*arr->get(i), std::string(key) + "[" + std::to_string(i) + "]");
+      if (!s) return std::nullopt;
+      out.push_back(std::move(*s));
+    }
+    return out;
+  }
+
+  const toml::table* table(const toml::node& node, std::string_view key) {
+    const auto* t = node.as_table();
+    if (t == nullptr) fail(&node, key, "expected a table, got " + std::string(typeName(node)));
+    return t;
+  }
+
+  const toml::table& processTable() const { return table_; }
+
+ private:
+  SpecReader& spec_;
+  const toml::table& table_;
+  std::string label_;
+};
+
+// Lines kept for the checks that span processes.
+struct ProcessLines {
+  uint32_t table = 0;
+  uint32_t name = 0;
+  std::vector<uint32_t> dependsOn;  // one per depends_on entry
+};
+
+void readMs(ProcessReader& r, const toml::table& t, std::string_view key, std::string_view path,
+            int64_t min, int64_t& out) {
+  if (const toml::node* n = t.get(key)) {
+    if (auto v = r.integer(*n, path, min, kMaxMs)) out = *v;
+  }
+}
+
+void readRestart(ProcessReader& r, const toml::table& t, RestartConfig& out) {
+  if (const toml::node* n = t.get("restart")) {
+    if (auto s = r.string(*n, "restart")) {
+      if (*s == "always") {
+        out.mode = RestartMode::kAlways;
+      } else if (*s == "on-failure") {
+        out.mode = RestartMode::kOnFailure;
+      } else if (*s == "never") {
+        out.mode = RestartMode::kNever;
+      } else {
+        r.fail(n, "restart", "expected one of always, on-failure, never, got '" + *s + "'");
+      }
+    }
+  }
+  readMs(r, t, "restart_delay_ms", "restart_delay_ms", 0, out.delayMs);
+  readMs(r, t, "backoff_max_ms", "backoff_max_ms", 0, out.backoffMaxMs);
+  readMs(r, t, "stable_after_ms", "stable_after_ms", 0, out.stableAfterMs);
+  if (const toml::node* n = t.get("max_restarts")) {
+    if (auto v = r.integer(*n, "max_restarts", 1, std::numeric_limits<uint32_t>::max())) {
+      out.maxRestarts = static_cast<uint32_t>(*v);
+    }
+  }
+  if (const toml::node* n = t.get("restart_window_s")) {
+    if (auto v = r.integer(*n, "restart_window_s", 1, kMaxWindowS)) out.windowS = *v;
+  }
+  if (out.backoffMaxMs < out.delayMs) {
+    const toml::node* n = t.get("backoff_max_ms");
+    if (n == nullptr) n = t.get("restart_delay_ms");
+    r.fail(n, "backoff_max_ms",
+           "must be at least restart_delay_ms (" + std::to_string(out.delayMs) + "), got " +
+               std::to_string(out.backoffMaxMs));
+  }
+}
+
+void readReadiness(ProcessReader& r, const toml::table& t, ReadinessConfig& out) {
+  if (const toml::node* n = t.get("readiness")) {
+    if (auto s = r.string(*n, "readiness")) {
+      std::string_view v = *s;
+      if (v == "none") {
+        out.kind = ReadinessConfig::Kind::kNone;
+      } else if (v == "notify") {
+        out.kind = ReadinessConfig::Kind::kNotify;
+      } else if (v.substr(0, 4) == "tcp:") {
+        out.kind = ReadinessConfig::Kind::kTcp;
+        if (auto err = parseHostPort(v.substr(4), true, out.host, out.port)) {
+          r.fail(n, "readiness", *err);
+        }
+      } else if (v.substr(0, 5) == "http:") {
+        out.kind = ReadinessConfig::Kind::kHttp;
+        // "http:http://..." and a bare "http://..." both name the URL.
+        out.url = std::string(v.substr(0, 7) == "http://" ? v : v.substr(5));
+        if (auto err = checkHttpUrl(out.url)) r.fail(n, "readiness", *err);
+      } else {
+        r.fail(n, "readiness",
+               "expected none, notify, tcp:PORT, tcp:HOST:PORT or http://URL, got '" + *s + "'");
+      }
+    }
+  }
+  readMs(r, t, "readiness_timeout_ms", "readiness_timeout_ms", 1, out.timeoutMs);
+  if (const toml::node* n = t.get("watchdog_ms")) {
+    if (out.kind != ReadinessConfig::Kind::kNotify) {
+      r.fail(n, "watchdog_ms", "only with readiness = \"notify\"");
+    } else if (auto v = r.integer(*n, "watchdog_ms", 0, kMaxMs)) {
+      out.watchdogMs = *v;
+    }
+  }
+}
+
+void readHealth(ProcessReader& r, const toml::node& node, HealthConfig& out) {
+  const toml::table* t = r.table(node, "health");
+  if (t == nullptr) return;
+  r.checkKeys(*t, "health.", kHealthKeys);
+  const toml::node* check = t->get("check");
+  if (check == nullptr) {
+    r.fail(&node, "health.check", "missing");
+    return;
+  }
+  if (check->is_array()) {
+    out.kind = HealthConfig::Kind::kExec;
+    if (auto cmd = r.strings(*check, "health.check", 1)) {
+      out.command = std::move(*cmd);
+      if (out.command[0].empty()) r.fail(check, "health.check[0]", "must not be empty");
+    }
+  } else if (auto s = r.string(*check, "health.check")) {
+    std::string_view v = *s;
+    if (v.substr(0, 4) == "tcp:") {
+      out.kind = HealthConfig::Kind::kTcp;
+      if (auto err = parseHostPort(v.substr(4), true, out.host, out.port)) {
+        r.fail(check, "health.check", *err);
+      }
+    } else if (v.substr(0, 5) == "http:") {
+      out.kind = HealthConfig::Kind::kHttp;
+      out.url = std::string(v.substr(0, 7) == "http://" ? v : v.substr(5));
+      if (auto err = checkHttpUrl(out.url)) r.fail(check, "health.check", *err);
+    } else {
+      r.fail(check, "health.check",
+             "expected tcp:PORT, tcp:HOST:PORT, http://URL or a command (an array of strings), "
+             "got '" + *s + "'");
+    }
+  }
+  readMs(r, *t, "interval_ms", "health.interval_ms", 1, out.intervalMs);
+  readMs(r, *t, "timeout_ms", "health.timeout_ms", 1, out.timeoutMs);
+  if (const toml::node* n = t->get("failures")) {
+    if (auto v = r.integer(*n, "health.failures", 1, 1000)) out.failures = static_cast<uint32_t>(*v);
+  }
+  if (const toml::node* n = t->get("restart")) {
+    if (auto v = r.boolean(*n, "health.restart")) out.restartWhenUnhealthy = *v;
+  }
+}
+
+void readLog(ProcessReader& r, const toml::node& node, LogConfig& out) {
+  const toml::table* t = r.table(node, "log");
+  if (t == nullptr) return;
+  r.checkKeys(*t, "log.", kLogKeys);
+  if (const toml::node* n = t->get("max_bytes")) {
+    if (auto v = r.integer(*n, "log.max_bytes", 4096, std::numeric_limits<int64_t>::max())) {
+      out.maxBytes = static_cast<uint64_t>(*v);
+    }
+  }
+  if (const toml::node* n = t->get("keep")) {
+    if (auto v = r.integer(*n, "log.keep", 0, 100)) out.keep = static_cast<uint32_t>(*v);
+  }
+}
+
+void readStopSignal(ProcessReader& r, const toml::node& node, int& out) {
+  if (node.is_integer()) {
+    if (auto v = r.integer(node, "stop_signal", 1, SIGRTMAX)) out = static_cast<int>(*v);
+    return;
+  }
+  auto s = r.string(node, "stop_signal");
+  if (!s) return;
+  std::string_view name = *s;
+  if (name.substr(0, 3) == "SIG") name.remove_prefix(3);
+  for (const NamedInt& sig : kSignals) {
+    if (sig.name == name) {
+      out = sig.value;
+      return;
+    }
+  }
+  std::string known;
+  for (const NamedInt& sig : kSignals) {
+    if (!known.empty()) known += ", ";
+    known += "SIG";
+    known += sig.name;
+  }
+  r.fail(&node, "stop_signal", "unknown signal '" + *s + "': expected " + known + " or a number");
+}
+
+// Reads everything but the cross-process checks (unique names, depends_on targets, cycles).
+ProcessSpec readProcess(ProcessReader& r, ProcessLines& lines) {
+  const toml::table& t = r.processTable();
+  ProcessSpec spec;
+  lines.table = r.lineOf(nullptr);
+
+  if (const toml::node* n = t.get("name")) {
+    lines.name = r.lineOf(n);
+    if (auto s = r.string(*n, "name")) {
+      if (!validName(*s)) {
+        r.fail(n, "name", "'" + *s + "': expected 1 to 64 of A-Z a-z 0-9 _ . - (not . or ..)");
+      }
+      spec.name = std::move(*s);
+    }
+  } else {
+    r.fail(nullptr, "name", "missing");
+  }
+  r.checkKeys(t, "", kProcessKeys);
+
+  if (const toml::node* n = t.get("command")) {
+    if (auto cmd = r.strings(*n, "command", 1)) {
+      spec.command = std::move(*cmd);
+      if (spec.command[0].empty()) r.fail(n, "command[0]", "must not be empty");
+    }
+  } else {
+    r.fail(nullptr, "command", "missing");
+  }
+
+  if (const toml::node* n = t.get("env")) {
+    if (const toml::table* env = r.table(*n, "env")) {
+      for (auto&& [key, value] : *env) {
+        std::string k(key.str());
+        std::string path = "env." + k;
+        if (k.empty() || k.find('=') != std::string::npos || k.find('\0') != std::string::npos) {
+          r.fail(&value, path, "a variable name is non-empty, without '=' or NUL");
+        }
+        if (auto v = r.string(value, path)) spec.env[k] = std::move(*v);
+      }
+    }
+  }
+
+  if (const toml::node* n = t.get("cwd")) {
+    if (auto s = r.string(*n, "cwd", false)) {
+      // Relative to what? Not guessing: the state dir is the default, anything else absolute.
+      if (s->front() != '/') r.fail(n, "cwd", "'" + *s + "': expected an absolute path");
+      spec.cwd = std::move(*s);
+    }
+  }
+  if (const toml::node* n = t.get("strategy")) {
+    if (auto s = r.string(*n, "strategy", false)) spec.strategy = std::move(*s);
+  }
+  if (const toml::node* n = t.get("user")) {
+    if (auto s = r.string(*n, "user", false)) spec.user = std::move(*s);
+  }
+
+  if (const toml::node* n = t.get("rlimits")) {
+    if (const toml::table* limits = r.table(*n, "rlimits")) {
+      for (auto&& [key, value] : *limits) {
+        std::string k(key.str());
+        if (!contains(kRlimits, k)) {
+          r.fail(&value, "rlimits." + k, "unknown limit: expected " + joined(kRlimits));
+          continue;
+        }
+        if (auto v = r.integer(value, "rlimits." + k, 0, std::numeric_limits<int64_t>::max())) {
+          spec.rlimits[k] = static_cast<uint64_t>(*v);
+        }
+      }
+    }
+  }
+
+  if (const toml::node* n = t.get("depends_on")) {
+    if (auto deps = r.strings(*n, "depends_on", 0)) {
+      const toml::array& arr = *n->as_array();
+      for (size_t i = 0; i < deps->size(); ++i) {
+        const std::string& d = (*deps)[i];
+        if (std::find(deps->begin(), deps->begin() + static_cast<ptrdiff_t>(i), d) !=
+            deps->begin() + static_cast<ptrdiff_t>(i)) {
+          r.fail(arr.get(i), "depends_on", "'" + d + "' listed twice");
+        }
+        lines.dependsOn.push_back(r.lineOf(arr.get(i)));
+      }
+      spec.dependsOn = std::move(*deps);
+    }
+  }
+
+  readRestart(r, t, spec.restart);
+  readReadiness(r, t, spec.readiness);
+  if (const toml::node* n = t.get("health")) readHealth(r, *n, spec.health);
+  if (const toml::node* n = t.get("log")) readLog(r, *n, spec.log);
+  if (const toml::node* n = t.get("stop_signal")) readStopSignal(r, *n, spec.stopSignal);
+  readMs(r, t, "stop_timeout_ms", "stop_timeout_ms", 0, spec.stopTimeoutMs);
+  return spec;
+}
+
+// Finds a depends_on cycle, as indices with the first repeated at the end (a -> b -> a), starting
+// at its member that comes first in the spec; empty when there is none. Names are all known.
+std::vector<size_t> findCycle(const std::vector<ProcessSpec>& specs,
+                              const std::map<std::string_view, size_t>& index) {
+  enum class Color { kWhite, kGray, kBlack };
+  std::vector<Color> color(specs.size(), Color::kWhite);
+  std::vector<size_t> stack;
+  std::vector<size_t> cycle;
+
+  // Recursion depth is bounded by the number of processes in one spec file.
+  auto visit = [&](auto& self, size_t i) -> bool {
+    color[i] = Color::kGray;
+    stack.push_back(i);
+    for (const std::string& dep : specs[i].dependsOn) {
+      size_t j = index.at(dep);
+      if (color[j] == Color::kGray) {
+        auto from = std::find(stack.begin(), stack.end(), j);
+        cycle.assign(from, stack.end());
+        return true;
+      }
+      if (color[j] == Color::kWhite && self(self, j)) return true;
+    }
+    stack.pop_back();
+    color[i] = Color::kBlack;
+    return false;
+  };
+  for (size_t i = 0; i < specs.size(); ++i) {
+    if (color[i] == Color::kWhite && visit(visit, i)) break;
+  }
+  if (cycle.empty()) return cycle;
+  std::rotate(cycle.begin(), std::min_element(cycle.begin(), cycle.end()), cycle.end());
+  cycle.push_back(cycle.front());
+  return cycle;
+}
+
+}  // namespace
+
+Result<std::vector<ProcessSpec>> parseSpec(std::string_view text, const std::string& source) {
+  toml::table root;
+  try {
+    root = toml::parse(text, std::string_view(source));
+  } catch (const toml::parse_error& e) {
+    return Error{source + ":" + std::to_string(e.source().begin.line) + ": " +
+                 std::string(e.description())};
+  }
+
+  SpecReader reader(source);
+  std::vector<ProcessSpec> specs;
+  std::vector<ProcessLines> lines;
+  for (auto&& [key, node] : root) {
+    if (key.str() != "process") {
+      reader.fail(key.source().begin.line, "", key.str(),
+                  "unknown key: a spec holds only [[process]] tables");
+    } else if (!node.is_array_of_tables()) {
+      reader.fail(node.source().begin.line, "", "process",
+                  "expected [[process]] tables, got " + std::string(typeName(node)));
+    }
+  }
+  if (reader.failed()) return reader.takeError();
+
+  if (const toml::array* processes = root["process"].as_array()) {
+    for (size_t i = 0; i < processes->size(); ++i) {
+      const toml::table& table = *processes->get(i)->as_table();
+      const toml::node* nameNode = table.get("name");
+      const auto* name = nameNode ? nameNode->as_string() : nullptr;
+      std::string label = name != nullptr && validName(name->get())
+                              ? "process '" + name->get() + "'"
+                              : "process #" + std::to_string(i + 1);
+      ProcessReader r(reader, table, std::move(label));
+      ProcessLines l;
+      specs.push_back(readProcess(r, l));
+      lines.push_back(std::move(l));
+      if (reader.failed()) return reader.takeError();
+    }
+  }
+
+  std::map<std::string_view, size_t> index;
+  for (size_t i = 0; i < specs.size(); ++i) {
+    auto [it, inserted] = index.emplace(specs[i].name, i);
+    if (!inserted) {
+      reader.fail(lines[i].name, "process '" + specs[i].name + "'", "name",
+                  "duplicate: already used at line " + std::to_string(lines[it->second].name));
+      return reader.takeError();
+    }
+  }
+  for (size_t i = 0; i < specs.size(); ++i) {
+    for (size_t k = 0; k < specs[i].dependsOn.size(); ++k) {
+      const std::string& dep = specs[i].dependsOn[k];
+      if (!index.contains(dep)) {
+        reader.fail(lines[i].dependsOn[k], "process '" + specs[i].name + "'", "depends_on",
+                    "no process named '" + dep + "'");
+        return reader.takeError();
+      }
+    }
+  }
+  if (auto cycle = findCycle(specs, index); !cycle.empty()) {
+    const ProcessSpec& first = specs[cycle[0]];
+    const std::string& next = specs[cycle[1]].name;
+    size_t k = static_cast<size_t>(
+        std::find(first.dependsOn.begin(), first.dependsOn.end(), next) - first.dependsOn.begin());
+    std::string path;
+    for (size_t i : cycle) {
+      if (!path.empty()) path += " -> ";
+      path += specs[i].name;
+    }
+    reader.fail(lines[cycle[0]].dependsOn[k], "process '" + first.name + "'", "depends_on",
+                "cycle " + path);
+    return reader.takeError();
+  }
+  return specs;
+}
+
+Result<std::vector<ProcessSpec>> loadSpecFile(const std::string& path) {
+  auto text = readFile(path);
+  if (!text) return text.error();
+  return parseSpec(*text, path);
+}
+
+std::vector<const ProcessSpec*> startOrder(const std::vector<ProcessSpec>& specs) {
+  std::map<std::string_view, size_t> index;
+  for (size_t i = 0; i < specs.size(); ++i) index.emplace(specs[i].name, i);
+
+  // Kahn's algorithm, always taking the ready process that comes first in the spec.
+  std::vector<size_t> waitingOn(specs.size(), 0);
+  std::vector<std::vector<size_t>> dependents(specs.size());
+  for (size_t i = 0; i < specs.size(); ++i) {
+    for (const std::string& dep : specs[i].dependsOn) {
+      auto it = index.find(dep);
+      if (it == index.end()) continue;  // outside this list: imposes no order within it
+      ++waitingOn[i];
+      dependents[it->second].push_back(i);
+    }
+  }
+  std::set<size_t> ready;
+  for (size_t i = 0; i < specs.size(); ++i) {
+    if (waitingOn[i] == 0) ready.insert(i);
+  }
+  std::vector<const ProcessSpec*> order;
+  order.reserve(specs.size());
+  while (!ready.empty()) {
+    size_t i = *ready.begin();
+    ready.erase(ready.begin());
+    order.push_back(&specs[i]);
+    for (size_t d : dependents[i]) {
+      if (--waitingOn[d] == 0) ready.insert(d);
+    }
+  }
+  if (order.size() != specs.size()) {
+    // A cycle: parseSpec refuses them, but a caller may mix specs of different generations (a
+    // supervisor keeps a changed process's old spec until it has stopped), and a start order is
+    // no reason to crash. What is left goes last, in spec order.
+    std::vector<bool> placed(specs.size(), false);
+    for (const ProcessSpec* p : order) placed[static_cast<size_t>(p - specs.data())] = true;
+    for (size_t i = 0; i < specs.size(); ++i) {
+      if (!placed[i]) order.push_back(&specs[i]);
+    }
+  }
+  return order;
+}
+
+}  // namespace enjin::supervise

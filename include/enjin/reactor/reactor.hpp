@@ -17,6 +17,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -61,22 +62,34 @@ class Reactor {
   std::optional<int64_t> nextDeadline() const;
 
   // Waits for at most `maxWaitMillis` (-1: until something happens; 0: do not wait), then runs
-  // every ready handler and every due timer once. Returns the number of handlers run.
+  // every ready handler and every due timer once. Returns the number of handlers run. A wait cut
+  // short by the next timer lasts until its deadline, rounded up to whole milliseconds, so that
+  // timer runs in this round rather than the loop spinning. A signal (EINTR) ends the wait early,
+  // with nothing ready. Order within a round: ready fds, then ready sockets, then due timers
+  // (deadline, then insertion order). A timer added by a callback of this round runs in a later
+  // round, even if it is already due.
   size_t runOnce(int64_t maxWaitMillis = -1);
-  // Runs until stop() is called from a handler.
+  // Runs until stop() is called from a handler; returns at once if stop() came before. Either
+  // way the stop request is used up, so run() may be called again.
   void run();
   void stop() { stopping_ = true; }
 
   const Clock& clock() const { return clock_; }
-  // Wake-ups counted since creation: for tests and the idle-cost benchmark.
+  // Wake-ups counted since creation, for tests and the idle-cost benchmark: returns from a wait
+  // that was allowed to sleep (its timeout was not 0), whatever ended it (an fd, a socket, a
+  // timer, a signal). runOnce(0), and a round with a timer already due, never count.
   uint64_t wakeups() const { return wakeups_; }
 
  private:
   explicit Reactor(const Clock& clock, UniqueFd epoll);
+  int waitTimeoutMillis(int64_t maxWaitMillis) const;
   size_t runDueTimers();
 
   struct FdEntry {
     uint32_t events;
+    // Carried in the epoll event next to the fd, so an event gathered for an fd that a handler
+    // then removed is not delivered to a new registration that reused the same fd number.
+    uint32_t serial;
     std::shared_ptr<FdHandler> handler;  // shared so a handler survives its own removal
   };
   struct SocketEntry {
@@ -91,6 +104,7 @@ class Reactor {
   std::map<std::pair<int64_t, TimerId>, TimerHandler> timers_;
   std::unordered_map<TimerId, int64_t> timerDeadlines_;
   TimerId nextTimerId_ = 1;
+  uint32_t nextFdSerial_ = 0;
   uint64_t wakeups_ = 0;
   bool stopping_ = false;
 };

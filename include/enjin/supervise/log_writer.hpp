@@ -33,6 +33,8 @@ class LogWriter {
 
  private:
   LogWriter(std::string path, LogConfig config, UniqueFd fd, uint64_t size);
+  // Writes one whole line's text, cut into pieces of at most kMaxLineBytes.
+  Status writeText(LogStream stream, std::string_view text, int64_t wallMicros);
   Status writeLine(LogStream stream, std::string_view line, int64_t wallMicros, bool continued);
   Status rotate();
 
@@ -41,6 +43,9 @@ class LogWriter {
   UniqueFd fd_;
   uint64_t size_ = 0;
   std::string partial_[2];
+  // Per stream: the line in partial_ already had a piece written (it outgrew kMaxLineBytes before
+  // its newline came), so the rest is written as continued. Keeps partial_ bounded.
+  bool continued_[2] = {false, false};
 };
 
 }  // namespace enjin::supervise

@@ -38,7 +38,7 @@ struct RestartDecision {
     kStop,     // leave it stopped: not a failure (policy never, clean exit, exit 125)
     kFail,     // restart intensity exceeded: failed, reported upward
   };
-  Action action;
+  Action action = Action::kStop;
   int64_t delayMs = 0;
   std::string_view reason;  // one of the kReason* constants
   RestartHistory next;      // the history to keep

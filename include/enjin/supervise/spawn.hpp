@@ -10,6 +10,7 @@
 
 #include <sys/types.h>
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -60,7 +61,11 @@ std::unique_ptr<SpawnStrategy> makeExecStrategy();
 // PR_SET_NO_NEW_PRIVS and spec.rlimits. Refuses uid 0.
 std::unique_ptr<SpawnStrategy> makeUnixUserStrategy();
 
-// The start time of `pid` from /proc (clock ticks since boot), or an error if it is gone.
+// The start time of `pid` from /proc (clock ticks since boot), or an error if it is gone. A zombie
+// still has one: it is readable until the process is reaped.
 Result<uint64_t> processStartTime(pid_t pid);
+// Field 22 (starttime) of a /proc/PID/stat line. The comm field (2) may hold spaces and ')', so
+// fields are counted from the last ')'.
+Result<uint64_t> parseProcStatStartTime(std::string_view statLine);
 
 }  // namespace enjin::supervise

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "enjin/base/result.hpp"
@@ -16,7 +17,10 @@ namespace enjin::supervise {
 Result<std::vector<ProcessSpec>> parseSpec(std::string_view text, const std::string& source);
 Result<std::vector<ProcessSpec>> loadSpecFile(const std::string& path);
 
-// The processes in an order where each comes after everything it depends on.
+// The processes in an order where each comes after everything it depends on; among processes
+// free to go in any order, spec order. The pointers point into `specs`. A depends_on name not in
+// `specs` imposes no order; processes caught in a cycle (parseSpec refuses them, but a mix of
+// old and new specs may have one) come last, in spec order.
 std::vector<const ProcessSpec*> startOrder(const std::vector<ProcessSpec>& specs);
 
 }  // namespace enjin::supervise

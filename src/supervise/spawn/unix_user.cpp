@@ -1,1 +1,83 @@
-// placeholder: being written
+// The unix-user strategy: exec, as an unprivileged account (fork_exec.hpp does the dropping).
+#include <pwd.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <string>
+#include <vector>
+
+#include "fork_exec.hpp"
+
+namespace enjin::supervise {
+namespace {
+
+struct UserEntry {
+  uid_t uid = 0;
+  gid_t gid = 0;
+  std::string name;
+  std::string home;
+};
+
+// getpwnam_r, in the parent: NSS may read files, take locks or talk to a daemon, none of which a
+// child may do between clone and exec.
+Result<UserEntry> lookupUser(const std::string& name) {
+  long hint = ::sysconf(_SC_GETPW_R_SIZE_MAX);
+  std::vector<char> buf(hint > 0 ? static_cast<size_t>(hint) : 4096);
+  passwd entry;
+  passwd* found = nullptr;
+  for (;;) {
+    int err = ::getpwnam_r(name.c_str(), &entry, buf.data(), buf.size(), &found);
+    if (err == ERANGE && buf.size() < (1U << 20)) {
+      buf.resize(buf.size() * 2);
+      continue;
+    }
+    if (err == EINTR) continue;
+    if (err != 0) return errnoError("look up user '" + name + "'", err);
+    break;
+  }
+  if (found == nullptr) return Error{"unknown user '" + name + "'"};
+  return UserEntry{entry.pw_uid, entry.pw_gid, entry.pw_name,
+                   entry.pw_dir && entry.pw_dir[0] ? entry.pw_dir : "/"};
+}
+
+// The account `spec` runs as, or why it may not run.
+Result<UserEntry> resolve(const ProcessSpec& spec) {
+  if (auto st = spawn_detail::validateCommon(spec); !st) return st.error();
+  if (spec.user.empty()) return Error{"unix-user strategy needs a user"};
+  auto user = lookupUser(spec.user);
+  if (!user) return user.error();
+  if (user->uid == 0) {
+    return Error{"unix-user strategy refuses to run '" + spec.user + "' (uid 0)"};
+  }
+  return user;
+}
+
+class UnixUserStrategy final : public SpawnStrategy {
+ public:
+  std::string_view name() const override { return "unix-user"; }
+
+  Status validate(const ProcessSpec& spec) const override {
+    if (auto user = resolve(spec); !user) return user.error();
+    return {};
+  }
+
+  // The account is looked up again at every spawn: it may have changed since validate().
+  Result<SpawnedProcess> spawn(const SpawnRequest& request) const override {
+    auto user = resolve(spawn_detail::requireSpec(request));
+    if (!user) return user.error();
+    auto plan = spawn_detail::makePlan(
+        request, {std::string("PATH=") + spawn_detail::kBasePath, "HOME=" + user->home,
+                  "USER=" + user->name, "LOGNAME=" + user->name});
+    if (!plan) return plan.error();
+    plan->credentials = spawn_detail::Credentials{user->uid, user->gid};
+    return spawn_detail::forkExec(*plan);
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<SpawnStrategy> makeUnixUserStrategy() {
+  return std::make_unique<UnixUserStrategy>();
+}
+
+}  // namespace enjin::supervise

@@ -1,0 +1,58 @@
+// ring2d's control socket: DIR/control.sock, a 0600 unix stream socket. One request per
+// connection, one JSON object per line each way:
+//   {"cmd":"status"}                         -> {"ok":true,"node":..,"processes":[{..},..]}
+//   {"cmd":"start"|"stop"|"restart","name":N} -> {"ok":true} | {"ok":false,"error":".."}
+//   {"cmd":"reload"}                          -> the same as SIGHUP
+// Served on the reactor without blocking: partial reads and writes wait for the fd.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <nlohmann/json_fwd.hpp>
+#include <string>
+
+#include "enjin/base/result.hpp"
+#include "enjin/base/unique_fd.hpp"
+#include "enjin/reactor/reactor.hpp"
+#include "enjin/supervise/supervisor.hpp"
+
+namespace enjin::supervise {
+
+class ControlServer {
+ public:
+  // `reactor` and `supervisor` must outlive the server. `reload` runs the SIGHUP path.
+  ControlServer(Reactor& reactor, Supervisor& supervisor, std::string node,
+                std::function<Status()> reload);
+  ~ControlServer();
+  Status listen(const std::string& path);
+
+ private:
+  struct Conn {
+    UniqueFd fd;
+    std::string in;
+    std::string out;
+    size_t written = 0;
+  };
+  void onAccept();
+  void onConn(int fd, uint32_t events);
+  std::string handle(const std::string& line);
+  void close(int fd);
+
+  Reactor& reactor_;
+  Supervisor& supervisor_;
+  std::string node_;
+  std::function<Status()> reload_;
+  UniqueFd listener_;
+  std::map<int, std::unique_ptr<Conn>> conns_;
+};
+
+// The client side: one request to the control socket at `socketPath`, one reply. A reply with
+// "ok":false comes back as an error carrying ring2d's message.
+Result<nlohmann::json> controlCall(const std::string& socketPath, const nlohmann::json& request);
+
+// {"name","state","pid","started_wall_ms","restarts","last_exit","detail"} for one process.
+// Declared here so ring2d's observation stream and the control socket say the same thing.
+std::string statusJson(const ProcessStatus& s);
+
+}  // namespace enjin::supervise

@@ -1,0 +1,102 @@
+// The holder: a small long-lived process that owns what must outlive ring2d. It forks the
+// supervised processes (so it is their parent and their subreaper), keeps their log pipes and
+// notify sockets open, reaps them, and keeps each one's exit status until a ring2d asks. ring2d
+// is the brain (policy, readiness, health, logs); the holder only does what it is told and
+// reports exits. When ring2d dies, nothing under it notices: children keep running, lines they
+// write wait in the pipes, exits are collected, and the next ring2d picks everything up.
+//
+// Protocol: JSON messages on a SOCK_SEQPACKET unix socket (0600), fds attached with SCM_RIGHTS.
+//   ring2d -> holder
+//     {"op":"hello"}                      -> one "slot" per process, then {"op":"hello_done"}
+//     {"op":"spawn","name","spec","env":[..],"notify":PATH|null}
+//                                         -> "spawned" (+ fds out, err[, notify] the first time
+//                                            a name is spawned) or "spawn_failed"
+//     {"op":"signal","name","signal","group":true}   (no reply)
+//     {"op":"close","name"}               forget a stopped process and close its fds
+//     {"op":"shutdown"}                   exit once nothing runs -> {"op":"bye"}
+//   holder -> ring2d
+//     {"op":"slot","name","pid","start_time","running","exit":{..}|null,"fds":["out","err",..]}
+//     {"op":"spawned","name","pid","start_time","fds":[..]}
+//     {"op":"spawn_failed","name","error"}
+//     {"op":"exited","name","pid","exit":{"kind":"exited","code":N}|{"kind":"signaled","signal":N}}
+#pragma once
+
+#include <sys/types.h>
+
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "enjin/base/result.hpp"
+#include "enjin/base/unique_fd.hpp"
+#include "enjin/reactor/reactor.hpp"
+#include "enjin/supervise/spawn.hpp"
+
+namespace enjin::supervise {
+
+class Holder {
+ public:
+  // `reactor` and `registry` must outlive the holder.
+  Holder(Reactor& reactor, const SpawnRegistry& registry, std::string socketPath);
+  ~Holder();
+
+  // Becomes the subreaper, blocks and watches SIGCHLD/SIGTERM/SIGINT through a signalfd, and
+  // listens on the socket.
+  Status start();
+  // True once the holder was told to shut down (or terminated) and nothing runs any more.
+  bool finished() const { return finished_; }
+
+ private:
+  struct Slot;
+  void onAccept();
+  void onClient(uint32_t events);
+  void onSignal();
+  void reap();
+  void handle(const std::string& text);
+  void send(const std::string& text, const std::vector<int>& fds = {});
+  void dropClient();
+  void maybeFinish();
+
+  void opHello();
+  void opSpawn(const std::string& name, const void* request);
+  void opSignal(const std::string& name, int signal, bool group);
+  void opClose(const std::string& name);
+  Reactor& reactor_;
+  const SpawnRegistry& registry_;
+  std::string socketPath_;
+  UniqueFd listener_;
+  UniqueFd client_;
+  UniqueFd signals_;
+  std::map<std::string, std::unique_ptr<Slot>> slots_;
+  std::map<pid_t, Slot*> byPid_;
+  bool shuttingDown_ = false;
+  bool finished_ = false;
+};
+
+// The ring2d side of the protocol.
+class HolderClient {
+ public:
+  // Connects to the holder at `socketPath`, launching `holderExe` first if none answers. A
+  // holder launched here is this process's child; `launchedPidfd` then watches it.
+  static Result<std::unique_ptr<HolderClient>> connectOrLaunch(const std::string& socketPath,
+                                                               const std::string& holderExe,
+                                                               const std::string& logPath);
+  int fd() const { return socket_.get(); }
+  // The holder's pidfd when this process launched it (invalid otherwise).
+  int launchedPidfd() const { return launchedPidfd_.get(); }
+  bool launched() const { return launched_; }
+
+  Status send(const std::string& json);
+  // One waiting message and its fds; false when none is waiting; an error when the holder went.
+  Result<bool> receive(std::string& json, std::vector<UniqueFd>& fds);
+
+ private:
+  HolderClient(UniqueFd socket, UniqueFd pidfd, bool launched)
+      : socket_(std::move(socket)), launchedPidfd_(std::move(pidfd)), launched_(launched) {}
+  UniqueFd socket_;
+  UniqueFd launchedPidfd_;
+  bool launched_;
+};
+
+}  // namespace enjin::supervise

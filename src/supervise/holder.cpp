@@ -1,0 +1,306 @@
+#include "enjin/supervise/holder.hpp"
+
+#include <fcntl.h>
+#include <pwd.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <nlohmann/json.hpp>
+
+#include "enjin/base/unix_socket.hpp"
+#include "enjin/supervise/spec_json.hpp"
+
+namespace enjin::supervise {
+
+using nlohmann::json;
+
+struct Holder::Slot {
+  std::string name;
+  UniqueFd outRead, outWrite, errRead, errWrite, notify;
+  pid_t pid = -1;  // the current (or last) child; its pgid too
+  uint64_t startTime = 0;
+  bool running = false;
+  json lastExit;  // null until the first exit
+};
+
+namespace {
+
+json exitJson(const siginfo_t& info) {
+  if (info.si_code == CLD_EXITED) return {{"kind", "exited"}, {"code", info.si_status}};
+  return {{"kind", "signaled"}, {"signal", info.si_status}};
+}
+
+Status makePipe(UniqueFd& readEnd, UniqueFd& writeEnd) {
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) return errnoError("pipe2", errno);
+  readEnd.reset(fds[0]);
+  writeEnd.reset(fds[1]);
+  return {};
+}
+
+}  // namespace
+
+Holder::Holder(Reactor& reactor, const SpawnRegistry& registry, std::string socketPath)
+    : reactor_(reactor), registry_(registry), socketPath_(std::move(socketPath)) {}
+
+Holder::~Holder() {
+  if (listener_) reactor_.removeFd(listener_.get());
+  if (client_) reactor_.removeFd(client_.get());
+  if (signals_) reactor_.removeFd(signals_.get());
+}
+
+Status Holder::start() {
+  if (::prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0) {
+    return errnoError("holder: PR_SET_CHILD_SUBREAPER", errno);
+  }
+  sigset_t set;
+  sigemptyset(&set);
+  for (int s : {SIGCHLD, SIGTERM, SIGINT, SIGHUP}) sigaddset(&set, s);
+  if (::sigprocmask(SIG_BLOCK, &set, nullptr) != 0) return errnoError("holder: sigprocmask", errno);
+  ::signal(SIGPIPE, SIG_IGN);
+  signals_.reset(::signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK));
+  if (!signals_) return errnoError("holder: signalfd", errno);
+  if (auto st = reactor_.addFd(signals_.get(), EPOLLIN, [this](uint32_t) { onSignal(); });
+      !st.ok()) {
+    return st;
+  }
+  auto listener = listenUnix(socketPath_, SOCK_SEQPACKET, 0600);
+  if (!listener.ok()) return listener.error().wrap("holder");
+  listener_ = std::move(*listener);
+  return reactor_.addFd(listener_.get(), EPOLLIN, [this](uint32_t) { onAccept(); });
+}
+
+void Holder::onAccept() {
+  UniqueFd fd(::accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
+  if (!fd) return;
+  // Only our own user may drive the holder (the socket is 0600 too).
+  auto uid = peerUid(fd.get());
+  if (!uid.ok() || *uid != ::geteuid()) return;
+  // A new ring2d replaces the old one, which can only be dead or dying.
+  dropClient();
+  client_ = std::move(fd);
+  (void)reactor_.addFd(client_.get(), EPOLLIN, [this](uint32_t ev) { onClient(ev); });
+}
+
+void Holder::dropClient() {
+  if (!client_) return;
+  reactor_.removeFd(client_.get());
+  client_.reset();
+}
+
+void Holder::onClient(uint32_t) {
+  std::string text;
+  std::vector<UniqueFd> fds;  // ring2d sends none; any that come are closed
+  for (;;) {
+    auto got = recvWithFds(client_.get(), text, fds);
+    if (!got.ok()) {
+      if (errno == EAGAIN) return;
+      dropClient();
+      return;
+    }
+    if (!*got) {  // ring2d went away: carry on, children keep running
+      dropClient();
+      return;
+    }
+    handle(text);
+    if (!client_) return;
+  }
+}
+
+void Holder::send(const std::string& text, const std::vector<int>& fds) {
+  if (!client_) return;  // nobody to tell: the state stays in the slots for the next hello
+  if (!sendWithFds(client_.get(), text, fds).ok()) dropClient();
+}
+
+void Holder::handle(const std::string& text) {
+  json req = json::parse(text, nullptr, false);
+  if (!req.is_object() || !req.contains("op") || !req["op"].is_string()) {
+    send(json{{"op", "error"}, {"error", "holder: malformed request"}}.dump());
+    return;
+  }
+  const std::string op = req["op"];
+  const std::string name = req.value("name", "");
+  if (op == "hello") {
+    opHello();
+  } else if (op == "spawn") {
+    opSpawn(name, &req);
+  } else if (op == "signal") {
+    opSignal(name, req.value("signal", SIGTERM), req.value("group", true));
+  } else if (op == "close") {
+    opClose(name);
+  } else if (op == "shutdown") {
+    shuttingDown_ = true;
+    maybeFinish();
+  } else {
+    send(json{{"op", "error"}, {"error", "holder: unknown op '" + op + "'"}}.dump());
+  }
+}
+
+void Holder::opHello() {
+  for (auto& [name, slot] : slots_) {
+    std::vector<int> fds{slot->outRead.get(), slot->errRead.get()};
+    json names = {"out", "err"};
+    if (slot->notify) {
+      fds.push_back(slot->notify.get());
+      names.push_back("notify");
+    }
+    send(json{{"op", "slot"},
+              {"name", name},
+              {"pid", slot->pid},
+              {"start_time", slot->startTime},
+              {"running", slot->running},
+              {"exit", slot->lastExit},
+              {"fds", names}}
+             .dump(),
+         fds);
+  }
+  send(json{{"op", "hello_done"}}.dump());
+}
+
+void Holder::opSpawn(const std::string& name, const void* request) {
+  const json& req = *static_cast<const json*>(request);
+  auto fail = [&](const std::string& error) {
+    send(json{{"op", "spawn_failed"}, {"name", name}, {"error", error}}.dump());
+  };
+  auto spec = specFromJson(req.value("spec", json()));
+  if (!spec.ok()) return fail(spec.error().message);
+  auto strategy = registry_.find(spec->strategy);
+  if (!strategy.ok()) return fail(strategy.error().message);
+  auto& slot = slots_[name];
+  std::vector<int> newFds;
+  json fdNames = json::array();
+  if (!slot) {
+    slot = std::make_unique<Slot>();
+    slot->name = name;
+    Status st = makePipe(slot->outRead, slot->outWrite);
+    if (st.ok()) st = makePipe(slot->errRead, slot->errWrite);
+    const std::string notifyPath = req.value("notify", json()).is_string() ? req["notify"].get<std::string>() : "";
+    if (st.ok() && !notifyPath.empty()) {
+      auto sock = listenUnix(notifyPath, SOCK_DGRAM, 0600);
+      if (sock.ok()) {
+        slot->notify = std::move(*sock);
+        // A unix-user child must be able to write to its own notify socket.
+        if (!spec->user.empty()) {
+          if (passwd* pw = ::getpwnam(spec->user.c_str()); pw != nullptr) {
+            (void)::chown(notifyPath.c_str(), pw->pw_uid, pw->pw_gid);
+          }
+        }
+      } else {
+        st = sock.error();
+      }
+    }
+    if (!st.ok()) {
+      slots_.erase(name);
+      return fail(st.error().message);
+    }
+    newFds = {slot->outRead.get(), slot->errRead.get()};
+    fdNames = {"out", "err"};
+    if (slot->notify) {
+      newFds.push_back(slot->notify.get());
+      fdNames.push_back("notify");
+    }
+  }
+  if (slot->running) return fail("process '" + name + "' is already running as pid " + std::to_string(slot->pid));
+  SpawnRequest sr;
+  sr.spec = &*spec;
+  sr.stdoutFd = slot->outWrite.get();
+  sr.stderrFd = slot->errWrite.get();
+  if (req.contains("env") && req["env"].is_array()) {
+    for (const auto& e : req["env"]) {
+      if (e.is_string()) sr.extraEnv.push_back(e.get<std::string>());
+    }
+  }
+  sr.defaultCwd = req.value("cwd", "/");
+  auto spawned = (*strategy)->spawn(sr);
+  if (!spawned.ok()) {
+    send(json{{"op", "spawn_failed"}, {"name", name}, {"error", spawned.error().message},
+              {"fds", fdNames}}.dump(),
+         newFds);
+    return;
+  }
+  slot->pid = spawned->pid;
+  slot->startTime = spawned->startTime;
+  slot->running = true;
+  byPid_[slot->pid] = slot.get();
+  // The pidfd is not needed: the holder is the parent and reaps by pid, so the pid cannot be
+  // reused before the holder itself collects the exit.
+  send(json{{"op", "spawned"}, {"name", name}, {"pid", slot->pid},
+            {"start_time", slot->startTime}, {"fds", fdNames}}.dump(),
+       newFds);
+}
+
+void Holder::opSignal(const std::string& name, int signal, bool group) {
+  auto it = slots_.find(name);
+  if (it == slots_.end() || it->second->pid <= 0) return;
+  Slot& slot = *it->second;
+  // While the leader is unreaped its pid cannot be reused, and a pgid stays reserved while any
+  // member of the group lives, so the group signal reaches only this process's group.
+  if (group) {
+    ::kill(-slot.pid, signal);
+  } else if (slot.running) {
+    ::kill(slot.pid, signal);
+  }
+}
+
+void Holder::opClose(const std::string& name) {
+  auto it = slots_.find(name);
+  if (it == slots_.end() || it->second->running) return;
+  slots_.erase(it);
+}
+
+void Holder::onSignal() {
+  signalfd_siginfo si;
+  bool child = false;
+  while (::read(signals_.get(), &si, sizeof si) == sizeof si) {
+    if (si.ssi_signo == SIGCHLD) {
+      child = true;
+    } else if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) {
+      // The holder itself is being stopped (system shutdown): stop everything it holds.
+      shuttingDown_ = true;
+      for (auto& [name, slot] : slots_) {
+        if (slot->running) ::kill(-slot->pid, SIGTERM);
+      }
+      reactor_.addTimerAfterMillis(10'000, [this] {
+        for (auto& [name, slot] : slots_) {
+          if (slot->running) ::kill(-slot->pid, SIGKILL);
+        }
+      });
+    }
+  }
+  if (child) reap();
+  maybeFinish();
+}
+
+void Holder::reap() {
+  for (;;) {
+    siginfo_t info{};
+    if (::waitid(P_ALL, 0, &info, WEXITED | WNOHANG) != 0 || info.si_pid == 0) return;
+    auto it = byPid_.find(info.si_pid);
+    if (it == byPid_.end()) continue;  // an orphaned grandchild: reaped, nothing to report
+    Slot& slot = *it->second;
+    byPid_.erase(it);
+    slot.running = false;
+    slot.lastExit = exitJson(info);
+    send(json{{"op", "exited"}, {"name", slot.name}, {"pid", slot.pid}, {"exit", slot.lastExit}}
+             .dump());
+  }
+}
+
+void Holder::maybeFinish() {
+  if (!shuttingDown_ || finished_) return;
+  for (const auto& [name, slot] : slots_) {
+    if (slot->running) return;
+  }
+  send(json{{"op", "bye"}}.dump());
+  finished_ = true;
+  reactor_.stop();
+}
+
+}  // namespace enjin::supervise

@@ -1,0 +1,88 @@
+// The fork/exec core shared by the spawn strategies (internal to src/supervise/spawn).
+//
+// A strategy turns a SpawnRequest into a ChildPlan in the parent: every string, path, limit and
+// id the child needs is decided there (PATH lookup included), so that between clone and execve
+// the child makes only async-signal-safe system calls, touches no lock and allocates nothing.
+// forkExec() then runs the plan. In the child, in this order:
+//   setsid -> every signal disposition to SIG_DFL -> stdin /dev/null, stdout, stderr -> close
+//   every fd from 3 up -> rlimits -> [setgroups([]) -> setgid -> setuid -> setuid(0) must fail ->
+//   PR_SET_NO_NEW_PRIVS] -> chdir -> empty signal mask -> execve.
+// Limits come before the credentials because raising a hard limit needs CAP_SYS_RESOURCE, which
+// setuid takes away, and because the kernel checks RLIMIT_NPROC at setuid(). chdir comes after
+// them so that a user is never started in a folder it could not enter itself.
+// The first step that fails is reported to the parent through a close-on-exec pipe as
+// {step, errno}; the child then _exit(127)s and the parent reaps it and returns the error.
+#pragma once
+
+#include <sys/resource.h>
+#include <sys/types.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "enjin/base/result.hpp"
+#include "enjin/supervise/process_spec.hpp"
+#include "enjin/supervise/spawn.hpp"
+
+namespace enjin::supervise::spawn_detail {
+
+// PATH of the minimal environment every child starts from.
+inline constexpr const char* kBasePath =
+    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+struct RlimitSetting {
+  int resource = 0;
+  rlimit value{};            // soft and hard both set to the spec's value
+  const char* name = "";     // as in the spec ("nofile"): static storage, for error messages
+};
+
+// The RLIMIT_* for a spec name: as, core, cpu, data, fsize, memlock, nofile, nproc, stack.
+Result<int> rlimitResource(std::string_view name);
+
+// What every strategy checks: a command, and rlimit names it knows.
+Status validateCommon(const ProcessSpec& spec);
+
+struct Credentials {
+  uid_t uid = 0;
+  gid_t gid = 0;
+};
+
+struct ChildPlan {
+  std::string path;               // the executable: command[0], or its match on the child's PATH
+  std::vector<std::string> argv;  // the spec's command, command[0] as written
+  std::vector<std::string> env;   // "KEY=VALUE", one per key
+  std::string cwd;
+  std::vector<RlimitSetting> rlimits;
+  std::optional<Credentials> credentials;  // drop to these, then PR_SET_NO_NEW_PRIVS
+  int stdoutFd = -1;                       // -1: /dev/null
+  int stderrFd = -1;
+};
+
+// request.spec; a request without one is a bug of the caller and aborts.
+const ProcessSpec& requireSpec(const SpawnRequest& request);
+
+// Builds the plan for `request`. The environment is `baseEnv` ("KEY=VALUE"), then spec.env, then
+// request.extraEnv, a later entry replacing an earlier one with the same key. A command[0]
+// without '/' is looked up on that environment's PATH, here, in the parent.
+Result<ChildPlan> makePlan(const SpawnRequest& request, std::vector<std::string> baseEnv);
+
+// How the child is created. All three are correct; they differ in speed and in what they need.
+enum class CloneMode {
+  // clone(CLONE_VM | CLONE_VFORK | CLONE_PIDFD) on a small stack of its own: no page tables are
+  // copied, so the cost does not grow with the parent's memory. The parent thread is suspended
+  // until the child execs or exits.
+  kVfork,
+  // clone3(CLONE_PIDFD) without CLONE_VM: a fork that returns the pidfd atomically.
+  kClone3,
+  // fork() + pidfd_open(): the portable fallback.
+  kFork,
+};
+
+// Runs `plan` and returns once the child has exec'd, or the error of the step that failed, the
+// child reaped. Falls back to kFork when the kernel refuses the chosen mode.
+Result<SpawnedProcess> forkExec(const ChildPlan& plan, CloneMode mode = CloneMode::kVfork);
+
+}  // namespace enjin::supervise::spawn_detail

@@ -1,0 +1,92 @@
+#include "enjin/supervise/spec_json.hpp"
+
+namespace enjin::supervise {
+
+using nlohmann::json;
+
+json specToJson(const ProcessSpec& s) {
+  return json{
+      {"name", s.name},
+      {"command", s.command},
+      {"env", s.env},
+      {"cwd", s.cwd},
+      {"strategy", s.strategy},
+      {"user", s.user},
+      {"rlimits", s.rlimits},
+      {"depends_on", s.dependsOn},
+      {"restart",
+       {{"mode", static_cast<int>(s.restart.mode)},
+        {"delay_ms", s.restart.delayMs},
+        {"backoff_max_ms", s.restart.backoffMaxMs},
+        {"stable_after_ms", s.restart.stableAfterMs},
+        {"max_restarts", s.restart.maxRestarts},
+        {"window_s", s.restart.windowS}}},
+      {"readiness",
+       {{"kind", static_cast<int>(s.readiness.kind)},
+        {"host", s.readiness.host},
+        {"port", s.readiness.port},
+        {"url", s.readiness.url},
+        {"timeout_ms", s.readiness.timeoutMs},
+        {"watchdog_ms", s.readiness.watchdogMs}}},
+      {"health",
+       {{"kind", static_cast<int>(s.health.kind)},
+        {"host", s.health.host},
+        {"port", s.health.port},
+        {"url", s.health.url},
+        {"command", s.health.command},
+        {"interval_ms", s.health.intervalMs},
+        {"timeout_ms", s.health.timeoutMs},
+        {"failures", s.health.failures},
+        {"restart", s.health.restartWhenUnhealthy}}},
+      {"log", {{"max_bytes", s.log.maxBytes}, {"keep", s.log.keep}}},
+      {"stop_signal", s.stopSignal},
+      {"stop_timeout_ms", s.stopTimeoutMs},
+  };
+}
+
+Result<ProcessSpec> specFromJson(const json& j) {
+  try {
+    ProcessSpec s;
+    j.at("name").get_to(s.name);
+    j.at("command").get_to(s.command);
+    j.at("env").get_to(s.env);
+    j.at("cwd").get_to(s.cwd);
+    j.at("strategy").get_to(s.strategy);
+    j.at("user").get_to(s.user);
+    j.at("rlimits").get_to(s.rlimits);
+    j.at("depends_on").get_to(s.dependsOn);
+    const json& r = j.at("restart");
+    s.restart.mode = static_cast<RestartMode>(r.at("mode").get<int>());
+    r.at("delay_ms").get_to(s.restart.delayMs);
+    r.at("backoff_max_ms").get_to(s.restart.backoffMaxMs);
+    r.at("stable_after_ms").get_to(s.restart.stableAfterMs);
+    r.at("max_restarts").get_to(s.restart.maxRestarts);
+    r.at("window_s").get_to(s.restart.windowS);
+    const json& rd = j.at("readiness");
+    s.readiness.kind = static_cast<ReadinessConfig::Kind>(rd.at("kind").get<int>());
+    rd.at("host").get_to(s.readiness.host);
+    rd.at("port").get_to(s.readiness.port);
+    rd.at("url").get_to(s.readiness.url);
+    rd.at("timeout_ms").get_to(s.readiness.timeoutMs);
+    rd.at("watchdog_ms").get_to(s.readiness.watchdogMs);
+    const json& h = j.at("health");
+    s.health.kind = static_cast<HealthConfig::Kind>(h.at("kind").get<int>());
+    h.at("host").get_to(s.health.host);
+    h.at("port").get_to(s.health.port);
+    h.at("url").get_to(s.health.url);
+    h.at("command").get_to(s.health.command);
+    h.at("interval_ms").get_to(s.health.intervalMs);
+    h.at("timeout_ms").get_to(s.health.timeoutMs);
+    h.at("failures").get_to(s.health.failures);
+    h.at("restart").get_to(s.health.restartWhenUnhealthy);
+    j.at("log").at("max_bytes").get_to(s.log.maxBytes);
+    j.at("log").at("keep").get_to(s.log.keep);
+    j.at("stop_signal").get_to(s.stopSignal);
+    j.at("stop_timeout_ms").get_to(s.stopTimeoutMs);
+    return s;
+  } catch (const json::exception& e) {
+    return Error{std::string("process spec: ") + e.what()};
+  }
+}
+
+}  // namespace enjin::supervise

@@ -1,0 +1,1063 @@
+#include "enjin/supervise/supervisor.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spdlog/spdlog.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <nlohmann/json.hpp>
+
+#include "enjin/base/file.hpp"
+#include "enjin/supervise/holder.hpp"
+#include "enjin/supervise/log_writer.hpp"
+#include "enjin/supervise/probe.hpp"
+#include "enjin/supervise/spawn.hpp"
+#include "enjin/supervise/spec_file.hpp"
+#include "enjin/supervise/spec_json.hpp"
+
+namespace enjin::supervise {
+
+using nlohmann::json;
+
+std::string_view stateName(ProcessState s) {
+  switch (s) {
+    case ProcessState::kStopped: return "stopped";
+    case ProcessState::kStarting: return "starting";
+    case ProcessState::kRunning: return "running";
+    case ProcessState::kReady: return "ready";
+    case ProcessState::kUnhealthy: return "unhealthy";
+    case ProcessState::kBackoff: return "backoff";
+    case ProcessState::kFailed: return "failed";
+    case ProcessState::kStopping: return "stopping";
+  }
+  return "unknown";
+}
+
+namespace {
+
+constexpr int64_t kReadinessRetryMs = 100;   // between readiness probes until ready
+constexpr int64_t kSaveDelayMs = 50;         // state.json writes are coalesced this long
+constexpr int64_t kHolderByeTimeoutMs = 5000;
+constexpr size_t kLogReadChunk = 64 * 1024;
+constexpr size_t kLogReadsPerWakeup = 4;     // then let other fds have a turn
+constexpr idtype_t kPidfdIdType = static_cast<idtype_t>(3);  // P_PIDFD (Linux 5.4)
+
+std::string describeExit(const ExitInfo& e) {
+  switch (e.kind) {
+    case ExitInfo::Kind::kExited: return "exit code " + std::to_string(e.code);
+    case ExitInfo::Kind::kSignaled: {
+      const char* name = ::sigabbrev_np(e.signal);
+      return std::string("signal ") + (name ? std::string("SIG") + name : std::to_string(e.signal));
+    }
+    case ExitInfo::Kind::kUnknown: return "exit status unknown";
+  }
+  return "?";
+}
+
+ExitInfo exitFromJson(const json& j, int64_t startedAtNs, int64_t nowNs) {
+  ExitInfo e;
+  e.startedAtNs = startedAtNs;
+  e.exitedAtNs = nowNs;
+  if (!j.is_object()) return e;  // kUnknown
+  const std::string kind = j.value("kind", "");
+  if (kind == "exited") {
+    e.kind = ExitInfo::Kind::kExited;
+    e.code = j.value("code", 0);
+  } else if (kind == "signaled") {
+    e.kind = ExitInfo::Kind::kSignaled;
+    e.signal = j.value("signal", 0);
+  }
+  return e;
+}
+
+bool isLive(ProcessState s) {
+  return s == ProcessState::kRunning || s == ProcessState::kReady ||
+         s == ProcessState::kUnhealthy || s == ProcessState::kStopping;
+}
+
+bool isDown(ProcessState s) { return s == ProcessState::kStopped || s == ProcessState::kFailed; }
+
+}  // namespace
+
+struct Proc {
+  ProcessSpec spec;
+  std::string specJson;  // spec serialized once per spec change, not once per spawn
+  ProcessState state = ProcessState::kStopped;
+  bool wanted = true;
+  bool spawnPending = false;
+  bool restartAfterStop = false;
+  bool removeAfterStop = false;
+  std::optional<ProcessSpec> nextSpec;
+  int pid = 0;
+  uint64_t startTime = 0;
+  int64_t startedMonoNs = 0;
+  int64_t startedWallMs = 0;
+  uint64_t restarts = 0;
+  RestartHistory history;
+  std::optional<ExitInfo> lastExit;
+  std::string detail;
+  bool ready = false;
+  UniqueFd out, err, notify;
+  std::optional<LogWriter> log;
+  Reactor::TimerId backoffTimer = 0, stopTimer = 0, readyTimer = 0, watchdogTimer = 0,
+                   healthTimer = 0, retryTimer = 0;
+  std::unique_ptr<Probe> readinessProbe, healthProbe;
+  uint32_t healthFailures = 0;
+
+  void setSpec(ProcessSpec s) {
+    spec = std::move(s);
+    specJson = specToJson(spec).dump();
+  }
+};
+
+class Supervisor::Impl {
+ public:
+  Impl(Reactor& reactor, SupervisorOptions options, std::function<uint64_t()> random)
+      : reactor_(reactor), options_(std::move(options)), random_(std::move(random)) {}
+
+  ~Impl() {
+    for (auto& [name, p] : procs_) detachFds(*p);
+    if (holder_) reactor_.removeFd(holder_->fd());
+    if (holder_ && holder_->launchedPidfd() >= 0) reactor_.removeFd(holder_->launchedPidfd());
+  }
+
+  Observer observer_;
+
+  Status start(std::vector<ProcessSpec> specs);
+  Status reload(std::vector<ProcessSpec> specs);
+  void stopAll(std::function<void()> done);
+  Status startProcess(const std::string& name);
+  Status stopProcess(const std::string& name);
+  Status restartProcess(const std::string& name);
+  std::vector<ProcessStatus> status() const;
+  std::string logPath(const std::string& name) const {
+    return options_.stateDir + "/logs/" + name + ".log";
+  }
+
+ private:
+  // --- holder ---
+  Status connectHolder(const json& previous);
+  void onHolderReadable();
+  void handleHolderMessage(const json& msg, std::vector<UniqueFd>& fds);
+  void holderLost(const std::string& why);
+  void sendHolder(const json& msg);
+  void signalGroup(Proc& p, int signal);
+
+  // --- lifecycle ---
+  void maybeStart(Proc& p);
+  void spawn(Proc& p);
+  void onSpawned(Proc& p, const json& msg);
+  void onExit(Proc& p, const ExitInfo& exit);
+  void stop(Proc& p, const std::string& why);
+  void terminate(Proc& p, const std::string& why);
+  void setState(Proc& p, ProcessState s, std::string detail, bool exitEvent = false);
+  void setReady(Proc& p, const std::string& detail);
+  void beginReadiness(Proc& p);
+  void probeReadiness(Proc& p);
+  void scheduleHealth(Proc& p);
+  void armWatchdog(Proc& p);
+  void cancelRunTimers(Proc& p);
+  void advanceStopAll();
+  void finishRemoval(const std::string& name);
+  Proc* find(const std::string& name) {
+    auto it = procs_.find(name);
+    return it == procs_.end() ? nullptr : it->second.get();
+  }
+  bool dependenciesReady(const Proc& p, std::string& waitingFor) const;
+  std::vector<Proc*> dependentsOf(const std::string& name);
+  void rebuildOrder();
+
+  // --- fds ---
+  void attachFds(Proc& p, const json& names, std::vector<UniqueFd>& fds);
+  void detachFds(Proc& p);
+  void onLogReadable(Proc& p, LogStream stream);
+  void onNotify(Proc& p);
+
+  // --- state file and events ---
+  void scheduleSave();
+  void save();
+  void flushEvents();
+  int64_t nowNs() const { return reactor_.clock().monotonicNanos(); }
+  int64_t wallMs() const { return reactor_.clock().wallMillis(); }
+
+  Reactor& reactor_;
+  SupervisorOptions options_;
+  std::function<uint64_t()> random_;
+  std::unique_ptr<HolderClient> holder_;
+  std::map<std::string, std::unique_ptr<Proc>> procs_;
+  std::vector<std::string> order_;      // start order
+  std::vector<std::string> specOrder_;  // names in the order the spec lists them
+  std::vector<StateEvent> pending_;
+  Reactor::TimerId saveTimer_ = 0;
+  bool stoppingAll_ = false;
+  bool shutdownSent_ = false;
+  std::function<void()> stopDone_;
+  std::string readBuffer_ = std::string(kLogReadChunk, '\0');
+};
+
+// ---------------------------------------------------------------------------------------------
+// Start-up and re-adoption
+
+Status Supervisor::Impl::start(std::vector<ProcessSpec> specs) {
+  for (const char* sub : {"", "/logs", "/notify"}) {
+    const std::string dir = options_.stateDir + sub;
+    if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) return errnoError("mkdir " + dir, errno);
+  }
+  // unix-user children must reach their own notify socket (0600, chowned to them) by path.
+  ::chmod((options_.stateDir + "/notify").c_str(), 0711);
+
+  json previous = json::object();
+  if (auto text = readFile(options_.stateDir + "/state.json"); text.ok()) {
+    previous = json::parse(*text, nullptr, false);
+    if (!previous.is_object()) {
+      spdlog::warn("ring2d: {}/state.json is unreadable; starting without it", options_.stateDir);
+      previous = json::object();
+    }
+  }
+  for (auto& s : specs) {
+    specOrder_.push_back(s.name);
+    auto p = std::make_unique<Proc>();
+    p->setSpec(std::move(s));
+    const json& prev = previous.value("processes", json::object()).value(p->spec.name, json());
+    if (prev.is_object()) p->restarts = prev.value("restarts", uint64_t{0});
+    procs_[p->spec.name] = std::move(p);
+  }
+  rebuildOrder();
+  if (auto st = connectHolder(previous); !st.ok()) return st;
+  for (const auto& name : order_) {
+    if (Proc* p = find(name); p != nullptr && p->state == ProcessState::kStopped && p->wanted) {
+      maybeStart(*p);
+    }
+  }
+  flushEvents();
+  return {};
+}
+
+Status Supervisor::Impl::connectHolder(const json& previous) {
+  auto client = HolderClient::connectOrLaunch(options_.stateDir + "/holder.sock", options_.holderExe,
+                                              options_.stateDir + "/holder.log");
+  if (!client.ok()) return client.error();
+  holder_ = std::move(*client);
+  const json prevProcs = previous.value("processes", json::object());
+  if (holder_->launched()) {
+    // A fresh holder: whatever the state file says still runs was orphaned by a holder that
+    // died. It cannot be reaped or re-attached, and must not run twice: kill its group.
+    for (const auto& [name, info] : prevProcs.items()) {
+      const int pid = info.value("pid", 0);
+      const uint64_t startTime = info.value("start_time", uint64_t{0});
+      auto now = pid > 0 ? processStartTime(pid) : Result<uint64_t>(Error{"none"});
+      if (now.ok() && *now == startTime) {
+        spdlog::warn("ring2d: process '{}' (pid {}) outlived its holder; killing its group", name, pid);
+        ::kill(-pid, SIGKILL);
+      }
+    }
+    (void)reactor_.addFd(holder_->launchedPidfd(), EPOLLIN, [this](uint32_t) {
+      // Our own child: collect it so it is never a zombie.
+      siginfo_t info{};
+      ::waitid(kPidfdIdType, static_cast<id_t>(holder_->launchedPidfd()), &info, WEXITED | WNOHANG);
+      reactor_.removeFd(holder_->launchedPidfd());
+    });
+  }
+  // Hello: the holder answers with every process it holds. This runs before the reactor does,
+  // so a bounded blocking wait is fine here.
+  sendHolder(json{{"op", "hello"}});
+  const int64_t deadline = nowNs() + 5'000'000'000;
+  for (;;) {
+    std::string text;
+    std::vector<UniqueFd> fds;
+    auto got = holder_->receive(text, fds);
+    if (!got.ok()) return got.error();
+    if (!*got) {
+      const int64_t left = (deadline - nowNs()) / 1'000'000;
+      if (left <= 0) return Error{"holder did not answer hello within 5 s"};
+      pollfd pfd{holder_->fd(), POLLIN, 0};
+      ::poll(&pfd, 1, static_cast<int>(left));
+      continue;
+    }
+    json msg = json::parse(text, nullptr, false);
+    if (msg.value("op", "") == "hello_done") break;
+    if (msg.value("op", "") != "slot") continue;
+    const std::string name = msg.value("name", "");
+    Proc* p = find(name);
+    if (p == nullptr) {
+      // Held, but no longer in the spec: stop it, then let the holder forget it.
+      auto orphan = std::make_unique<Proc>();
+      orphan->spec.name = name;
+      orphan->wanted = false;
+      orphan->removeAfterStop = true;
+      p = orphan.get();
+      procs_[name] = std::move(orphan);
+    }
+    attachFds(*p, msg.value("fds", json::array()), fds);
+    const json& prev = prevProcs.value(name, json());
+    if (msg.value("running", false)) {
+      p->pid = msg.value("pid", 0);
+      p->startTime = msg.value("start_time", uint64_t{0});
+      p->startedMonoNs = nowNs();
+      p->startedWallMs = prev.is_object() ? prev.value("started_wall_ms", wallMs()) : wallMs();
+      if (!p->wanted) {
+        p->state = ProcessState::kRunning;
+        stop(*p, "not in the spec any more");
+        continue;
+      }
+      setState(*p, ProcessState::kRunning, "re-adopted");
+      const bool wasReady = prev.is_object() && prev.value("ready", false);
+      if (p->spec.readiness.kind == ReadinessConfig::Kind::kNone || wasReady) {
+        setReady(*p, "re-adopted");
+      } else {
+        beginReadiness(*p);
+      }
+    } else if (p->wanted) {
+      // It exited while no ring2d was there; the holder kept its status.
+      const json& exit = msg.value("exit", json());
+      if (exit.is_object()) {
+        p->state = ProcessState::kRunning;  // it was running when we lost sight of it
+        onExit(*p, exitFromJson(exit, nowNs(), nowNs()));
+      }
+    } else {
+      finishRemoval(name);
+    }
+  }
+  return reactor_.addFd(holder_->fd(), EPOLLIN, [this](uint32_t) { onHolderReadable(); });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Holder messages
+
+void Supervisor::Impl::sendHolder(const json& msg) {
+  if (!holder_) return;
+  if (auto st = holder_->send(msg.dump()); !st.ok()) holderLost(st.error().message);
+}
+
+void Supervisor::Impl::signalGroup(Proc& p, int signal) {
+  sendHolder(json{{"op", "signal"}, {"name", p.spec.name}, {"signal", signal}, {"group", true}});
+}
+
+void Supervisor::Impl::onHolderReadable() {
+  for (int i = 0; holder_ && i < 64; ++i) {
+    std::string text;
+    std::vector<UniqueFd> fds;
+    auto got = holder_->receive(text, fds);
+    if (!got.ok()) {
+      holderLost(got.error().message);
+      break;
+    }
+    if (!*got) break;
+    json msg = json::parse(text, nullptr, false);
+    if (msg.is_object()) handleHolderMessage(msg, fds);
+  }
+  flushEvents();
+}
+
+void Supervisor::Impl::handleHolderMessage(const json& msg, std::vector<UniqueFd>& fds) {
+  const std::string op = msg.value("op", "");
+  if (op == "bye") {
+    reactor_.removeFd(holder_->fd());
+    if (stopDone_) {
+      auto done = std::move(stopDone_);
+      stopDone_ = nullptr;
+      done();
+    }
+    return;
+  }
+  if (op == "error") {
+    spdlog::error("ring2d: holder: {}", msg.value("error", "?"));
+    return;
+  }
+  const std::string name = msg.value("name", "");
+  Proc* p = find(name);
+  if (p == nullptr) return;
+  if (msg.contains("fds")) attachFds(*p, msg["fds"], fds);
+  if (op == "spawned") {
+    onSpawned(*p, msg);
+  } else if (op == "spawn_failed") {
+    p->spawnPending = false;
+    p->detail = msg.value("error", "spawn failed");
+    spdlog::warn("ring2d: process '{}': {}", name, p->detail);
+    ExitInfo e;
+    e.kind = ExitInfo::Kind::kExited;
+    e.code = 127;
+    e.startedAtNs = e.exitedAtNs = nowNs();
+    onExit(*p, e);
+  } else if (op == "exited") {
+    if (msg.value("pid", 0) != p->pid) return;  // not the run we know: stale
+    onExit(*p, exitFromJson(msg.value("exit", json()), p->startedMonoNs, nowNs()));
+  }
+}
+
+void Supervisor::Impl::holderLost(const std::string& why) {
+  if (stoppingAll_ && shutdownSent_) {
+    // It left as asked.
+    if (holder_) reactor_.removeFd(holder_->fd());
+    holder_.reset();
+    if (stopDone_) {
+      auto done = std::move(stopDone_);
+      stopDone_ = nullptr;
+      done();
+    }
+    return;
+  }
+  // Without the holder nothing can be spawned or reaped. Crash loudly: the ring above (or the
+  // operator) restarts ring2d, which starts a new holder and cleans up after the old one.
+  spdlog::critical("ring2d: lost the holder ({}); exiting so a fresh start can recover", why);
+  save();
+  std::_Exit(70);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lifecycle
+
+bool Supervisor::Impl::dependenciesReady(const Proc& p, std::string& waitingFor) const {
+  for (const auto& dep : p.spec.dependsOn) {
+    auto it = procs_.find(dep);
+    if (it == procs_.end()) continue;  // validated at parse time; a removed dependency is gone
+    if (!it->second->ready) {
+      waitingFor = dep;
+      return false;
+    }
+  }
+  return true;
+}
+
+std::vector<Proc*> Supervisor::Impl::dependentsOf(const std::string& name) {
+  std::vector<Proc*> out;
+  for (auto& [n, p] : procs_) {
+    if (std::find(p->spec.dependsOn.begin(), p->spec.dependsOn.end(), name) !=
+        p->spec.dependsOn.end()) {
+      out.push_back(p.get());
+    }
+  }
+  return out;
+}
+
+void Supervisor::Impl::maybeStart(Proc& p) {
+  if (!p.wanted || p.spawnPending || isLive(p.state) || stoppingAll_) return;
+  if (p.state == ProcessState::kBackoff && p.backoffTimer != 0) return;  // its timer will
+  std::string waitingFor;
+  if (!dependenciesReady(p, waitingFor)) {
+    const std::string detail = "waiting for '" + waitingFor + "' to be ready";
+    if (p.state != ProcessState::kStarting || p.detail != detail) {
+      setState(p, ProcessState::kStarting, detail);
+    }
+    return;
+  }
+  spawn(p);
+}
+
+void Supervisor::Impl::spawn(Proc& p) {
+  // The request is built from the cached spec text: nothing heavy between exit and respawn.
+  std::string req = R"({"op":"spawn","name":)";
+  req += json(p.spec.name).dump();
+  req += R"(,"spec":)";
+  req += p.specJson;
+  req += R"(,"cwd":)";
+  req += json(options_.stateDir).dump();
+  if (p.spec.readiness.kind == ReadinessConfig::Kind::kNotify) {
+    const std::string path = options_.stateDir + "/notify/" + p.spec.name + ".sock";
+    json env = json::array({"NOTIFY_SOCKET=" + path});
+    if (p.spec.readiness.watchdogMs > 0) {
+      env.push_back("WATCHDOG_USEC=" + std::to_string(p.spec.readiness.watchdogMs * 1000));
+    }
+    req += R"(,"notify":)" + json(path).dump() + R"(,"env":)" + env.dump();
+  }
+  req += '}';
+  p.spawnPending = true;
+  if (holder_) {
+    if (auto st = holder_->send(req); !st.ok()) return holderLost(st.error().message);
+  }
+  setState(p, ProcessState::kStarting, "");
+}
+
+void Supervisor::Impl::onSpawned(Proc& p, const json& msg) {
+  p.spawnPending = false;
+  p.pid = msg.value("pid", 0);
+  p.startTime = msg.value("start_time", uint64_t{0});
+  p.startedMonoNs = nowNs();
+  p.startedWallMs = wallMs();
+  p.ready = false;
+  p.healthFailures = 0;
+  if (!p.wanted || p.state == ProcessState::kStopping) {
+    // Stopped while the spawn was on its way.
+    p.state = ProcessState::kRunning;
+    stop(p, "stopped while starting");
+    return;
+  }
+  setState(p, ProcessState::kRunning, "");
+  if (p.spec.readiness.kind == ReadinessConfig::Kind::kNone) {
+    setReady(p, "");
+  } else {
+    beginReadiness(p);
+  }
+  scheduleSave();
+}
+
+void Supervisor::Impl::cancelRunTimers(Proc& p) {
+  for (auto* t : {&p.stopTimer, &p.readyTimer, &p.watchdogTimer, &p.healthTimer, &p.retryTimer}) {
+    if (*t != 0) reactor_.cancelTimer(*t);
+    *t = 0;
+  }
+  if (p.readinessProbe) p.readinessProbe->cancel();
+  if (p.healthProbe) p.healthProbe->cancel();
+}
+
+void Supervisor::Impl::onExit(Proc& p, const ExitInfo& exit) {
+  cancelRunTimers(p);
+  const int pid = p.pid;
+  // Whatever is left of its process group goes with it (as systemd's KillMode=control-group):
+  // a stray grandchild holding a port would break the next start.
+  if (pid > 0) signalGroup(p, SIGKILL);
+  p.pid = 0;
+  p.startTime = 0;
+  p.ready = false;
+  p.spawnPending = false;
+  p.lastExit = exit;
+  const std::string what = describeExit(exit);
+
+  if (p.state == ProcessState::kStopping || !p.wanted) {
+    setState(p, ProcessState::kStopped, what, true);
+    if (p.restartAfterStop) {
+      p.restartAfterStop = false;
+      if (p.nextSpec) {
+        p.setSpec(std::move(*p.nextSpec));
+        p.nextSpec.reset();
+      }
+      p.wanted = true;
+      maybeStart(p);
+    } else if (p.removeAfterStop) {
+      finishRemoval(p.spec.name);
+    }
+    if (stoppingAll_) advanceStopAll();
+    scheduleSave();
+    return;
+  }
+
+  const RestartDecision d = decideRestart(p.spec.restart, p.history, exit, random_());
+  p.history = d.next;
+  switch (d.action) {
+    case RestartDecision::Action::kRestart:
+      ++p.restarts;
+      if (d.delayMs == 0) {
+        // The fast path: the spawn request goes out before anything is logged or published.
+        setState(p, ProcessState::kBackoff, what + "; restarting now", true);
+        spawn(p);
+      } else {
+        setState(p, ProcessState::kBackoff,
+                 what + "; restart in " + std::to_string(d.delayMs) + " ms", true);
+        p.backoffTimer = reactor_.addTimerAfterMillis(d.delayMs, [this, name = p.spec.name] {
+          if (Proc* q = find(name)) {
+            q->backoffTimer = 0;
+            maybeStart(*q);
+            flushEvents();
+          }
+        });
+      }
+      break;
+    case RestartDecision::Action::kStop:
+      setState(p, ProcessState::kStopped, what + " (" + std::string(d.reason) + ")", true);
+      break;
+    case RestartDecision::Action::kFail:
+      setState(p, ProcessState::kFailed,
+               what + "; " + std::string(d.reason) + ": " +
+                   std::to_string(p.spec.restart.maxRestarts) + " restarts in " +
+                   std::to_string(p.spec.restart.windowS) + " s",
+               true);
+      break;
+  }
+  scheduleSave();
+}
+
+void Supervisor::Impl::stop(Proc& p, const std::string& why) {
+  p.wanted = false;
+  if (p.backoffTimer != 0) {
+    reactor_.cancelTimer(p.backoffTimer);
+    p.backoffTimer = 0;
+  }
+  if (p.spawnPending) {
+    setState(p, ProcessState::kStopping, why);  // onSpawned sends the signal
+    return;
+  }
+  if (!isLive(p.state) || p.pid <= 0) {
+    if (!isDown(p.state)) setState(p, ProcessState::kStopped, why);
+    if (p.removeAfterStop) finishRemoval(p.spec.name);
+    return;
+  }
+  if (p.state == ProcessState::kStopping) return;
+  cancelRunTimers(p);
+  setState(p, ProcessState::kStopping, why);
+  terminate(p, why);
+}
+
+void Supervisor::Impl::terminate(Proc& p, const std::string& why) {
+  signalGroup(p, p.spec.stopSignal);
+  if (p.stopTimer != 0) reactor_.cancelTimer(p.stopTimer);
+  p.stopTimer = reactor_.addTimerAfterMillis(p.spec.stopTimeoutMs, [this, name = p.spec.name, why] {
+    if (Proc* q = find(name)) {
+      q->stopTimer = 0;
+      spdlog::warn("ring2d: process '{}' still running {} ms after its stop signal ({}); SIGKILL",
+                   name, q->spec.stopTimeoutMs, why);
+      signalGroup(*q, SIGKILL);
+    }
+  });
+}
+
+void Supervisor::Impl::setState(Proc& p, ProcessState s, std::string detail, bool exitEvent) {
+  p.state = s;
+  p.detail = std::move(detail);
+  StateEvent ev;
+  ev.status.name = p.spec.name;
+  ev.status.state = s;
+  ev.status.pid = p.pid;
+  ev.status.startedAtWallMs = isLive(s) ? p.startedWallMs : 0;
+  ev.status.restarts = p.restarts;
+  ev.status.lastExit = p.lastExit;
+  ev.status.detail = p.detail;
+  ev.exitEvent = exitEvent;
+  pending_.push_back(std::move(ev));
+}
+
+void Supervisor::Impl::setReady(Proc& p, const std::string& detail) {
+  if (p.readyTimer != 0) reactor_.cancelTimer(p.readyTimer);
+  if (p.retryTimer != 0) reactor_.cancelTimer(p.retryTimer);
+  p.readyTimer = p.retryTimer = 0;
+  p.ready = true;
+  setState(p, ProcessState::kReady, detail);
+  scheduleHealth(p);
+  armWatchdog(p);
+  for (Proc* d : dependentsOf(p.spec.name)) maybeStart(*d);
+  scheduleSave();
+}
+
+void Supervisor::Impl::beginReadiness(Proc& p) {
+  const auto& r = p.spec.readiness;
+  p.readyTimer = reactor_.addTimerAfterMillis(r.timeoutMs, [this, name = p.spec.name] {
+    Proc* q = find(name);
+    if (q == nullptr) return;
+    q->readyTimer = 0;
+    const std::string why = "not ready after " + std::to_string(q->spec.readiness.timeoutMs) + " ms";
+    setState(*q, ProcessState::kUnhealthy, why);
+    terminate(*q, why);
+    flushEvents();
+  });
+  if (r.kind == ReadinessConfig::Kind::kTcp) {
+    p.readinessProbe = makeTcpProbe(reactor_, r.host, r.port, 1000);
+  } else if (r.kind == ReadinessConfig::Kind::kHttp) {
+    auto probe = makeHttpProbe(reactor_, r.url, 1000);
+    if (!probe.ok()) {
+      setState(p, ProcessState::kUnhealthy, probe.error().message);
+      return;
+    }
+    p.readinessProbe = std::move(*probe);
+  } else {
+    return;  // notify: READY=1 arrives on the notify socket
+  }
+  probeReadiness(p);
+}
+
+void Supervisor::Impl::probeReadiness(Proc& p) {
+  p.readinessProbe->start([this, name = p.spec.name](ProbeResult r) {
+    Proc* q = find(name);
+    if (q == nullptr || q->ready || q->state != ProcessState::kRunning) return;
+    if (r.healthy) {
+      setReady(*q, "");
+    } else {
+      q->retryTimer = reactor_.addTimerAfterMillis(kReadinessRetryMs, [this, name] {
+        if (Proc* s = find(name); s != nullptr && s->state == ProcessState::kRunning) {
+          s->retryTimer = 0;
+          probeReadiness(*s);
+        }
+      });
+    }
+    flushEvents();
+  });
+}
+
+void Supervisor::Impl::scheduleHealth(Proc& p) {
+  const auto& h = p.spec.health;
+  if (h.kind == HealthConfig::Kind::kNone) return;
+  if (!p.healthProbe) {
+    if (h.kind == HealthConfig::Kind::kTcp) {
+      p.healthProbe = makeTcpProbe(reactor_, h.host, h.port, h.timeoutMs);
+    } else if (h.kind == HealthConfig::Kind::kHttp) {
+      auto probe = makeHttpProbe(reactor_, h.url, h.timeoutMs);
+      if (!probe.ok()) {
+        spdlog::error("ring2d: process '{}': health check: {}", p.spec.name, probe.error().message);
+        return;
+      }
+      p.healthProbe = std::move(*probe);
+    } else {
+      p.healthProbe = makeExecProbe(reactor_, h.command, h.timeoutMs);
+    }
+  }
+  p.healthTimer = reactor_.addTimerAfterMillis(h.intervalMs, [this, name = p.spec.name] {
+    Proc* q = find(name);
+    if (q == nullptr) return;
+    q->healthTimer = 0;
+    q->healthProbe->start([this, name](ProbeResult r) {
+      Proc* s = find(name);
+      if (s == nullptr || (s->state != ProcessState::kReady && s->state != ProcessState::kUnhealthy)) {
+        return;
+      }
+      if (r.healthy) {
+        s->healthFailures = 0;
+        if (s->state == ProcessState::kUnhealthy) setState(*s, ProcessState::kReady, "healthy again");
+      } else if (++s->healthFailures >= s->spec.health.failures &&
+                 s->state != ProcessState::kUnhealthy) {
+        const std::string why = "health check failed " + std::to_string(s->healthFailures) +
+                                " times: " + r.detail;
+        setState(*s, ProcessState::kUnhealthy, why);
+        if (s->spec.health.restartWhenUnhealthy) {
+          terminate(*s, why);
+          flushEvents();
+          return;
+        }
+      }
+      scheduleHealth(*s);
+      flushEvents();
+    });
+  });
+}
+
+void Supervisor::Impl::armWatchdog(Proc& p) {
+  const int64_t ms = p.spec.readiness.watchdogMs;
+  if (p.spec.readiness.kind != ReadinessConfig::Kind::kNotify || ms <= 0) return;
+  if (p.watchdogTimer != 0) reactor_.cancelTimer(p.watchdogTimer);
+  p.watchdogTimer = reactor_.addTimerAfterMillis(ms, [this, name = p.spec.name] {
+    Proc* q = find(name);
+    if (q == nullptr) return;
+    q->watchdogTimer = 0;
+    const std::string why = "no WATCHDOG=1 for " + std::to_string(q->spec.readiness.watchdogMs) + " ms";
+    setState(*q, ProcessState::kUnhealthy, why);
+    terminate(*q, why);
+    flushEvents();
+  });
+}
+
+void Supervisor::Impl::stopAll(std::function<void()> done) {
+  stoppingAll_ = true;
+  stopDone_ = std::move(done);
+  for (auto& [name, p] : procs_) p->wanted = false;
+  advanceStopAll();
+  flushEvents();
+}
+
+void Supervisor::Impl::advanceStopAll() {
+  bool allDown = true;
+  for (auto it = order_.rbegin(); it != order_.rend(); ++it) {
+    Proc* p = find(*it);
+    if (p == nullptr || isDown(p->state)) continue;
+    allDown = false;
+    if (p->state == ProcessState::kStopping) continue;
+    bool dependentsDown = true;
+    for (Proc* d : dependentsOf(p->spec.name)) dependentsDown = dependentsDown && isDown(d->state);
+    if (dependentsDown) stop(*p, "ring2d is stopping");
+  }
+  // Processes held but not in the spec (being removed) count too.
+  for (auto& [name, p] : procs_) allDown = allDown && isDown(p->state);
+  if (allDown && !shutdownSent_) {
+    shutdownSent_ = true;
+    save();
+    sendHolder(json{{"op", "shutdown"}});
+    reactor_.addTimerAfterMillis(kHolderByeTimeoutMs, [this] {
+      if (stopDone_) {
+        spdlog::warn("ring2d: the holder did not confirm its shutdown within {} ms",
+                     kHolderByeTimeoutMs);
+        auto done = std::move(stopDone_);
+        stopDone_ = nullptr;
+        done();
+      }
+    });
+  }
+}
+
+void Supervisor::Impl::finishRemoval(const std::string& name) {
+  Proc* p = find(name);
+  if (p == nullptr) return;
+  cancelRunTimers(*p);
+  if (p->backoffTimer != 0) reactor_.cancelTimer(p->backoffTimer);
+  detachFds(*p);
+  sendHolder(json{{"op", "close"}, {"name", name}});
+  procs_.erase(name);
+  rebuildOrder();
+}
+
+void Supervisor::Impl::rebuildOrder() {
+  // Spec order first (independent processes start in the order the file lists them), then
+  // anything held but no longer in the spec.
+  std::vector<ProcessSpec> specs;
+  for (const auto& name : specOrder_) {
+    if (Proc* p = find(name)) specs.push_back(p->spec);
+  }
+  for (auto& [name, p] : procs_) {
+    if (std::find(specOrder_.begin(), specOrder_.end(), name) == specOrder_.end()) {
+      specs.push_back(p->spec);
+    }
+  }
+  order_.clear();
+  for (const ProcessSpec* s : startOrder(specs)) order_.push_back(s->name);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Commands
+
+Status Supervisor::Impl::reload(std::vector<ProcessSpec> specs) {
+  std::map<std::string, ProcessSpec> next;
+  specOrder_.clear();
+  for (auto& s : specs) {
+    specOrder_.push_back(s.name);
+    next.emplace(s.name, std::move(s));
+  }
+  std::vector<std::string> removed;
+  for (auto& [name, p] : procs_) {
+    if (!next.count(name)) removed.push_back(name);
+  }
+  for (const auto& name : removed) {
+    Proc* p = find(name);
+    p->removeAfterStop = true;
+    stop(*p, "removed from the spec");
+  }
+  for (auto& [name, spec] : next) {
+    Proc* p = find(name);
+    if (p == nullptr) {
+      auto fresh = std::make_unique<Proc>();
+      fresh->setSpec(std::move(spec));
+      procs_[name] = std::move(fresh);
+      continue;
+    }
+    if (p->spec == spec && !p->removeAfterStop) continue;
+    p->removeAfterStop = false;
+    if (isLive(p->state) || p->spawnPending) {
+      spdlog::info("ring2d: process '{}' changed; restarting it", name);
+      p->nextSpec = std::move(spec);
+      p->restartAfterStop = true;
+      stop(*p, "spec changed");
+    } else {
+      p->setSpec(std::move(spec));
+      p->history = {};
+    }
+  }
+  rebuildOrder();
+  for (const auto& name : order_) {
+    if (Proc* p = find(name); p != nullptr && !p->removeAfterStop && !p->restartAfterStop &&
+                              (p->state == ProcessState::kStopped || p->state == ProcessState::kStarting)) {
+      p->wanted = true;
+      maybeStart(*p);
+    }
+  }
+  flushEvents();
+  return {};
+}
+
+Status Supervisor::Impl::startProcess(const std::string& name) {
+  Proc* p = find(name);
+  if (p == nullptr || p->removeAfterStop) return Error{"no process '" + name + "'"};
+  if (stoppingAll_) return Error{"ring2d is stopping"};
+  p->wanted = true;
+  if (!isLive(p->state) && !p->spawnPending) {
+    p->history = {};  // an operator's start forgives past failures
+    if (p->backoffTimer != 0) {
+      reactor_.cancelTimer(p->backoffTimer);
+      p->backoffTimer = 0;
+    }
+    p->state = ProcessState::kStopped;
+    maybeStart(*p);
+  }
+  flushEvents();
+  return {};
+}
+
+Status Supervisor::Impl::stopProcess(const std::string& name) {
+  Proc* p = find(name);
+  if (p == nullptr || p->removeAfterStop) return Error{"no process '" + name + "'"};
+  stop(*p, "stopped by request");
+  flushEvents();
+  return {};
+}
+
+Status Supervisor::Impl::restartProcess(const std::string& name) {
+  Proc* p = find(name);
+  if (p == nullptr || p->removeAfterStop) return Error{"no process '" + name + "'"};
+  if (stoppingAll_) return Error{"ring2d is stopping"};
+  if (isLive(p->state) || p->spawnPending) {
+    p->restartAfterStop = true;
+    stop(*p, "restarted by request");
+    flushEvents();
+    return {};
+  }
+  return startProcess(name);
+}
+
+std::vector<ProcessStatus> Supervisor::Impl::status() const {
+  std::vector<ProcessStatus> out;
+  for (const auto& name : order_) {
+    auto it = procs_.find(name);
+    if (it == procs_.end()) continue;
+    const Proc& p = *it->second;
+    ProcessStatus s;
+    s.name = name;
+    s.state = p.state;
+    s.pid = p.pid;
+    s.startedAtWallMs = isLive(p.state) ? p.startedWallMs : 0;
+    s.restarts = p.restarts;
+    s.lastExit = p.lastExit;
+    s.detail = p.detail;
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Log pipes and notify sockets
+
+void Supervisor::Impl::attachFds(Proc& p, const json& names, std::vector<UniqueFd>& fds) {
+  if (!names.is_array() || names.size() != fds.size()) return;
+  for (size_t i = 0; i < fds.size(); ++i) {
+    const std::string what = names[i].is_string() ? names[i].get<std::string>() : "";
+    UniqueFd* slot = what == "out" ? &p.out : what == "err" ? &p.err : what == "notify" ? &p.notify : nullptr;
+    if (slot == nullptr) continue;
+    if (*slot) reactor_.removeFd(slot->get());
+    *slot = std::move(fds[i]);
+    const int fl = ::fcntl(slot->get(), F_GETFL);
+    ::fcntl(slot->get(), F_SETFL, fl | O_NONBLOCK);
+    const std::string name = p.spec.name;
+    if (slot == &p.notify) {
+      (void)reactor_.addFd(slot->get(), EPOLLIN, [this, name](uint32_t) {
+        if (Proc* q = find(name)) onNotify(*q);
+      });
+    } else {
+      const LogStream stream = slot == &p.out ? LogStream::kStdout : LogStream::kStderr;
+      (void)reactor_.addFd(slot->get(), EPOLLIN, [this, name, stream](uint32_t) {
+        if (Proc* q = find(name)) onLogReadable(*q, stream);
+      });
+    }
+  }
+  if (!p.log) {
+    auto w = LogWriter::open(logPath(p.spec.name), p.spec.log);
+    if (w.ok()) {
+      p.log.emplace(std::move(*w));
+    } else {
+      spdlog::error("ring2d: process '{}': {}", p.spec.name, w.error().message);
+    }
+  }
+}
+
+void Supervisor::Impl::detachFds(Proc& p) {
+  for (UniqueFd* fd : {&p.out, &p.err, &p.notify}) {
+    if (*fd) reactor_.removeFd(fd->get());
+    fd->reset();
+  }
+}
+
+void Supervisor::Impl::onLogReadable(Proc& p, LogStream stream) {
+  UniqueFd& fd = stream == LogStream::kStdout ? p.out : p.err;
+  for (size_t i = 0; i < kLogReadsPerWakeup; ++i) {
+    const ssize_t n = ::read(fd.get(), readBuffer_.data(), readBuffer_.size());
+    if (n > 0) {
+      if (p.log) {
+        if (auto st = p.log->append(stream, std::string_view(readBuffer_.data(), static_cast<size_t>(n)),
+                                    reactor_.clock().wallMicros());
+            !st.ok()) {
+          spdlog::error("ring2d: process '{}': {}", p.spec.name, st.error().message);
+        }
+      }
+      if (static_cast<size_t>(n) < readBuffer_.size()) return;
+      continue;
+    }
+    if (n == 0) {  // every writer closed: only when the holder let the process go
+      if (p.log) (void)p.log->finish(stream, reactor_.clock().wallMicros());
+      reactor_.removeFd(fd.get());
+      fd.reset();
+    }
+    return;  // EAGAIN or an error: nothing more now
+  }
+}
+
+void Supervisor::Impl::onNotify(Proc& p) {
+  char buf[4096];
+  for (;;) {
+    const ssize_t n = ::recv(p.notify.get(), buf, sizeof buf, MSG_DONTWAIT);
+    if (n <= 0) break;
+    std::string_view msg(buf, static_cast<size_t>(n));
+    while (!msg.empty()) {
+      const size_t nl = msg.find('\n');
+      std::string_view line = msg.substr(0, nl);
+      msg.remove_prefix(nl == std::string_view::npos ? msg.size() : nl + 1);
+      if (line == "READY=1") {
+        if (!p.ready && p.state == ProcessState::kRunning) setReady(p, p.detail);
+      } else if (line.starts_with("STATUS=")) {
+        p.detail = std::string(line.substr(7));
+      } else if (line == "WATCHDOG=1") {
+        if (p.ready) armWatchdog(p);
+      } else if (line == "WATCHDOG=trigger") {
+        setState(p, ProcessState::kUnhealthy, "WATCHDOG=trigger");
+        terminate(p, "WATCHDOG=trigger");
+      }
+    }
+  }
+  flushEvents();
+}
+
+// ---------------------------------------------------------------------------------------------
+// State file and events
+
+void Supervisor::Impl::scheduleSave() {
+  if (saveTimer_ != 0) return;
+  saveTimer_ = reactor_.addTimerAfterMillis(kSaveDelayMs, [this] {
+    saveTimer_ = 0;
+    save();
+  });
+}
+
+void Supervisor::Impl::save() {
+  json procs = json::object();
+  for (const auto& [name, p] : procs_) {
+    procs[name] = {{"pid", p->pid},
+                   {"start_time", p->startTime},
+                   {"started_wall_ms", p->startedWallMs},
+                   {"restarts", p->restarts},
+                   {"ready", p->ready},
+                   {"state", stateName(p->state)}};
+  }
+  json doc{{"version", 1}, {"processes", procs}};
+  if (auto st = writeFileAtomic(options_.stateDir + "/state.json", doc.dump(1) + "\n", 0600);
+      !st.ok()) {
+    spdlog::error("ring2d: {}", st.error().message);
+  }
+}
+
+void Supervisor::Impl::flushEvents() {
+  if (pending_.empty()) return;
+  auto events = std::move(pending_);
+  pending_.clear();
+  for (const auto& ev : events) {
+    const auto& s = ev.status;
+    if (ev.exitEvent && s.lastExit) {
+      spdlog::info("ring2d: process '{}' {}: {}", s.name, stateName(s.state), s.detail);
+    } else {
+      spdlog::debug("ring2d: process '{}' {} {}", s.name, stateName(s.state), s.detail);
+    }
+    if (observer_) observer_(ev);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+Supervisor::Supervisor(Reactor& reactor, SupervisorOptions options, std::function<uint64_t()> random)
+    : impl_(std::make_unique<Impl>(reactor, std::move(options), std::move(random))) {}
+Supervisor::~Supervisor() = default;
+void Supervisor::setObserver(Observer observer) { impl_->observer_ = std::move(observer); }
+Status Supervisor::start(std::vector<ProcessSpec> specs) { return impl_->start(std::move(specs)); }
+Status Supervisor::reload(std::vector<ProcessSpec> specs) { return impl_->reload(std::move(specs)); }
+void Supervisor::stopAll(std::function<void()> done) { impl_->stopAll(std::move(done)); }
+Status Supervisor::startProcess(const std::string& n) { return impl_->startProcess(n); }
+Status Supervisor::stopProcess(const std::string& n) { return impl_->stopProcess(n); }
+Status Supervisor::restartProcess(const std::string& n) { return impl_->restartProcess(n); }
+std::vector<ProcessStatus> Supervisor::status() const { return impl_->status(); }
+std::string Supervisor::logPath(const std::string& n) const { return impl_->logPath(n); }
+
+}  // namespace enjin::supervise

@@ -1,0 +1,194 @@
+// Runs the real ring2d (and through it the real enjin-holder) in a temp state dir. The test
+// process makes itself a subreaper, so a holder orphaned by a killed ring2d comes back to it and
+// is reaped here: no test leaves a zombie behind.
+#pragma once
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <dirent.h>
+#include <fstream>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "enjin/supervise/control_server.hpp"
+#include "fakes/temp_dir.hpp"
+
+namespace enjin::testing {
+
+inline const std::string kBinDir = ENJIN_BIN_DIR;
+
+// Every process on the machine whose parent is `ppid` and that is a zombie.
+inline int countZombiesOf(pid_t ppid) {
+  int zombies = 0;
+  DIR* d = ::opendir("/proc");
+  while (dirent* e = ::readdir(d)) {
+    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+    std::ifstream in(std::string("/proc/") + e->d_name + "/stat");
+    std::string stat((std::istreambuf_iterator<char>(in)), {});
+    auto close = stat.rfind(')');
+    if (close == std::string::npos || close + 4 >= stat.size()) continue;
+    const char state = stat[close + 2];
+    const pid_t parent = std::atoi(stat.c_str() + close + 4);
+    if (state == 'Z' && (ppid == 0 || parent == ppid)) ++zombies;
+  }
+  ::closedir(d);
+  return zombies;
+}
+
+// Live (non-zombie) processes whose command line contains `needle`.
+inline std::vector<pid_t> pidsWithCmdline(const std::string& needle) {
+  std::vector<pid_t> out;
+  DIR* d = ::opendir("/proc");
+  while (dirent* e = ::readdir(d)) {
+    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+    std::ifstream in(std::string("/proc/") + e->d_name + "/cmdline");
+    std::string c((std::istreambuf_iterator<char>(in)), {});
+    for (auto& ch : c) ch = ch == '\0' ? ' ' : ch;
+    if (c.find(needle) != std::string::npos) out.push_back(std::atoi(e->d_name));
+  }
+  ::closedir(d);
+  return out;
+}
+
+inline bool processAlive(pid_t pid) { return pid > 0 && ::kill(pid, 0) == 0; }
+
+class Ring2dTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() { ::prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); }
+
+  void TearDown() override {
+    if (ring2d_ > 0) {
+      ::kill(ring2d_, SIGTERM);
+      waitExit(ring2d_, 15'000);
+    }
+    // A holder left by a killed ring2d: stop its children and it.
+    for (pid_t pid : heldPids()) ::kill(-pid, SIGKILL);
+    if (auto holder = holderPid(); holder > 0) ::kill(holder, SIGKILL);
+    reapAll(2000);
+  }
+
+  std::string state() const { return dir_ / "state"; }
+  std::string specPath() const { return dir_ / "spec.toml"; }
+  static std::string helper(const std::string& name) { return kBinDir + "/" + name; }
+
+  void writeSpec(const std::string& toml) {
+    std::ofstream(specPath()) << toml;
+  }
+
+  // Starts ring2d; its stderr goes to DIR/ring2d.err.
+  void startRing2d(std::vector<std::string> extra = {}) {
+    std::vector<std::string> args{helper("ring2d"), "--spec", specPath(), "--state-dir", state(),
+                                  "--holder", helper("enjin-holder"), "--log-level", "debug"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    ring2d_ = spawnProcess(args, dir_ / "ring2d.err");
+    ASSERT_TRUE(waitFor([&] { return controlOk(); }, 10'000)) << ring2dErr();
+  }
+
+  static pid_t spawnProcess(const std::vector<std::string>& args, const std::string& errPath) {
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    pid_t pid = ::fork();
+    if (pid == 0) {
+      int err = ::open(errPath.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+      ::dup2(err, 2);
+      ::execv(argv[0], argv.data());
+      ::_exit(127);
+    }
+    return pid;
+  }
+
+  void killRing2d(int sig = SIGKILL) {
+    ::kill(ring2d_, sig);
+    waitExit(ring2d_, 10'000);
+    ring2d_ = -1;
+  }
+
+  // Waits for `pid` (our child) to exit; returns its wait status, or -1 on timeout.
+  static int waitExit(pid_t pid, int timeoutMs) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeoutMs);
+    while (std::chrono::steady_clock::now() < deadline) {
+      int status;
+      if (::waitpid(pid, &status, WNOHANG) == pid) return status;
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    return -1;
+  }
+
+  static void reapAll(int timeoutMs) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeoutMs);
+    while (std::chrono::steady_clock::now() < deadline) {
+      int status;
+      pid_t p = ::waitpid(-1, &status, WNOHANG);
+      if (p < 0) return;  // no children left
+      if (p == 0) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  }
+
+  std::string ring2dErr() const {
+    std::ifstream in(dir_ / "ring2d.err");
+    return std::string((std::istreambuf_iterator<char>(in)), {});
+  }
+
+  bool controlOk() { return supervise::controlCall(state() + "/control.sock", {{"cmd", "status"}}).ok(); }
+
+  nlohmann::json call(const nlohmann::json& req) {
+    auto r = supervise::controlCall(state() + "/control.sock", req);
+    return r.ok() ? *r : nlohmann::json{{"error", r.error().message}};
+  }
+
+  // The status entry of `name`, or null.
+  nlohmann::json proc(const std::string& name) {
+    auto s = call({{"cmd", "status"}});
+    if (!s.contains("processes")) return nullptr;
+    for (const auto& p : s["processes"]) {
+      if (p["name"] == name) return p;
+    }
+    return nullptr;
+  }
+
+  std::string stateOf(const std::string& name) {
+    auto p = proc(name);
+    return p.is_object() ? p["state"].get<std::string>() : "";
+  }
+
+  static bool waitFor(const std::function<bool()>& cond, int timeoutMs) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeoutMs);
+    while (!cond()) {
+      if (std::chrono::steady_clock::now() > deadline) return false;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return true;
+  }
+
+  pid_t holderPid() {
+    auto pids = pidsWithCmdline(state() + "/holder.sock");
+    return pids.empty() ? 0 : pids.front();
+  }
+
+  std::vector<pid_t> heldPids() {
+    std::vector<pid_t> out;
+    std::ifstream in(state() + "/state.json");
+    auto j = nlohmann::json::parse(in, nullptr, false);
+    if (!j.is_object()) return out;
+    const nlohmann::json procs = j.value("processes", nlohmann::json::object());
+    for (const auto& [name, p] : procs.items()) {
+      if (p.value("pid", 0) > 0) out.push_back(p["pid"].get<int>());
+    }
+    return out;
+  }
+
+  TempDir dir_;
+  pid_t ring2d_ = -1;
+};
+
+}  // namespace enjin::testing

@@ -1,0 +1,327 @@
+// ring2d end to end: real ring2d, real holder, real children (tests/helpers/crasher).
+#include <sys/socket.h>
+
+#include <fstream>
+#include <regex>
+#include <set>
+
+#include "ring2d_fixture.hpp"
+
+namespace enjin::testing {
+namespace {
+
+using nlohmann::json;
+
+bool isDownState(const std::string& s) { return s == "stopped" || s == "failed"; }
+
+std::string crasher(const std::string& mode) {
+  return "\"" + kBinDir + "/crasher\", \"" + mode + "\"";
+}
+
+TEST_F(Ring2dTest, CrashLoopBacksOffThenFails) {
+  writeSpec(R"(
+[[process]]
+name = "crashy"
+command = [)" + crasher("exit:3") + R"(]
+restart_delay_ms = 20
+backoff_max_ms = 80
+max_restarts = 4
+restart_window_s = 60
+)");
+  startRing2d();
+  ASSERT_TRUE(waitFor([&] { return stateOf("crashy") == "failed"; }, 10'000)) << ring2dErr();
+  json p = proc("crashy");
+  EXPECT_EQ(p["restarts"], 4);
+  EXPECT_EQ(p["last_exit"]["kind"], "exited");
+  EXPECT_EQ(p["last_exit"]["code"], 3);
+  EXPECT_NE(p["detail"].get<std::string>().find("restart intensity exceeded"), std::string::npos)
+      << p.dump();
+  // The backoff showed in the log: the delays doubled up to the cap.
+  const std::string err = ring2dErr();
+  EXPECT_NE(err.find("restart in"), std::string::npos);
+}
+
+TEST_F(Ring2dTest, Exit125MeansDoNotRestart) {
+  writeSpec(R"(
+[[process]]
+name = "done"
+command = [)" + crasher("exit:125") + R"(]
+restart_delay_ms = 0
+)");
+  startRing2d();
+  ASSERT_TRUE(waitFor([&] { return stateOf("done") == "stopped"; }, 5000));
+  EXPECT_EQ(proc("done")["restarts"], 0);
+}
+
+TEST_F(Ring2dTest, MissingBinaryIsReportedAndFails) {
+  writeSpec(R"(
+[[process]]
+name = "ghost"
+command = ["/nonexistent/ghost"]
+restart_delay_ms = 10
+max_restarts = 2
+)");
+  startRing2d();
+  ASSERT_TRUE(waitFor([&] { return stateOf("ghost") == "failed"; }, 5000)) << ring2dErr();
+  EXPECT_NE(ring2dErr().find("exec /nonexistent/ghost: No such file or directory"), std::string::npos)
+      << ring2dErr();
+}
+
+TEST_F(Ring2dTest, ReadinessGatesDependents) {
+  // "db" becomes ready 400 ms after it starts, through NOTIFY_SOCKET; "web" depends on it.
+  writeSpec(R"toml(
+[[process]]
+name = "web"
+command = [)toml" + crasher("sleep:60000") + R"toml(]
+depends_on = ["db"]
+
+[[process]]
+name = "db"
+command = ["/usr/bin/python3", "-c", "import os,socket,time; time.sleep(0.4); s=socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); s.sendto(b'STATUS=accepting\\nREADY=1', os.environ['NOTIFY_SOCKET']); time.sleep(60)"]
+readiness = "notify"
+)toml");
+  startRing2d();
+  ASSERT_TRUE(waitFor([&] { return stateOf("db") == "running"; }, 5000)) << ring2dErr();
+  EXPECT_EQ(stateOf("web"), "starting");
+  EXPECT_EQ(proc("web")["pid"], 0);
+  ASSERT_TRUE(waitFor([&] { return stateOf("web") == "ready"; }, 5000)) << ring2dErr();
+  EXPECT_EQ(stateOf("db"), "ready");
+  EXPECT_EQ(proc("db")["detail"], "accepting");
+  EXPECT_GE(proc("web")["started_wall_ms"].get<int64_t>(), proc("db")["started_wall_ms"].get<int64_t>() + 350);
+}
+
+TEST_F(Ring2dTest, StopEscalatesToSigkillAndTakesGrandchildren) {
+  writeSpec(R"(
+[[process]]
+name = "stubborn"
+command = [)" + crasher("spawn-grandchild") + R"(]
+stop_timeout_ms = 300
+
+[[process]]
+name = "deaf"
+command = [)" + crasher("ignore-term") + R"(]
+stop_timeout_ms = 300
+)");
+  startRing2d();
+  ASSERT_TRUE(waitFor([&] {
+    std::ifstream in(state() + "/logs/stubborn.log");
+    std::string s((std::istreambuf_iterator<char>(in)), {});
+    return s.find("grandchild ") != std::string::npos;
+  }, 5000));
+  std::ifstream in(state() + "/logs/stubborn.log");
+  std::string log((std::istreambuf_iterator<char>(in)), {});
+  const pid_t grandchild = std::atoi(log.c_str() + log.find("grandchild ") + 11);
+  ASSERT_GT(grandchild, 0);
+  ASSERT_TRUE(processAlive(grandchild));
+  const pid_t deaf = proc("deaf")["pid"];
+  ASSERT_TRUE(waitFor([&] { return stateOf("deaf") == "ready"; }, 5000));
+
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_TRUE(call({{"cmd", "stop"}, {"name", "deaf"}})["ok"].get<bool>());
+  EXPECT_TRUE(call({{"cmd", "stop"}, {"name", "stubborn"}})["ok"].get<bool>());
+  ASSERT_TRUE(waitFor([&] { return stateOf("deaf") == "stopped" && stateOf("stubborn") == "stopped"; }, 5000));
+  const auto took = std::chrono::steady_clock::now() - t0;
+  EXPECT_GE(took, std::chrono::milliseconds(250));  // it waited for the stop timeout...
+  EXPECT_EQ(proc("deaf")["last_exit"]["signal"], SIGKILL);  // ...then killed
+  EXPECT_TRUE(waitFor([&] { return !processAlive(grandchild) && !processAlive(deaf); }, 2000));
+}
+
+TEST_F(Ring2dTest, SurvivesKill9AndReadoptsWithoutRestarting) {
+  writeSpec(R"(
+[[process]]
+name = "a"
+command = [)" + crasher("sleep:600000") + R"(]
+
+[[process]]
+name = "b"
+command = [)" + crasher("sleep:600001") + R"(]
+)");
+  startRing2d();
+  ASSERT_TRUE(waitFor([&] { return stateOf("a") == "ready" && stateOf("b") == "ready"; }, 5000));
+  const int pidA = proc("a")["pid"], pidB = proc("b")["pid"];
+  for (int round = 0; round < 3; ++round) {
+    killRing2d(SIGKILL);
+    EXPECT_TRUE(processAlive(pidA));
+    startRing2d();
+    json a = proc("a"), b = proc("b");
+    EXPECT_EQ(a["pid"], pidA);
+    EXPECT_EQ(b["pid"], pidB);
+    EXPECT_EQ(a["state"], "ready");
+    EXPECT_EQ(a["restarts"], 0);
+    EXPECT_EQ(b["restarts"], 0);
+  }
+  // None runs twice.
+  EXPECT_EQ(pidsWithCmdline("sleep:600000").size(), 1u);
+  EXPECT_EQ(pidsWithCmdline("sleep:600001").size(), 1u);
+}
+
+TEST_F(Ring2dTest, ExitWhileRing2dIsDeadIsCollectedAndActedOn) {
+  writeSpec(R"(
+[[process]]
+name = "short"
+command = [)" + crasher("sleep:500") + R"(]
+restart = "never"
+)");
+  startRing2d();
+  ASSERT_TRUE(waitFor([&] { return stateOf("short") == "ready"; }, 5000));
+  killRing2d(SIGKILL);
+  std::this_thread::sleep_for(std::chrono::milliseconds(800));  // it exits meanwhile
+  startRing2d();
+  ASSERT_TRUE(waitFor([&] { return stateOf("short") == "stopped"; }, 5000));
+  json p = proc("short");
+  EXPECT_EQ(p["last_exit"]["kind"], "exited");  // the real status, kept by the holder
+  EXPECT_EQ(p["last_exit"]["code"], 0);
+}
+
+TEST_F(Ring2dTest, NoLogLineLostAcrossThreeDeaths) {
+  writeSpec(R"(
+[[process]]
+name = "talker"
+command = [)" + crasher("lines:0:1") + R"(]
+)");
+  startRing2d();
+  for (int round = 0; round < 3; ++round) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(150));
+    killRing2d(SIGKILL);
+    std::this_thread::sleep_for(std::chrono::milliseconds(150));  // lines pile up in the pipe
+    startRing2d();
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(150));
+  ASSERT_TRUE(call({{"cmd", "stop"}, {"name", "talker"}})["ok"].get<bool>());
+  ASSERT_TRUE(waitFor([&] { return stateOf("talker") == "stopped"; }, 5000));
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));  // the last bytes drain
+  std::ifstream in(state() + "/logs/talker.log");
+  std::string line;
+  long expect = 1, lines = 0;
+  const std::regex re(R"(^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z stdout line (\d+)$)");
+  while (std::getline(in, line)) {
+    std::smatch m;
+    ASSERT_TRUE(std::regex_match(line, m, re)) << line;
+    ASSERT_EQ(std::stol(m[1]), expect) << "a line is missing or repeated";
+    ++expect;
+    ++lines;
+  }
+  EXPECT_GT(lines, 300);  // ~600 ms of one line a millisecond, at least half of it written
+}
+
+TEST_F(Ring2dTest, ThousandCrashesLeaveNoZombie) {
+  writeSpec(R"(
+[[process]]
+name = "flaky"
+command = [)" + crasher("exit:1") + R"(]
+restart_delay_ms = 0
+max_restarts = 1000000
+restart_window_s = 1
+)");
+  startRing2d();
+  ASSERT_TRUE(waitFor([&] { return proc("flaky")["restarts"].get<int>() >= 1000; }, 60'000))
+      << proc("flaky").dump();
+  ASSERT_TRUE(call({{"cmd", "stop"}, {"name", "flaky"}})["ok"].get<bool>());
+  ASSERT_TRUE(waitFor([&] { return isDownState(stateOf("flaky")); }, 5000));
+  const pid_t holder = holderPid();
+  ASSERT_GT(holder, 0);
+  EXPECT_EQ(countZombiesOf(holder), 0);
+  EXPECT_EQ(countZombiesOf(ring2d_), 0);
+  EXPECT_EQ(countZombiesOf(::getpid()), 0);
+}
+
+TEST_F(Ring2dTest, ReloadRestartsOnlyWhatChanged) {
+  const std::string base = R"(
+[[process]]
+name = "keep"
+command = [)" + crasher("sleep:600000") + R"(]
+
+[[process]]
+name = "change"
+command = [)" + crasher("sleep:600000") + R"(]
+
+[[process]]
+name = "drop"
+command = [)" + crasher("sleep:600000") + R"(]
+)";
+  writeSpec(base);
+  startRing2d();
+  ASSERT_TRUE(waitFor([&] { return stateOf("keep") == "ready" && stateOf("change") == "ready" && stateOf("drop") == "ready"; }, 5000));
+  const int keep = proc("keep")["pid"], change = proc("change")["pid"], drop = proc("drop")["pid"];
+
+  // A bad spec is refused and nothing moves.
+  writeSpec(base + "\n[[process]]\nname = \"bad\"\ncommand = []\n");
+  ::kill(ring2d_, SIGHUP);
+  ASSERT_TRUE(waitFor([&] { return ring2dErr().find("reload refused") != std::string::npos; }, 5000));
+  EXPECT_NE(ring2dErr().find("spec.toml:"), std::string::npos) << ring2dErr();
+  EXPECT_EQ(proc("keep")["pid"], keep);
+
+  writeSpec(R"(
+[[process]]
+name = "keep"
+command = [)" + crasher("sleep:600000") + R"(]
+
+[[process]]
+name = "change"
+command = [)" + crasher("sleep:600002") + R"(]
+
+[[process]]
+name = "new"
+command = [)" + crasher("sleep:600003") + R"(]
+)");
+  ::kill(ring2d_, SIGHUP);
+  ASSERT_TRUE(waitFor([&] {
+    json c = proc("change");
+    return proc("new").is_object() && stateOf("new") == "ready" && proc("drop").is_null() &&
+           c.is_object() && c["state"] == "ready" && c["pid"] != change;
+  }, 5000)) << call({{"cmd", "status"}}).dump();
+  EXPECT_EQ(proc("keep")["pid"], keep);
+  EXPECT_TRUE(waitFor([&] { return !processAlive(drop); }, 2000));
+}
+
+TEST_F(Ring2dTest, SigtermStopsInReverseDependencyOrderAndExits0) {
+  writeSpec(R"(
+[[process]]
+name = "db"
+command = [)" + crasher("sleep:600000") + R"(]
+
+[[process]]
+name = "api"
+command = [)" + crasher("sleep:600000") + R"(]
+depends_on = ["db"]
+
+[[process]]
+name = "web"
+command = [)" + crasher("sleep:600000") + R"(]
+depends_on = ["api"]
+)");
+  startRing2d();
+  ASSERT_TRUE(waitFor([&] { return stateOf("web") == "ready"; }, 5000));
+  std::vector<int> pids{proc("db")["pid"], proc("api")["pid"], proc("web")["pid"]};
+  ::kill(ring2d_, SIGTERM);
+  const int status = waitExit(ring2d_, 15'000);
+  ring2d_ = -1;
+  ASSERT_TRUE(WIFEXITED(status)) << status;
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  for (int pid : pids) EXPECT_FALSE(processAlive(pid));
+  // The order, from the log: web stopped before api, api before db.
+  const std::string err = ring2dErr();
+  const auto at = [&](const std::string& name) {
+    return err.find("process '" + name + "' stopped");
+  };
+  ASSERT_NE(at("web"), std::string::npos) << err;
+  EXPECT_LT(at("web"), at("api"));
+  EXPECT_LT(at("api"), at("db"));
+  reapAll(2000);
+  EXPECT_TRUE(waitFor([&] { return holderPid() == 0; }, 3000));
+}
+
+TEST_F(Ring2dTest, BadSpecIsRefusedWithFileLineAndKey) {
+  writeSpec("[[process]]\nname = \"x\"\ncommand = [\"/bin/true\"]\nrestart = \"sometimes\"\n");
+  const pid_t pid = spawnProcess({helper("ring2d"), "--spec", specPath(), "--state-dir", state(),
+                                  "--holder", helper("enjin-holder")},
+                                 dir_ / "ring2d.err");
+  const int status = waitExit(pid, 5000);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 1);
+  EXPECT_NE(ring2dErr().find("spec.toml:4"), std::string::npos) << ring2dErr();
+  EXPECT_NE(ring2dErr().find("restart"), std::string::npos) << ring2dErr();
+}
+
+}  // namespace
+}  // namespace enjin::testing
