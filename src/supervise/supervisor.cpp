@@ -124,7 +124,7 @@ class Supervisor::Impl {
   ~Impl() {
     for (auto& [name, p] : procs_) detachFds(*p);
     if (holder_) reactor_.removeFd(holder_->fd());
-    if (holder_ && holder_->launchedPidfd() >= 0) reactor_.removeFd(holder_->launchedPidfd());
+    if (holderPidfd_) reactor_.removeFd(holderPidfd_.get());
   }
 
   Observer observer_;
@@ -165,6 +165,8 @@ class Supervisor::Impl {
   void cancelRunTimers(Proc& p);
   void advanceStopAll();
   void finishRemoval(const std::string& name);
+  // Runs the stopAll callback once: after the holder said bye and, if we launched it, exited.
+  void finishStop();
   Proc* find(const std::string& name) {
     auto it = procs_.find(name);
     return it == procs_.end() ? nullptr : it->second.get();
@@ -190,6 +192,7 @@ class Supervisor::Impl {
   SupervisorOptions options_;
   std::function<uint64_t()> random_;
   std::unique_ptr<HolderClient> holder_;
+  UniqueFd holderPidfd_;  // the holder, when this ring2d launched it (so must reap it)
   std::map<std::string, std::unique_ptr<Proc>> procs_;
   std::vector<std::string> order_;      // start order
   std::vector<std::string> specOrder_;  // names in the order the spec lists them
@@ -197,6 +200,7 @@ class Supervisor::Impl {
   Reactor::TimerId saveTimer_ = 0;
   bool stoppingAll_ = false;
   bool shutdownSent_ = false;
+  bool holderGone_ = false;
   std::function<void()> stopDone_;
   std::string readBuffer_ = std::string(kLogReadChunk, '\0');
 };
@@ -257,12 +261,17 @@ Status Supervisor::Impl::connectHolder(const json& previous) {
         ::kill(-pid, SIGKILL);
       }
     }
-    (void)reactor_.addFd(holder_->launchedPidfd(), EPOLLIN, [this](uint32_t) {
-      // Our own child: collect it so it is never a zombie.
-      siginfo_t info{};
-      ::waitid(kPidfdIdType, static_cast<id_t>(holder_->launchedPidfd()), &info, WEXITED | WNOHANG);
-      reactor_.removeFd(holder_->launchedPidfd());
-    });
+    holderPidfd_ = holder_->takeLaunchedPidfd();
+    if (holderPidfd_) {
+      (void)reactor_.addFd(holderPidfd_.get(), EPOLLIN, [this](uint32_t) {
+        // Our own child: collect it so it is never a zombie.
+        siginfo_t info{};
+        ::waitid(kPidfdIdType, static_cast<id_t>(holderPidfd_.get()), &info, WEXITED | WNOHANG);
+        reactor_.removeFd(holderPidfd_.get());
+        holderPidfd_.reset();
+        finishStop();
+      });
+    }
   }
   // Hello: the holder answers with every process it holds. This runs before the reactor does,
   // so a bounded blocking wait is fine here.
@@ -358,12 +367,8 @@ void Supervisor::Impl::onHolderReadable() {
 void Supervisor::Impl::handleHolderMessage(const json& msg, std::vector<UniqueFd>& fds) {
   const std::string op = msg.value("op", "");
   if (op == "bye") {
-    reactor_.removeFd(holder_->fd());
-    if (stopDone_) {
-      auto done = std::move(stopDone_);
-      stopDone_ = nullptr;
-      done();
-    }
+    holderGone_ = true;
+    finishStop();
     return;
   }
   if (op == "error") {
@@ -396,11 +401,8 @@ void Supervisor::Impl::holderLost(const std::string& why) {
     // It left as asked.
     if (holder_) reactor_.removeFd(holder_->fd());
     holder_.reset();
-    if (stopDone_) {
-      auto done = std::move(stopDone_);
-      stopDone_ = nullptr;
-      done();
-    }
+    holderGone_ = true;
+    finishStop();
     return;
   }
   // Without the holder nothing can be spawned or reaped. Crash loudly: the ring above (or the
@@ -747,17 +749,23 @@ void Supervisor::Impl::stopAll(std::function<void()> done) {
 }
 
 void Supervisor::Impl::advanceStopAll() {
-  bool allDown = true;
+  std::vector<std::string> ready;  // stopped after the scan: stop() may reshape order_
   for (auto it = order_.rbegin(); it != order_.rend(); ++it) {
     Proc* p = find(*it);
-    if (p == nullptr || isDown(p->state)) continue;
-    allDown = false;
-    if (p->state == ProcessState::kStopping) continue;
+    if (p == nullptr || isDown(p->state) || p->state == ProcessState::kStopping) continue;
     bool dependentsDown = true;
     for (Proc* d : dependentsOf(p->spec.name)) dependentsDown = dependentsDown && isDown(d->state);
-    if (dependentsDown) stop(*p, "ring2d is stopping");
+    if (dependentsDown) ready.push_back(*it);
   }
-  // Processes held but not in the spec (being removed) count too.
+  bool downAtOnce = false;  // a process that was not running stops without an exit to wait for
+  for (const auto& name : ready) {
+    if (Proc* p = find(name)) {
+      stop(*p, "ring2d is stopping");
+      downAtOnce = downAtOnce || find(name) == nullptr || isDown(p->state);
+    }
+  }
+  if (downAtOnce) return advanceStopAll();  // its dependencies may stop now
+  bool allDown = true;
   for (auto& [name, p] : procs_) allDown = allDown && isDown(p->state);
   if (allDown && !shutdownSent_) {
     shutdownSent_ = true;
@@ -773,6 +781,13 @@ void Supervisor::Impl::advanceStopAll() {
       }
     });
   }
+}
+
+void Supervisor::Impl::finishStop() {
+  if (!stoppingAll_ || !holderGone_ || holderPidfd_ || !stopDone_) return;
+  auto done = std::move(stopDone_);
+  stopDone_ = nullptr;
+  done();
 }
 
 void Supervisor::Impl::finishRemoval(const std::string& name) {

@@ -83,8 +83,9 @@ class HolderClient {
                                                                const std::string& holderExe,
                                                                const std::string& logPath);
   int fd() const { return socket_.get(); }
-  // The holder's pidfd when this process launched it (invalid otherwise).
-  int launchedPidfd() const { return launchedPidfd_.get(); }
+  // The holder's pidfd when this process launched it (invalid otherwise), for the caller to
+  // watch and reap it.
+  UniqueFd takeLaunchedPidfd() { return std::move(launchedPidfd_); }
   bool launched() const { return launched_; }
 
   Status send(const std::string& json);
