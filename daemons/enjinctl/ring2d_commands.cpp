@@ -27,7 +27,7 @@ using nlohmann::json;
 Result<json> call(const std::string& stateDir, const json& request) {
   auto reply = supervise::controlCall(stateDir + "/control.sock", request);
   if (!reply.ok() && reply.error().message.starts_with("connect ")) {
-    return reply.error().wrap("is ring2d running with --state-dir " + stateDir + "?");
+    return Error{reply.error().message + " (is ring2d running with --state-dir " + stateDir + "?)"};
   }
   return reply;
 }

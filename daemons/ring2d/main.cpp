@@ -5,10 +5,13 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -105,6 +108,15 @@ int main(int argc, char** argv) {
   registry.add(supervise::makeExecStrategy());
   registry.add(supervise::makeUnixUserStrategy());
 
+  // The state dir holds secrets' neighbours (sockets, the seq file): private to this user.
+  std::error_code ec;
+  std::filesystem::create_directories(stateDir, ec);
+  if (ec || ::chmod(stateDir.c_str(), 0700) != 0) {
+    spdlog::error("ring2d: cannot use state dir {}: {}", stateDir,
+                  ec ? ec.message() : std::strerror(errno));
+    return 1;
+  }
+
   auto specs = loadSpec(specPath, registry);
   if (!specs.ok()) {
     spdlog::error("{}", specs.error().message);
@@ -169,14 +181,12 @@ int main(int argc, char** argv) {
     spdlog::error("ring2d: {}", st.error().message);
     return 1;
   }
-  if (publisher) {
-    // Level-triggered: the whole state again every interval, so a lost message heals.
-    std::function<void()> republish = [&] {
-      for (const auto& s : supervisor.status()) publish(s);
-      r.addTimerAfterMillis(observeIntervalMs, republish);
-    };
+  // Level-triggered: the whole state again every interval, so a lost message heals.
+  std::function<void()> republish = [&] {
+    for (const auto& s : supervisor.status()) publish(s);
     r.addTimerAfterMillis(observeIntervalMs, republish);
-  }
+  };
+  if (publisher) r.addTimerAfterMillis(observeIntervalMs, republish);
 
   UniqueFd sigfd(::signalfd(-1, &sigs, SFD_CLOEXEC | SFD_NONBLOCK));
   bool stopping = false;

@@ -12,6 +12,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <optional>
 #include <nlohmann/json.hpp>
 
 #include "enjin/base/unix_socket.hpp"
@@ -28,6 +29,9 @@ struct Holder::Slot {
   uint64_t startTime = 0;
   bool running = false;
   json lastExit;  // null until the first exit
+  // What the last spawn asked for, so a respawn needs no spec on the wire.
+  std::optional<ProcessSpec> spec;
+  SpawnRequest request;
 };
 
 namespace {
@@ -90,12 +94,18 @@ void Holder::onAccept() {
 }
 
 void Holder::dropClient() {
+  outQueue_.clear();
+  closedSlots_.clear();
   if (!client_) return;
   reactor_.removeFd(client_.get());
   client_.reset();
 }
 
-void Holder::onClient(uint32_t) {
+void Holder::onClient(uint32_t events) {
+  if ((events & EPOLLOUT) != 0) {
+    flushQueue();
+    if (!client_) return;
+  }
   std::string text;
   std::vector<UniqueFd> fds;  // ring2d sends none; any that come are closed
   for (;;) {
@@ -116,7 +126,26 @@ void Holder::onClient(uint32_t) {
 
 void Holder::send(const std::string& text, const std::vector<int>& fds) {
   if (!client_) return;  // nobody to tell: the state stays in the slots for the next hello
-  if (!sendWithFds(client_.get(), text, fds).ok()) dropClient();
+  if (outQueue_.empty()) {
+    if (sendWithFds(client_.get(), text, fds).ok()) return;
+    if (errno != EAGAIN) return dropClient();
+    // ring2d is behind (thousands of exits at once): wait for the socket to drain.
+    (void)reactor_.modifyFd(client_.get(), EPOLLIN | EPOLLOUT);
+  }
+  outQueue_.push_back(Outgoing{text, fds});
+}
+
+void Holder::flushQueue() {
+  while (!outQueue_.empty()) {
+    const Outgoing& out = outQueue_.front();
+    if (!sendWithFds(client_.get(), out.text, out.fds).ok()) {
+      if (errno != EAGAIN) dropClient();
+      return;
+    }
+    outQueue_.pop_front();
+  }
+  closedSlots_.clear();
+  (void)reactor_.modifyFd(client_.get(), EPOLLIN);
 }
 
 void Holder::handle(const std::string& text) {
@@ -131,6 +160,13 @@ void Holder::handle(const std::string& text) {
     opHello();
   } else if (op == "spawn") {
     opSpawn(name, &req);
+  } else if (op == "respawn") {
+    auto it = slots_.find(name);
+    if (it == slots_.end() || !it->second->spec) {
+      send(json{{"op", "spawn_failed"}, {"name", name}, {"error", "holder: no spec held for '" + name + "'"}}.dump());
+    } else {
+      spawnSlot(*it->second, {}, json::array());
+    }
   } else if (op == "signal") {
     opSignal(name, req.value("signal", SIGTERM), req.value("group", true));
   } else if (op == "close") {
@@ -171,8 +207,6 @@ void Holder::opSpawn(const std::string& name, const void* request) {
   };
   auto spec = specFromJson(req.value("spec", json()));
   if (!spec.ok()) return fail(spec.error().message);
-  auto strategy = registry_.find(spec->strategy);
-  if (!strategy.ok()) return fail(strategy.error().message);
   auto& slot = slots_[name];
   std::vector<int> newFds;
   json fdNames = json::array();
@@ -207,32 +241,51 @@ void Holder::opSpawn(const std::string& name, const void* request) {
       fdNames.push_back("notify");
     }
   }
-  if (slot->running) return fail("process '" + name + "' is already running as pid " + std::to_string(slot->pid));
-  SpawnRequest sr;
-  sr.spec = &*spec;
-  sr.stdoutFd = slot->outWrite.get();
-  sr.stderrFd = slot->errWrite.get();
+  if (slot->running) {
+    return fail("process '" + name + "' is already running as pid " + std::to_string(slot->pid));
+  }
+  slot->spec = std::move(*spec);
+  slot->request = SpawnRequest{};
+  slot->request.spec = &*slot->spec;
+  slot->request.stdoutFd = slot->outWrite.get();
+  slot->request.stderrFd = slot->errWrite.get();
   if (req.contains("env") && req["env"].is_array()) {
     for (const auto& e : req["env"]) {
-      if (e.is_string()) sr.extraEnv.push_back(e.get<std::string>());
+      if (e.is_string()) slot->request.extraEnv.push_back(e.get<std::string>());
     }
   }
-  sr.defaultCwd = req.value("cwd", "/");
-  auto spawned = (*strategy)->spawn(sr);
-  if (!spawned.ok()) {
-    send(json{{"op", "spawn_failed"}, {"name", name}, {"error", spawned.error().message},
+  slot->request.defaultCwd = req.value("cwd", "/");
+  spawnSlot(*slot, newFds, fdNames);
+}
+
+void Holder::spawnSlot(Slot& slot, const std::vector<int>& newFds, const json& fdNames) {
+  if (slot.running) {
+    send(json{{"op", "spawn_failed"}, {"name", slot.name},
+              {"error", "process '" + slot.name + "' is already running as pid " + std::to_string(slot.pid)}}.dump());
+    return;
+  }
+  auto strategy = registry_.find(slot.spec->strategy);
+  if (!strategy.ok()) {
+    send(json{{"op", "spawn_failed"}, {"name", slot.name}, {"error", strategy.error().message},
               {"fds", fdNames}}.dump(),
          newFds);
     return;
   }
-  slot->pid = spawned->pid;
-  slot->startTime = spawned->startTime;
-  slot->running = true;
-  byPid_[slot->pid] = slot.get();
+  auto spawned = (*strategy)->spawn(slot.request);
+  if (!spawned.ok()) {
+    send(json{{"op", "spawn_failed"}, {"name", slot.name}, {"error", spawned.error().message},
+              {"fds", fdNames}}.dump(),
+         newFds);
+    return;
+  }
+  slot.pid = spawned->pid;
+  slot.startTime = spawned->startTime;
+  slot.running = true;
+  byPid_[slot.pid] = &slot;
   // The pidfd is not needed: the holder is the parent and reaps by pid, so the pid cannot be
   // reused before the holder itself collects the exit.
-  send(json{{"op", "spawned"}, {"name", name}, {"pid", slot->pid},
-            {"start_time", slot->startTime}, {"fds", fdNames}}.dump(),
+  send(json{{"op", "spawned"}, {"name", slot.name}, {"pid", slot.pid},
+            {"start_time", slot.startTime}, {"fds", fdNames}}.dump(),
        newFds);
 }
 
@@ -252,6 +305,8 @@ void Holder::opSignal(const std::string& name, int signal, bool group) {
 void Holder::opClose(const std::string& name) {
   auto it = slots_.find(name);
   if (it == slots_.end() || it->second->running) return;
+  // A queued message may still carry its fds: keep them open until the queue is sent.
+  if (!outQueue_.empty()) closedSlots_.push_back(std::move(it->second));
   slots_.erase(it);
 }
 

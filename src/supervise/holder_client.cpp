@@ -73,7 +73,21 @@ Result<std::unique_ptr<HolderClient>> HolderClient::connectOrLaunch(const std::s
 }
 
 Status HolderClient::send(const std::string& json) {
-  return sendWithFds(socket_.get(), json, {});
+  if (queue_.empty()) {
+    auto st = sendWithFds(socket_.get(), json, {});
+    if (st.ok() || errno != EAGAIN) return st;
+  }
+  queue_.push_back(json);
+  return {};
+}
+
+Status HolderClient::flush() {
+  while (!queue_.empty()) {
+    auto st = sendWithFds(socket_.get(), queue_.front(), {});
+    if (!st.ok()) return errno == EAGAIN ? Status{} : st;
+    queue_.pop_front();
+  }
+  return {};
 }
 
 Result<bool> HolderClient::receive(std::string& json, std::vector<UniqueFd>& fds) {

@@ -88,6 +88,7 @@ bool isDown(ProcessState s) { return s == ProcessState::kStopped || s == Process
 struct Proc {
   ProcessSpec spec;
   std::string specJson;  // spec serialized once per spec change, not once per spawn
+  bool holderHasSpec = false;  // the holder holds this spec: a respawn needs only the name
   ProcessState state = ProcessState::kStopped;
   bool wanted = true;
   bool spawnPending = false;
@@ -113,6 +114,7 @@ struct Proc {
   void setSpec(ProcessSpec s) {
     spec = std::move(s);
     specJson = specToJson(spec).dump();
+    holderHasSpec = false;
   }
 };
 
@@ -383,6 +385,7 @@ void Supervisor::Impl::handleHolderMessage(const json& msg, std::vector<UniqueFd
     onSpawned(*p, msg);
   } else if (op == "spawn_failed") {
     p->spawnPending = false;
+    p->holderHasSpec = false;  // the next attempt sends the whole spec again
     p->detail = msg.value("error", "spawn failed");
     spdlog::warn("ring2d: process '{}': {}", name, p->detail);
     ExitInfo e;
@@ -453,7 +456,19 @@ void Supervisor::Impl::maybeStart(Proc& p) {
 }
 
 void Supervisor::Impl::spawn(Proc& p) {
-  // The request is built from the cached spec text: nothing heavy between exit and respawn.
+  p.spawnPending = true;
+  if (p.holderHasSpec) {
+    // The fast path: the holder already has everything but the word.
+    if (holder_) {
+      if (auto st = holder_->send(R"({"op":"respawn","name":)" + json(p.spec.name).dump() + "}");
+          !st.ok()) {
+        return holderLost(st.error().message);
+      }
+    }
+    setState(p, ProcessState::kStarting, "");
+    return;
+  }
+  // The request is built from the cached spec text.
   std::string req = R"({"op":"spawn","name":)";
   req += json(p.spec.name).dump();
   req += R"(,"spec":)";
@@ -469,7 +484,6 @@ void Supervisor::Impl::spawn(Proc& p) {
     req += R"(,"notify":)" + json(path).dump() + R"(,"env":)" + env.dump();
   }
   req += '}';
-  p.spawnPending = true;
   if (holder_) {
     if (auto st = holder_->send(req); !st.ok()) return holderLost(st.error().message);
   }
@@ -478,6 +492,7 @@ void Supervisor::Impl::spawn(Proc& p) {
 
 void Supervisor::Impl::onSpawned(Proc& p, const json& msg) {
   p.spawnPending = false;
+  p.holderHasSpec = true;
   p.pid = msg.value("pid", 0);
   p.startTime = msg.value("start_time", uint64_t{0});
   p.startedMonoNs = nowNs();

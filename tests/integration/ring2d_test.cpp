@@ -1,9 +1,12 @@
 // ring2d end to end: real ring2d, real holder, real children (tests/helpers/crasher).
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 
 #include <fstream>
 #include <regex>
 #include <set>
+#include <sstream>
 
 #include "ring2d_fixture.hpp"
 
@@ -321,6 +324,150 @@ TEST_F(Ring2dTest, BadSpecIsRefusedWithFileLineAndKey) {
   EXPECT_EQ(WEXITSTATUS(status), 1);
   EXPECT_NE(ring2dErr().find("spec.toml:4"), std::string::npos) << ring2dErr();
   EXPECT_NE(ring2dErr().find("restart"), std::string::npos) << ring2dErr();
+}
+
+}  // namespace
+}  // namespace enjin::testing
+
+namespace enjin::testing {
+namespace {
+
+using nlohmann::json;
+
+std::string crasherCmd(const std::string& mode) {
+  return "\"" + kBinDir + "/crasher\", \"" + mode + "\"";
+}
+
+// Runs a command to completion; returns its exit status and stdout.
+std::pair<int, std::string> run(const std::string& cmd) {
+  std::string out;
+  FILE* p = ::popen(cmd.c_str(), "r");
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  const int status = ::pclose(p);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+int freeTcpPort() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t len = sizeof a;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+TEST_F(Ring2dTest, FailingHealthCheckMakesItUnhealthyAndRestartsIt) {
+  writeSpec(R"(
+[[process]]
+name = "sick"
+command = [)" + crasherCmd("sleep:600000") + R"(]
+restart_delay_ms = 0
+health = { check = ["/bin/false"], interval_ms = 50, timeout_ms = 1000, failures = 2 }
+)");
+  startRing2d();
+  ASSERT_TRUE(waitFor([&] { return proc("sick")["restarts"].get<int>() >= 1; }, 5000)) << ring2dErr();
+  EXPECT_NE(ring2dErr().find("health check failed 2 times: exit 1"), std::string::npos) << ring2dErr();
+}
+
+TEST_F(Ring2dTest, MissedWatchdogRestarts) {
+  writeSpec(R"toml(
+[[process]]
+name = "hung"
+command = ["/usr/bin/python3", "-c", "import os,socket,time; s=socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); s.sendto(b'READY=1', os.environ['NOTIFY_SOCKET']); assert os.environ['WATCHDOG_USEC'] == '200000'; time.sleep(60)"]
+readiness = "notify"
+watchdog_ms = 200
+restart_delay_ms = 0
+)toml");
+  startRing2d();
+  ASSERT_TRUE(waitFor([&] { return proc("hung")["restarts"].get<int>() >= 1; }, 5000)) << ring2dErr();
+  EXPECT_NE(ring2dErr().find("no WATCHDOG=1 for 200 ms"), std::string::npos) << ring2dErr();
+}
+
+TEST_F(Ring2dTest, TcpReadiness) {
+  const int port = freeTcpPort();
+  writeSpec(R"toml(
+[[process]]
+name = "server"
+command = ["/usr/bin/python3", "-c", "import socket,time; time.sleep(0.3); s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('127.0.0.1', )toml" +
+            std::to_string(port) + R"toml()); s.listen(); time.sleep(60)"]
+readiness = "tcp:)toml" + std::to_string(port) + R"toml("
+)toml");
+  startRing2d();
+  ASSERT_TRUE(waitFor([&] { return stateOf("server") == "running"; }, 5000)) << ring2dErr();
+  ASSERT_TRUE(waitFor([&] { return stateOf("server") == "ready"; }, 5000)) << ring2dErr();
+}
+
+TEST_F(Ring2dTest, EnjinctlStatusRestartAndLogs) {
+  writeSpec(R"(
+[[process]]
+name = "talker"
+command = [)" + crasherCmd("lines:5:1") + R"(]
+restart = "never"
+
+[[process]]
+name = "sleeper"
+command = [)" + crasherCmd("sleep:600000") + R"(]
+)");
+  startRing2d();
+  ASSERT_TRUE(waitFor([&] { return stateOf("talker") == "stopped" && stateOf("sleeper") == "ready"; }, 5000));
+  const std::string ctl = kBinDir + "/enjinctl --state-dir " + state();
+  auto [rc, table] = run(ctl + " status");
+  EXPECT_EQ(rc, 0);
+  EXPECT_NE(table.find("NAME"), std::string::npos) << table;
+  EXPECT_NE(table.find("sleeper"), std::string::npos) << table;
+  EXPECT_NE(table.find("exit 0"), std::string::npos) << table;
+  auto [rcj, js] = run(ctl + " status --json");
+  EXPECT_EQ(rcj, 0);
+  json procs = json::parse(js);
+  ASSERT_EQ(procs.size(), 2u);
+
+  const int before = proc("sleeper")["pid"];
+  EXPECT_EQ(run(ctl + " restart sleeper").first, 0);
+  ASSERT_TRUE(waitFor([&] { return stateOf("sleeper") == "ready" && proc("sleeper")["pid"] != before; }, 5000));
+  EXPECT_FALSE(processAlive(before));
+  EXPECT_EQ(run(ctl + " restart nosuch 2>/dev/null").first, 1);
+
+  auto [rcl, logs] = run(ctl + " logs talker");
+  EXPECT_EQ(rcl, 0);
+  EXPECT_NE(logs.find("stdout line 5"), std::string::npos) << logs;
+  auto [rct, tail] = run(ctl + " logs talker -n 2");
+  EXPECT_EQ(std::count(tail.begin(), tail.end(), '\n'), 2) << tail;
+  EXPECT_NE(tail.find("line 4"), std::string::npos);
+  EXPECT_EQ(run(kBinDir + "/enjinctl --state-dir /nonexistent status 2>/dev/null").first, 1);
+}
+
+TEST_F(Ring2dTest, PublishesSignedObservations) {
+  const std::string ctl = kBinDir + "/enjinctl";
+  ASSERT_EQ(run(ctl + " keygen --out " + (dir_ / "r2")).first, 0);
+  writeSpec(R"(
+[[process]]
+name = "web"
+command = [)" + crasherCmd("sleep:600000") + R"(]
+)");
+  const std::string endpoint = "ipc://" + (dir_ / "obs");
+  startRing2d({"--observe", endpoint, "--key", dir_ / "r2.key", "--node", "envA",
+               "--observe-interval-ms", "100"});
+  auto [rc, out] = run(ctl + " bus sub --connect " + endpoint + " --trust " + (dir_ / "r2.pub") +
+                       " --prefix obs.r2.envA --count 3 --timeout-ms 5000");
+  ASSERT_EQ(rc, 0) << out;
+  std::istringstream lines(out);
+  std::string line;
+  int seen = 0;
+  while (std::getline(lines, line)) {
+    json m = json::parse(line);
+    EXPECT_EQ(m["topic"], "obs.r2.envA.web");
+    EXPECT_EQ(m["type"], "node_observation");
+    EXPECT_EQ(m["body"]["node"], "envA");
+    EXPECT_EQ(m["body"]["name"], "web");
+    EXPECT_EQ(m["body"]["state"], "ready");
+    ++seen;
+  }
+  EXPECT_EQ(seen, 3);
 }
 
 }  // namespace

@@ -11,6 +11,8 @@
 //     {"op":"spawn","name","spec","env":[..],"notify":PATH|null}
 //                                         -> "spawned" (+ fds out, err[, notify] the first time
 //                                            a name is spawned) or "spawn_failed"
+//     {"op":"respawn","name"}             spawn again with the last spec, env and cwd
+//                                         -> "spawned" or "spawn_failed"
 //     {"op":"signal","name","signal","group":true}   (no reply)
 //     {"op":"close","name"}               forget a stopped process and close its fds
 //     {"op":"shutdown"}                   exit once nothing runs -> {"op":"bye"}
@@ -23,10 +25,13 @@
 
 #include <sys/types.h>
 
+#include <deque>
 #include <map>
 #include <memory>
 #include <optional>
 #include <string>
+
+#include <nlohmann/json_fwd.hpp>
 
 #include "enjin/base/result.hpp"
 #include "enjin/base/unique_fd.hpp"
@@ -44,8 +49,9 @@ class Holder {
   // Becomes the subreaper, blocks and watches SIGCHLD/SIGTERM/SIGINT through a signalfd, and
   // listens on the socket.
   Status start();
-  // True once the holder was told to shut down (or terminated) and nothing runs any more.
-  bool finished() const { return finished_; }
+  // True once the holder was told to shut down (or terminated), nothing runs any more and every
+  // queued message went out (or ring2d went away).
+  bool finished() const { return finished_ && outQueue_.empty(); }
 
  private:
   struct Slot;
@@ -54,12 +60,18 @@ class Holder {
   void onSignal();
   void reap();
   void handle(const std::string& text);
+  // Sends to ring2d, or queues (in order) while its socket is full: a burst of exits or spawns
+  // must not cost the connection. `fds` must stay open until sent: they are slot fds, and
+  // opClose keeps a closed slot alive while anything is queued.
   void send(const std::string& text, const std::vector<int>& fds = {});
+  void flushQueue();
   void dropClient();
   void maybeFinish();
 
   void opHello();
   void opSpawn(const std::string& name, const void* request);
+  // Spawns from what the slot holds; `newFds` (named by `fdNames`, a JSON array) ride along.
+  void spawnSlot(Slot& slot, const std::vector<int>& newFds, const nlohmann::json& fdNames);
   void opSignal(const std::string& name, int signal, bool group);
   void opClose(const std::string& name);
   Reactor& reactor_;
@@ -70,6 +82,12 @@ class Holder {
   UniqueFd signals_;
   std::map<std::string, std::unique_ptr<Slot>> slots_;
   std::map<pid_t, Slot*> byPid_;
+  struct Outgoing {
+    std::string text;
+    std::vector<int> fds;  // not owned: a slot's (see send)
+  };
+  std::deque<Outgoing> outQueue_;
+  std::vector<std::unique_ptr<Slot>> closedSlots_;  // closed while messages were queued
   bool shuttingDown_ = false;
   bool finished_ = false;
 };
@@ -88,7 +106,12 @@ class HolderClient {
   UniqueFd takeLaunchedPidfd() { return std::move(launchedPidfd_); }
   bool launched() const { return launched_; }
 
+  // Sends, or queues (in order) while the socket is full: a start or a respawn of thousands of
+  // processes outruns the holder. An error only when the holder went.
   Status send(const std::string& json);
+  // Messages wait in the queue: the caller watches fd() for EPOLLOUT and then calls flush().
+  bool queued() const { return !queue_.empty(); }
+  Status flush();
   // One waiting message and its fds; false when none is waiting; an error when the holder went.
   Result<bool> receive(std::string& json, std::vector<UniqueFd>& fds);
 
@@ -98,6 +121,7 @@ class HolderClient {
   UniqueFd socket_;
   UniqueFd launchedPidfd_;
   bool launched_;
+  std::deque<std::string> queue_;
 };
 
 }  // namespace enjin::supervise
