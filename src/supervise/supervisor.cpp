@@ -149,6 +149,10 @@ class Supervisor::Impl {
   void handleHolderMessage(const json& msg, std::vector<UniqueFd>& fds);
   void holderLost(const std::string& why);
   void sendHolder(const json& msg);
+  // Every message to the holder goes through here. When its socket is full the message waits in
+  // HolderClient's queue and the fd is watched for EPOLLOUT until the queue is sent.
+  Status sendToHolder(const std::string& text);
+  void flushHolderQueue();
   void signalGroup(Proc& p, int signal);
 
   // --- lifecycle ---
@@ -203,6 +207,7 @@ class Supervisor::Impl {
   bool stoppingAll_ = false;
   bool shutdownSent_ = false;
   bool holderGone_ = false;
+  bool holderQueueWatched_ = false;  // the holder fd is watched for EPOLLOUT
   std::function<void()> stopDone_;
   std::string readBuffer_ = std::string(kLogReadChunk, '\0');
 };
@@ -257,10 +262,17 @@ Status Supervisor::Impl::connectHolder(const json& previous) {
     for (const auto& [name, info] : prevProcs.items()) {
       const int pid = info.value("pid", 0);
       const uint64_t startTime = info.value("start_time", uint64_t{0});
-      auto now = pid > 0 ? processStartTime(pid) : Result<uint64_t>(Error{"none"});
+      if (pid <= 0) continue;
+      // The pid alone could have been reused: only the same start time is the same process.
+      auto now = processStartTime(pid);
       if (now.ok() && *now == startTime) {
         spdlog::warn("ring2d: process '{}' (pid {}) outlived its holder; killing its group", name, pid);
         ::kill(-pid, SIGKILL);
+      }
+      // Its exit can no longer be collected: say so rather than invent one.
+      if (Proc* p = find(name)) {
+        p->lastExit = ExitInfo{};  // kUnknown
+        p->detail = "its holder was lost; exit status unknown";
       }
     }
     holderPidfd_ = holder_->takeLaunchedPidfd();
@@ -335,7 +347,12 @@ Status Supervisor::Impl::connectHolder(const json& previous) {
       finishRemoval(name);
     }
   }
-  return reactor_.addFd(holder_->fd(), EPOLLIN, [this](uint32_t) { onHolderReadable(); });
+  holderQueueWatched_ = holder_->queued();
+  return reactor_.addFd(holder_->fd(), holderQueueWatched_ ? EPOLLIN | EPOLLOUT : EPOLLIN,
+                        [this](uint32_t events) {
+                          if ((events & EPOLLOUT) != 0 && holder_) flushHolderQueue();
+                          if (holder_) onHolderReadable();
+                        });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -343,7 +360,24 @@ Status Supervisor::Impl::connectHolder(const json& previous) {
 
 void Supervisor::Impl::sendHolder(const json& msg) {
   if (!holder_) return;
-  if (auto st = holder_->send(msg.dump()); !st.ok()) holderLost(st.error().message);
+  if (auto st = sendToHolder(msg.dump()); !st.ok()) holderLost(st.error().message);
+}
+
+Status Supervisor::Impl::sendToHolder(const std::string& text) {
+  auto st = holder_->send(text);
+  if (st.ok() && holder_->queued() && !holderQueueWatched_) {
+    holderQueueWatched_ = true;
+    (void)reactor_.modifyFd(holder_->fd(), EPOLLIN | EPOLLOUT);
+  }
+  return st;
+}
+
+void Supervisor::Impl::flushHolderQueue() {
+  if (auto st = holder_->flush(); !st.ok()) return holderLost(st.error().message);
+  if (!holder_->queued()) {
+    holderQueueWatched_ = false;
+    (void)reactor_.modifyFd(holder_->fd(), EPOLLIN);
+  }
 }
 
 void Supervisor::Impl::signalGroup(Proc& p, int signal) {
@@ -460,7 +494,7 @@ void Supervisor::Impl::spawn(Proc& p) {
   if (p.holderHasSpec) {
     // The fast path: the holder already has everything but the word.
     if (holder_) {
-      if (auto st = holder_->send(R"({"op":"respawn","name":)" + json(p.spec.name).dump() + "}");
+      if (auto st = sendToHolder(R"({"op":"respawn","name":)" + json(p.spec.name).dump() + "}");
           !st.ok()) {
         return holderLost(st.error().message);
       }
@@ -473,8 +507,6 @@ void Supervisor::Impl::spawn(Proc& p) {
   req += json(p.spec.name).dump();
   req += R"(,"spec":)";
   req += p.specJson;
-  req += R"(,"cwd":)";
-  req += json(options_.stateDir).dump();
   if (p.spec.readiness.kind == ReadinessConfig::Kind::kNotify) {
     const std::string path = options_.stateDir + "/notify/" + p.spec.name + ".sock";
     json env = json::array({"NOTIFY_SOCKET=" + path});
@@ -485,7 +517,7 @@ void Supervisor::Impl::spawn(Proc& p) {
   }
   req += '}';
   if (holder_) {
-    if (auto st = holder_->send(req); !st.ok()) return holderLost(st.error().message);
+    if (auto st = sendToHolder(req); !st.ok()) return holderLost(st.error().message);
   }
   setState(p, ProcessState::kStarting, "");
 }

@@ -59,7 +59,14 @@ inline std::vector<pid_t> pidsWithCmdline(const std::string& needle) {
   return out;
 }
 
-inline bool processAlive(pid_t pid) { return pid > 0 && ::kill(pid, 0) == 0; }
+// Alive and not a zombie (a zombie still answers kill(pid, 0)).
+inline bool processAlive(pid_t pid) {
+  if (pid <= 0 || ::kill(pid, 0) != 0) return false;
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat((std::istreambuf_iterator<char>(in)), {});
+  const auto close = stat.rfind(')');
+  return close != std::string::npos && close + 2 < stat.size() && stat[close + 2] != 'Z';
+}
 
 class Ring2dTest : public ::testing::Test {
  protected:

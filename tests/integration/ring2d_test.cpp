@@ -472,3 +472,58 @@ command = [)" + crasherCmd("sleep:600000") + R"(]
 
 }  // namespace
 }  // namespace enjin::testing
+
+namespace enjin::testing {
+namespace {
+
+TEST_F(Ring2dTest, LostHolderMeansKilledOrphansAndUnknownExits) {
+  writeSpec(R"(
+[[process]]
+name = "a"
+command = [")" + kBinDir + R"(/crasher", "sleep:600000"]
+)");
+  startRing2d();
+  ASSERT_TRUE(waitFor([&] { return stateOf("a") == "ready"; }, 5000));
+  const int old = proc("a")["pid"];
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));  // state.json is written
+  killRing2d(SIGKILL);
+  const pid_t holder = holderPid();
+  ASSERT_GT(holder, 0);
+  ::kill(holder, SIGKILL);
+  waitExit(holder, 5000);
+  startRing2d();
+  ASSERT_TRUE(waitFor([&] { return stateOf("a") == "ready"; }, 5000));
+  EXPECT_TRUE(waitFor([&] { return !processAlive(old); }, 2000));  // never twice
+  EXPECT_NE(proc("a")["pid"], old);
+  EXPECT_EQ(proc("a")["last_exit"]["kind"], "unknown");
+  reapAll(500);
+}
+
+TEST_F(Ring2dTest, UnixUserStrategyDropsPrivileges) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to switch users";
+  if (::system("id enjin-test >/dev/null 2>&1 || useradd -r -M -s /usr/sbin/nologin enjin-test >/dev/null 2>&1") != 0) {
+    GTEST_SKIP() << "cannot create the enjin-test user";
+  }
+  writeSpec(R"(
+[[process]]
+name = "probe"
+command = [")" + kBinDir + R"(/probe_child"]
+strategy = "unix-user"
+user = "enjin-test"
+restart = "never"
+)");
+  startRing2d();
+  ASSERT_TRUE(waitFor([&] { return stateOf("probe") == "stopped"; }, 5000)) << ring2dErr();
+  std::ifstream in(state() + "/logs/probe.log");
+  std::string line;
+  std::getline(in, line);
+  const auto brace = line.find('{');
+  ASSERT_NE(brace, std::string::npos) << line;
+  json facts = json::parse(line.substr(brace));
+  EXPECT_NE(facts["uid"], 0);
+  EXPECT_EQ(facts["groups"], 0) << facts.dump();
+  EXPECT_EQ(facts["no_new_privs"], 1) << facts.dump();
+}
+
+}  // namespace
+}  // namespace enjin::testing

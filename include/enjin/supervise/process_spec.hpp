@@ -59,7 +59,7 @@ struct ProcessSpec {
   std::string name;                       // [A-Za-z0-9_.-]{1,64}, unique in a spec
   std::vector<std::string> command;       // argv; command[0] is an absolute path or on PATH
   std::map<std::string, std::string> env; // added to a minimal environment (PATH, HOME, ...)
-  std::string cwd;                        // empty: the state dir
+  std::string cwd;                        // empty: /
   std::string strategy = "exec";          // spawn strategy, by registry name
   std::string user;                       // unix-user: the account to run as
   std::map<std::string, uint64_t> rlimits;// "nofile", "nproc", "core", "as", "fsize", "stack", ...
