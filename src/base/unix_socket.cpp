@@ -114,6 +114,7 @@ Result<bool> recvWithFds(int socket, std::string& data, std::vector<UniqueFd>& f
   }
   if ((msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) != 0) {
     fds.clear();  // closes what did arrive
+    errno = EMSGSIZE;
     return Error{"message or its fds truncated"};
   }
   return n > 0 || !fds.empty() ? true : false;

@@ -29,6 +29,7 @@ struct Holder::Slot {
   uint64_t startTime = 0;
   bool running = false;
   json lastExit;  // null until the first exit
+  bool exitReported = false;  // lastExit went out to a connected ring2d, which acted on it
   // What the last spawn asked for, so a respawn needs no spec on the wire.
   std::optional<ProcessSpec> spec;
   SpawnRequest request;
@@ -41,12 +42,34 @@ json exitJson(const siginfo_t& info) {
   return {{"kind", "signaled"}, {"signal", info.si_status}};
 }
 
-Status makePipe(UniqueFd& readEnd, UniqueFd& writeEnd) {
+// The output channel of one process: a unix stream socket pair rather than a pipe (as journald
+// does), because a reader can MSG_PEEK it. ring2d consumes only whole lines, so a line the
+// process has half written stays in the kernel, not in ring2d's memory, when ring2d dies.
+Status makeOutputChannel(UniqueFd& readEnd, UniqueFd& writeEnd) {
   int fds[2];
-  if (::pipe2(fds, O_CLOEXEC) != 0) return errnoError("pipe2", errno);
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) {
+    return errnoError("socketpair", errno);
+  }
   readEnd.reset(fds[0]);
   writeEnd.reset(fds[1]);
+  ::shutdown(readEnd.get(), SHUT_WR);
+  ::shutdown(writeEnd.get(), SHUT_RD);
   return {};
+}
+
+// The notify socket of a process: credentials on, so ring2d can tell who sent a datagram.
+Result<UniqueFd> makeNotifySocket(const std::string& path, const std::string& user) {
+  auto sock = listenUnix(path, SOCK_DGRAM, 0600);
+  if (!sock.ok()) return sock.error();
+  int on = 1;
+  ::setsockopt(sock->get(), SOL_SOCKET, SO_PASSCRED, &on, sizeof on);
+  // A unix-user child must be able to write to its own notify socket.
+  if (!user.empty()) {
+    if (passwd* pw = ::getpwnam(user.c_str()); pw != nullptr) {
+      if (::chown(path.c_str(), pw->pw_uid, pw->pw_gid) != 0) return errnoError("chown " + path, errno);
+    }
+  }
+  return sock;
 }
 
 }  // namespace
@@ -112,6 +135,10 @@ void Holder::onClient(uint32_t events) {
     auto got = recvWithFds(client_.get(), text, fds);
     if (!got.ok()) {
       if (errno == EAGAIN) return;
+      if (errno == EMSGSIZE) {
+        send(json{{"op", "error"}, {"error", "holder: request larger than 64 KiB dropped"}}.dump());
+        continue;
+      }
       dropClient();
       return;
     }
@@ -119,7 +146,13 @@ void Holder::onClient(uint32_t events) {
       dropClient();
       return;
     }
-    handle(text);
+    try {
+      handle(text);
+    } catch (const std::exception& e) {
+      // A request that cannot be served must never take the holder, and every child, down.
+      send(json{{"op", "error"}, {"error", std::string("holder: ") + e.what()}}
+               .dump(-1, ' ', false, json::error_handler_t::replace));
+    }
     if (!client_) return;
   }
 }
@@ -155,6 +188,10 @@ void Holder::handle(const std::string& text) {
     return;
   }
   const std::string op = req["op"];
+  if (req.contains("name") && !req["name"].is_string()) {
+    send(json{{"op", "error"}, {"error", "holder: name must be a string"}}.dump());
+    return;
+  }
   const std::string name = req.value("name", "");
   if (op == "hello") {
     opHello();
@@ -168,7 +205,13 @@ void Holder::handle(const std::string& text) {
       spawnSlot(*it->second, {}, json::array());
     }
   } else if (op == "signal") {
-    opSignal(name, req.value("signal", SIGTERM), req.value("group", true));
+    const json& sig = req.contains("signal") ? req["signal"] : json(SIGTERM);
+    const json& group = req.contains("group") ? req["group"] : json(true);
+    if (!sig.is_number_integer() || !group.is_boolean()) {
+      send(json{{"op", "error"}, {"error", "holder: signal must be an integer, group a boolean"}}.dump());
+      return;
+    }
+    opSignal(name, sig.get<int>(), group.get<bool>());
   } else if (op == "close") {
     opClose(name);
   } else if (op == "shutdown") {
@@ -193,6 +236,7 @@ void Holder::opHello() {
               {"start_time", slot->startTime},
               {"running", slot->running},
               {"exit", slot->lastExit},
+              {"exit_reported", slot->exitReported},
               {"fds", names}}
              .dump(),
          fds);
@@ -213,33 +257,25 @@ void Holder::opSpawn(const std::string& name, const void* request) {
   if (!slot) {
     slot = std::make_unique<Slot>();
     slot->name = name;
-    Status st = makePipe(slot->outRead, slot->outWrite);
-    if (st.ok()) st = makePipe(slot->errRead, slot->errWrite);
-    const std::string notifyPath = req.value("notify", json()).is_string() ? req["notify"].get<std::string>() : "";
-    if (st.ok() && !notifyPath.empty()) {
-      auto sock = listenUnix(notifyPath, SOCK_DGRAM, 0600);
-      if (sock.ok()) {
-        slot->notify = std::move(*sock);
-        // A unix-user child must be able to write to its own notify socket.
-        if (!spec->user.empty()) {
-          if (passwd* pw = ::getpwnam(spec->user.c_str()); pw != nullptr) {
-            (void)::chown(notifyPath.c_str(), pw->pw_uid, pw->pw_gid);
-          }
-        }
-      } else {
-        st = sock.error();
-      }
-    }
+    Status st = makeOutputChannel(slot->outRead, slot->outWrite);
+    if (st.ok()) st = makeOutputChannel(slot->errRead, slot->errWrite);
     if (!st.ok()) {
       slots_.erase(name);
       return fail(st.error().message);
     }
     newFds = {slot->outRead.get(), slot->errRead.get()};
     fdNames = {"out", "err"};
-    if (slot->notify) {
-      newFds.push_back(slot->notify.get());
-      fdNames.push_back("notify");
-    }
+  }
+  // The notify socket follows the spec: made (or remade, for a new user) on a full spawn.
+  const json& notify = req.contains("notify") ? req["notify"] : json();
+  if (notify.is_string() && !slot->running) {
+    auto sock = makeNotifySocket(notify.get<std::string>(), spec->user);
+    if (!sock.ok()) return fail(sock.error().message);
+    slot->notify = std::move(*sock);
+    newFds.push_back(slot->notify.get());
+    fdNames.push_back("notify");
+  } else if (!notify.is_string() && !slot->running) {
+    slot->notify.reset();
   }
   if (slot->running) {
     return fail("process '" + name + "' is already running as pid " + std::to_string(slot->pid));
@@ -254,7 +290,7 @@ void Holder::opSpawn(const std::string& name, const void* request) {
       if (e.is_string()) slot->request.extraEnv.push_back(e.get<std::string>());
     }
   }
-  slot->request.defaultCwd = req.value("cwd", "/");
+  slot->request.defaultCwd = "/";
   spawnSlot(*slot, newFds, fdNames);
 }
 
@@ -281,6 +317,7 @@ void Holder::spawnSlot(Slot& slot, const std::vector<int>& newFds, const json& f
   slot.pid = spawned->pid;
   slot.startTime = spawned->startTime;
   slot.running = true;
+  slot.exitReported = false;
   byPid_[slot.pid] = &slot;
   // The pidfd is not needed: the holder is the parent and reaps by pid, so the pid cannot be
   // reused before the holder itself collects the exit.
@@ -291,15 +328,10 @@ void Holder::spawnSlot(Slot& slot, const std::vector<int>& newFds, const json& f
 
 void Holder::opSignal(const std::string& name, int signal, bool group) {
   auto it = slots_.find(name);
-  if (it == slots_.end() || it->second->pid <= 0) return;
+  if (it == slots_.end() || !it->second->running) return;
   Slot& slot = *it->second;
-  // While the leader is unreaped its pid cannot be reused, and a pgid stays reserved while any
-  // member of the group lives, so the group signal reaches only this process's group.
-  if (group) {
-    ::kill(-slot.pid, signal);
-  } else if (slot.running) {
-    ::kill(slot.pid, signal);
-  }
+  // The leader is unreaped, so its pid, which is also the pgid, cannot have been reused.
+  ::kill(group ? -slot.pid : slot.pid, signal);
 }
 
 void Holder::opClose(const std::string& name) {
@@ -336,13 +368,23 @@ void Holder::onSignal() {
 void Holder::reap() {
   for (;;) {
     siginfo_t info{};
-    if (::waitid(P_ALL, 0, &info, WEXITED | WNOHANG) != 0 || info.si_pid == 0) return;
+    // Look before reaping: while the leader is a zombie its pid still names its process group,
+    // so whatever is left of the group can be killed without any chance of a reused pid.
+    if (::waitid(P_ALL, 0, &info, WEXITED | WNOHANG | WNOWAIT) != 0 || info.si_pid == 0) return;
     auto it = byPid_.find(info.si_pid);
+    if (it != byPid_.end()) {
+      // As systemd's KillMode=control-group: a stray grandchild must not outlive its process
+      // (holding a port the next run needs, or writing to its log).
+      ::kill(-info.si_pid, SIGKILL);
+    }
+    siginfo_t reaped{};
+    ::waitid(P_PID, static_cast<id_t>(info.si_pid), &reaped, WEXITED | WNOHANG);
     if (it == byPid_.end()) continue;  // an orphaned grandchild: reaped, nothing to report
     Slot& slot = *it->second;
     byPid_.erase(it);
     slot.running = false;
     slot.lastExit = exitJson(info);
+    slot.exitReported = client_.valid();
     send(json{{"op", "exited"}, {"name", slot.name}, {"pid", slot.pid}, {"exit", slot.lastExit}}
              .dump());
   }

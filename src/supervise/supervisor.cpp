@@ -10,6 +10,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
+#include <set>
 #include <cerrno>
 #include <nlohmann/json.hpp>
 
@@ -47,6 +49,41 @@ constexpr int64_t kHolderByeTimeoutMs = 5000;
 constexpr size_t kLogReadChunk = 64 * 1024;
 constexpr size_t kLogReadsPerWakeup = 4;     // then let other fds have a turn
 constexpr idtype_t kPidfdIdType = static_cast<idtype_t>(3);  // P_PIDFD (Linux 5.4)
+constexpr size_t kNotifyPerWakeup = 16;      // datagrams read per wake-up, then others' turn
+constexpr size_t kMaxStatusBytes = 256;
+
+// STATUS= text as the process sent it, made safe to show and to serialize: valid UTF-8 only
+// (anything else becomes '?'), no control characters, bounded.
+std::string cleanStatus(std::string_view in) {
+  std::string out;
+  for (size_t i = 0; i < in.size() && out.size() < kMaxStatusBytes;) {
+    const auto c = static_cast<unsigned char>(in[i]);
+    size_t len = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xe ? 3 : (c >> 3) == 0x1e ? 4 : 0;
+    bool ok = len > 0 && i + len <= in.size();
+    for (size_t k = 1; ok && k < len; ++k) ok = (static_cast<unsigned char>(in[i + k]) >> 6) == 0x2;
+    if (!ok) {
+      out += '?';
+      ++i;
+    } else if (len == 1 && (c < 0x20 || c == 0x7f)) {
+      out += ' ';
+      ++i;
+    } else {
+      out.append(in.substr(i, len));
+      i += len;
+    }
+  }
+  return out;
+}
+
+json exitToJson(const std::optional<ExitInfo>& e) {
+  if (!e) return nullptr;
+  switch (e->kind) {
+    case ExitInfo::Kind::kExited: return {{"kind", "exited"}, {"code", e->code}};
+    case ExitInfo::Kind::kSignaled: return {{"kind", "signaled"}, {"signal", e->signal}};
+    case ExitInfo::Kind::kUnknown: return {{"kind", "unknown"}};
+  }
+  return nullptr;
+}
 
 std::string describeExit(const ExitInfo& e) {
   switch (e.kind) {
@@ -90,7 +127,8 @@ struct Proc {
   std::string specJson;  // spec serialized once per spec change, not once per spawn
   bool holderHasSpec = false;  // the holder holds this spec: a respawn needs only the name
   ProcessState state = ProcessState::kStopped;
-  bool wanted = true;
+  bool wanted = true;     // should be running now (false while stopping or held down)
+  bool heldDown = false;  // an operator's stop or the policy's stop/fail: survives a restart
   bool spawnPending = false;
   bool restartAfterStop = false;
   bool removeAfterStop = false;
@@ -115,6 +153,9 @@ struct Proc {
     spec = std::move(s);
     specJson = specToJson(spec).dump();
     holderHasSpec = false;
+    // Checks follow the spec: the next run builds them afresh.
+    readinessProbe.reset();
+    healthProbe.reset();
   }
 };
 
@@ -180,11 +221,17 @@ class Supervisor::Impl {
   bool dependenciesReady(const Proc& p, std::string& waitingFor) const;
   std::vector<Proc*> dependentsOf(const std::string& name);
   void rebuildOrder();
+  // What a previous ring2d recorded about `p` in state.json: counts, history, an operator's or
+  // the policy's decision to keep it down, and the state that decision left it in.
+  void restore(Proc& p, const json& prev);
 
   // --- fds ---
   void attachFds(Proc& p, const json& names, std::vector<UniqueFd>& fds);
   void detachFds(Proc& p);
-  void onLogReadable(Proc& p, LogStream stream);
+  // Writes the whole lines waiting on `stream`; with `final`, the unterminated rest too.
+  void onLogReadable(Proc& p, LogStream stream, bool final = false);
+  void drainLogs(Proc& p);  // the process exited: everything it wrote goes to the log
+  void reopenLog(Proc& p);  // the log settings may have changed
   void onNotify(Proc& p);
 
   // --- state file and events ---
@@ -202,6 +249,7 @@ class Supervisor::Impl {
   std::map<std::string, std::unique_ptr<Proc>> procs_;
   std::vector<std::string> order_;      // start order
   std::vector<std::string> specOrder_;  // names in the order the spec lists them
+  std::set<std::string> dependedOn_;    // every name in some depends_on (rebuildOrder keeps it)
   std::vector<StateEvent> pending_;
   Reactor::TimerId saveTimer_ = 0;
   bool stoppingAll_ = false;
@@ -235,8 +283,8 @@ Status Supervisor::Impl::start(std::vector<ProcessSpec> specs) {
     specOrder_.push_back(s.name);
     auto p = std::make_unique<Proc>();
     p->setSpec(std::move(s));
-    const json& prev = previous.value("processes", json::object()).value(p->spec.name, json());
-    if (prev.is_object()) p->restarts = prev.value("restarts", uint64_t{0});
+    const json prevProcs = previous.value("processes", json::object());
+    restore(*p, prevProcs.value(p->spec.name, json()));
     procs_[p->spec.name] = std::move(p);
   }
   rebuildOrder();
@@ -336,16 +384,14 @@ Status Supervisor::Impl::connectHolder(const json& previous) {
       } else {
         beginReadiness(*p);
       }
-    } else if (p->wanted) {
-      // It exited while no ring2d was there; the holder kept its status.
-      const json& exit = msg.value("exit", json());
-      if (exit.is_object()) {
-        p->state = ProcessState::kRunning;  // it was running when we lost sight of it
-        onExit(*p, exitFromJson(exit, nowNs(), nowNs()));
-      }
-    } else {
+    } else if (p->removeAfterStop) {
       finishRemoval(name);
+    } else if (p->wanted && msg.value("exit", json()).is_object() && !msg.value("exit_reported", true)) {
+      // It exited while no ring2d was there; the holder kept its status for us to act on.
+      p->state = ProcessState::kRunning;  // it was running when we lost sight of it
+      onExit(*p, exitFromJson(msg["exit"], nowNs(), nowNs()));
     }
+    // Otherwise the last ring2d saw the exit and acted on it: state.json says what it decided.
   }
   holderQueueWatched_ = holder_->queued();
   return reactor_.addFd(holder_->fd(), holderQueueWatched_ ? EPOLLIN | EPOLLOUT : EPOLLIN,
@@ -466,6 +512,8 @@ bool Supervisor::Impl::dependenciesReady(const Proc& p, std::string& waitingFor)
 
 std::vector<Proc*> Supervisor::Impl::dependentsOf(const std::string& name) {
   std::vector<Proc*> out;
+  // Called on every ready and stop: without this, starting N processes scans all N for each.
+  if (!dependedOn_.contains(name)) return out;
   for (auto& [n, p] : procs_) {
     if (std::find(p->spec.dependsOn.begin(), p->spec.dependsOn.end(), name) !=
         p->spec.dependsOn.end()) {
@@ -557,10 +605,8 @@ void Supervisor::Impl::cancelRunTimers(Proc& p) {
 
 void Supervisor::Impl::onExit(Proc& p, const ExitInfo& exit) {
   cancelRunTimers(p);
-  const int pid = p.pid;
-  // Whatever is left of its process group goes with it (as systemd's KillMode=control-group):
-  // a stray grandchild holding a port would break the next start.
-  if (pid > 0) signalGroup(p, SIGKILL);
+  // The holder already killed what was left of its process group, before reaping it.
+  drainLogs(p);
   p.pid = 0;
   p.startTime = 0;
   p.ready = false;
@@ -575,8 +621,10 @@ void Supervisor::Impl::onExit(Proc& p, const ExitInfo& exit) {
       if (p.nextSpec) {
         p.setSpec(std::move(*p.nextSpec));
         p.nextSpec.reset();
+        reopenLog(p);
       }
       p.wanted = true;
+      p.heldDown = false;
       maybeStart(p);
     } else if (p.removeAfterStop) {
       finishRemoval(p.spec.name);
@@ -608,9 +656,13 @@ void Supervisor::Impl::onExit(Proc& p, const ExitInfo& exit) {
       }
       break;
     case RestartDecision::Action::kStop:
+      p.wanted = false;
+      p.heldDown = true;
       setState(p, ProcessState::kStopped, what + " (" + std::string(d.reason) + ")", true);
       break;
     case RestartDecision::Action::kFail:
+      p.wanted = false;
+      p.heldDown = true;
       setState(p, ProcessState::kFailed,
                what + "; " + std::string(d.reason) + ": " +
                    std::to_string(p.spec.restart.maxRestarts) + " restarts in " +
@@ -644,7 +696,9 @@ void Supervisor::Impl::stop(Proc& p, const std::string& why) {
 
 void Supervisor::Impl::terminate(Proc& p, const std::string& why) {
   signalGroup(p, p.spec.stopSignal);
-  if (p.stopTimer != 0) reactor_.cancelTimer(p.stopTimer);
+  // A stop already under way keeps its deadline: a process cannot postpone its SIGKILL by
+  // provoking another stop.
+  if (p.stopTimer != 0) return;
   p.stopTimer = reactor_.addTimerAfterMillis(p.spec.stopTimeoutMs, [this, name = p.spec.name, why] {
     if (Proc* q = find(name)) {
       q->stopTimer = 0;
@@ -678,7 +732,10 @@ void Supervisor::Impl::setReady(Proc& p, const std::string& detail) {
   setState(p, ProcessState::kReady, detail);
   scheduleHealth(p);
   armWatchdog(p);
-  for (Proc* d : dependentsOf(p.spec.name)) maybeStart(*d);
+  for (Proc* d : dependentsOf(p.spec.name)) {
+    // Only a dependent that waits for this; one the policy or an operator stopped stays down.
+    if (d->state == ProcessState::kStarting && !d->spawnPending) maybeStart(*d);
+  }
   scheduleSave();
 }
 
@@ -848,6 +905,36 @@ void Supervisor::Impl::finishRemoval(const std::string& name) {
   rebuildOrder();
 }
 
+void Supervisor::Impl::restore(Proc& p, const json& prev) {
+  if (!prev.is_object()) return;
+  try {
+    p.restarts = prev.value("restarts", uint64_t{0});
+    p.heldDown = prev.value("held_down", false);
+    p.wanted = !p.heldDown;
+    if (p.heldDown) {
+      p.state = prev.value("state", "stopped") == "failed" ? ProcessState::kFailed : ProcessState::kStopped;
+      p.detail = prev.value("detail", "");
+    }
+    const json& exit = prev.contains("last_exit") ? prev["last_exit"] : json();
+    if (exit.is_object()) p.lastExit = exitFromJson(exit, 0, 0);
+    // Restart times were saved as wall-clock times; the window is measured on the monotonic
+    // clock, so carry each over as "so long ago".
+    const int64_t nowWall = wallMs();
+    const json& h = prev.contains("history") ? prev["history"] : json();
+    if (h.is_object()) {
+      p.history.backoffStep = h.value("backoff_step", 0u);
+      for (const auto& at : h.value("restarts_wall_ms", json::array())) {
+        if (at.is_number_integer()) {
+          p.history.restartsAtNs.push_back(nowNs() - (nowWall - at.get<int64_t>()) * 1'000'000);
+        }
+      }
+    }
+  } catch (const json::exception&) {
+    spdlog::warn("ring2d: process '{}': its saved state is unreadable; starting it afresh",
+                 p.spec.name);
+  }
+}
+
 void Supervisor::Impl::rebuildOrder() {
   // Spec order first (independent processes start in the order the file lists them), then
   // anything held but no longer in the spec.
@@ -862,6 +949,12 @@ void Supervisor::Impl::rebuildOrder() {
   }
   order_.clear();
   for (const ProcessSpec* s : startOrder(specs)) order_.push_back(s->name);
+  // A superset is harmless: a spec waiting in nextSpec counts too.
+  dependedOn_.clear();
+  for (auto& [name, p] : procs_) {
+    dependedOn_.insert(p->spec.dependsOn.begin(), p->spec.dependsOn.end());
+    if (p->nextSpec) dependedOn_.insert(p->nextSpec->dependsOn.begin(), p->nextSpec->dependsOn.end());
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -881,14 +974,18 @@ Status Supervisor::Impl::reload(std::vector<ProcessSpec> specs) {
   for (const auto& name : removed) {
     Proc* p = find(name);
     p->removeAfterStop = true;
+    p->restartAfterStop = false;
+    p->nextSpec.reset();
     stop(*p, "removed from the spec");
   }
+  std::vector<std::string> toStart;  // new, or changed while down
   for (auto& [name, spec] : next) {
     Proc* p = find(name);
     if (p == nullptr) {
       auto fresh = std::make_unique<Proc>();
       fresh->setSpec(std::move(spec));
       procs_[name] = std::move(fresh);
+      toStart.push_back(name);
       continue;
     }
     if (p->spec == spec && !p->removeAfterStop) continue;
@@ -899,18 +996,25 @@ Status Supervisor::Impl::reload(std::vector<ProcessSpec> specs) {
       p->restartAfterStop = true;
       stop(*p, "spec changed");
     } else {
+      // Changed while down: a new spec is a new start, as an operator's edit means it.
       p->setSpec(std::move(spec));
+      reopenLog(*p);
       p->history = {};
+      p->heldDown = false;
+      p->wanted = true;
+      if (p->state == ProcessState::kFailed) p->state = ProcessState::kStopped;
+      toStart.push_back(name);
     }
   }
   rebuildOrder();
   for (const auto& name : order_) {
-    if (Proc* p = find(name); p != nullptr && !p->removeAfterStop && !p->restartAfterStop &&
-                              (p->state == ProcessState::kStopped || p->state == ProcessState::kStarting)) {
-      p->wanted = true;
+    if (std::find(toStart.begin(), toStart.end(), name) == toStart.end()) continue;
+    if (Proc* p = find(name); p != nullptr && (p->state == ProcessState::kStopped ||
+                                               p->state == ProcessState::kStarting)) {
       maybeStart(*p);
     }
   }
+  scheduleSave();
   flushEvents();
   return {};
 }
@@ -919,6 +1023,12 @@ Status Supervisor::Impl::startProcess(const std::string& name) {
   Proc* p = find(name);
   if (p == nullptr || p->removeAfterStop) return Error{"no process '" + name + "'"};
   if (stoppingAll_) return Error{"ring2d is stopping"};
+  p->heldDown = false;
+  if (p->state == ProcessState::kStopping) {
+    p->restartAfterStop = true;  // start it again once the stop completes
+    flushEvents();
+    return {};
+  }
   p->wanted = true;
   if (!isLive(p->state) && !p->spawnPending) {
     p->history = {};  // an operator's start forgives past failures
@@ -936,7 +1046,10 @@ Status Supervisor::Impl::startProcess(const std::string& name) {
 Status Supervisor::Impl::stopProcess(const std::string& name) {
   Proc* p = find(name);
   if (p == nullptr || p->removeAfterStop) return Error{"no process '" + name + "'"};
+  p->heldDown = true;
+  p->restartAfterStop = false;
   stop(*p, "stopped by request");
+  scheduleSave();
   flushEvents();
   return {};
 }
@@ -945,6 +1058,7 @@ Status Supervisor::Impl::restartProcess(const std::string& name) {
   Proc* p = find(name);
   if (p == nullptr || p->removeAfterStop) return Error{"no process '" + name + "'"};
   if (stoppingAll_) return Error{"ring2d is stopping"};
+  p->heldDown = false;
   if (isLive(p->state) || p->spawnPending) {
     p->restartAfterStop = true;
     stop(*p, "restarted by request");
@@ -993,7 +1107,9 @@ void Supervisor::Impl::attachFds(Proc& p, const json& names, std::vector<UniqueF
       });
     } else {
       const LogStream stream = slot == &p.out ? LogStream::kStdout : LogStream::kStderr;
-      (void)reactor_.addFd(slot->get(), EPOLLIN, [this, name, stream](uint32_t) {
+      // Edge-triggered: a half-written line may wait in the socket for its end, and must not
+      // keep the fd ready (and the reactor spinning) meanwhile.
+      (void)reactor_.addFd(slot->get(), EPOLLIN | EPOLLET, [this, name, stream](uint32_t) {
         if (Proc* q = find(name)) onLogReadable(*q, stream);
       });
     }
@@ -1015,47 +1131,98 @@ void Supervisor::Impl::detachFds(Proc& p) {
   }
 }
 
-void Supervisor::Impl::onLogReadable(Proc& p, LogStream stream) {
+void Supervisor::Impl::onLogReadable(Proc& p, LogStream stream, bool final) {
   UniqueFd& fd = stream == LogStream::kStdout ? p.out : p.err;
+  if (!fd) return;
+  // Peek first and consume only whole lines: the unfinished end of a line stays in the kernel,
+  // where it survives this process's death, instead of in a buffer here.
   for (size_t i = 0; i < kLogReadsPerWakeup; ++i) {
-    const ssize_t n = ::read(fd.get(), readBuffer_.data(), readBuffer_.size());
-    if (n > 0) {
-      if (p.log) {
-        if (auto st = p.log->append(stream, std::string_view(readBuffer_.data(), static_cast<size_t>(n)),
-                                    reactor_.clock().wallMicros());
-            !st.ok()) {
-          spdlog::error("ring2d: process '{}': {}", p.spec.name, st.error().message);
-        }
+    const ssize_t n = ::recv(fd.get(), readBuffer_.data(), readBuffer_.size(), MSG_PEEK | MSG_DONTWAIT);
+    if (n <= 0) {
+      if (n == 0 || (errno != EAGAIN && errno != EINTR)) {  // every writer gone
+        if (p.log) (void)p.log->finish(stream, reactor_.clock().wallMicros());
+        reactor_.removeFd(fd.get());
+        fd.reset();
       }
-      if (static_cast<size_t>(n) < readBuffer_.size()) return;
-      continue;
+      return;
     }
-    if (n == 0) {  // every writer closed: only when the holder let the process go
-      if (p.log) (void)p.log->finish(stream, reactor_.clock().wallMicros());
-      reactor_.removeFd(fd.get());
-      fd.reset();
+    std::string_view peeked(readBuffer_.data(), static_cast<size_t>(n));
+    size_t take = peeked.rfind('\n');
+    if (take != std::string_view::npos) {
+      ++take;
+    } else if (final || peeked.size() >= LogWriter::kMaxLineBytes) {
+      take = peeked.size();  // a line too long to wait for, or the writer is gone
+    } else {
+      return;  // the rest of this line has not been written yet
     }
-    return;  // EAGAIN or an error: nothing more now
+    const ssize_t got = ::recv(fd.get(), readBuffer_.data(), take, MSG_DONTWAIT);
+    if (got <= 0) return;
+    if (p.log) {
+      auto st = p.log->append(stream, std::string_view(readBuffer_.data(), static_cast<size_t>(got)),
+                              reactor_.clock().wallMicros());
+      if (st.ok() && final) st = p.log->finish(stream, reactor_.clock().wallMicros());
+      if (!st.ok()) spdlog::error("ring2d: process '{}': {}", p.spec.name, st.error().message);
+    }
+  }
+  // More is waiting than one turn takes: come back after the other fds had theirs. The socket
+  // is edge-triggered, so nothing else would call us for data already there.
+  reactor_.addTimerAfterMillis(0, [this, name = p.spec.name, stream, final] {
+    if (Proc* q = find(name)) onLogReadable(*q, stream, final);
+  });
+}
+
+void Supervisor::Impl::drainLogs(Proc& p) {
+  // The holder reaped the process (and killed its group) before reporting the exit, so all it
+  // ever wrote is already in the sockets.
+  onLogReadable(p, LogStream::kStdout, true);
+  onLogReadable(p, LogStream::kStderr, true);
+}
+
+void Supervisor::Impl::reopenLog(Proc& p) {
+  if (!p.log) return;
+  auto w = LogWriter::open(logPath(p.spec.name), p.spec.log);
+  if (w.ok()) {
+    p.log.emplace(std::move(*w));
+  } else {
+    spdlog::error("ring2d: process '{}': {}", p.spec.name, w.error().message);
   }
 }
 
 void Supervisor::Impl::onNotify(Proc& p) {
   char buf[4096];
-  for (;;) {
-    const ssize_t n = ::recv(p.notify.get(), buf, sizeof buf, MSG_DONTWAIT);
-    if (n <= 0) break;
-    std::string_view msg(buf, static_cast<size_t>(n));
-    while (!msg.empty()) {
-      const size_t nl = msg.find('\n');
-      std::string_view line = msg.substr(0, nl);
-      msg.remove_prefix(nl == std::string_view::npos ? msg.size() : nl + 1);
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(ucred))];
+  for (size_t i = 0; i < kNotifyPerWakeup; ++i) {
+    iovec iov{buf, sizeof buf};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    const ssize_t n = ::recvmsg(p.notify.get(), &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    if (n < 0) break;
+    // Only the process or a member of its process group may speak for it (systemd's
+    // NotifyAccess=all, within the service); a stale datagram from an earlier run is ignored.
+    const cmsghdr* c = CMSG_FIRSTHDR(&msg);
+    if (c == nullptr || c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_CREDENTIALS) continue;
+    ucred cred;
+    std::memcpy(&cred, CMSG_DATA(c), sizeof cred);
+    if (p.pid <= 0 || (cred.pid != p.pid && ::getpgid(cred.pid) != p.pid)) continue;
+    // A process that is being stopped, or not running, has nothing more to say.
+    const bool live = p.state == ProcessState::kRunning || p.state == ProcessState::kReady ||
+                      p.state == ProcessState::kUnhealthy;
+    if (!live) continue;
+    std::string_view text(buf, static_cast<size_t>(n));
+    while (!text.empty()) {
+      const size_t nl = text.find('\n');
+      std::string_view line = text.substr(0, nl);
+      text.remove_prefix(nl == std::string_view::npos ? text.size() : nl + 1);
       if (line == "READY=1") {
         if (!p.ready && p.state == ProcessState::kRunning) setReady(p, p.detail);
       } else if (line.starts_with("STATUS=")) {
-        p.detail = std::string(line.substr(7));
+        p.detail = cleanStatus(line.substr(7));
       } else if (line == "WATCHDOG=1") {
         if (p.ready) armWatchdog(p);
-      } else if (line == "WATCHDOG=trigger") {
+      } else if (line == "WATCHDOG=trigger" && p.stopTimer == 0) {
         setState(p, ProcessState::kUnhealthy, "WATCHDOG=trigger");
         terminate(p, "WATCHDOG=trigger");
       }
@@ -1078,15 +1245,24 @@ void Supervisor::Impl::scheduleSave() {
 void Supervisor::Impl::save() {
   json procs = json::object();
   for (const auto& [name, p] : procs_) {
+    json restartsAt = json::array();
+    const int64_t nowWall = wallMs(), now = nowNs();
+    for (int64_t at : p->history.restartsAtNs) restartsAt.push_back(nowWall - (now - at) / 1'000'000);
     procs[name] = {{"pid", p->pid},
                    {"start_time", p->startTime},
                    {"started_wall_ms", p->startedWallMs},
                    {"restarts", p->restarts},
                    {"ready", p->ready},
-                   {"state", stateName(p->state)}};
+                   {"state", stateName(p->state)},
+                   {"detail", p->detail},
+                   {"held_down", p->heldDown},
+                   {"last_exit", exitToJson(p->lastExit)},
+                   {"history", {{"backoff_step", p->history.backoffStep},
+                                {"restarts_wall_ms", restartsAt}}}};
   }
   json doc{{"version", 1}, {"processes", procs}};
-  if (auto st = writeFileAtomic(options_.stateDir + "/state.json", doc.dump(1) + "\n", 0600);
+  if (auto st = writeFileAtomic(options_.stateDir + "/state.json",
+                                doc.dump(1, ' ', false, json::error_handler_t::replace) + "\n", 0600);
       !st.ok()) {
     spdlog::error("ring2d: {}", st.error().message);
   }

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstring>
 #include <dirent.h>
 #include <fstream>
 #include <functional>

@@ -25,7 +25,8 @@ Result<UniqueFd> connectUnix(const std::string& path, int type, bool nonBlocking
 Status sendWithFds(int socket, std::string_view data, std::span<const int> fds);
 
 // Receives one message into `data` and its fds into `fds`. Returns false when the peer closed;
-// an error with errno EAGAIN means nothing is waiting.
+// an error with errno EAGAIN means nothing is waiting, EMSGSIZE that a message longer than
+// `maxBytes` (or with too many fds) was received and dropped.
 Result<bool> recvWithFds(int socket, std::string& data, std::vector<UniqueFd>& fds,
                          size_t maxBytes = 64 * 1024);
 

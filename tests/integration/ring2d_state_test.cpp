@@ -1,0 +1,191 @@
+// ring2d's state machine under operators, reloads, restarts of ring2d itself and misbehaving
+// children: what was decided stays decided.
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include <fstream>
+
+#include "ring2d_fixture.hpp"
+
+namespace enjin::testing {
+namespace {
+
+using nlohmann::json;
+
+std::string crasher(const std::string& mode) {
+  return "\"" + kBinDir + "/crasher\", \"" + mode + "\"";
+}
+
+// A TOML literal string: the code reaches python exactly as written here.
+std::string python(const std::string& code) {
+  return "\"/usr/bin/python3\", \"-c\", '''" + code + "'''";
+}
+
+std::string readLog(const std::string& path) {
+  std::ifstream in(path);
+  return std::string((std::istreambuf_iterator<char>(in)), {});
+}
+
+TEST_F(Ring2dTest, HostileStatusTextCannotCrashRing2d) {
+  writeSpec(R"toml(
+[[process]]
+name = "rude"
+command = [)toml" + python("import os,socket,time; s=socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); s.sendto(b'STATUS=\\xff\\xfe\\x01bad\\nREADY=1', os.environ['NOTIFY_SOCKET']); time.sleep(60)") + R"toml(]
+readiness = "notify"
+)toml");
+  startRing2d();
+  ASSERT_TRUE(waitFor([&] { return stateOf("rude") == "ready"; }, 5000)) << ring2dErr();
+  EXPECT_EQ(proc("rude")["detail"], "?? bad");
+  EXPECT_TRUE(processAlive(ring2d_));
+}
+
+TEST_F(Ring2dTest, NotifyFromAStrangerIsIgnored) {
+  writeSpec(R"(
+[[process]]
+name = "slow"
+command = [)" + crasher("sleep:600000") + R"(]
+readiness = "notify"
+)");
+  startRing2d();
+  ASSERT_TRUE(waitFor([&] { return stateOf("slow") == "running"; }, 5000));
+  // This test process is not "slow" nor in its process group.
+  int fd = ::socket(AF_UNIX, SOCK_DGRAM, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  const std::string path = state() + "/notify/slow.sock";
+  std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
+  ASSERT_EQ(::sendto(fd, "READY=1", 7, 0, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 7);
+  ::close(fd);
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  EXPECT_EQ(stateOf("slow"), "running");
+}
+
+TEST_F(Ring2dTest, WatchdogTriggerCannotPostponeTheKill) {
+  writeSpec(R"toml(
+[[process]]
+name = "pest"
+command = [)toml" + python("import os,signal,socket,time; signal.signal(signal.SIGTERM, signal.SIG_IGN); s=socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); s.sendto(b'READY=1', os.environ['NOTIFY_SOCKET']); [ (s.sendto(b'WATCHDOG=trigger', os.environ['NOTIFY_SOCKET']), time.sleep(0.05)) for _ in range(1000) ]") + R"toml(]
+readiness = "notify"
+stop_timeout_ms = 300
+restart = "never"
+)toml");
+  startRing2d();
+  ASSERT_TRUE(waitFor([&] { return stateOf("pest") == "stopped"; }, 5000)) << ring2dErr();
+  EXPECT_EQ(proc("pest")["last_exit"]["signal"], SIGKILL);
+}
+
+TEST_F(Ring2dTest, DecisionsSurviveARestartOfRing2d) {
+  writeSpec(R"(
+[[process]]
+name = "held"
+command = [)" + crasher("sleep:600000") + R"(]
+
+[[process]]
+name = "broken"
+command = [)" + crasher("exit:1") + R"(]
+restart_delay_ms = 10
+max_restarts = 2
+)");
+  startRing2d();
+  ASSERT_TRUE(waitFor([&] { return stateOf("held") == "ready" && stateOf("broken") == "failed"; }, 5000));
+  ASSERT_TRUE(call({{"cmd", "stop"}, {"name", "held"}})["ok"].get<bool>());
+  ASSERT_TRUE(waitFor([&] { return stateOf("held") == "stopped"; }, 5000));
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // state.json catches up
+  const int restarts = proc("broken")["restarts"];
+  killRing2d(SIGKILL);
+  startRing2d();
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_EQ(stateOf("held"), "stopped");
+  EXPECT_EQ(stateOf("broken"), "failed");
+  EXPECT_EQ(proc("broken")["restarts"], restarts);
+  // An identical spec on SIGHUP starts nothing either.
+  ::kill(ring2d_, SIGHUP);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_EQ(stateOf("held"), "stopped");
+  EXPECT_EQ(stateOf("broken"), "failed");
+  // An operator's start does.
+  ASSERT_TRUE(call({{"cmd", "start"}, {"name", "held"}})["ok"].get<bool>());
+  EXPECT_TRUE(waitFor([&] { return stateOf("held") == "ready"; }, 5000));
+}
+
+TEST_F(Ring2dTest, ADependencyRestartDoesNotRerunAFinishedJob) {
+  writeSpec(R"(
+[[process]]
+name = "db"
+command = [)" + crasher("sleep:600000") + R"(]
+
+[[process]]
+name = "job"
+command = [)" + crasher("exit:125") + R"(]
+depends_on = ["db"]
+)");
+  startRing2d();
+  ASSERT_TRUE(waitFor([&] { return stateOf("job") == "stopped" && stateOf("db") == "ready"; }, 5000));
+  const int db = proc("db")["pid"];
+  ASSERT_TRUE(call({{"cmd", "restart"}, {"name", "db"}})["ok"].get<bool>());
+  ASSERT_TRUE(waitFor([&] { return stateOf("db") == "ready" && proc("db")["pid"] != db; }, 5000));
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  EXPECT_EQ(stateOf("job"), "stopped");
+  EXPECT_EQ(readLog(state() + "/logs/job.log"), "");  // crasher exit:125 writes nothing, ran once
+  EXPECT_EQ(proc("job")["restarts"], 0);
+}
+
+TEST_F(Ring2dTest, StartWhileStoppingStartsItAgain) {
+  writeSpec(R"(
+[[process]]
+name = "deaf"
+command = [)" + crasher("ignore-term") + R"(]
+stop_timeout_ms = 300
+)");
+  startRing2d();
+  ASSERT_TRUE(waitFor([&] { return readLog(state() + "/logs/deaf.log").find("ready") != std::string::npos; }, 5000));
+  const int pid = proc("deaf")["pid"];
+  ASSERT_TRUE(call({{"cmd", "stop"}, {"name", "deaf"}})["ok"].get<bool>());
+  ASSERT_TRUE(call({{"cmd", "start"}, {"name", "deaf"}})["ok"].get<bool>());
+  ASSERT_TRUE(waitFor([&] { return stateOf("deaf") == "ready" && proc("deaf")["pid"] != pid; }, 5000))
+      << proc("deaf").dump();
+}
+
+TEST_F(Ring2dTest, ReloadToNotifyReadinessWorks) {
+  const std::string sleeper = R"(
+[[process]]
+name = "svc"
+command = [)" + crasher("sleep:600000") + R"(]
+)";
+  writeSpec(sleeper);
+  startRing2d();
+  ASSERT_TRUE(waitFor([&] { return stateOf("svc") == "ready"; }, 5000));
+  writeSpec(R"toml(
+[[process]]
+name = "svc"
+command = [)toml" + python("import os,socket,time; s=socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); s.sendto(b'READY=1', os.environ['NOTIFY_SOCKET']); time.sleep(60)") + R"toml(]
+readiness = "notify"
+)toml");
+  ::kill(ring2d_, SIGHUP);
+  ASSERT_TRUE(waitFor([&] {
+    json p = proc("svc");
+    return p.is_object() && p["state"] == "ready" && p["restarts"] == 0 &&
+           readLog(state() + "/state.json").find("\"ready\": true") != std::string::npos &&
+           ring2dErr().find("changed; restarting") != std::string::npos;
+  }, 5000)) << ring2dErr();
+  EXPECT_EQ(proc("svc")["restarts"], 0);
+}
+
+TEST_F(Ring2dTest, HalfWrittenLineSurvivesADeath) {
+  writeSpec(R"toml(
+[[process]]
+name = "slowpoke"
+command = [)toml" + python("import os,time; os.write(1, b'first half, '); time.sleep(0.6); os.write(1, b'second half\\n'); time.sleep(60)") + R"toml(]
+)toml");
+  startRing2d();
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // the first half is written
+  killRing2d(SIGKILL);
+  startRing2d();
+  ASSERT_TRUE(waitFor([&] { return readLog(state() + "/logs/slowpoke.log").find("second half") != std::string::npos; }, 5000));
+  const std::string log = readLog(state() + "/logs/slowpoke.log");
+  EXPECT_NE(log.find("stdout first half, second half\n"), std::string::npos) << log;
+  EXPECT_EQ(std::count(log.begin(), log.end(), '\n'), 1) << log;
+}
+
+}  // namespace
+}  // namespace enjin::testing
