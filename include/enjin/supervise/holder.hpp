@@ -1,9 +1,9 @@
 // The holder: a small long-lived process that owns what must outlive ring2d. It forks the
-// supervised processes (so it is their parent and their subreaper), keeps their log pipes and
+// supervised processes (so it is their parent and their subreaper), keeps their output sockets and
 // notify sockets open, reaps them, and keeps each one's exit status until a ring2d asks. ring2d
 // is the brain (policy, readiness, health, logs); the holder only does what it is told and
 // reports exits. When ring2d dies, nothing under it notices: children keep running, lines they
-// write wait in the pipes, exits are collected, and the next ring2d picks everything up.
+// write wait in the sockets, exits are collected, and the next ring2d picks everything up.
 //
 // Protocol: JSON messages on a SOCK_SEQPACKET unix socket (0600), fds attached with SCM_RIGHTS.
 //   ring2d -> holder
