@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <pwd.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
@@ -797,7 +798,20 @@ void Supervisor::Impl::scheduleHealth(Proc& p) {
       }
       p.healthProbe = std::move(*probe);
     } else {
-      p.healthProbe = makeExecProbe(reactor_, h.command, h.timeoutMs);
+      // The check runs with the process's identity and environment, not ring2d's.
+      ExecIdentity id;
+      id.env.push_back("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+      for (const auto& [k, v] : p.spec.env) id.env.push_back(k + "=" + v);
+      if (!p.spec.user.empty()) {
+        passwd* pw = ::getpwnam(p.spec.user.c_str());
+        if (pw == nullptr) {
+          spdlog::error("ring2d: process '{}': health check: no user '{}'", p.spec.name, p.spec.user);
+          return;
+        }
+        id.uid = static_cast<int>(pw->pw_uid);
+        id.gid = static_cast<int>(pw->pw_gid);
+      }
+      p.healthProbe = makeExecProbe(reactor_, h.command, h.timeoutMs, std::move(id));
     }
   }
   p.healthTimer = reactor_.addTimerAfterMillis(h.intervalMs, [this, name = p.spec.name] {

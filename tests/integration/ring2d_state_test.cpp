@@ -187,5 +187,27 @@ command = [)toml" + python("import os,time; os.write(1, b'first half, '); time.s
   EXPECT_EQ(std::count(log.begin(), log.end(), '\n'), 1) << log;
 }
 
+TEST_F(Ring2dTest, ExecHealthCheckRunsAsTheProcessUser) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to switch users";
+  if (::system("id enjin-test >/dev/null 2>&1 || useradd -r -M -s /usr/sbin/nologin enjin-test >/dev/null 2>&1") != 0) {
+    GTEST_SKIP() << "cannot create the enjin-test user";
+  }
+  // Healthy only when the check does not run as root and sees the process's environment.
+  writeSpec(R"(
+[[process]]
+name = "svc"
+command = [)" + crasher("sleep:600000") + R"(]
+strategy = "unix-user"
+user = "enjin-test"
+env = { MARK = "yes" }
+health = { check = ["/bin/sh", "-c", "test $(id -u) != 0 && test x$MARK = xyes"], interval_ms = 50, failures = 1 }
+)");
+  startRing2d();
+  ASSERT_TRUE(waitFor([&] { return stateOf("svc") == "ready"; }, 5000)) << ring2dErr();
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));  // ten checks
+  EXPECT_EQ(stateOf("svc"), "ready") << ring2dErr();
+  EXPECT_EQ(proc("svc")["restarts"], 0);
+}
+
 }  // namespace
 }  // namespace enjin::testing

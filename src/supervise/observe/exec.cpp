@@ -14,6 +14,7 @@
 // cancel() and in the destructor the whole group is killed at once and the command reaped by the
 // reactor once its pidfd reports the exit, so none of them ever blocks.
 #include <fcntl.h>
+#include <grp.h>
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/stat.h>
@@ -35,6 +36,9 @@
 #include "enjin/supervise/probe.hpp"
 
 namespace enjin::supervise {
+namespace {
+char kDefaultPath[] = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+}  // namespace
 
 namespace {
 
@@ -76,8 +80,12 @@ std::string describeExit(const siginfo_t& info) {
 
 class ExecProbe final : public Probe {
  public:
-  ExecProbe(Reactor& reactor, std::vector<std::string> command, int64_t timeoutMs)
-      : reactor_(reactor), command_(std::move(command)), timeoutMs_(timeoutMs) {}
+  ExecProbe(Reactor& reactor, std::vector<std::string> command, int64_t timeoutMs,
+            ExecIdentity identity)
+      : reactor_(reactor), command_(std::move(command)), timeoutMs_(timeoutMs),
+        identity_(std::move(identity)) {
+    if (identity_.env.empty()) identity_.env.push_back(kDefaultPath);
+  }
   ~ExecProbe() override { cancel(); }
   ExecProbe(const ExecProbe&) = delete;
   ExecProbe& operator=(const ExecProbe&) = delete;
@@ -124,7 +132,10 @@ class ExecProbe final : public Probe {
     argv.reserve(command_.size() + 1);
     for (auto& arg : command_) argv.push_back(arg.data());
     argv.push_back(nullptr);
-    char** envp = environ;
+    // Never the daemon's own environment: the check sees what the process it checks sees.
+    std::vector<char*> envp;
+    for (auto& e : identity_.env) envp.push_back(e.data());
+    envp.push_back(nullptr);
 
     UniqueFd devNull(::open("/dev/null", O_RDWR | O_CLOEXEC));
     if (!devNull) return errnoError("open /dev/null", errno);
@@ -139,7 +150,10 @@ class ExecProbe final : public Probe {
     sigfillset(&all);
     ::pthread_sigmask(SIG_SETMASK, &all, &old);
     pid = ::fork();
-    if (pid == 0) runChild(path.c_str(), argv.data(), envp, devNull.get(), errWrite.get());
+    if (pid == 0) {
+      runChild(path.c_str(), argv.data(), envp.data(), devNull.get(), errWrite.get(), identity_.uid,
+               identity_.gid);
+    }
     const int forkErr = errno;
     ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
     if (pid < 0) return errnoError("fork for " + command_[0], forkErr);
@@ -152,8 +166,19 @@ class ExecProbe final : public Probe {
 
   // In the child, between fork and exec: async-signal-safe calls only, no allocation.
   [[noreturn]] static void runChild(const char* path, char* const* argv, char* const* envp,
-                                    int devNull, int errWrite) {
+                                    int devNull, int errWrite, int uid, int gid) {
     ::setpgid(0, 0);
+    // The child of fork is single-threaded: the plain calls change only its own credentials.
+    if (gid >= 0 && (::setgroups(0, nullptr) != 0 || ::setgid(static_cast<gid_t>(gid)) != 0)) {
+      const int err = errno;
+      (void)!::write(errWrite, &err, sizeof err);
+      ::_exit(127);
+    }
+    if (uid >= 0 && ::setuid(static_cast<uid_t>(uid)) != 0) {
+      const int err = errno;
+      (void)!::write(errWrite, &err, sizeof err);
+      ::_exit(127);
+    }
     struct sigaction dfl {};
     dfl.sa_handler = SIG_DFL;
     for (int sig = 1; sig < NSIG; ++sig) {
@@ -287,6 +312,7 @@ class ExecProbe final : public Probe {
   int64_t timeoutMs_;
 
   std::function<void(ProbeResult)> done_;
+  ExecIdentity identity_;
   pid_t pid_ = -1;  // the running command, until reaped
   UniqueFd pidfd_;
   UniqueFd execError_;  // read end of the child's close-on-exec pipe
@@ -296,8 +322,8 @@ class ExecProbe final : public Probe {
 }  // namespace
 
 std::unique_ptr<Probe> makeExecProbe(Reactor& reactor, std::vector<std::string> command,
-                                     int64_t timeoutMs) {
-  return std::make_unique<ExecProbe>(reactor, std::move(command), timeoutMs);
+                                     int64_t timeoutMs, ExecIdentity identity) {
+  return std::make_unique<ExecProbe>(reactor, std::move(command), timeoutMs, std::move(identity));
 }
 
 }  // namespace enjin::supervise
