@@ -1,15 +1,43 @@
 // enjin-holder: keeps ring2d's children, their log pipes and notify sockets across ring2d's own
 // restarts (see include/enjin/supervise/holder.hpp). Started by ring2d; not run by hand.
+#include <stdlib.h>
 #include <unistd.h>
 
+#include <charconv>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <optional>
 #include <string>
+#include <string_view>
 
 #include "enjin/base/clock.hpp"
 #include "enjin/reactor/reactor.hpp"
 #include "enjin/supervise/holder.hpp"
 #include "enjin/supervise/spawn.hpp"
+
+namespace {
+
+// The soft RLIMIT_NOFILE ring2d passed for the processes (see kChildNofileEnv), taken out of the
+// environment so that nothing started from here sees it.
+std::optional<uint64_t> takeChildNofile() {
+  const char* text = ::getenv(enjin::supervise::kChildNofileEnv);
+  if (text == nullptr) return std::nullopt;
+  const std::string_view s(text);
+  uint64_t value = 0;
+  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), value);
+  std::optional<uint64_t> out;
+  if (ec == std::errc() && end == s.data() + s.size() && !s.empty()) {
+    out = value;
+  } else {
+    std::fprintf(stderr, "enjin-holder: ignoring %s='%s': not a number\n",
+                 enjin::supervise::kChildNofileEnv, text);
+  }
+  ::unsetenv(enjin::supervise::kChildNofileEnv);
+  return out;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   std::string socketPath;
@@ -28,9 +56,10 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "enjin-holder: %s\n", reactor.error().message.c_str());
     return 1;
   }
+  const enjin::supervise::SpawnDefaults defaults{takeChildNofile()};
   enjin::supervise::SpawnRegistry registry;
-  registry.add(enjin::supervise::makeExecStrategy());
-  registry.add(enjin::supervise::makeUnixUserStrategy());
+  registry.add(enjin::supervise::makeExecStrategy(defaults));
+  registry.add(enjin::supervise::makeUnixUserStrategy(defaults));
   enjin::supervise::Holder holder(**reactor, registry, socketPath);
   if (auto st = holder.start(); !st.ok()) {
     std::fprintf(stderr, "enjin-holder: %s\n", st.error().message.c_str());

@@ -1,8 +1,24 @@
 #include "enjin/bus/subscriber.hpp"
 
 #include <array>
+#include <cstdint>
+#include <limits>
 
 namespace enjin::bus {
+
+namespace {
+// ZMQ_MAXMSGSIZE is checked per frame, from the frame's header, before libzmq allocates it: a
+// larger frame drops the sender's connection (a connecting SUB then reconnects on its own). The
+// margin above maxPayloadBytes covers the topic and auth frames and lets a payload slightly over
+// the limit reach the verifier, which counts it as oversize; anything beyond is never buffered.
+constexpr uint64_t kFrameSizeMargin = 4096;
+
+int64_t maxFrameBytes(size_t maxPayloadBytes) {
+  constexpr auto kMax = static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
+  const uint64_t payload = maxPayloadBytes;
+  return static_cast<int64_t>(payload >= kMax - kFrameSizeMargin ? kMax : payload + kFrameSizeMargin);
+}
+}  // namespace
 
 Result<std::unique_ptr<Subscriber>> Subscriber::open(zmq::context_t& ctx, const TrustStore& trust,
                                                      const Clock& clock,
@@ -10,6 +26,8 @@ Result<std::unique_ptr<Subscriber>> Subscriber::open(zmq::context_t& ctx, const 
   try {
     zmq::socket_t sock(ctx, zmq::socket_type::sub);
     sock.set(zmq::sockopt::rcvhwm, options.receiveHighWater);
+    // An unauthenticated peer must not make us buffer arbitrarily large frames.
+    sock.set(zmq::sockopt::maxmsgsize, maxFrameBytes(options.verify.maxPayloadBytes));
     sock.set(zmq::sockopt::linger, 0);
     sock.set(zmq::sockopt::ipv6, 1);
     if (options.verify.prefixes.empty()) {

@@ -4,6 +4,9 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
 #include <nlohmann/json.hpp>
 
 #include "enjin/base/unix_socket.hpp"
@@ -14,6 +17,12 @@ using nlohmann::json;
 
 namespace {
 constexpr size_t kMaxRequestBytes = 64 * 1024;
+
+// Text in a reply may come from a process (its STATUS= detail) or the spec: invalid UTF-8 is
+// replaced (U+FFFD), never thrown about.
+std::string dumpSafe(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+json errorReply(const std::string& message) { return json{{"ok", false}, {"error", message}}; }
 
 json exitJson(const std::optional<ExitInfo>& e) {
   if (!e) return nullptr;
@@ -33,12 +42,12 @@ json toJson(const ProcessStatus& s) {
 }
 }  // namespace
 
-std::string statusJson(const ProcessStatus& s) { return toJson(s).dump(); }
+std::string statusJson(const ProcessStatus& s) { return dumpSafe(toJson(s)); }
 
 Result<json> controlCall(const std::string& socketPath, const json& request) {
   auto fd = connectUnix(socketPath, SOCK_STREAM, /*nonBlocking=*/false);
   if (!fd.ok()) return fd.error();
-  const std::string line = request.dump() + "\n";
+  const std::string line = dumpSafe(request) + "\n";
   if (::send(fd->get(), line.data(), line.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(line.size())) {
     return errnoError("send to " + socketPath, errno);
   }
@@ -61,7 +70,12 @@ ControlServer::ControlServer(Reactor& reactor, Supervisor& supervisor, std::stri
     : reactor_(reactor), supervisor_(supervisor), node_(std::move(node)), reload_(std::move(reload)) {}
 
 ControlServer::~ControlServer() {
-  for (auto& [fd, c] : conns_) reactor_.removeFd(fd);
+  // Timers and handlers capture `this`; the reactor outlives the server.
+  for (auto& [fd, c] : conns_) {
+    reactor_.cancelTimer(c->deadline);
+    reactor_.removeFd(fd);
+  }
+  if (acceptRetry_ != 0) reactor_.cancelTimer(acceptRetry_);
   if (listener_) reactor_.removeFd(listener_.get());
 }
 
@@ -69,26 +83,74 @@ Status ControlServer::listen(const std::string& path) {
   auto fd = listenUnix(path, SOCK_STREAM, 0600);
   if (!fd.ok()) return fd.error().wrap("control socket");
   listener_ = std::move(*fd);
-  return reactor_.addFd(listener_.get(), EPOLLIN, [this](uint32_t) { onAccept(); });
+  return watchListener();
+}
+
+Status ControlServer::watchListener() {
+  if (auto st = reactor_.addFd(listener_.get(), EPOLLIN, [this](uint32_t) { onAccept(); }); !st.ok()) {
+    return st;
+  }
+  listening_ = true;
+  return {};
+}
+
+void ControlServer::pauseAccepting() {
+  if (!listening_) return;
+  reactor_.removeFd(listener_.get());
+  listening_ = false;
+}
+
+void ControlServer::resumeAccepting() {
+  if (listening_ || acceptRetry_ != 0 || conns_.size() >= kMaxConnections) return;
+  if (auto st = watchListener(); !st.ok()) {
+    // Cannot happen with a valid epoll fd and listener: a broken invariant.
+    std::fprintf(stderr, "ring2d: control socket: %s\n", st.error().message.c_str());
+    std::abort();
+  }
 }
 
 void ControlServer::onAccept() {
   for (;;) {
+    if (conns_.size() >= kMaxConnections) {
+      // Further clients wait in the listen backlog until a connection closes.
+      return pauseAccepting();
+    }
     UniqueFd fd(::accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
-    if (!fd) return;
+    if (!fd) {
+      const int err = errno;
+      if (err == EINTR || err == ECONNABORTED) continue;
+      if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
+        // The connection stays in the backlog and the level-triggered listener stays readable:
+        // watching it now would spin. Look again later.
+        pauseAccepting();
+        if (acceptRetry_ == 0) {
+          acceptRetry_ = reactor_.addTimerAfterMillis(kAcceptRetryMs, [this] {
+            acceptRetry_ = 0;
+            resumeAccepting();
+          });
+        }
+      }
+      return;
+    }
     auto uid = peerUid(fd.get());
     if (!uid.ok() || (*uid != 0 && *uid != ::geteuid())) continue;  // deny by default
     const int raw = fd.get();
     auto conn = std::make_unique<Conn>();
     conn->fd = std::move(fd);
+    if (!reactor_.addFd(raw, EPOLLIN, [this, raw](uint32_t ev) { onConn(raw, ev); }).ok()) continue;
+    // close() cancels it, so it never fires for a later connection that reuses the fd number.
+    conn->deadline = reactor_.addTimerAfterMillis(kConnectionDeadlineMs, [this, raw] { close(raw); });
     conns_[raw] = std::move(conn);
-    (void)reactor_.addFd(raw, EPOLLIN, [this, raw](uint32_t ev) { onConn(raw, ev); });
   }
 }
 
 void ControlServer::close(int fd) {
+  auto it = conns_.find(fd);
+  if (it == conns_.end()) return;
+  reactor_.cancelTimer(it->second->deadline);
   reactor_.removeFd(fd);
-  conns_.erase(fd);
+  conns_.erase(it);
+  resumeAccepting();
 }
 
 void ControlServer::onConn(int fd, uint32_t events) {
@@ -126,29 +188,43 @@ void ControlServer::onConn(int fd, uint32_t events) {
 }
 
 std::string ControlServer::handle(const std::string& line) {
+  // Anything a request can make throw (a type nlohmann refuses, an allocation) answers this
+  // request with an error: it must never take ring2d down.
+  try {
+    return dumpSafe(answer(line));
+  } catch (const std::exception& e) {
+    return dumpSafe(errorReply(std::string("request failed: ") + e.what()));
+  }
+}
+
+json ControlServer::answer(const std::string& line) {
   json req = json::parse(line, nullptr, false);
   if (!req.is_object() || !req.contains("cmd") || !req["cmd"].is_string()) {
-    return json{{"ok", false}, {"error", "request must be a JSON object with \"cmd\""}}.dump();
+    return errorReply("request must be a JSON object with \"cmd\"");
   }
-  const std::string cmd = req["cmd"];
+  const std::string cmd = req["cmd"].get<std::string>();
   if (cmd == "status") {
     json procs = json::array();
     for (const auto& s : supervisor_.status()) procs.push_back(toJson(s));
-    return json{{"ok", true}, {"node", node_}, {"processes", procs}}.dump();
+    return json{{"ok", true}, {"node", node_}, {"processes", procs}};
   }
   Status st;
   if (cmd == "start" || cmd == "stop" || cmd == "restart") {
-    const std::string name = req.value("name", "");
-    st = cmd == "start"  ? supervisor_.startProcess(name)
-         : cmd == "stop" ? supervisor_.stopProcess(name)
-                         : supervisor_.restartProcess(name);
+    const auto name = req.find("name");
+    if (name == req.end() || !name->is_string()) {
+      return errorReply("\"" + cmd + "\" needs \"name\", a string");
+    }
+    const std::string n = name->get<std::string>();
+    st = cmd == "start"  ? supervisor_.startProcess(n)
+         : cmd == "stop" ? supervisor_.stopProcess(n)
+                         : supervisor_.restartProcess(n);
   } else if (cmd == "reload") {
     st = reload_();
   } else {
     st = Error{"unknown command '" + cmd + "' (known: status, start, stop, restart, reload)"};
   }
-  if (!st.ok()) return json{{"ok", false}, {"error", st.error().message}}.dump();
-  return json{{"ok", true}}.dump();
+  if (!st.ok()) return errorReply(st.error().message);
+  return json{{"ok", true}};
 }
 
 }  // namespace enjin::supervise

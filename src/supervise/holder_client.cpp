@@ -13,11 +13,29 @@
 
 namespace enjin::supervise {
 
+namespace {
+
+// Whoever answers at the holder's socket gets our specs and hands us the processes' fds: it must
+// run as our own user, not be someone else who bound the path first.
+Status checkHolderUser(int fd, const std::string& socketPath) {
+  auto uid = peerUid(fd);
+  if (!uid.ok()) return uid.error().wrap("holder at " + socketPath);
+  if (*uid != ::geteuid()) {
+    return Error{"refusing the holder at " + socketPath + ": it runs as uid " +
+                 std::to_string(*uid) + ", not as this user (uid " + std::to_string(::geteuid()) +
+                 ")"};
+  }
+  return {};
+}
+
+}  // namespace
+
 Result<std::unique_ptr<HolderClient>> HolderClient::connectOrLaunch(const std::string& socketPath,
                                                                     const std::string& holderExe,
                                                                     const std::string& logPath) {
   auto existing = connectUnix(socketPath, SOCK_SEQPACKET);
   if (existing.ok()) {
+    if (auto st = checkHolderUser(existing->get(), socketPath); !st.ok()) return st.error();
     return std::unique_ptr<HolderClient>(new HolderClient(std::move(*existing), UniqueFd(), false));
   }
   // None answers: launch one. It reports readiness by closing the write end of `ready` once it
@@ -69,6 +87,13 @@ Result<std::unique_ptr<HolderClient>> HolderClient::connectOrLaunch(const std::s
   }
   auto sock = connectUnix(socketPath, SOCK_SEQPACKET);
   if (!sock.ok()) return sock.error().wrap("holder started but does not answer");
+  if (auto st = checkHolderUser(sock->get(), socketPath); !st.ok()) {
+    // Someone else answers on the path our holder bound: not ours to talk to. Ours goes too.
+    ::kill(pid, SIGKILL);
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    return st.error();
+  }
   return std::unique_ptr<HolderClient>(new HolderClient(std::move(*sock), std::move(pidfd), true));
 }
 

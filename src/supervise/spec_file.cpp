@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "enjin/base/file.hpp"
+#include "enjin/supervise/spec_json.hpp"
 
 namespace enjin::supervise {
 
@@ -123,16 +124,6 @@ std::string_view typeName(const toml::node& node) {
     case toml::node_type::none: break;
   }
   return "nothing";
-}
-
-bool validName(std::string_view name) {
-  if (name.empty() || name.size() > kMaxNameBytes) return false;
-  // Names become file names (NAME.log) and directory entries: "." and ".." are not names.
-  if (name == "." || name == "..") return false;
-  return std::all_of(name.begin(), name.end(), [](char c) {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-           c == '_' || c == '.' || c == '-';
-  });
 }
 
 std::optional<int> parsePort(std::string_view s) {
@@ -532,7 +523,7 @@ ProcessSpec readProcess(ProcessReader& r, ProcessLines& lines) {
     lines.name = r.lineOf(n);
     if (auto s = r.string(*n, "name")) {
       if (!validName(*s)) {
-        r.fail(n, "name", "'" + *s + "': expected 1 to 64 of A-Z a-z 0-9 _ . - (not . or ..)");
+        r.fail(n, "name", "'" + *s + "': expected 1 to 64 of A-Z a-z 0-9 _ -");
       }
       spec.name = std::move(*s);
     }
@@ -653,6 +644,15 @@ std::vector<size_t> findCycle(const std::vector<ProcessSpec>& specs,
 
 }  // namespace
 
+// No '.': a name is one segment of an observation topic, and "." and ".." stay out of paths.
+bool validName(std::string_view name) {
+  if (name.empty() || name.size() > kMaxNameBytes) return false;
+  return std::all_of(name.begin(), name.end(), [](char c) {
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+           c == '_' || c == '-';
+  });
+}
+
 Result<std::vector<ProcessSpec>> parseSpec(std::string_view text, const std::string& source) {
   toml::table root;
   try {
@@ -689,6 +689,15 @@ Result<std::vector<ProcessSpec>> parseSpec(std::string_view text, const std::str
       specs.push_back(readProcess(r, l));
       lines.push_back(std::move(l));
       if (reader.failed()) return reader.takeError();
+      // The same serialization the supervisor sends to the holder.
+      const size_t bytes = specToJson(specs.back()).dump().size();
+      if (bytes > kMaxSerializedSpecBytes) {
+        reader.fail(lines.back().table, "process '" + specs.back().name + "'", "",
+                    "spec is " + std::to_string(bytes) + " bytes serialized, more than " +
+                        std::to_string(kMaxSerializedSpecBytes) +
+                        " (large env values belong in files)");
+        return reader.takeError();
+      }
     }
   }
 

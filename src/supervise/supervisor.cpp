@@ -1,6 +1,7 @@
 #include "enjin/supervise/supervisor.hpp"
 
 #include <fcntl.h>
+#include <malloc.h>
 #include <poll.h>
 #include <pwd.h>
 #include <signal.h>
@@ -1253,6 +1254,9 @@ void Supervisor::Impl::scheduleSave() {
   saveTimer_ = reactor_.addTimerAfterMillis(kSaveDelayMs, [this] {
     saveTimer_ = 0;
     save();
+    // save() builds and drops a JSON tree of every process: hand the freed pages back instead of
+    // keeping them resident. Measured with 1000 processes: 3.3 MB of ring2d's 10.6 MB PSS.
+    ::malloc_trim(0);
   });
 }
 

@@ -1,7 +1,7 @@
 // The bus benchmark: how many signed messages per second one receiver takes, against the ceiling
 // that one core's ed25519 verify rate sets. docs/benchmarks.md has the method and the figures.
 //
-//   bus_bench                    full run, about 20 s on a 2-core machine
+//   bus_bench                    full run, about 16 s on a 2-core machine
 //   bus_bench --quick            a few thousand messages per case: a smoke test, figures meaningless
 //   bus_bench --messages N       signed messages per transport (default 20000)
 //   bus_bench --raw-messages N   unsigned messages per transport (default 500000)
@@ -68,7 +68,7 @@ constexpr std::string_view kType = "bench";
 
 struct Config {
   bool quick = false;
-  // About 2 s each at this machine's ~10k verifies/s and ~370k raw messages/s.
+  // About 2 s each at this machine's ~12k verifies/s and ~350k raw messages/s.
   size_t signedMessages = 20'000;
   size_t rawMessages = 500'000;
   size_t inprocMessages = 10'000;  // pre-signed messages for the in-process receive path

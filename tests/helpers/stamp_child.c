@@ -2,6 +2,9 @@
  * read CLOCK_MONOTONIC; it then sends that reading, with its pid and parent pid, as one datagram
  * to the unix socket named by $STAMP_SOCKET (if set), and sleeps until killed.
  *   datagram: struct { int64_t monotonic_ns; int32_t pid; int32_t ppid; } in host byte order
+ * Then, if $STAMP_READY_FD names an fd, it writes "\n" to it and closes it: the readiness
+ * notification of s6 (a service dir's notification-fd), which s6-supervise needs before it restarts
+ * a dead service without its 1 s pause.
  * It takes no arguments it cares about, so it can be a service's ./run (a symlink to it) as well.
  * The bench takes its own CLOCK_MONOTONIC reading just before kill(), so "kill -> first
  * instruction of the replacement" is the difference of two readings of one clock. */
@@ -38,6 +41,12 @@ int main(void) {
       (void)sendto(fd, &stamp, sizeof stamp, 0, (const struct sockaddr*)&addr, sizeof addr);
       close(fd);
     }
+  }
+  const char* ready = getenv("STAMP_READY_FD");
+  if (ready != NULL && ready[0] != '\0') {
+    int fd = atoi(ready);
+    (void)write(fd, "\n", 1);
+    close(fd);
   }
   for (;;) pause();
 }

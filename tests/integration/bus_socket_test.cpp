@@ -170,6 +170,72 @@ TEST_F(HostileSenderTest, UnknownKeyAndAcl) {
                           RejectReason::kAcl);
 }
 
+// A frame far above the limit (ZMQ_MAXMSGSIZE, maxPayloadBytes + 4 KiB): libzmq refuses it from
+// the frame's header and drops the sender's connection, so the subscriber never buffers it and
+// the verifier never sees it. Here the subscriber binds and the hostile sender connects, as many
+// publishers reach one subscriber; the connecting side comes back by itself. (A connecting
+// subscriber would not: libzmq takes the frame for a protocol error and does not reconnect, see
+// docs/security.md.)
+TEST(SubscriberFrameLimit, HugeFrameDropsTheSendersConnectionUnreadAndTheSubscriberGoesOn) {
+  TempDir dir;
+  SystemClock clock;
+  zmq::context_t ctx(1);
+  auto alice = keyFromByte(1);
+  TrustStore trust;
+  ASSERT_TRUE(trust.add(alice.publicKey(), "alice", {""}).ok());
+  SubscriberOptions opts;
+  opts.endpoint = "ipc://" + (dir / "bus");
+  opts.bind = true;
+  auto sub = Subscriber::open(ctx, trust, clock, opts);
+  ASSERT_TRUE(sub.ok()) << sub.error().message;
+  zmq::socket_t raw(ctx, zmq::socket_type::xpub);
+  raw.set(zmq::sockopt::sndhwm, 0);
+  raw.set(zmq::sockopt::linger, 0);
+  raw.connect(opts.endpoint);
+
+  std::vector<Message> got;
+  auto pump = [&] {
+    zmq::pollitem_t item{(*sub)->socket().handle(), 0, ZMQ_POLLIN, 0};
+    zmq::poll(&item, 1, std::chrono::milliseconds(20));
+    (*sub)->drain([&](Message&& m) { got.push_back(std::move(m)); });
+  };
+  // Whether the XPUB got a (un)subscription; reading them also keeps its pipes current.
+  auto subscriptionArrived = [&] {
+    bool any = false;
+    zmq::message_t m;
+    while (raw.recv(m, zmq::recv_flags::dontwait)) any = true;
+    return any;
+  };
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (!subscriptionArrived()) {
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "no subscription arrived";
+    pump();
+  }
+  const auto before = (*sub)->counters();
+
+  auto sendRaw = [&](const std::string& topic, const std::string& payload,
+                     const std::string& auth) {
+    raw.send(zmq::buffer(topic), zmq::send_flags::sndmore);
+    raw.send(zmq::buffer(payload), zmq::send_flags::sndmore);
+    raw.send(zmq::buffer(auth), zmq::send_flags::none);
+  };
+  auto m = makeMessage(alice, "obs.x", 5, clock.wallMillis());
+  sendRaw(m.topic, std::string(size_t{4} << 20, 'a'), m.auth);
+  // Messages sent before the sender is back reach no one: keep sending fresh valid ones.
+  uint64_t seq = 100;
+  deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (got.empty()) {
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "the subscriber got nothing more";
+    auto next = makeMessage(alice, "obs.after", ++seq, clock.wallMillis());
+    sendRaw(next.topic, next.payload, next.auth);
+    pump();
+    (void)subscriptionArrived();
+  }
+  EXPECT_EQ(got[0].topic, "obs.after");
+  EXPECT_EQ((*sub)->counters().rejectedTotal(), before.rejectedTotal())
+      << "the 4 MiB frame was received and judged instead of dropped unread";
+}
+
 // Publisher and Subscriber together, over ipc:// and tcp://127.0.0.1.
 class PubSubTest : public ::testing::TestWithParam<std::string> {};
 

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "enjin/supervise/control_server.hpp"
+#include "enjin/supervise/spawn.hpp"
 #include "fakes/temp_dir.hpp"
 
 namespace enjin::testing {
@@ -78,7 +79,8 @@ class Ring2dTest : public ::testing::Test {
       ::kill(ring2d_, SIGTERM);
       waitExit(ring2d_, 15'000);
     }
-    // A holder left by a killed ring2d: stop its children and it.
+    // A holder left by a killed ring2d: stop its children and it. state.json may be stale and a
+    // pid in it reused by now, so only a pid whose start time still matches is killed.
     for (pid_t pid : heldPids()) ::kill(-pid, SIGKILL);
     if (auto holder = holderPid(); holder > 0) ::kill(holder, SIGKILL);
     reapAll(2000);
@@ -183,14 +185,34 @@ class Ring2dTest : public ::testing::Test {
     return pids.empty() ? 0 : pids.front();
   }
 
-  std::vector<pid_t> heldPids() {
-    std::vector<pid_t> out;
+  // state.json's processes, or an empty object.
+  nlohmann::json stateJsonProcesses() const {
     std::ifstream in(state() + "/state.json");
     auto j = nlohmann::json::parse(in, nullptr, false);
-    if (!j.is_object()) return out;
-    const nlohmann::json procs = j.value("processes", nlohmann::json::object());
+    if (!j.is_object()) return nlohmann::json::object();
+    auto procs = j.value("processes", nlohmann::json::object());
+    return procs.is_object() ? procs : nlohmann::json::object();
+  }
+
+  // The pid state.json records for `name`, or 0.
+  pid_t stateJsonPid(const std::string& name) const {
+    const auto procs = stateJsonProcesses();
+    if (!procs.contains(name) || !procs[name].is_object()) return 0;
+    return procs[name].value("pid", 0);
+  }
+
+  // The processes state.json names that still run: the pid alone may have been reused since the
+  // file was written, so its start time must match too.
+  std::vector<pid_t> heldPids() const {
+    std::vector<pid_t> out;
+    const nlohmann::json procs = stateJsonProcesses();  // items() would not keep a temporary
     for (const auto& [name, p] : procs.items()) {
-      if (p.value("pid", 0) > 0) out.push_back(p["pid"].get<int>());
+      if (!p.is_object()) continue;
+      const pid_t pid = p.value("pid", 0);
+      const uint64_t startTime = p.value("start_time", uint64_t{0});
+      if (pid <= 0 || startTime == 0) continue;
+      auto now = supervise::processStartTime(pid);
+      if (now.ok() && *now == startTime) out.push_back(pid);
     }
     return out;
   }

@@ -437,6 +437,45 @@ TEST_F(SpawnExecTest, AppliesRlimits) {
   EXPECT_EQ(probe["core"], 0);
 }
 
+// The "Max open files" soft and hard limits of a running process, from /proc/PID/limits.
+std::pair<std::string, std::string> nofileOf(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/limits");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("Max open files", 0) != 0) continue;
+    std::istringstream fields(line.substr(std::string("Max open files").size()));
+    std::string soft, hard;
+    fields >> soft >> hard;
+    return {soft, hard};
+  }
+  return {};
+}
+
+TEST(SpawnDefaultsTest, NofileSoftLimitUnlessTheSpecSetsOneAndTheHardLimitStays) {
+  rlimit own;
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &own), 0);
+  if (own.rlim_max != RLIM_INFINITY && own.rlim_max < 64) GTEST_SKIP() << "hard limit below 64";
+  auto strategy = makeExecStrategy(SpawnDefaults{64});
+  EXPECT_EQ(runProbe(*strategy, specFor({}))["nofile"], 64);
+  ProcessSpec own100 = specFor({});
+  own100.rlimits = {{"nofile", 100}};
+  EXPECT_EQ(runProbe(*strategy, own100)["nofile"], 100);
+
+  ProcessSpec sleeper = specFor({helper("crasher"), "sleep:10000"});
+  SpawnRequest request;
+  request.spec = &sleeper;
+  auto spawned = strategy->spawn(request);
+  ASSERT_TRUE(spawned) << spawned.error().message;
+  ChildGuard child(std::move(*spawned));
+  const auto [soft, hard] = nofileOf(child.pid());
+  EXPECT_EQ(soft, "64");
+  EXPECT_EQ(hard, own.rlim_max == RLIM_INFINITY ? "unlimited" : std::to_string(own.rlim_max));
+
+  // Without a default the limit is inherited as it is.
+  EXPECT_EQ(runProbe(*makeExecStrategy(), specFor({}))["nofile"],
+            own.rlim_cur == RLIM_INFINITY ? -1 : static_cast<int64_t>(own.rlim_cur));
+}
+
 TEST_F(SpawnExecTest, StartTimeMatchesProc) {
   ProcessSpec spec = specFor({helper("crasher"), "sleep:10000"});
   SpawnRequest request;
@@ -699,6 +738,14 @@ TEST_F(UnixUserTest, AppliesRlimits) {
   json probe = runProbe(*strategy_, spec);
   EXPECT_EQ(probe["nofile"], 64);
   EXPECT_EQ(probe["core"], 0);
+}
+
+TEST_F(UnixUserTest, DefaultNofileSoftLimitUnlessTheSpecSetsOne) {
+  auto strategy = makeUnixUserStrategy(SpawnDefaults{64});
+  EXPECT_EQ(runProbe(*strategy, userSpec())["nofile"], 64);
+  ProcessSpec spec = userSpec();
+  spec.rlimits = {{"nofile", 100}};
+  EXPECT_EQ(runProbe(*strategy, spec)["nofile"], 100);
 }
 
 TEST_F(UnixUserTest, RaisesAHardLimitBeforeDroppingPrivileges) {

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "enjin/base/file.hpp"
+#include "enjin/supervise/spec_json.hpp"
 #include "fakes/temp_dir.hpp"
 
 namespace enjin::supervise {
@@ -20,7 +21,7 @@ command = ["/usr/bin/postgres", "-D", "/var/lib/pg"]
 readiness = "tcp:5432"
 
 [[process]]
-name = "web-1.main_x"
+name = "web-1_main"
 command = ["/usr/bin/web", "--port", "8080", ""]
 env = { MODE = "prod", EMPTY = "" }
 cwd = "/srv/web"
@@ -78,7 +79,7 @@ TEST(SpecFileParse, FullSpecFieldByField) {
   EXPECT_EQ(db.stopTimeoutMs, defaults.stopTimeoutMs);
 
   const ProcessSpec& web = (*specs)[1];
-  EXPECT_EQ(web.name, "web-1.main_x");
+  EXPECT_EQ(web.name, "web-1_main");
   EXPECT_EQ(web.command, (std::vector<std::string>{"/usr/bin/web", "--port", "8080", ""}));
   EXPECT_EQ(web.env, (std::map<std::string, std::string>{{"MODE", "prod"}, {"EMPTY", ""}}));
   EXPECT_EQ(web.cwd, "/srv/web");
@@ -236,12 +237,15 @@ const std::vector<ErrorCase>& errorCases() {
       {"nameNotString", "[[process]]\nname = 1\n",
        "web.toml:2: process #1: name: expected a string, got an integer"},
       {"nameBadChar", "[[process]]\nname = \"we b\"\ncommand = [\"/x\"]\n",
-       "web.toml:2: process #1: name: 'we b': expected 1 to 64 of A-Z a-z 0-9 _ . - (not . or ..)"},
+       "web.toml:2: process #1: name: 'we b': expected 1 to 64 of A-Z a-z 0-9 _ -"},
       {"nameTooLong", "[[process]]\nname = \"" + std::string(65, 'a') + "\"\ncommand = [\"/x\"]\n",
        "web.toml:2: process #1: name: '" + std::string(65, 'a') +
-           "': expected 1 to 64 of A-Z a-z 0-9 _ . - (not . or ..)"},
+           "': expected 1 to 64 of A-Z a-z 0-9 _ -"},
       {"nameDotDot", "[[process]]\nname = \"..\"\ncommand = [\"/x\"]\n",
-       "web.toml:2: process #1: name: '..': expected 1 to 64 of A-Z a-z 0-9 _ . - (not . or ..)"},
+       "web.toml:2: process #1: name: '..': expected 1 to 64 of A-Z a-z 0-9 _ -"},
+      // A name is one segment of obs.r2.NODE.NAME: a dot would split it.
+      {"nameDot", "[[process]]\nname = \"web.1\"\ncommand = [\"/x\"]\n",
+       "web.toml:2: process #1: name: 'web.1': expected 1 to 64 of A-Z a-z 0-9 _ -"},
       {"nameDuplicate", kWeb + "\n" + kWeb,
        "web.toml:6: process 'web': name: duplicate: already used at line 2"},
       // Command.
@@ -430,6 +434,30 @@ command = ["/b"]
   ASSERT_TRUE(specs.ok()) << specs.error().message;
 }
 
+// One process, its table on line 2, with an env value of `n` bytes.
+std::string specWithEnvValue(size_t n) {
+  return "# big\n[[process]]\nname = \"big\"\ncommand = [\"/x\"]\nenv = { BLOB = \"" +
+         std::string(n, 'x') + "\" }\n";
+}
+
+TEST(SpecFileSize, ASpecTooLargeForOneHolderMessageIsRefused) {
+  constexpr size_t kProbe = 1000;
+  auto small = parseSpec(specWithEnvValue(kProbe), "big.toml");
+  ASSERT_TRUE(small.ok()) << small.error().message;
+  // The serialized size of everything but the value.
+  const size_t rest = specToJson((*small)[0]).dump().size() - kProbe;
+
+  auto at = parseSpec(specWithEnvValue(kMaxSerializedSpecBytes - rest), "big.toml");
+  ASSERT_TRUE(at.ok()) << at.error().message;
+  EXPECT_EQ(specToJson((*at)[0]).dump().size(), kMaxSerializedSpecBytes);
+
+  auto over = parseSpec(specWithEnvValue(kMaxSerializedSpecBytes - rest + 1), "big.toml");
+  ASSERT_FALSE(over.ok());
+  EXPECT_EQ(over.error().message,
+            "big.toml:2: process 'big': spec is 49153 bytes serialized, more than 49152 (large env "
+            "values belong in files)");
+}
+
 std::vector<std::string> names(const std::vector<const ProcessSpec*>& order) {
   std::vector<std::string> out;
   for (const ProcessSpec* p : order) out.push_back(p->name);
@@ -469,7 +497,7 @@ TEST(SpecFileStartOrder, DiamondAndPointersIntoSpecs) {
 TEST(SpecFileStartOrder, ParsedSpec) {
   auto specs = parseSpec(kFullSpec, "full.toml");
   ASSERT_TRUE(specs.ok()) << specs.error().message;
-  EXPECT_EQ(names(startOrder(*specs)), (std::vector<std::string>{"db", "web-1.main_x"}));
+  EXPECT_EQ(names(startOrder(*specs)), (std::vector<std::string>{"db", "web-1_main"}));
 }
 
 TEST(SpecFileStartOrder, NamesOutsideTheListImposeNoOrder) {

@@ -22,6 +22,10 @@ struct SubscriberOptions {
 
 class Subscriber {
  public:
+  // Messages one drain() takes by default: a burst must not hold the reactor thread (its
+  // timers, reaping, probes) for long. zmq_poll is level-triggered, so the rest comes next turn.
+  static constexpr size_t kDrainBatch = 256;
+
   using OnMessage = std::function<void(Message&&)>;
   using OnReject = std::function<void(const Rejection&)>;
 
@@ -32,7 +36,7 @@ class Subscriber {
   zmq::socket_t& socket() { return socket_; }
   // Receives, without blocking, up to `max` waiting messages; each accepted one goes to
   // `onMessage`, each rejected one to the OnReject handler if set. Returns how many were read.
-  size_t drain(const OnMessage& onMessage, size_t max = SIZE_MAX);
+  size_t drain(const OnMessage& onMessage, size_t max = kDrainBatch);
   void setOnReject(OnReject handler) { onReject_ = std::move(handler); }
 
   const BusCounters& counters() const { return verifier_.counters(); }

@@ -4,8 +4,17 @@
 //   {"cmd":"start"|"stop"|"restart","name":N} -> {"ok":true} | {"ok":false,"error":".."}
 //   {"cmd":"reload"}                          -> the same as SIGHUP
 // Served on the reactor without blocking: partial reads and writes wait for the fd.
+//
+// Limits, so that a stuck or hostile local client cannot take the reactor down or make it spin:
+// at most kMaxConnections at once (further clients wait in the listen backlog, the listener
+// unwatched until one closes); each connection is closed kConnectionDeadlineMs after it was
+// accepted, answered or not; when accept fails for lack of fds (EMFILE, ENFILE) the listener is
+// unwatched for kAcceptRetryMs. A request with wrong JSON types gets {"ok":false,"error":..};
+// invalid UTF-8 in any reply text is replaced (U+FFFD).
 #pragma once
 
+#include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
@@ -27,23 +36,36 @@ class ControlServer {
   ~ControlServer();
   Status listen(const std::string& path);
 
+  static constexpr size_t kMaxConnections = 32;
+  static constexpr int64_t kConnectionDeadlineMs = 5000;
+  static constexpr int64_t kAcceptRetryMs = 100;
+
  private:
   struct Conn {
     UniqueFd fd;
     std::string in;
     std::string out;
     size_t written = 0;
+    Reactor::TimerId deadline = 0;
   };
   void onAccept();
   void onConn(int fd, uint32_t events);
+  // The reply line to one request line; never throws.
   std::string handle(const std::string& line);
+  nlohmann::json answer(const std::string& line);
   void close(int fd);
+  Status watchListener();
+  void pauseAccepting();
+  // Watches the listener again unless it is watched, a retry is pending or the cap is reached.
+  void resumeAccepting();
 
   Reactor& reactor_;
   Supervisor& supervisor_;
   std::string node_;
   std::function<Status()> reload_;
   UniqueFd listener_;
+  bool listening_ = false;              // listener_ is watched by the reactor
+  Reactor::TimerId acceptRetry_ = 0;    // pending re-watch after EMFILE/ENFILE
   std::map<int, std::unique_ptr<Conn>> conns_;
 };
 

@@ -40,6 +40,11 @@
 
 namespace enjin::supervise {
 
+// Set by ring2d in the environment the holder inherits: the soft RLIMIT_NOFILE ring2d was started
+// with, before it raised its own. The holder makes it the default of every process it spawns
+// (SpawnDefaults::nofileSoft) and keeps its own raised limit.
+inline constexpr const char* kChildNofileEnv = "ENJIN_CHILD_NOFILE";
+
 class Holder {
  public:
   // `reactor` and `registry` must outlive the holder.

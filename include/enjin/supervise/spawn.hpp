@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -55,11 +56,21 @@ class SpawnRegistry {
   std::vector<std::unique_ptr<SpawnStrategy>> strategies_;
 };
 
+// What a strategy applies to every process it starts, unless the spec says otherwise.
+struct SpawnDefaults {
+  // The soft RLIMIT_NOFILE of a process whose spec sets no "nofile" limit (capped at the hard
+  // limit, which stays the inherited one). ring2d raises its own soft limit to the hard one, since
+  // a supervisor needs many fds, and the holder inherits that; this gives the supervised
+  // processes back the limit ring2d was started with (select() and old code expect 1024).
+  // Unset: the limit is inherited as it is.
+  std::optional<uint64_t> nofileSoft;
+};
+
 // fork/exec in a new session; the base of every other strategy.
-std::unique_ptr<SpawnStrategy> makeExecStrategy();
+std::unique_ptr<SpawnStrategy> makeExecStrategy(SpawnDefaults defaults = {});
 // As exec, then setgroups -> setgid -> setuid to spec.user (every return checked),
 // PR_SET_NO_NEW_PRIVS and spec.rlimits. Refuses uid 0.
-std::unique_ptr<SpawnStrategy> makeUnixUserStrategy();
+std::unique_ptr<SpawnStrategy> makeUnixUserStrategy(SpawnDefaults defaults = {});
 
 // The start time of `pid` from /proc (clock ticks since boot), or an error if it is gone. A zombie
 // still has one: it is readable until the process is reaped.

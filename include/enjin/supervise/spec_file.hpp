@@ -3,6 +3,7 @@
 // one of always, on-failure, never".
 #pragma once
 
+#include <cstddef>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -12,8 +13,19 @@
 
 namespace enjin::supervise {
 
+// A process name, and ring2d's node name: 1 to 64 of [A-Za-z0-9_-]. Both become one segment of
+// an observation topic (obs.r2.NODE.NAME), and process names become file names (NAME.log).
+bool validName(std::string_view name);
+
+// A process's spec travels to the holder as JSON (specToJson) inside one message, and the holder
+// takes messages of at most 64 KiB: a spec larger than this, serialized, is refused, which leaves
+// room for the rest of the message (name, environment, notify path).
+inline constexpr size_t kMaxSerializedSpecBytes = 48 * 1024;
+
 // Parses and checks a whole spec: every key known, every value in range, names unique,
-// depends_on naming existing processes without a cycle. `source` names the text in errors.
+// depends_on naming existing processes without a cycle, each process at most
+// kMaxSerializedSpecBytes serialized, names valid (validName). `source` names the text in
+// errors.
 Result<std::vector<ProcessSpec>> parseSpec(std::string_view text, const std::string& source);
 Result<std::vector<ProcessSpec>> loadSpecFile(const std::string& path);
 

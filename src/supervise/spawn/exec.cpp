@@ -10,11 +10,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <optional>
+#include <utility>
 
 #include "enjin/base/unique_fd.hpp"
 #include "fork_exec.hpp"
@@ -384,7 +386,8 @@ const ProcessSpec& requireSpec(const SpawnRequest& request) {
   return *request.spec;
 }
 
-Result<ChildPlan> makePlan(const SpawnRequest& request, std::vector<std::string> baseEnv) {
+Result<ChildPlan> makePlan(const SpawnRequest& request, std::vector<std::string> baseEnv,
+                           const SpawnDefaults& defaults) {
   const ProcessSpec& spec = requireSpec(request);
   if (auto st = validateCommon(spec); !st) return st.error();
 
@@ -415,6 +418,18 @@ Result<ChildPlan> makePlan(const SpawnRequest& request, std::vector<std::string>
     limit.resource = *rlimitResource(name);
     limit.name = rlimitName(limit.resource);
     limit.value.rlim_cur = limit.value.rlim_max = static_cast<rlim_t>(value);
+    plan.rlimits.push_back(limit);
+  }
+  if (defaults.nofileSoft && !spec.rlimits.contains("nofile")) {
+    // Only the soft limit: the hard one stays what this process has, so the child may raise its
+    // soft limit again as far as it could before.
+    rlimit current;
+    if (::getrlimit(RLIMIT_NOFILE, &current) != 0) return errnoError("getrlimit nofile", errno);
+    RlimitSetting limit;
+    limit.resource = RLIMIT_NOFILE;
+    limit.name = rlimitName(RLIMIT_NOFILE);
+    limit.value.rlim_max = current.rlim_max;
+    limit.value.rlim_cur = std::min(static_cast<rlim_t>(*defaults.nofileSoft), current.rlim_max);
     plan.rlimits.push_back(limit);
   }
   plan.stdoutFd = request.stdoutFd;
@@ -500,6 +515,7 @@ Status refuseUser(const ProcessSpec& spec) {
 
 class ExecStrategy final : public SpawnStrategy {
  public:
+  explicit ExecStrategy(SpawnDefaults defaults) : defaults_(std::move(defaults)) {}
   std::string_view name() const override { return "exec"; }
   Status validate(const ProcessSpec& spec) const override {
     if (auto st = refuseUser(spec); !st) return st;
@@ -508,14 +524,19 @@ class ExecStrategy final : public SpawnStrategy {
   Result<SpawnedProcess> spawn(const SpawnRequest& request) const override {
     if (auto st = refuseUser(spawn_detail::requireSpec(request)); !st) return st.error();
     auto plan = spawn_detail::makePlan(
-        request, {std::string("PATH=") + spawn_detail::kBasePath, "HOME=/"});
+        request, {std::string("PATH=") + spawn_detail::kBasePath, "HOME=/"}, defaults_);
     if (!plan) return plan.error();
     return spawn_detail::forkExec(*plan);
   }
+
+ private:
+  SpawnDefaults defaults_;
 };
 
 }  // namespace
 
-std::unique_ptr<SpawnStrategy> makeExecStrategy() { return std::make_unique<ExecStrategy>(); }
+std::unique_ptr<SpawnStrategy> makeExecStrategy(SpawnDefaults defaults) {
+  return std::make_unique<ExecStrategy>(std::move(defaults));
+}
 
 }  // namespace enjin::supervise

@@ -66,8 +66,10 @@ const ProcessSpec& requireSpec(const SpawnRequest& request);
 
 // Builds the plan for `request`. The environment is `baseEnv` ("KEY=VALUE"), then spec.env, then
 // request.extraEnv, a later entry replacing an earlier one with the same key. A command[0]
-// without '/' is looked up on that environment's PATH, here, in the parent.
-Result<ChildPlan> makePlan(const SpawnRequest& request, std::vector<std::string> baseEnv);
+// without '/' is looked up on that environment's PATH, here, in the parent. The limits are
+// spec.rlimits, then what `defaults` sets for a limit the spec leaves out.
+Result<ChildPlan> makePlan(const SpawnRequest& request, std::vector<std::string> baseEnv,
+                           const SpawnDefaults& defaults = {});
 
 // How the child is created. All three are correct; they differ in speed and in what they need.
 enum class CloneMode {

@@ -4,6 +4,7 @@
 
 #include <cerrno>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "fork_exec.hpp"
@@ -54,6 +55,7 @@ Result<UserEntry> resolve(const ProcessSpec& spec) {
 
 class UnixUserStrategy final : public SpawnStrategy {
  public:
+  explicit UnixUserStrategy(SpawnDefaults defaults) : defaults_(std::move(defaults)) {}
   std::string_view name() const override { return "unix-user"; }
 
   Status validate(const ProcessSpec& spec) const override {
@@ -67,17 +69,21 @@ class UnixUserStrategy final : public SpawnStrategy {
     if (!user) return user.error();
     auto plan = spawn_detail::makePlan(
         request, {std::string("PATH=") + spawn_detail::kBasePath, "HOME=" + user->home,
-                  "USER=" + user->name, "LOGNAME=" + user->name});
+                  "USER=" + user->name, "LOGNAME=" + user->name},
+        defaults_);
     if (!plan) return plan.error();
     plan->credentials = spawn_detail::Credentials{user->uid, user->gid};
     return spawn_detail::forkExec(*plan);
   }
+
+ private:
+  SpawnDefaults defaults_;
 };
 
 }  // namespace
 
-std::unique_ptr<SpawnStrategy> makeUnixUserStrategy() {
-  return std::make_unique<UnixUserStrategy>();
+std::unique_ptr<SpawnStrategy> makeUnixUserStrategy(SpawnDefaults defaults) {
+  return std::make_unique<UnixUserStrategy>(std::move(defaults));
 }
 
 }  // namespace enjin::supervise
