@@ -185,6 +185,11 @@ TEST_F(ControlServerTest, AConnectionIsClosedAtItsDeadline) {
 }
 
 TEST_F(ControlServerTest, NoFdsLeftForAcceptDoesNotSpin) {
+#if defined(__SANITIZE_ADDRESS__)
+  // The sanitizer runtimes open files of their own (to symbolize, to check a vptr); with no fd
+  // left they report errors that are theirs, not ours.
+  GTEST_SKIP() << "needs free fds that the sanitizer runtime would take";
+#endif
   startServer();
   UniqueFd waiting = client(R"({"cmd":"status"})" "\n");
   // The lowest free fd number becomes the limit: accept4 fails with EMFILE.
