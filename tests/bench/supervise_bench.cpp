@@ -19,8 +19,8 @@
 // Those not installed are reported as such (./enjin bench installs them).
 //
 // 1. Restart latency: the bench reads CLOCK_MONOTONIC just before kill(SIGKILL); the replacement
-//    (tests/helpers/stamp_child.c) reads it first thing in main and sends it back on a unix
-//    datagram socket. One restart is in flight at a time; every victim has been up for at least
+//    (tests/helpers/stamp_child.c) reads it first thing in main and writes it to a FIFO the bench
+//    reads. One restart is in flight at a time; every victim has been up for at least
 //    1.1 s, because s6 and runit refuse to restart a service within 1 s of its previous start:
 //    their throttle is then never what is measured, for every supervisor alike. A random pause of
 //    0-30 ms before each kill keeps kills out of phase with any periodic timer. A supervisor whose
@@ -50,10 +50,8 @@
 #include <sys/epoll.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
-#include <sys/un.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -352,49 +350,59 @@ struct Stamp {
 };
 static_assert(sizeof(Stamp) == 16);
 
-class StampSocket {
+// The FIFO the stamp children write their records to (see stamp_child.c). The bench keeps a
+// write end open too, so the read end never sees end-of-file between children.
+class StampFifo {
  public:
-  explicit StampSocket(const std::string& path) : path_(path) {
-    fd_ = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    if (fd_ < 0 || path.size() >= sizeof addr.sun_path) throw std::runtime_error("stamp socket");
-    std::strcpy(addr.sun_path, path.c_str());
+  explicit StampFifo(const std::string& path) : path_(path) {
     ::unlink(path.c_str());
-    if (::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-      throw std::runtime_error("bind " + path + ": " + std::strerror(errno));
+    if (::mkfifo(path.c_str(), 0600) != 0) {
+      throw std::runtime_error("mkfifo " + path + ": " + std::strerror(errno));
     }
-    int size = 8 << 20;
-    if (::setsockopt(fd_, SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof size) != 0) {
-      ::setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
-    }
+    readFd_ = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    writeFd_ = ::open(path.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+    if (readFd_ < 0 || writeFd_ < 0) throw std::runtime_error("open " + path + ": " + std::strerror(errno));
+    // Room for every record of a mass restart (16 bytes each): writers never wait.
+    ::fcntl(readFd_, F_SETPIPE_SZ, 1 << 20);
   }
-  ~StampSocket() {
-    ::close(fd_);
+  ~StampFifo() {
+    ::close(readFd_);
+    ::close(writeFd_);
     ::unlink(path_.c_str());
   }
-  StampSocket(const StampSocket&) = delete;
-  StampSocket& operator=(const StampSocket&) = delete;
+  StampFifo(const StampFifo&) = delete;
+  StampFifo& operator=(const StampFifo&) = delete;
   const std::string& path() const { return path_; }
 
   // The next stamp, or nothing within `timeoutMs`.
   std::optional<Stamp> next(int64_t timeoutMs) {
     const int64_t until = monoNs() + timeoutMs * 1'000'000;
     for (;;) {
-      Stamp s;
-      ssize_t n = ::recv(fd_, &s, sizeof s, MSG_DONTWAIT);
-      if (n == sizeof s) return s;
+      if (buffered_.size() >= sizeof(Stamp)) {
+        Stamp s;
+        std::memcpy(&s, buffered_.data(), sizeof s);
+        buffered_.erase(0, sizeof s);
+        return s;
+      }
+      char buf[16 * 256];
+      const ssize_t n = ::read(readFd_, buf, sizeof buf);
+      if (n > 0) {
+        buffered_.append(buf, static_cast<size_t>(n));
+        continue;
+      }
       checkAbort();
       const int64_t left = (until - monoNs()) / 1'000'000;
       if (left <= 0) return std::nullopt;
-      pollfd pfd{fd_, POLLIN, 0};
+      pollfd pfd{readFd_, POLLIN, 0};
       ::poll(&pfd, 1, static_cast<int>(std::min<int64_t>(left, 100)));
     }
   }
 
  private:
   std::string path_;
-  int fd_ = -1;
+  int readFd_ = -1;
+  int writeFd_ = -1;
+  std::string buffered_;  // records are written whole (16 <= PIPE_BUF) but may be read in parts
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -480,7 +488,7 @@ class BareTarget : public Target {
  protected:
   pid_t doStart(int n, const std::string& stampPath) override {
     return launch({gBinDir + "/supervise_bench", "--bare-loop", std::to_string(n), gStampPath},
-                  {"STAMP_SOCKET=" + stampPath}, dir_ + "/bare.log");
+                  {"STAMP_FIFO=" + stampPath}, dir_ + "/bare.log");
   }
 };
 
@@ -553,7 +561,7 @@ class EnjinTarget : public Target {
       spec << "# supervise_bench: " << n << " stamp children\n";
       for (int i = 0; i < n; ++i) {
         spec << "[[process]]\nname = \"s" << i << "\"\ncommand = [\"" << gStampPath
-             << "\"]\nenv = { STAMP_SOCKET = \"" << stampPath
+             << "\"]\nenv = { STAMP_FIFO = \"" << stampPath
              << "\" }\nrestart_delay_ms = 0\nmax_restarts = 1000000000\nrestart_window_s = 1\n\n";
       }
     }
@@ -594,7 +602,7 @@ class S6Target : public Target {
       std::ofstream(dir_ + "/scan/s" + std::to_string(i) + "/notification-fd") << "3\n";
     }
     return launch({findOnPath("s6-svscan"), "-c", std::to_string(n + 16), dir_ + "/scan"},
-                  {"STAMP_SOCKET=" + stampPath, "STAMP_READY_FD=3"}, dir_ + "/s6-svscan.log");
+                  {"STAMP_FIFO=" + stampPath, "STAMP_READY_FD=3"}, dir_ + "/s6-svscan.log");
   }
 };
 
@@ -613,7 +621,7 @@ class RunitTarget : public Target {
  protected:
   pid_t doStart(int n, const std::string& stampPath) override {
     makeServiceDirs(dir_ + "/service", n);
-    return launch({findOnPath("runsvdir"), dir_ + "/service"}, {"STAMP_SOCKET=" + stampPath},
+    return launch({findOnPath("runsvdir"), dir_ + "/service"}, {"STAMP_FIFO=" + stampPath},
                   dir_ + "/runsvdir.log");
   }
 };
@@ -646,7 +654,7 @@ class SupervisordTarget : public Target {
       }
     }
     return launch({findOnPath("supervisord"), "-n", "-c", dir_ + "/supervisord.conf"},
-                  {"STAMP_SOCKET=" + stampPath}, dir_ + "/supervisord.out");
+                  {"STAMP_FIFO=" + stampPath}, dir_ + "/supervisord.out");
   }
 };
 
@@ -659,7 +667,7 @@ struct Failure : std::runtime_error {
 
 // Waits for `n` stamps from distinct pids, taken after `afterNs`; returns pid -> stamp time.
 // (By time, not by pid: a pid may be reused by the next generation of children.)
-std::map<pid_t, int64_t> collectStamps(StampSocket& sock, size_t n, int64_t timeoutMs,
+std::map<pid_t, int64_t> collectStamps(StampFifo& sock, size_t n, int64_t timeoutMs,
                                        int64_t afterNs, Target& target, const char* what) {
   std::map<pid_t, int64_t> out;
   const int64_t until = monoNs() + timeoutMs * 1'000'000;
@@ -669,9 +677,22 @@ std::map<pid_t, int64_t> collectStamps(StampSocket& sock, size_t n, int64_t time
     if (!s) {
       if (!target.alive()) throw Failure(target.name() + " died while " + what);
       if (left <= 0) {
+        // What the children are doing, for the report.
+        std::map<std::string, int> states;
+        const auto procs = scanProcs();
+        for (pid_t p : descendants(::getpid(), procs)) {
+          if (exeOf(p) != gStampPath) continue;
+          std::string wchan = readText("/proc/" + std::to_string(p) + "/wchan");
+          for (const auto& e : procs) {
+            if (e.pid == p) ++states[std::string(1, e.state) + (wchan.empty() || wchan == "0" ? "" : " " + wchan)];
+          }
+        }
+        std::string seen;
+        for (auto& [st, count] : states) seen += " " + std::to_string(count) + " " + st + ";";
         throw Failure(target.name() + ": only " + std::to_string(out.size()) + " of " +
                       std::to_string(n) + " children up after " +
-                      std::to_string(timeoutMs / 1000) + " s (" + what + ")");
+                      std::to_string(timeoutMs / 1000) + " s (" + what + "); stamp children:" +
+                      seen);
       }
       continue;
     }
@@ -704,7 +725,7 @@ constexpr int64_t kSlowMedianNs = 200'000'000;
 Latency measureLatency(Target& target, int kills, int services, int siblings,
                        const std::string& tmp, std::mt19937_64& rng) {
   Latency out;
-  StampSocket sock(tmp + "/stamp.sock");
+  StampFifo sock(tmp + "/stamps.fifo");
   target.start(services + siblings, sock.path());
   std::map<pid_t, int64_t> all = collectStamps(sock, static_cast<size_t>(services + siblings),
                                                180'000, 0, target, "starting");
@@ -779,7 +800,7 @@ Memory measureMemory(Target& target, int children, int idleS, const std::string&
   Memory m;
   m.children = children;
   {
-    StampSocket sock(tmp + "/stamp.sock");
+    StampFifo sock(tmp + "/stamps.fifo");
     target.start(children, sock.path());
     collectStamps(sock, static_cast<size_t>(children), 180'000, 0, target, "starting");
     sleepMs(2000);  // let start-up work (state files, RUNNING transitions) finish
@@ -806,7 +827,7 @@ Memory measureMemory(Target& target, int children, int idleS, const std::string&
     target.stop();
   }
   {
-    StampSocket sock(tmp + "/stamp.sock");
+    StampFifo sock(tmp + "/stamps.fifo");
     target.start(0, sock.path());
     sleepMs(2000);
     if (!target.alive()) throw Failure(target.name() + " did not run with no child");
@@ -894,7 +915,7 @@ Scale measureScale(Target& target, int requested, const std::string& tmp) {
   sc.ran = fitScale(target, requested, sc.fitError);
   if (sc.ran <= 0) return sc;
   const int n = sc.ran;
-  StampSocket sock(tmp + "/stamp.sock");
+  StampFifo sock(tmp + "/stamps.fifo");
   const int64_t t0 = monoNs();
   target.start(n, sock.path());
   auto first = collectStamps(sock, static_cast<size_t>(n), 300'000, 0, target, "starting all");
