@@ -2,7 +2,7 @@
 // for enjin's ring2d and for what it must beat. docs/benchmarks.md ("Supervision") has the method
 // and the figures.
 //
-//   supervise_bench                 full run, about 10 minutes on a 2-core machine
+//   supervise_bench                 full run, 12-18 minutes on a 2-core machine
 //   supervise_bench --quick         smoke test (ctest): bare loop and enjin only, 20 kills, 50
 //                                   children, 2 s idle; figures meaningless
 //   --only LIST                     comma-separated subset of bare,enjin,s6,runit,supervisord
@@ -20,12 +20,13 @@
 //
 // 1. Restart latency: the bench reads CLOCK_MONOTONIC just before kill(SIGKILL); the replacement
 //    (tests/helpers/stamp_child.c) reads it first thing in main and writes it to a FIFO the bench
-//    reads. One restart is in flight at a time; every victim has been up for at least
-//    1.1 s, because s6 and runit refuse to restart a service within 1 s of its previous start:
+//    reads. One restart is in flight at a time; every victim has been up for at least 1.1 s,
+//    because s6 and runit refuse to restart a service within 1 s of its previous start:
 //    their throttle is then never what is measured, for every supervisor alike. A random pause of
 //    0-30 ms before each kill keeps kills out of phase with any periodic timer. A supervisor whose
 //    median is over 200 ms after 20 kills (supervisord) stops at 60 kills. Then again with
 //    --siblings idle children beside the victims: what a restart costs in a full supervisor.
+//    (s6 also needs a readiness notification for that: see S6Target.)
 // 2. Memory: the PSS (/proc/PID/smaps_rollup) of every supervisor-side process (the supervisor's
 //    process tree minus the stamp children) with --children children, and with none.
 // 3. Idle cost: over --idle-s seconds with those children: utime+stime (/proc/PID/stat), on-CPU
@@ -855,12 +856,18 @@ struct Scale {
 };
 
 // Fds the busiest single process of `target` needs for `n` children, or 0 when no single
-// process holds per-child fds.
-int64_t fdsNeeded(const Target& target, int n) {
-  // enjin-holder keeps both ends of a stdout and a stderr pipe per child (so output survives a
-  // ring2d restart); ring2d keeps 3 (two read ends, the log file).
-  if (dynamic_cast<const EnjinTarget*>(&target)) return 4LL * n + 32;
-  if (dynamic_cast<const SupervisordTarget*>(&target)) return 5LL * n + 64;
+// process holds per-child fds; `who` names that process.
+int64_t fdsNeeded(const Target& target, int n, std::string* who = nullptr) {
+  // enjin-holder keeps both ends of a stdout and a stderr channel per child (so output survives
+  // a ring2d restart); ring2d keeps 3 (two read ends, the log file).
+  if (dynamic_cast<const EnjinTarget*>(&target)) {
+    if (who) *who = "enjin-holder";
+    return 4LL * n + 32;
+  }
+  if (dynamic_cast<const SupervisordTarget*>(&target)) {
+    if (who) *who = "supervisord";
+    return 5LL * n + 64;
+  }
   return 0;
 }
 
@@ -877,11 +884,12 @@ int fitScale(const Target& target, int requested, std::string& why) {
       dynamic_cast<const S6Target*>(&target) || dynamic_cast<const RunitTarget*>(&target);
   const int64_t pidsPerChild = perChildSupervisor ? 3 : 2;
   auto fits = [&](int64_t n, std::string* reason) {
-    const int64_t fds = fdsNeeded(target, static_cast<int>(n));
+    std::string who;
+    const int64_t fds = fdsNeeded(target, static_cast<int>(n), &who);
     if (fds > 0 && static_cast<rlim_t>(fds) > nofile.rlim_max) {
       if (reason) {
-        *reason = target.name() + " needs " + std::to_string(fds) + " fds in one process for " +
-                  std::to_string(n) + " children, RLIMIT_NOFILE hard limit is " +
+        *reason = who + " needs " + std::to_string(fds) + " fds for " + std::to_string(n) +
+                  " children (4 a child), RLIMIT_NOFILE hard limit is " +
                   std::to_string(nofile.rlim_max);
       }
       return false;
@@ -1165,8 +1173,8 @@ int main(int argc, char** argv) {
                   "a time)\n",
                   title.c_str(), kills, services, idleSiblings,
                   static_cast<long long>(kMinUpNs / 1'000'000));
-      std::printf("%-14s %6s %10s %10s %10s %10s %10s %5s  %s\n", "supervisor", "kills", "min",
-                  "median", "p90", "p99", "max", "fail", "throttle (fact)");
+      std::printf("%-14s %6s %10s %10s %10s %10s %10s %5s %5s  %s\n", "supervisor", "kills", "min",
+                  "median", "p90", "p99", "max", "fail", "load", "throttle (fact)");
       std::fflush(stdout);
       for (auto& t : targets) {
         const std::string key = keyOf.at(t->name());
@@ -1179,11 +1187,13 @@ int main(int argc, char** argv) {
         int sibs = idleSiblings;
         if (t->maxServices() > 0) sibs = std::min(sibs, t->maxServices() - services);
         try {
+          std::string rowLoad = readText("/proc/loadavg");
+          rowLoad = rowLoad.substr(0, rowLoad.find(' '));
           Latency l = measureLatency(*t, kills, services, sibs, tmp, rng);
           auto us = [&](double q) { return percentileUs(l.ns, q); };
-          std::printf("%-14s %6zu %8.0fus %8.0fus %8.0fus %8.0fus %8.0fus %5d  %s%s\n",
+          std::printf("%-14s %6zu %8.0fus %8.0fus %8.0fus %8.0fus %8.0fus %5d %5s  %s%s\n",
                       t->name().c_str(), l.ns.size(), us(0.0), us(0.5), us(0.9), us(0.99),
-                      us(1.0), l.failures, t->throttle().c_str(),
+                      us(1.0), l.failures, rowLoad.c_str(), t->throttle().c_str(),
                       sibs != idleSiblings ? (" [" + std::to_string(sibs) + " siblings]").c_str() : "");
           std::fflush(stdout);
           const double mean =
@@ -1191,6 +1201,7 @@ int main(int argc, char** argv) {
                            : std::accumulate(l.ns.begin(), l.ns.end(), 0.0) / 1000.0 /
                                  static_cast<double>(l.ns.size());
           into[key] = {{"kills", l.ns.size()},      {"siblings", sibs},
+                       {"loadavg_1min_before", rowLoad},
                        {"min_us", us(0.0)},         {"median_us", us(0.5)},
                        {"p90_us", us(0.9)},         {"p99_us", us(0.99)},
                        {"max_us", us(1.0)},         {"mean_us", mean},
