@@ -22,9 +22,15 @@
 
 #include "enjin/base/clock.hpp"
 #include "enjin/base/unique_fd.hpp"
+#include "enjin/base/systemd.hpp"
 #include "enjin/bus/publisher.hpp"
 #include "enjin/crypto/keys.hpp"
 #include "enjin/reactor/reactor.hpp"
+#include "enjin/ring/config.hpp"
+#include "enjin/ring/daemon.hpp"
+#include "enjin/ring/node_spec_json.hpp"
+#include "enjin/ring/parent_link.hpp"
+#include "enjin/store/store.hpp"
 #include "enjin/supervise/control_server.hpp"
 #include "enjin/supervise/holder.hpp"
 #include "enjin/supervise/spawn.hpp"
@@ -41,12 +47,6 @@ std::string defaultStateDir() {
   return std::string(home ? home : "/tmp") + "/.local/state/enjin/ring2d";
 }
 
-std::string besideSelf(const std::string& name) {
-  std::error_code ec;
-  auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
-  return ec ? name : (self.parent_path() / name).string();
-}
-
 // The default node name: the hostname's first label ("web-3" of "web-3.example.com"), since the
 // node name is one segment of an observation topic.
 std::string nodeFromHostname() {
@@ -56,74 +56,57 @@ std::string nodeFromHostname() {
   return name.substr(0, name.find('.'));
 }
 
-// The state dir holds sockets that control every supervised process and the files ring2d
-// trusts (state.json, the seq file): it must be this user's alone. Created 0700 if missing;
-// an existing dir owned by someone else, or writable by group or others, is refused rather
-// than fixed, since someone else may already have put something in it.
-Status checkStateDir(const std::string& dir) {
-  std::error_code ec;
-  const bool created = std::filesystem::create_directories(dir, ec);
-  if (ec) return Error{"cannot create state dir " + dir + ": " + ec.message()};
-  if (created && ::chmod(dir.c_str(), 0700) != 0) {
-    return errnoError("cannot use state dir " + dir + ": chmod 0700", errno);
-  }
-  struct stat st;
-  if (::stat(dir.c_str(), &st) != 0) return errnoError("cannot use state dir " + dir + ": stat", errno);
-  if (!S_ISDIR(st.st_mode)) return Error{"cannot use state dir " + dir + ": not a directory"};
-  if (st.st_uid != ::geteuid()) {
-    return Error{"refusing state dir " + dir + ": owned by uid " + std::to_string(st.st_uid) +
-                 ", not by this user (uid " + std::to_string(::geteuid()) + ")"};
-  }
-  if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
-    char mode[8];
-    std::snprintf(mode, sizeof mode, "%04o", st.st_mode & 07777);
-    return Error{"refusing state dir " + dir + ": mode " + mode +
-                 " lets group or others write to it (chmod 0700 " + dir + ")"};
-  }
-  // Ours and closed to writers: keep what is in it private too.
-  if ((st.st_mode & 077) != 0 && ::chmod(dir.c_str(), 0700) != 0) {
-    return errnoError("cannot use state dir " + dir + ": chmod 0700", errno);
+// Loads the spec and checks every process against its spawn strategy before anything runs.
+Status validateSpecs(const std::vector<supervise::ProcessSpec>& specs, const std::string& source,
+                     const supervise::SpawnRegistry& registry) {
+  for (const auto& s : specs) {
+    auto strategy = registry.find(s.strategy);
+    if (!strategy.ok()) return strategy.error().wrap(source + ": process '" + s.name + "'");
+    if (auto st = (*strategy)->validate(s); !st.ok()) {
+      return st.error().wrap(source + ": process '" + s.name + "'");
+    }
   }
   return {};
 }
 
-// One ring2d per state dir: two would fight over the holder and the control socket. The lock
-// is an flock on DIR/lock, held by the returned fd for the life of the process (close-on-exec,
-// so neither the holder nor any child inherits it; the kernel drops it when ring2d dies, even
-// by kill -9). The lock file holds the owner's pid, for the error message.
-Result<UniqueFd> lockStateDir(const std::string& dir) {
-  const std::string path = dir + "/lock";
-  UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
-  if (!fd) return errnoError("open " + path, errno);
-  if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
-    if (errno != EWOULDBLOCK) return errnoError("flock " + path, errno);
-    char buf[32] = {};
-    const ssize_t n = ::pread(fd.get(), buf, sizeof buf - 1, 0);
-    const long pid = n > 0 ? std::strtol(buf, nullptr, 10) : 0;
-    return Error{"another ring2d is running with state dir " + dir + " (pid " +
-                 (pid > 0 ? std::to_string(pid) : std::string("unknown")) + ")"};
-  }
-  const std::string pid = std::to_string(::getpid()) + "\n";
-  if (::ftruncate(fd.get(), 0) != 0 ||
-      ::pwrite(fd.get(), pid.data(), pid.size(), 0) != static_cast<ssize_t>(pid.size())) {
-    return errnoError("write " + path, errno);
-  }
-  return fd;
-}
-
-// Loads the spec and checks every process against its spawn strategy before anything runs.
 Result<std::vector<supervise::ProcessSpec>> loadSpec(const std::string& path,
                                                      const supervise::SpawnRegistry& registry) {
   auto specs = supervise::loadSpecFile(path);
   if (!specs.ok()) return specs.error();
-  for (const auto& s : *specs) {
-    auto strategy = registry.find(s.strategy);
-    if (!strategy.ok()) return strategy.error().wrap(path + ": process '" + s.name + "'");
-    if (auto st = (*strategy)->validate(s); !st.ok()) {
-      return st.error().wrap(path + ": process '" + s.name + "'");
-    }
-  }
+  if (auto st = validateSpecs(*specs, path, registry); !st.ok()) return st.error();
   return specs;
+}
+
+// A ring-2 node's processes from the body of a node_spec (its parent's desired state).
+Result<std::vector<supervise::ProcessSpec>> specFromParent(const nlohmann::json& j,
+                                                           const supervise::SpawnRegistry& registry) {
+  auto spec = ring::nodeSpecFromJson(j, 2);
+  if (!spec.ok()) return spec.error();
+  if (auto st = validateSpecs(spec->processes, "spec from the parent", registry); !st.ok()) {
+    return st.error();
+  }
+  return std::move(spec->processes);
+}
+
+// The observed state of this node: what its parent hears on obs.<uuid>, and `enjinctl status`.
+nlohmann::json nodeTree(const ring::DaemonConfig& cfg, const std::string& stateDir,
+                        const supervise::Supervisor& supervisor) {
+  nlohmann::json procs = nlohmann::json::array();
+  bool allReady = true, troubled = false;
+  for (const auto& s : supervisor.status()) {
+    procs.push_back(nlohmann::json::parse(supervise::statusJson(s)));
+    using supervise::ProcessState;
+    allReady = allReady && s.state == ProcessState::kReady;
+    troubled = troubled || s.state == ProcessState::kFailed || s.state == ProcessState::kBackoff ||
+               s.state == ProcessState::kUnhealthy;
+  }
+  return {{"ring", 2},
+          {"uuid", cfg.uuid},
+          {"label", cfg.label},
+          {"pid", ::getpid()},
+          {"state_dir", stateDir},
+          {"state", allReady ? "ready" : troubled ? "degraded" : "starting"},
+          {"processes", std::move(procs)}};
 }
 
 }  // namespace
@@ -131,9 +114,14 @@ Result<std::vector<supervise::ProcessSpec>> loadSpec(const std::string& path,
 int main(int argc, char** argv) {
   CLI::App app{"ring2d - supervise the processes of one enjin environment"};
   std::string specPath, stateDir = defaultStateDir(), observe, keyFile, node, logLevel = "info";
-  std::string holderExe = besideSelf("enjin-holder");
+  std::string holderExe = ring::besideSelf("enjin-holder"), configPath;
   int64_t observeIntervalMs = 10'000;
-  app.add_option("--spec", specPath, "The spec file (TOML, one [[process]] table each)")->required();
+  auto* specOpt =
+      app.add_option("--spec", specPath, "The spec file (TOML, one [[process]] table each)");
+  app.add_option("--config", configPath,
+                 "Run as a ring-2 node of a ring1d: the config file its parent wrote (identity, "
+                 "keys, buses); the processes then come from the parent")
+      ->excludes(specOpt);
   app.add_option("--state-dir", stateDir, "Where state, logs and sockets live")->capture_default_str();
   auto* obs = app.add_option("--observe", observe, "Publish signed observations on this ZeroMQ endpoint (bind)");
   app.add_option("--key", keyFile, "Signing key for --observe (mode 0600)")->needs(obs);
@@ -144,6 +132,24 @@ int main(int argc, char** argv) {
   app.add_option("--holder", holderExe, "Path of enjin-holder")->capture_default_str();
   app.add_option("--log-level", logLevel, "trace, debug, info, warn, error")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
+  ring::DaemonConfig cfg;
+  if (!configPath.empty()) {
+    auto loaded = ring::loadConfig(configPath, 2);
+    if (!loaded.ok()) {
+      std::fprintf(stderr, "ring2d: %s\n", loaded.error().message.c_str());
+      return 1;
+    }
+    cfg = std::move(*loaded);
+    stateDir = cfg.stateDir;
+    observe = cfg.observe;
+    keyFile = cfg.key;
+    node = cfg.label;
+    logLevel = cfg.logLevel;
+    observeIntervalMs = cfg.heartbeatMs;
+  } else if (specPath.empty()) {
+    std::fprintf(stderr, "ring2d: one of --spec or --config is needed (see --help)\n");
+    return 2;
+  }
   if (!observe.empty() && keyFile.empty()) {
     std::fprintf(stderr, "ring2d: --observe needs --key\n");
     return 2;
@@ -176,14 +182,7 @@ int main(int argc, char** argv) {
   // processes get the soft limit ring2d was started with: the holder, which spawns them, reads
   // it from its environment (kChildNofileEnv). A holder already running keeps the value it was
   // started with.
-  rlimit nofile;
-  if (::getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur != nofile.rlim_max) {
-    ::setenv(supervise::kChildNofileEnv, std::to_string(nofile.rlim_cur).c_str(), 1);
-    nofile.rlim_cur = nofile.rlim_max;
-    ::setrlimit(RLIMIT_NOFILE, &nofile);
-  } else {
-    ::unsetenv(supervise::kChildNofileEnv);
-  }
+  ring::raiseFdLimit();
 
   // The registry of spawn strategies: every one in use is named here. ring2d uses it to check
   // specs; the holder, which spawns, builds the same one.
@@ -191,17 +190,42 @@ int main(int argc, char** argv) {
   registry.add(supervise::makeExecStrategy());
   registry.add(supervise::makeUnixUserStrategy());
 
-  if (auto st = checkStateDir(stateDir); !st.ok()) {
+  if (auto st = ring::checkStateDir(stateDir); !st.ok()) {
     spdlog::error("ring2d: {}", st.error().message);
     return 1;
   }
-  auto lock = lockStateDir(stateDir);  // held until main returns
+  auto lock = ring::lockStateDir(stateDir, "ring2d");  // held until main returns
   if (!lock.ok()) {
     spdlog::error("ring2d: {}", lock.error().message);
     return 1;
   }
 
-  auto specs = loadSpec(specPath, registry);
+  // As a node, the processes come from the parent; until it speaks, from what this node last
+  // applied, so a restarted ring2d re-adopts its processes instead of stopping them.
+  std::unique_ptr<store::Store> store;
+  std::string appliedDigest;
+  Result<std::vector<supervise::ProcessSpec>> specs = std::vector<supervise::ProcessSpec>{};
+  if (configPath.empty()) {
+    specs = loadSpec(specPath, registry);
+  } else {
+    auto opened = store::Store::open(stateDir + "/ring2.db");
+    if (!opened.ok()) {
+      spdlog::error("{}", opened.error().message);
+      return 1;
+    }
+    store = std::move(*opened);
+    auto saved = store->meta("spec");
+    auto digest = store->meta("spec_digest");
+    if (!saved.ok() || !digest.ok()) {
+      spdlog::error("{}", (!saved.ok() ? saved.error() : digest.error()).message);
+      return 1;
+    }
+    if (saved->has_value()) {
+      specs = specFromParent(nlohmann::json::parse(**saved, nullptr, false), registry);
+      if (!specs.ok()) specs = specs.error().wrap(store->path() + ": stored spec");
+      appliedDigest = digest->value_or("");
+    }
+  }
   if (!specs.ok()) {
     spdlog::error("{}", specs.error().message);
     return 1;
@@ -245,13 +269,58 @@ int main(int argc, char** argv) {
       spdlog::warn("ring2d: {}", st.error().message);
     }
   };
-  supervisor.setObserver([&](const supervise::StateEvent& ev) { publish(ev.status); });
+  std::unique_ptr<ring::ParentLink> link;
+  supervisor.setObserver([&](const supervise::StateEvent& ev) {
+    publish(ev.status);
+    if (link) link->changed();
+  });
 
   if (auto st = supervisor.start(std::move(*specs)); !st.ok()) {
     spdlog::error("ring2d: {}", st.error().message);
     return 1;
   }
+  bool stopping = false;
+  int exitCode = 0;
+  auto stopEverything = [&](int code) {
+    if (stopping) return;
+    stopping = true;
+    exitCode = code;
+    spdlog::info("ring2d: stopping every process");
+    (void)systemd::notify("STOPPING=1");
+    supervisor.stopAll([&] { r.stop(); });
+  };
+  if (!configPath.empty()) {
+    ring::ParentLink::Handlers h;
+    h.onSpec = [&](const nlohmann::json& specJson, const std::string& digest) -> Status {
+      auto next = specFromParent(specJson, registry);
+      if (!next.ok()) return next.error();
+      if (auto st = supervisor.reload(std::move(*next)); !st.ok()) return st;
+      if (auto st = store->setMeta("spec", specJson.dump()); !st.ok()) return st;
+      return store->setMeta("spec_digest", digest);
+    };
+    h.onRevoked = [&] { stopEverything(125); };  // 125: the parent must not restart it
+    h.onCommand = [&](const std::string& op, const std::string& path, ring::ParentLink::Reply reply) {
+      Status st = op == "start"     ? supervisor.startProcess(path)
+                  : op == "stop"    ? supervisor.stopProcess(path)
+                  : op == "restart" ? supervisor.restartProcess(path)
+                                    : Status(Error{"unknown command '" + op + "'"});
+      reply(st.ok() ? nlohmann::json{{"ok", true}}
+                    : nlohmann::json{{"ok", false}, {"error", node + ": " + st.error().message}});
+    };
+    h.observe = [&] { return nodeTree(cfg, stateDir, supervisor); };
+    auto opened = ring::ParentLink::open(r, clock, *zmqContext, cfg, std::move(h),
+                                         ring::faultDropFraction(), [&] { return rng(); });
+    if (!opened.ok()) {
+      spdlog::error("ring2d: {}", opened.error().message);
+      return 1;
+    }
+    link = std::move(*opened);
+    link->setApplied(appliedDigest);
+  }
   auto reload = [&]() -> Status {
+    if (!configPath.empty()) {
+      return Error{"a ring-2 node's processes come from its parent, not from a reload"};
+    }
     auto next = loadSpec(specPath, registry);
     if (!next.ok()) {
       spdlog::error("ring2d: reload refused, the running spec stays: {}", next.error().message);
@@ -261,10 +330,24 @@ int main(int argc, char** argv) {
     return supervisor.reload(std::move(*next));
   };
   supervise::ControlServer control(r, supervisor, node, reload);
+  control.setExtension([&](const nlohmann::json& req, supervise::ControlServer::Respond respond) {
+    if (req.value("cmd", "") != "tree") return false;
+    respond({{"ok", true}, {"tree", nodeTree(cfg, stateDir, supervisor)}});
+    return true;
+  });
   if (auto st = control.listen(stateDir + "/control.sock"); !st.ok()) {
     spdlog::error("ring2d: {}", st.error().message);
     return 1;
   }
+  // Whoever started ring2d (ring1d's engine, or systemd) hears READY=1 once every process is
+  // started or re-adopted, and WATCHDOG=1 from the reactor.
+  (void)systemd::notify("READY=1");
+  const int64_t watchdogMs = systemd::watchdogIntervalMs();
+  std::function<void()> watchdog = [&] {
+    (void)systemd::notify("WATCHDOG=1");
+    r.addTimerAfterMillis(watchdogMs / 2, watchdog);
+  };
+  if (watchdogMs > 0) watchdog();
   // Level-triggered: the whole state again every interval, so a lost message heals.
   std::function<void()> republish = [&] {
     for (const auto& s : supervisor.status()) publish(s);
@@ -273,21 +356,20 @@ int main(int argc, char** argv) {
   if (publisher) r.addTimerAfterMillis(observeIntervalMs, republish);
 
   UniqueFd sigfd(::signalfd(-1, &sigs, SFD_CLOEXEC | SFD_NONBLOCK));
-  bool stopping = false;
   (void)r.addFd(sigfd.get(), EPOLLIN, [&](uint32_t) {
     signalfd_siginfo si;
     while (::read(sigfd.get(), &si, sizeof si) == sizeof si) {
       if (si.ssi_signo == SIGHUP) {
         (void)reload();
-      } else if (!stopping) {
-        stopping = true;
-        spdlog::info("ring2d: stopping every process");
-        supervisor.stopAll([&] { r.stop(); });
+      } else {
+        stopEverything(0);
       }
     }
   });
-  spdlog::info("ring2d: supervising {} (state in {})", specPath, stateDir);
+  spdlog::info("ring2d: supervising {} (state in {})",
+               configPath.empty() ? specPath : "node '" + node + "' (" + cfg.uuid + ")", stateDir);
   r.run();
+  link.reset();
   spdlog::info("ring2d: stopped");
-  return 0;
+  return exitCode;
 }

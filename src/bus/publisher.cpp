@@ -69,7 +69,7 @@ Status Publisher::publishSerialized(std::string_view topic, std::string_view typ
   return {};
 }
 
-size_t Publisher::pollSubscriptions() {
+size_t Publisher::pollSubscriptions(const OnSubscription& onChange) {
   zmq::message_t msg;
   while (socket_.recv(msg, zmq::recv_flags::dontwait)) {
     // XPUB reports a topic prefix when it gains its first subscriber (0x01) and loses its
@@ -80,6 +80,12 @@ size_t Publisher::pollSubscriptions() {
       ++subscribedPrefixes_;
     } else if (kind == 0 && subscribedPrefixes_ > 0) {
       --subscribedPrefixes_;
+    } else {
+      continue;
+    }
+    if (onChange) {
+      onChange(std::string_view(static_cast<const char*>(msg.data()) + 1, msg.size() - 1),
+               kind == 1);
     }
   }
   return subscribedPrefixes_;

@@ -31,6 +31,11 @@ Verifier::Verifier(const TrustStore& trust, const Clock& clock, VerifierOptions 
   logRefillAt_ = clock_.monotonicNanos();
 }
 
+void Verifier::restoreMark(const crypto::PublicKey& key, uint64_t seq) {
+  uint64_t& mark = lastSeq_[key];
+  if (seq > mark) mark = seq;
+}
+
 uint64_t Verifier::lastSeq(const crypto::PublicKey& key) const {
   auto it = lastSeq_.find(key);
   return it == lastSeq_.end() ? 0 : it->second;

@@ -137,6 +137,7 @@ void ControlServer::onAccept() {
     const int raw = fd.get();
     auto conn = std::make_unique<Conn>();
     conn->fd = std::move(fd);
+    conn->serial = nextSerial_++;
     if (!reactor_.addFd(raw, EPOLLIN, [this, raw](uint32_t ev) { onConn(raw, ev); }).ok()) continue;
     // close() cancels it, so it never fires for a later connection that reuses the fd number.
     conn->deadline = reactor_.addTimerAfterMillis(kConnectionDeadlineMs, [this, raw] { close(raw); });
@@ -157,6 +158,11 @@ void ControlServer::onConn(int fd, uint32_t events) {
   auto it = conns_.find(fd);
   if (it == conns_.end()) return;
   Conn& c = *it->second;
+  if (c.waiting) {
+    // Nothing more is read while the reply is owed; a client that hung up is let go.
+    if ((events & (EPOLLHUP | EPOLLERR)) != 0) close(fd);
+    return;
+  }
   if (c.out.empty()) {
     char buf[4096];
     for (;;) {
@@ -173,8 +179,38 @@ void ControlServer::onConn(int fd, uint32_t events) {
     }
     const size_t nl = c.in.find('\n');
     if (nl == std::string::npos) return;
-    c.out = handle(c.in.substr(0, nl)) + "\n";
+    const std::string line = c.in.substr(0, nl);
+    if (extension_) {
+      json req = json::parse(line, nullptr, false);
+      if (req.is_object()) {
+        const uint64_t serial = c.serial;
+        c.waiting = true;
+        (void)reactor_.modifyFd(fd, 0);
+        bool taken = false;
+        try {
+          taken = extension_(req, [this, fd, serial](json r) {
+            auto conn = conns_.find(fd);
+            if (conn == conns_.end() || conn->second->serial != serial) return;
+            reply(fd, dumpSafe(r) + "\n");
+          });
+        } catch (const std::exception& e) {
+          taken = true;
+          auto conn = conns_.find(fd);
+          if (conn != conns_.end() && conn->second->serial == serial && conn->second->waiting) {
+            reply(fd, dumpSafe(errorReply(std::string("request failed: ") + e.what())) + "\n");
+          }
+        }
+        if (taken) return;
+        auto again = conns_.find(fd);
+        if (again == conns_.end()) return;
+        again->second->waiting = false;
+      }
+    }
+    auto again = conns_.find(fd);
+    if (again == conns_.end()) return;
+    again->second->out = handle(line) + "\n";
     (void)reactor_.modifyFd(fd, EPOLLOUT);
+    return;
   }
   if ((events & (EPOLLOUT | EPOLLIN)) != 0 || !c.out.empty()) {
     while (c.written < c.out.size()) {
@@ -185,6 +221,14 @@ void ControlServer::onConn(int fd, uint32_t events) {
     }
     close(fd);
   }
+}
+
+void ControlServer::reply(int fd, std::string line) {
+  auto it = conns_.find(fd);
+  if (it == conns_.end()) return;
+  it->second->waiting = false;
+  it->second->out = std::move(line);
+  (void)reactor_.modifyFd(fd, EPOLLOUT);
 }
 
 std::string ControlServer::handle(const std::string& line) {

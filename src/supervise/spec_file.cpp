@@ -1,4 +1,5 @@
 #include "enjin/supervise/spec_file.hpp"
+#include "spec_toml.hpp"
 
 #include <arpa/inet.h>
 
@@ -663,8 +664,6 @@ Result<std::vector<ProcessSpec>> parseSpec(std::string_view text, const std::str
   }
 
   SpecReader reader(source);
-  std::vector<ProcessSpec> specs;
-  std::vector<ProcessLines> lines;
   for (auto&& [key, node] : root) {
     if (key.str() != "process") {
       reader.fail(key.source().begin.line, "", key.str(),
@@ -676,9 +675,25 @@ Result<std::vector<ProcessSpec>> parseSpec(std::string_view text, const std::str
   }
   if (reader.failed()) return reader.takeError();
 
-  if (const toml::array* processes = root["process"].as_array()) {
-    for (size_t i = 0; i < processes->size(); ++i) {
-      const toml::table& table = *processes->get(i)->as_table();
+  static const toml::array kNone;
+  const toml::array* processes = root["process"].as_array();
+  return readProcessTables(processes != nullptr ? *processes : kNone, source);
+}
+
+Result<std::vector<ProcessSpec>> readProcessTables(const toml::array& processes,
+                                                   const std::string& source) {
+  SpecReader reader(source);
+  std::vector<ProcessSpec> specs;
+  std::vector<ProcessLines> lines;
+  {
+    for (size_t i = 0; i < processes.size(); ++i) {
+      const toml::table* tablePtr = processes.get(i)->as_table();
+      if (tablePtr == nullptr) {
+        reader.fail(processes.get(i)->source().begin.line, "", "process",
+                    "expected a table, got " + std::string(typeName(*processes.get(i))));
+        return reader.takeError();
+      }
+      const toml::table& table = *tablePtr;
       const toml::node* nameNode = table.get("name");
       const auto* name = nameNode ? nameNode->as_string() : nullptr;
       std::string label = name != nullptr && validName(name->get())

@@ -4,6 +4,7 @@
 // last messages arrive).
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <nlohmann/json_fwd.hpp>
 #include <string>
@@ -40,8 +41,11 @@ class Publisher {
   // For zmq_poll: readable when subscription changes are waiting.
   zmq::socket_t& socket() { return socket_; }
   // Reads pending subscription changes without blocking and returns how many distinct topic
-  // prefixes have at least one subscriber.
-  size_t pollSubscriptions();
+  // prefixes have at least one subscriber. `onChange`, if given, hears each prefix that gained
+  // its first subscriber (true) or lost its last (false): a parent answers a child's new
+  // subscription with its desired state at once instead of a period later.
+  using OnSubscription = std::function<void(std::string_view prefix, bool subscribed)>;
+  size_t pollSubscriptions(const OnSubscription& onChange = {});
 
   const crypto::PublicKey& publicKey() const { return key_.publicKey(); }
   uint64_t lastSeq() const { return seq_.last(); }

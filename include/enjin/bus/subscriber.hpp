@@ -40,6 +40,7 @@ class Subscriber {
   void setOnReject(OnReject handler) { onReject_ = std::move(handler); }
 
   const BusCounters& counters() const { return verifier_.counters(); }
+  Verifier& verifier() { return verifier_; }
   std::string boundEndpoint() const;
 
  private:

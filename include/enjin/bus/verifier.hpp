@@ -63,6 +63,12 @@ class Verifier {
   const BusCounters& counters() const { return counters_; }
   // Highest seq accepted from `key`, 0 if none.
   uint64_t lastSeq(const crypto::PublicKey& key) const;
+  // Every key's mark, to persist; and a persisted mark back after a restart (kept only if
+  // higher), so a replay of what the previous run accepted is refused.
+  const std::unordered_map<crypto::PublicKey, uint64_t, crypto::PublicKeyHash>& marks() const {
+    return lastSeq_;
+  }
+  void restoreMark(const crypto::PublicKey& key, uint64_t seq);
 
  private:
   Verdict reject(RejectReason reason, std::string detail, std::string_view topic = {},

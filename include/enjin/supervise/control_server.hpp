@@ -3,6 +3,8 @@
 //   {"cmd":"status"}                         -> {"ok":true,"node":..,"processes":[{..},..]}
 //   {"cmd":"start"|"stop"|"restart","name":N} -> {"ok":true} | {"ok":false,"error":".."}
 //   {"cmd":"reload"}                          -> the same as SIGHUP
+// A daemon adds commands of its own with setExtension (ring0d and ring1d: "tree", "revoke",
+// commands forwarded down the tree); an extension may answer later, within the deadline.
 // Served on the reactor without blocking: partial reads and writes wait for the fd.
 //
 // Limits, so that a stuck or hostile local client cannot take the reactor down or make it spin:
@@ -36,6 +38,13 @@ class ControlServer {
   ~ControlServer();
   Status listen(const std::string& path);
 
+  // Sees every request first. Returns false to leave it to the built-in commands; true when it
+  // took the request, and then calls `respond` once, now or later (a reply that comes after
+  // the connection's deadline is dropped).
+  using Respond = std::function<void(nlohmann::json reply)>;
+  using Extension = std::function<bool(const nlohmann::json& request, Respond respond)>;
+  void setExtension(Extension extension) { extension_ = std::move(extension); }
+
   static constexpr size_t kMaxConnections = 32;
   static constexpr int64_t kConnectionDeadlineMs = 5000;
   static constexpr int64_t kAcceptRetryMs = 100;
@@ -47,7 +56,10 @@ class ControlServer {
     std::string out;
     size_t written = 0;
     Reactor::TimerId deadline = 0;
+    uint64_t serial = 0;   // tells a later connection on the same fd from this one
+    bool waiting = false;  // an extension owes the reply
   };
+  void reply(int fd, std::string line);
   void onAccept();
   void onConn(int fd, uint32_t events);
   // The reply line to one request line; never throws.
@@ -63,6 +75,8 @@ class ControlServer {
   Supervisor& supervisor_;
   std::string node_;
   std::function<Status()> reload_;
+  Extension extension_;
+  uint64_t nextSerial_ = 1;
   UniqueFd listener_;
   bool listening_ = false;              // listener_ is watched by the reactor
   Reactor::TimerId acceptRetry_ = 0;    // pending re-watch after EMFILE/ENFILE

@@ -1,0 +1,81 @@
+// What a ring daemon is told: its config file (TOML, one per daemon) and the desired state of
+// the nodes below it.
+//
+// ring0d's file is written by the operator (/etc/enjin/ring0d.toml): where its state lives, its
+// buses, and the ring-1 nodes it runs, each with its ring-2 nodes and their processes. A ring-1
+// or ring-2 daemon's file is written by its parent into the child's own state dir when it
+// creates the node: identity, key files and the parent's endpoints. The desired state of a
+// child never travels in its config: the parent publishes it on the down bus.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "enjin/base/result.hpp"
+#include "enjin/supervise/process_spec.hpp"
+
+namespace enjin::ring {
+
+// What a parent wants one child node to be.
+struct NodeSpec {
+  std::string label;             // [A-Za-z0-9_-]{1,64}, unique among its siblings
+  std::string strategy = "exec"; // spawn strategy of the child's daemon (supervision_strategy)
+  std::string user;              // with strategy "unix-user": the account it runs as
+  std::string compartment;       // where it runs; free text until compartments are modelled
+  std::vector<supervise::ProcessSpec> processes;  // a ring-2 node: the application's processes
+  std::vector<NodeSpec> nodes;                    // a ring-1 node: its ring-2 nodes
+
+  bool operator==(const NodeSpec&) const = default;
+};
+
+struct DaemonConfig {
+  int ring = 0;
+  std::string source;            // the file it was read from, for messages
+  std::string stateDir;
+  std::string logLevel = "info";
+
+  // Identity. ring 0 makes its own on first start; ring 1 and 2 are given theirs.
+  std::string uuid;
+  std::string label;
+  std::string key;               // secret key file, mode 0600 (ring 0: generated if missing)
+
+  // The parent's bus (ring 1 and 2).
+  std::string parentKey;         // the parent's .pub: the only key commands are accepted from
+  std::string parentDown;        // connect a SUB here: specs, commands, revocations
+  std::string parentUp;          // connect a PUB here: observations, heartbeats, replies
+
+  // The bus this daemon hosts for its children (ring 0 and 1), and its observation stream.
+  std::string down;              // bind a PUB
+  std::string up;                // bind a SUB
+  std::string observe;           // bind a PUB for outside subscribers
+
+  int64_t heartbeatMs = 1000;        // full state is republished this often, both ways
+  int64_t heartbeatTimeoutMs = 5000; // no heartbeat for this long: the child is `lost`
+
+  std::vector<NodeSpec> nodes;   // ring 0: the ring-1 nodes to run (from the file)
+};
+
+// The daemon names by ring: "ring0d", "ring1d", "ring2d".
+std::string daemonName(int ring);
+
+// Parses a config for a daemon of `ring`. Unset endpoints default to ipc sockets in the state
+// dir (down.sock, up.sock, out.sock); relative key paths are relative to the state dir. Errors
+// name the file, the line and the key.
+// `stateDirOverride` (a --state-dir flag) replaces the file's state_dir before the defaults
+// that depend on it are worked out.
+Result<DaemonConfig> parseConfig(std::string_view text, const std::string& source, int ring,
+                                 const std::string& stateDirOverride = "");
+Result<DaemonConfig> loadConfig(const std::string& path, int ring,
+                                const std::string& stateDirOverride = "");
+
+// The config file a parent writes for a child node (identity, keys, endpoints; no nodes).
+std::string renderChildConfig(const DaemonConfig& child);
+
+}  // namespace enjin::ring
+
+namespace enjin::ring {
+// A random (version 4) UUID, lowercase: a node's identity and one segment of its topics.
+std::string newUuid();
+}  // namespace enjin::ring

@@ -1,0 +1,39 @@
+// What the three ring daemons share: their state dir rules, their lock, their limits, and (for
+// ring0d and ring1d, which are the same program at two rings) their whole main.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "enjin/base/result.hpp"
+#include "enjin/base/unique_fd.hpp"
+
+namespace enjin::ring {
+
+// NAME in the folder of the running executable (where the build and `make install` put the
+// daemons side by side); NAME alone if that cannot be read.
+std::string besideSelf(const std::string& name);
+
+// The state dir holds sockets that control every supervised process and the files the daemon
+// trusts: it must be this user's alone. Created 0700 if missing; an existing dir owned by
+// someone else, or writable by group or others, is refused rather than fixed, since someone
+// else may already have put something in it.
+Status checkStateDir(const std::string& dir);
+
+// One daemon per state dir: an flock on DIR/lock held by the returned fd for the life of the
+// process (close-on-exec; the kernel drops it when the daemon dies, even by kill -9). The file
+// holds the owner's pid, for the error message.
+Result<UniqueFd> lockStateDir(const std::string& dir, std::string_view daemon);
+
+// Every supervised process costs a few fds: raise the soft limit to the hard one. The
+// processes get the soft limit the daemon was started with, through the holder's environment.
+void raiseFdLimit();
+
+// Fault injection for tests: the share of received bus messages to drop, from ENJIN_FAULT_DROP
+// (0..1), honoured only in builds configured with ENJIN_FAULT_INJECTION=ON; 0 otherwise.
+double faultDropFraction();
+
+// The main of ring0d (ring 0) and ring1d (ring 1).
+int parentDaemonMain(int ring, int argc, char** argv);
+
+}  // namespace enjin::ring

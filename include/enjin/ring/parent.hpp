@@ -1,0 +1,91 @@
+// The parent half of a ring daemon (ring0d, ring1d): it creates the nodes of the ring below,
+// owns their keys and their trust, runs their daemons through the supervision engine, and
+// keeps them told and watched over the bus it hosts.
+//
+//   down (PUB, bound)  spec.<uuid>    the child's full desired state, every heartbeat and on
+//                                     change, and at once when the child subscribes
+//                      cmd.<uuid>     a command with a request id
+//                      revoke.<uuid>  the child's key is revoked
+//   up (SUB, bound)    obs.<uuid>     the child's full observed state; also its heartbeat
+//                      reply.<uuid>   the answer to a command
+//   out (PUB, bound)   event.<path>   one message per change anywhere below (tree_event)
+//                      tree           the whole tree, every heartbeat (level-triggered)
+//
+// A child's key may publish only under obs.<uuid> and reply.<uuid>. Level-triggered: every
+// message repeats the whole state, so losing any one changes nothing for longer than a period.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+#include <zmq.hpp>
+
+#include "enjin/base/clock.hpp"
+#include "enjin/base/result.hpp"
+#include "enjin/bus/verifier.hpp"
+#include "enjin/reactor/reactor.hpp"
+#include "enjin/ring/config.hpp"
+
+namespace enjin::store {
+class Store;
+}
+namespace enjin::supervise {
+class Supervisor;
+}
+
+namespace enjin::ring {
+
+struct ParentOptions {
+  DaemonConfig config;     // this daemon's own config (ring 0 or 1)
+  std::string childExe;    // ring1d or ring2d
+  std::string holderExe;   // enjin-holder
+  double dropFraction = 0; // fault injection (test builds): drop this share of received messages
+};
+
+class NodeParent {
+ public:
+  using Reply = std::function<void(nlohmann::json reply)>;
+
+  // `reactor`, `clock`, `zmq` and `store` must outlive the parent.
+  NodeParent(Reactor& reactor, const Clock& clock, zmq::context_t& zmq, store::Store& store,
+             ParentOptions options, std::function<uint64_t()> random);
+  ~NodeParent();
+
+  // Binds the buses, loads the nodes and keys from the store, then creates what `desired`
+  // adds, re-adopts the children still running and starts the rest.
+  Status start(std::vector<NodeSpec> desired);
+  // A new desired set (a reloaded config, or a spec from this daemon's own parent): new nodes
+  // are created and started, removed ones stopped and forgotten, changed ones told.
+  Status apply(std::vector<NodeSpec> desired);
+  // Stops every child in reverse order, then `done`.
+  void stopAll(std::function<void()> done);
+
+  // Revokes a child's key: a signed revocation on the down bus, the key dropped from the trust
+  // store (its messages are rejected as unknown_key from then on), the node stopped.
+  Status revoke(const std::string& label);
+
+  // Runs `op` (start, stop, restart) on the node or process at `path` ("r1/web/app"): the
+  // first segment is a child of this daemon; deeper paths travel down the bus as commands with
+  // a request id. `reply` gets {"ok":true} or {"ok":false,"error":...}, once.
+  void command(const std::string& op, const std::string& path, Reply reply);
+
+  // The whole tree below this daemon, with this daemon at its root.
+  nlohmann::json tree() const;
+  // Every child is settled: ready, or given up on (failed, stopped, revoked).
+  bool childrenUp() const;
+  // Hears that something in the tree changed (coalesced), for a parent link to republish.
+  void setOnChange(std::function<void()> onChange);
+
+  const bus::BusCounters& upCounters() const;
+  // The engine that runs the children's daemons (for the control socket's process commands).
+  supervise::Supervisor& supervisor();
+
+ private:
+  class Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace enjin::ring

@@ -1,0 +1,395 @@
+#include "enjin/ring/daemon.hpp"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+#include <sys/file.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <random>
+#include <zmq.hpp>
+
+#include "enjin/base/clock.hpp"
+#include "enjin/base/systemd.hpp"
+#include "enjin/crypto/keys.hpp"
+#include "enjin/reactor/reactor.hpp"
+#include "enjin/ring/config.hpp"
+#include "enjin/ring/node_spec_json.hpp"
+#include "enjin/ring/parent.hpp"
+#include "enjin/ring/parent_link.hpp"
+#include "enjin/store/store.hpp"
+#include "enjin/supervise/control_server.hpp"
+#include "enjin/supervise/holder.hpp"
+#include "enjin/supervise/supervisor.hpp"
+
+namespace enjin::ring {
+
+using nlohmann::json;
+
+std::string besideSelf(const std::string& name) {
+  std::error_code ec;
+  auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  return ec ? name : (self.parent_path() / name).string();
+}
+
+Status checkStateDir(const std::string& dir) {
+  std::error_code ec;
+  const bool created = std::filesystem::create_directories(dir, ec);
+  if (ec) return Error{"cannot create state dir " + dir + ": " + ec.message()};
+  if (created && ::chmod(dir.c_str(), 0700) != 0) {
+    return errnoError("cannot use state dir " + dir + ": chmod 0700", errno);
+  }
+  struct stat st;
+  if (::stat(dir.c_str(), &st) != 0) return errnoError("cannot use state dir " + dir + ": stat", errno);
+  if (!S_ISDIR(st.st_mode)) return Error{"cannot use state dir " + dir + ": not a directory"};
+  if (st.st_uid != ::geteuid()) {
+    return Error{"refusing state dir " + dir + ": owned by uid " + std::to_string(st.st_uid) +
+                 ", not by this user (uid " + std::to_string(::geteuid()) + ")"};
+  }
+  if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
+    char mode[8];
+    std::snprintf(mode, sizeof mode, "%04o", st.st_mode & 07777);
+    return Error{"refusing state dir " + dir + ": mode " + mode +
+                 " lets group or others write to it (chmod 0700 " + dir + ")"};
+  }
+  // Ours and closed to writers: keep what is in it private too.
+  if ((st.st_mode & 077) != 0 && ::chmod(dir.c_str(), 0700) != 0) {
+    return errnoError("cannot use state dir " + dir + ": chmod 0700", errno);
+  }
+  return {};
+}
+
+Result<UniqueFd> lockStateDir(const std::string& dir, std::string_view daemon) {
+  const std::string path = dir + "/lock";
+  UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+  if (!fd) return errnoError("open " + path, errno);
+  if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
+    if (errno != EWOULDBLOCK) return errnoError("flock " + path, errno);
+    char buf[32] = {};
+    const ssize_t n = ::pread(fd.get(), buf, sizeof buf - 1, 0);
+    const long pid = n > 0 ? std::strtol(buf, nullptr, 10) : 0;
+    return Error{"another " + std::string(daemon) + " is running with state dir " + dir +
+                 " (pid " + (pid > 0 ? std::to_string(pid) : std::string("unknown")) + ")"};
+  }
+  const std::string pid = std::to_string(::getpid()) + "\n";
+  if (::ftruncate(fd.get(), 0) != 0 ||
+      ::pwrite(fd.get(), pid.data(), pid.size(), 0) != static_cast<ssize_t>(pid.size())) {
+    return errnoError("write " + path, errno);
+  }
+  return fd;
+}
+
+void raiseFdLimit() {
+  rlimit nofile;
+  if (::getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur != nofile.rlim_max) {
+    ::setenv(supervise::kChildNofileEnv, std::to_string(nofile.rlim_cur).c_str(), 1);
+    nofile.rlim_cur = nofile.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &nofile);
+  } else {
+    ::unsetenv(supervise::kChildNofileEnv);
+  }
+}
+
+double faultDropFraction() {
+#ifdef ENJIN_FAULT_INJECTION
+  if (const char* v = ::getenv("ENJIN_FAULT_DROP")) {
+    const double f = std::strtod(v, nullptr);
+    if (f > 0 && f <= 1) return f;
+  }
+#endif
+  return 0;
+}
+
+namespace {
+
+// "3 nodes: 2 ready, 1 backoff": systemd's STATUS= and the log.
+std::string summary(const json& tree) {
+  std::map<std::string, int> by;
+  int total = 0;
+  for (const auto& n : tree["nodes"]) {
+    ++by[n.value("state", "?")];
+    ++total;
+  }
+  std::string s = std::to_string(total) + (total == 1 ? " node" : " nodes");
+  std::string parts;
+  for (const auto& [state, count] : by) {
+    parts += (parts.empty() ? ": " : ", ") + std::to_string(count) + " " + state;
+  }
+  return s + parts;
+}
+
+// The root key: generated on first start, 0600 in the state dir, never replaced.
+Status ensureRootKey(const std::string& keyFile) {
+  if (::access(keyFile.c_str(), F_OK) == 0) return {};
+  std::string base = keyFile;
+  if (base.ends_with(".key")) base.resize(base.size() - 4);
+  if (auto st = crypto::writeKeyPair(base, crypto::SecretKey::generate(), false); !st.ok()) {
+    return st.error().wrap("generate the root key");
+  }
+  spdlog::info("ring0d: generated the root key {} (public half in {}.pub)", keyFile, base);
+  return {};
+}
+
+}  // namespace
+
+int parentDaemonMain(int ring, int argc, char** argv) {
+  const std::string name = daemonName(ring);
+  CLI::App app{ring == 0
+                   ? "ring0d - enjin's meta ring: creates, keys and supervises the ring-1 nodes"
+                   : "ring1d - enjin's infrastructure ring: creates, keys and supervises the "
+                     "ring-2 nodes its parent asks for"};
+  std::string configPath = ring == 0 ? "/etc/enjin/ring0d.toml" : "";
+  std::string stateDir, logLevel, holderExe = besideSelf("enjin-holder");
+  bool checkOnly = false;
+  auto* cfgOpt = app.add_option("--config", configPath, "The config file (TOML)");
+  if (ring == 0) {
+    cfgOpt->capture_default_str();
+  } else {
+    cfgOpt->required();
+  }
+  app.add_flag("--check-config", checkOnly, "Check the config, print a summary and exit (0 valid, 1 not)");
+  app.add_option("--state-dir", stateDir, "Overrides the config's state_dir");
+  app.add_option("--log-level", logLevel, "Overrides the config's log_level");
+  app.add_option("--holder", holderExe, "Path of enjin-holder")->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+
+  auto loaded = loadConfig(configPath, ring, stateDir);
+  if (!loaded.ok()) {
+    std::fprintf(stderr, "%s: %s\n", name.c_str(), loaded.error().message.c_str());
+    return 1;
+  }
+  DaemonConfig cfg = std::move(*loaded);
+  if (!logLevel.empty()) cfg.logLevel = logLevel;
+  if (checkOnly) {
+    size_t ring2 = 0, procs = 0;
+    for (const auto& n : cfg.nodes) {
+      ring2 += n.nodes.size();
+      for (const auto& m : n.nodes) procs += m.processes.size();
+    }
+    std::printf("%s: %s is valid: state dir %s, %zu ring-1 nodes, %zu ring-2 nodes, %zu processes\n",
+                name.c_str(), configPath.c_str(), cfg.stateDir.c_str(), cfg.nodes.size(), ring2,
+                procs);
+    return 0;
+  }
+  spdlog::set_default_logger(spdlog::stderr_color_mt(name));
+  spdlog::set_level(spdlog::level::from_str(cfg.logLevel));
+
+  // Signals come through a signalfd; blocked before ZeroMQ starts threads, so all inherit it.
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  for (int s : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&sigs, s);
+  ::sigprocmask(SIG_BLOCK, &sigs, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
+  raiseFdLimit();
+
+  if (auto st = checkStateDir(cfg.stateDir); !st.ok()) {
+    spdlog::error("{}", st.error().message);
+    return 1;
+  }
+  auto lock = lockStateDir(cfg.stateDir, name);
+  if (!lock.ok()) {
+    spdlog::error("{}", lock.error().message);
+    return 1;
+  }
+  if (ring == 0) {
+    if (auto st = ensureRootKey(cfg.key); !st.ok()) {
+      spdlog::error("{}", st.error().message);
+      return 1;
+    }
+  }
+  auto store = store::Store::open(cfg.stateDir + "/" + name.substr(0, 5) + ".db");
+  if (!store.ok()) {
+    spdlog::error("{}", store.error().message);
+    return 1;
+  }
+  if (ring == 0) {
+    auto uuid = (*store)->meta("uuid");
+    if (!uuid.ok()) {
+      spdlog::error("{}", uuid.error().message);
+      return 1;
+    }
+    if (uuid->has_value()) {
+      cfg.uuid = **uuid;
+    } else {
+      cfg.uuid = newUuid();
+      if (auto st = (*store)->setMeta("uuid", cfg.uuid); !st.ok()) {
+        spdlog::error("{}", st.error().message);
+        return 1;
+      }
+    }
+  }
+
+  SystemClock clock;
+  auto reactor = Reactor::create(clock);
+  if (!reactor.ok()) {
+    spdlog::error("{}", reactor.error().message);
+    return 1;
+  }
+  Reactor& r = **reactor;
+  zmq::context_t zmqContext(1);
+  std::random_device seed;
+  std::mt19937_64 rng((uint64_t{seed()} << 32) | seed());
+  auto random = [&] { return rng(); };
+  const double drop = faultDropFraction();
+  if (drop > 0) spdlog::warn("{}: fault injection: dropping {} of received bus messages", name, drop);
+
+  ParentOptions po{cfg, besideSelf(daemonName(ring + 1)), holderExe, drop};
+  NodeParent parent(r, clock, zmqContext, **store, po, random);
+
+  // The desired state: ring0d's comes from its config; ring1d's from its parent, and until the
+  // parent speaks, from what it last applied (so a restarted ring1d re-adopts, not restarts).
+  std::vector<NodeSpec> desired = cfg.nodes;
+  std::string appliedDigest;
+  if (ring == 1) {
+    auto spec = (*store)->meta("spec");
+    auto digest = (*store)->meta("spec_digest");
+    if (!spec.ok() || !digest.ok()) {
+      spdlog::error("{}", (!spec.ok() ? spec.error() : digest.error()).message);
+      return 1;
+    }
+    if (spec->has_value()) {
+      auto parsed = nodeSpecFromJson(json::parse(**spec, nullptr, false), 1);
+      if (!parsed.ok()) {
+        spdlog::error("{}: stored spec: {}", (*store)->path(), parsed.error().message);
+        return 1;
+      }
+      desired = parsed->nodes;
+      appliedDigest = digest->value_or("");
+    }
+  }
+  if (auto st = parent.start(desired); !st.ok()) {
+    spdlog::error("{}", st.error().message);
+    return 1;
+  }
+
+  int exitCode = 0;
+  bool stopping = false;
+  auto stopEverything = [&](int code) {
+    if (stopping) return;
+    stopping = true;
+    exitCode = code;
+    spdlog::info("{}: stopping every node", name);
+    (void)systemd::notify("STOPPING=1");
+    parent.stopAll([&] { r.stop(); });
+  };
+
+  std::unique_ptr<ParentLink> link;
+  if (ring == 1) {
+    ParentLink::Handlers h;
+    h.onSpec = [&](const json& specJson, const std::string& digest) -> Status {
+      auto spec = nodeSpecFromJson(specJson, 1);
+      if (!spec.ok()) return spec.error();
+      if (auto st = parent.apply(spec->nodes); !st.ok()) return st;
+      if (auto st = (*store)->setMeta("spec", specJson.dump()); !st.ok()) return st;
+      return (*store)->setMeta("spec_digest", digest);
+    };
+    h.onRevoked = [&] { stopEverything(125); };  // 125: the parent must not restart it
+    h.onCommand = [&](const std::string& op, const std::string& path, ParentLink::Reply reply) {
+      parent.command(op, path, std::move(reply));
+    };
+    h.observe = [&] { return parent.tree(); };
+    auto opened = ParentLink::open(r, clock, zmqContext, cfg, std::move(h), drop, random);
+    if (!opened.ok()) {
+      spdlog::error("{}", opened.error().message);
+      return 1;
+    }
+    link = std::move(*opened);
+    link->setApplied(appliedDigest);
+  }
+
+  auto reload = [&]() -> Status {
+    if (ring != 0) return Error{"ring1d's desired state comes from its parent, not from a reload"};
+    auto next = loadConfig(configPath, ring, stateDir);
+    if (!next.ok()) {
+      spdlog::error("{}: reload refused, the running config stays: {}", name, next.error().message);
+      return next.error();
+    }
+    spdlog::info("{}: reloading {}", name, configPath);
+    return parent.apply(next->nodes);
+  };
+  supervise::ControlServer control(r, parent.supervisor(), cfg.label, reload);
+  control.setExtension([&](const json& req, supervise::ControlServer::Respond respond) {
+    const std::string cmd = req.value("cmd", "");
+    if (cmd == "tree") {
+      const auto& c = parent.upCounters();
+      json bus{{"accepted", c.accepted}, {"rejected", c.rejectedTotal()}};
+      for (size_t i = 0; i < bus::kRejectReasonCount; ++i) {
+        bus[std::string(bus::rejectReasonName(static_cast<bus::RejectReason>(i)))] = c.rejected[i];
+      }
+      respond(json{{"ok", true}, {"tree", parent.tree()}, {"up_bus", bus}});
+      return true;
+    }
+    if (cmd == "revoke") {
+      const std::string label = req.value("label", "");
+      Status st = parent.revoke(label);
+      respond(st.ok() ? json{{"ok", true}} : json{{"ok", false}, {"error", st.error().message}});
+      return true;
+    }
+    if (cmd == "command") {
+      parent.command(req.value("op", ""), req.value("path", ""), std::move(respond));
+      return true;
+    }
+    return false;
+  });
+  if (auto st = control.listen(cfg.stateDir + "/control.sock"); !st.ok()) {
+    spdlog::error("{}", st.error().message);
+    return 1;
+  }
+
+  // Whoever started this daemon (systemd for ring0d, the parent's engine for ring1d) hears
+  // READY=1 once the children are up, a STATUS= line on every change, and WATCHDOG=1 from the
+  // reactor, which proves the loop turns.
+  bool ready = false;
+  std::string lastStatus;
+  auto report = [&] {
+    const json t = parent.tree();
+    std::string status = summary(t);
+    if (!ready && parent.childrenUp()) {
+      ready = true;
+      spdlog::info("{}: ready: {}", name, status);
+      (void)systemd::notify("READY=1\nSTATUS=" + status);
+      lastStatus = status;
+    } else if (status != lastStatus) {
+      lastStatus = status;
+      (void)systemd::notify("STATUS=" + status);
+    }
+    if (link) link->changed();
+  };
+  parent.setOnChange(report);
+  report();
+  const int64_t watchdogMs = systemd::watchdogIntervalMs();
+  std::function<void()> watchdog = [&] {
+    (void)systemd::notify("WATCHDOG=1");
+    r.addTimerAfterMillis(watchdogMs / 2, watchdog);
+  };
+  if (watchdogMs > 0) watchdog();
+
+  UniqueFd sigfd(::signalfd(-1, &sigs, SFD_CLOEXEC | SFD_NONBLOCK));
+  (void)r.addFd(sigfd.get(), EPOLLIN, [&](uint32_t) {
+    signalfd_siginfo si;
+    while (::read(sigfd.get(), &si, sizeof si) == sizeof si) {
+      if (si.ssi_signo == SIGHUP) {
+        (void)reload();
+      } else {
+        stopEverything(0);
+      }
+    }
+  });
+  spdlog::info("{}: {} '{}' ({}) running, state in {}", name, name, cfg.label, cfg.uuid,
+               cfg.stateDir);
+  r.run();
+  link.reset();
+  spdlog::info("{}: stopped", name);
+  return exitCode;
+}
+
+}  // namespace enjin::ring

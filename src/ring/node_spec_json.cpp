@@ -1,0 +1,104 @@
+#include "enjin/ring/node_spec_json.hpp"
+
+#include <sodium.h>
+
+#include <set>
+
+#include "enjin/base/hex.hpp"
+#include "enjin/supervise/spec_file.hpp"
+#include "enjin/supervise/spec_json.hpp"
+
+namespace enjin::ring {
+
+using nlohmann::json;
+
+json nodeSpecToJson(const NodeSpec& spec) {
+  json j{{"label", spec.label},
+         {"strategy", spec.strategy},
+         {"user", spec.user},
+         {"compartment", spec.compartment}};
+  if (!spec.processes.empty()) {
+    json procs = json::array();
+    for (const auto& p : spec.processes) procs.push_back(supervise::specToJson(p));
+    j["processes"] = std::move(procs);
+  }
+  if (!spec.nodes.empty()) {
+    json nodes = json::array();
+    for (const auto& n : spec.nodes) nodes.push_back(nodeSpecToJson(n));
+    j["nodes"] = std::move(nodes);
+  }
+  return j;
+}
+
+Result<NodeSpec> nodeSpecFromJson(const json& j, int ring) {
+  if (!j.is_object()) return Error{"node spec: expected an object"};
+  NodeSpec spec;
+  auto text = [&](const char* key, std::string& out) -> Status {
+    auto it = j.find(key);
+    if (it == j.end()) return {};
+    if (!it->is_string()) return Error{std::string("node spec: ") + key + ": expected a string"};
+    out = it->get<std::string>();
+    return {};
+  };
+  for (auto [key, out] : {std::pair<const char*, std::string*>{"label", &spec.label},
+                          {"strategy", &spec.strategy},
+                          {"user", &spec.user},
+                          {"compartment", &spec.compartment}}) {
+    if (auto st = text(key, *out); !st.ok()) return st.error();
+  }
+  if (!supervise::validName(spec.label)) {
+    return Error{"node spec: label '" + spec.label + "': expected 1 to 64 of A-Z a-z 0-9 _ -"};
+  }
+  const std::string where = "node '" + spec.label + "'";
+  if (auto it = j.find("processes"); it != j.end()) {
+    if (ring != 2) return Error{where + ": a ring-" + std::to_string(ring) + " node has no processes"};
+    if (!it->is_array()) return Error{where + ": processes: expected an array"};
+    std::set<std::string> names;
+    for (const auto& p : *it) {
+      auto proc = supervise::specFromJson(p);
+      if (!proc.ok()) return proc.error().wrap(where);
+      if (!names.insert(proc->name).second) {
+        return Error{where + ": process '" + proc->name + "' appears twice"};
+      }
+      spec.processes.push_back(std::move(*proc));
+    }
+  }
+  if (auto it = j.find("nodes"); it != j.end()) {
+    if (ring != 1) return Error{where + ": only a ring-1 node has nodes"};
+    if (!it->is_array()) return Error{where + ": nodes: expected an array"};
+    std::set<std::string> labels;
+    for (const auto& n : *it) {
+      auto child = nodeSpecFromJson(n, 2);
+      if (!child.ok()) return child.error().wrap(where);
+      if (!labels.insert(child->label).second) {
+        return Error{where + ": node '" + child->label + "' appears twice"};
+      }
+      spec.nodes.push_back(std::move(*child));
+    }
+  }
+  return spec;
+}
+
+std::string specDigest(const json& specJson) {
+  const std::string text = specJson.dump();
+  unsigned char out[16];
+  crypto_generichash(out, sizeof out, reinterpret_cast<const unsigned char*>(text.data()),
+                     text.size(), nullptr, 0);
+  return toHex(std::span<const uint8_t>(out, sizeof out));
+}
+
+}  // namespace enjin::ring
+
+namespace enjin::ring {
+
+std::string newUuid() {
+  uint8_t b[16];
+  randombytes_buf(b, sizeof b);
+  b[6] = static_cast<uint8_t>((b[6] & 0x0f) | 0x40);
+  b[8] = static_cast<uint8_t>((b[8] & 0x3f) | 0x80);
+  const std::string h = toHex(std::span<const uint8_t>(b, sizeof b));
+  return h.substr(0, 8) + "-" + h.substr(8, 4) + "-" + h.substr(12, 4) + "-" + h.substr(16, 4) +
+         "-" + h.substr(20);
+}
+
+}  // namespace enjin::ring

@@ -1,0 +1,646 @@
+#include "enjin/ring/parent.hpp"
+
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <map>
+#include <set>
+
+#include "enjin/base/file.hpp"
+#include "enjin/bus/publisher.hpp"
+#include "enjin/bus/subscriber.hpp"
+#include "enjin/bus/trust_store.hpp"
+#include "enjin/crypto/keys.hpp"
+#include "enjin/ring/node_spec_json.hpp"
+#include "enjin/ring/tree.hpp"
+#include "enjin/store/store.hpp"
+#include "enjin/supervise/control_server.hpp"
+#include "enjin/supervise/supervisor.hpp"
+
+namespace enjin::ring {
+
+using nlohmann::json;
+using supervise::ProcessState;
+
+namespace {
+
+constexpr int64_t kChangeCoalesceMs = 5;   // a burst of changes makes one event pass
+constexpr int64_t kSeqMarkSaveEveryMs = 5000;
+
+bool settled(ProcessState s) {
+  return s == ProcessState::kReady || s == ProcessState::kFailed || s == ProcessState::kStopped ||
+         s == ProcessState::kUnhealthy || s == ProcessState::kBackoff;
+}
+
+bool live(ProcessState s) {
+  return s == ProcessState::kRunning || s == ProcessState::kReady ||
+         s == ProcessState::kUnhealthy;
+}
+
+// The part of a topic after its first segment: "obs.<uuid>" -> "<uuid>".
+std::string_view afterFirst(std::string_view topic) {
+  const size_t dot = topic.find('.');
+  return dot == std::string_view::npos ? std::string_view() : topic.substr(dot + 1);
+}
+
+}  // namespace
+
+class NodeParent::Impl {
+ public:
+  Impl(Reactor& reactor, const Clock& clock, zmq::context_t& zmq, store::Store& store,
+       ParentOptions options, std::function<uint64_t()> random)
+      : reactor_(reactor),
+        clock_(clock),
+        zmq_(zmq),
+        store_(store),
+        opts_(std::move(options)),
+        cfg_(opts_.config),
+        random_(random),
+        supervisor_(reactor, {cfg_.stateDir, opts_.holderExe}, std::move(random)) {}
+
+  ~Impl() {
+    for (auto& [id, p] : pending_) reactor_.cancelTimer(p.timer);
+    if (changeTimer_) reactor_.cancelTimer(changeTimer_);
+    if (tickTimer_) reactor_.cancelTimer(tickTimer_);
+  }
+
+  struct Child {
+    store::NodeRecord rec;
+    NodeSpec spec;
+    json specBody;        // what goes on the wire
+    std::string digest;   // specDigest(specBody)
+    json observed;        // the child's last obs body (null until one arrives)
+    int64_t lastSeenNs = 0;
+    bool lost = false;
+  };
+
+  Status start(std::vector<NodeSpec> desired) {
+    if (auto st = openBuses(); !st.ok()) return st;
+    if (auto st = loadNodes(); !st.ok()) return st;
+    if (auto st = ensureNodes(desired); !st.ok()) return st;
+    supervisor_.setObserver([this](const supervise::StateEvent& ev) { onProcessEvent(ev); });
+    if (auto st = supervisor_.start(processSpecs()); !st.ok()) return st;
+    tick();
+    return {};
+  }
+
+  Status apply(std::vector<NodeSpec> desired) {
+    if (auto st = ensureNodes(desired); !st.ok()) return st;
+    if (auto st = supervisor_.reload(processSpecs()); !st.ok()) return st;
+    for (auto& [label, c] : children_) publishSpec(c);
+    changed();
+    return {};
+  }
+
+  void stopAll(std::function<void()> done) { supervisor_.stopAll(std::move(done)); }
+
+  Status revoke(const std::string& label) {
+    auto it = children_.find(label);
+    if (it == children_.end()) return Error{"no node '" + label + "' under " + cfg_.label};
+    Child& c = it->second;
+    if (c.rec.revokedWallMs != 0) return Error{"node '" + label + "' is already revoked"};
+    if (auto st = store_.revokeNode(c.rec.uuid, clock_.wallMillis()); !st.ok()) return st;
+    c.rec.revokedWallMs = clock_.wallMillis();
+    // Told first, while the child still trusts this key; then forgotten and stopped.
+    publish(*down_, "revoke." + c.rec.uuid, "revocation",
+            json{{"uuid", c.rec.uuid}, {"label", label}});
+    if (auto key = crypto::PublicKey::fromHex(c.rec.publicKeyHex); key.ok()) trust_.remove(*key);
+    spdlog::warn("{}: revoked node '{}' ({}); its key is no longer trusted", name(), label,
+                 c.rec.uuid);
+    recordObservation(c, "revocation", "revoked", json::object());
+    if (auto st = supervisor_.reload(processSpecs()); !st.ok()) return st;
+    changed();
+    return {};
+  }
+
+  void command(const std::string& op, const std::string& path, Reply reply) {
+    const size_t slash = path.find('/');
+    const std::string label = path.substr(0, slash);
+    auto it = children_.find(label);
+    if (it == children_.end()) {
+      return reply(errorReply("no node '" + label + "' under " + cfg_.label));
+    }
+    Child& c = it->second;
+    if (slash == std::string::npos) {
+      Status st = op == "start"    ? supervisor_.startProcess(label)
+                  : op == "stop"   ? supervisor_.stopProcess(label)
+                  : op == "restart" ? supervisor_.restartProcess(label)
+                                    : Status(Error{"unknown command '" + op +
+                                                   "' (known: start, stop, restart)"});
+      return reply(st.ok() ? json{{"ok", true}} : errorReply(st.error().message));
+    }
+    if (c.rec.revokedWallMs != 0) return reply(errorReply("node '" + label + "' is revoked"));
+    // Deeper: down the bus, answered on the up bus. Each ring waits a second less than the one
+    // above it, so an answer (if only "timed out") always reaches the control socket in time.
+    const std::string id = newUuid();
+    const int64_t timeoutMs = std::max<int64_t>(1000, 4000 - 1000 * cfg_.ring);
+    Pending p;
+    p.reply = std::move(reply);
+    p.timer = reactor_.addTimerAfterMillis(timeoutMs, [this, id, label, timeoutMs] {
+      auto node = pending_.find(id);
+      if (node == pending_.end()) return;
+      Reply r = std::move(node->second.reply);
+      pending_.erase(node);
+      r(errorReply("node '" + label + "' did not answer within " + std::to_string(timeoutMs) +
+                   " ms"));
+    });
+    pending_.emplace(id, std::move(p));
+    publish(*down_, "cmd." + c.rec.uuid, "command",
+            json{{"id", id}, {"op", op}, {"path", path.substr(slash + 1)}});
+  }
+
+  json tree() const {
+    json nodes = json::array();
+    for (const auto& [label, c] : children_) nodes.push_back(childJson(c));
+    json t{{"ring", cfg_.ring},
+           {"uuid", cfg_.uuid},
+           {"label", cfg_.label},
+           {"pid", ::getpid()},
+           {"state_dir", cfg_.stateDir},
+           {"nodes", std::move(nodes)}};
+    t["state"] = ownState(t);
+    return t;
+  }
+
+  bool childrenUp() const {
+    std::map<std::string, ProcessState> states;
+    for (const auto& s : supervisor_.status()) states[s.name] = s.state;
+    for (const auto& [label, c] : children_) {
+      if (c.rec.revokedWallMs != 0) continue;
+      auto it = states.find(label);
+      if (it == states.end() || !settled(it->second)) return false;
+    }
+    return true;
+  }
+
+  void setOnChange(std::function<void()> f) { onChange_ = std::move(f); }
+  const bus::BusCounters& upCounters() const { return up_->counters(); }
+  supervise::Supervisor& supervisor() { return supervisor_; }
+
+ private:
+  struct Pending {
+    Reply reply;
+    Reactor::TimerId timer = 0;
+  };
+
+  static json errorReply(const std::string& message) {
+    return json{{"ok", false}, {"error", message}};
+  }
+
+  std::string name() const { return daemonName(cfg_.ring); }
+  std::string childDir(const std::string& label) const {
+    return cfg_.stateDir + "/nodes/" + label;
+  }
+  std::string childConfigPath(const std::string& label) const {
+    return childDir(label) + "/" + daemonName(cfg_.ring + 1) + ".toml";
+  }
+
+  Status openBuses() {
+    auto loadKey = [&]() { return crypto::SecretKey::load(cfg_.key); };
+    auto k1 = loadKey();
+    if (!k1.ok()) return k1.error();
+    ownPublic_ = k1->publicKey();
+    auto down = bus::Publisher::open(zmq_, std::move(*k1), clock_,
+                                     {cfg_.down, true, cfg_.stateDir + "/down.seq", 10'000});
+    if (!down.ok()) return down.error().wrap("down bus");
+    down_ = std::move(*down);
+    auto k2 = loadKey();
+    if (!k2.ok()) return k2.error();
+    auto out = bus::Publisher::open(zmq_, std::move(*k2), clock_,
+                                    {cfg_.observe, true, cfg_.stateDir + "/out.seq", 10'000});
+    if (!out.ok()) return out.error().wrap("observation bus");
+    out_ = std::move(*out);
+    bus::SubscriberOptions so;
+    so.endpoint = cfg_.up;
+    so.bind = true;
+    so.verify.prefixes = {"obs", "reply"};
+    auto up = bus::Subscriber::open(zmq_, trust_, clock_, so);
+    if (!up.ok()) return up.error().wrap("up bus");
+    up_ = std::move(*up);
+    reactor_.addSocket(down_->socket(), [this] {
+      down_->pollSubscriptions([this](std::string_view prefix, bool subscribed) {
+        // A child (re)joined: tell it what it should be now, not a period from now.
+        if (!subscribed || !prefix.starts_with("spec.")) return;
+        auto c = byUuid_.find(std::string(afterFirst(prefix)));
+        if (c != byUuid_.end()) publishSpec(children_.at(c->second));
+      });
+    });
+    reactor_.addSocket(out_->socket(), [this] { out_->pollSubscriptions(); });
+    reactor_.addSocket(up_->socket(), [this] { drainUp(); });
+    return {};
+  }
+
+  Status loadNodes() {
+    auto nodes = store_.nodes();
+    if (!nodes.ok()) return nodes.error();
+    for (auto& rec : *nodes) {
+      Child c;
+      c.rec = rec;
+      if (!rec.specJson.empty()) {
+        json body = json::parse(rec.specJson, nullptr, false);
+        auto spec = nodeSpecFromJson(body, cfg_.ring + 1);
+        if (!spec.ok()) {
+          return spec.error().wrap(store_.path() + ": stored spec of node '" + rec.label + "'");
+        }
+        c.spec = std::move(*spec);
+        c.specBody = std::move(body);
+        c.digest = specDigest(c.specBody);
+      }
+      if (rec.revokedWallMs == 0) {
+        auto key = crypto::PublicKey::fromHex(rec.publicKeyHex);
+        if (!key.ok()) return key.error().wrap(store_.path() + ": node '" + rec.label + "'");
+        if (auto st = trustChild(*key, rec); !st.ok()) return st;
+      }
+      byUuid_[rec.uuid] = rec.label;
+      children_.emplace(rec.label, std::move(c));
+    }
+    // Replays of what an earlier run accepted stay refused.
+    auto marks = store_.seqMarks();
+    if (!marks.ok()) return marks.error();
+    for (const auto& [hex, seq] : *marks) {
+      if (auto key = crypto::PublicKey::fromHex(hex); key.ok()) {
+        up_->verifier().restoreMark(*key, seq);
+      }
+    }
+    return {};
+  }
+
+  Status trustChild(const crypto::PublicKey& key, const store::NodeRecord& rec) {
+    return trust_.add(key, rec.label, {"obs." + rec.uuid, "reply." + rec.uuid});
+  }
+
+  // Creates the nodes `desired` adds (uuid, keys, state dir, config), updates the specs of the
+  // others, and forgets the ones it no longer lists.
+  Status ensureNodes(const std::vector<NodeSpec>& desired) {
+    std::set<std::string> wanted;
+    for (const NodeSpec& spec : desired) {
+      wanted.insert(spec.label);
+      if (spec.strategy != "exec") {
+        return Error{"node '" + spec.label + "': strategy '" + spec.strategy +
+                     "' is not available for ring-" + std::to_string(cfg_.ring + 1) +
+                     " nodes yet (known: exec)"};
+      }
+      json body = nodeSpecToJson(spec);
+      auto it = children_.find(spec.label);
+      if (it == children_.end()) {
+        auto created = createNode(spec, body);
+        if (!created.ok()) return created.error();
+        byUuid_[created->rec.uuid] = spec.label;
+        it = children_.emplace(spec.label, std::move(*created)).first;
+      } else if (it->second.spec != spec || it->second.specBody.is_null()) {
+        Child& c = it->second;
+        c.spec = spec;
+        c.rec.specJson = body.dump();
+        c.specBody = std::move(body);
+        c.digest = specDigest(c.specBody);
+        if (auto st = store_.putNode(c.rec); !st.ok()) return st;
+      }
+      // Rewritten every time, so a changed endpoint or heartbeat reaches the child's next start.
+      if (auto st = writeChildFiles(it->second); !st.ok()) return st;
+    }
+    for (auto it = children_.begin(); it != children_.end();) {
+      if (wanted.contains(it->first)) {
+        ++it;
+        continue;
+      }
+      spdlog::info("{}: node '{}' is no longer configured: stopping and forgetting it", name(),
+                   it->first);
+      if (auto key = crypto::PublicKey::fromHex(it->second.rec.publicKeyHex); key.ok()) {
+        trust_.remove(*key);
+      }
+      if (auto st = store_.deleteNode(it->second.rec.uuid); !st.ok()) return st;
+      byUuid_.erase(it->second.rec.uuid);
+      it = children_.erase(it);
+    }
+    return {};
+  }
+
+  Result<Child> createNode(const NodeSpec& spec, json body) {
+    Child c;
+    c.spec = spec;
+    c.rec.uuid = newUuid();
+    c.rec.ring = cfg_.ring + 1;
+    c.rec.label = spec.label;
+    c.rec.supervisionStrategy = spec.strategy;
+    c.rec.compartment = spec.compartment;
+    c.rec.createdWallMs = clock_.wallMillis();
+    c.rec.specJson = body.dump();
+    c.specBody = std::move(body);
+    c.digest = specDigest(c.specBody);
+    const std::string dir = childDir(spec.label);
+    std::error_code ec;
+    std::filesystem::create_directories(dir, ec);
+    if (ec) return Error{"node '" + spec.label + "': create " + dir + ": " + ec.message()};
+    if (::chmod(dir.c_str(), 0700) != 0) return errnoError("chmod 0700 " + dir, errno);
+    // The child's secret goes to the child only: a 0600 file in its own state dir. This
+    // daemon keeps just the public half, in its store and its trust store.
+    crypto::SecretKey key = crypto::SecretKey::generate();
+    if (auto st = crypto::writeKeyPair(dir + "/node", key, true); !st.ok()) {
+      return st.error().wrap("node '" + spec.label + "'");
+    }
+    c.rec.publicKeyHex = key.publicKey().hex();
+    if (auto st = store_.putNode(c.rec); !st.ok()) return st.error();
+    if (auto st = trustChild(key.publicKey(), c.rec); !st.ok()) return st.error();
+    spdlog::info("{}: created ring-{} node '{}' ({}) in {}", name(), c.rec.ring, spec.label,
+                 c.rec.uuid, dir);
+    return c;
+  }
+
+  Status writeChildFiles(const Child& c) {
+    const std::string dir = childDir(c.rec.label);
+    DaemonConfig child;
+    child.ring = cfg_.ring + 1;
+    child.uuid = c.rec.uuid;
+    child.label = c.rec.label;
+    child.stateDir = dir;
+    child.logLevel = cfg_.logLevel;
+    child.key = dir + "/node.key";
+    child.parentKey = dir + "/parent.pub";
+    child.parentDown = cfg_.down;
+    child.parentUp = cfg_.up;
+    child.observe = "ipc://" + dir + "/out.sock";
+    if (child.ring < 2) {
+      child.down = "ipc://" + dir + "/down.sock";
+      child.up = "ipc://" + dir + "/up.sock";
+    }
+    child.heartbeatMs = cfg_.heartbeatMs;
+    child.heartbeatTimeoutMs = cfg_.heartbeatTimeoutMs;
+    if (auto st = writeFileAtomic(dir + "/parent.pub", ownPublic_.hex() + "\n", 0644); !st.ok()) {
+      return st;
+    }
+    return writeFileAtomic(childConfigPath(c.rec.label), renderChildConfig(child), 0644);
+  }
+
+  std::vector<supervise::ProcessSpec> processSpecs() const {
+    std::vector<supervise::ProcessSpec> out;
+    for (const auto& [label, c] : children_) {
+      if (c.rec.revokedWallMs != 0) continue;
+      supervise::ProcessSpec p;
+      p.name = label;
+      p.command = {opts_.childExe, "--config", childConfigPath(label)};
+      p.strategy = c.spec.strategy;
+      p.user = c.spec.user;
+      // The child says READY=1 once its own children are up, and WATCHDOG=1 from its reactor
+      // every heartbeat: a hung daemon is restarted like a dead one.
+      p.readiness.kind = supervise::ReadinessConfig::Kind::kNotify;
+      p.readiness.timeoutMs = 60'000;
+      p.readiness.watchdogMs = std::max<int64_t>(3 * cfg_.heartbeatTimeoutMs, 15'000);
+      p.restart.delayMs = 100;
+      p.restart.backoffMaxMs = 10'000;
+      p.restart.maxRestarts = 10;
+      p.restart.windowS = 60;
+      // Stopping a node stops everything under it, in order.
+      p.stopTimeoutMs = 60'000;
+      out.push_back(std::move(p));
+    }
+    return out;
+  }
+
+  void publish(bus::Publisher& pub, const std::string& topic, std::string_view type,
+               const json& body) {
+    if (auto st = pub.publish(topic, type, body); !st.ok()) {
+      spdlog::warn("{}: {}", name(), st.error().message);
+    }
+  }
+
+  void publishSpec(Child& c) {
+    if (c.rec.revokedWallMs != 0 || c.specBody.is_null()) return;
+    json body{{"uuid", c.rec.uuid}, {"digest", c.digest}, {"spec", c.specBody}};
+    publish(*down_, "spec." + c.rec.uuid, "node_spec", body);
+  }
+
+  bool dropForTest() {
+    if (opts_.dropFraction <= 0) return false;
+    return static_cast<double>(random_() % 1'000'000) < opts_.dropFraction * 1'000'000;
+  }
+
+  void drainUp() {
+    up_->drain([this](bus::Message&& m) {
+      if (dropForTest()) return;
+      const std::string uuid(afterFirst(m.topic));
+      auto it = byUuid_.find(uuid);
+      if (it == byUuid_.end()) return;
+      Child& c = children_.at(it->second);
+      if (m.type == "node_observation") {
+        onObservation(c, std::move(m.body));
+      } else if (m.type == "reply") {
+        onReply(m.body);
+      }
+    });
+  }
+
+  void onObservation(Child& c, json body) {
+    c.lastSeenNs = clock_.monotonicNanos();
+    if (c.lost) {
+      c.lost = false;
+      spdlog::info("{}: node '{}' heartbeats again", name(), c.rec.label);
+      recordObservation(c, "heartbeat", "back", json::object());
+    }
+    // The child says which spec it runs: a different one means it missed ours.
+    if (body.value("spec_digest", std::string()) != c.digest) publishSpec(c);
+    if (body != c.observed) {
+      c.observed = std::move(body);
+      changed();
+    }
+  }
+
+  void onReply(const json& body) {
+    const std::string id = body.value("id", std::string());
+    auto it = pending_.find(id);
+    if (it == pending_.end()) return;
+    reactor_.cancelTimer(it->second.timer);
+    Reply r = std::move(it->second.reply);
+    pending_.erase(it);
+    json reply{{"ok", body.value("ok", false)}};
+    if (!body.value("ok", false)) reply["error"] = body.value("error", std::string("failed"));
+    r(std::move(reply));
+  }
+
+  void onProcessEvent(const supervise::StateEvent& ev) {
+    auto it = children_.find(ev.status.name);
+    if (it == children_.end()) return;
+    Child& c = it->second;
+    if (!live(ev.status.state)) {
+      // A new run must heartbeat on its own account.
+      c.lastSeenNs = 0;
+      c.lost = false;
+      c.observed = nullptr;
+    }
+    recordObservation(c, "process", std::string(supervise::stateName(ev.status.state)),
+                      json::parse(supervise::statusJson(ev.status)));
+    changed();
+  }
+
+  void recordObservation(const Child& c, const std::string& strategy, const std::string& state,
+                         const json& body) {
+    store::ObservationRecord o;
+    o.nodeUuid = c.rec.uuid;
+    o.strategy = strategy;
+    o.state = state;
+    o.wallMs = clock_.wallMillis();
+    o.bodyJson = body.dump();
+    if (auto st = store_.addObservation(o); !st.ok()) {
+      spdlog::warn("{}: {}", name(), st.error().message);
+    }
+  }
+
+  // Every heartbeat: specs again (level-triggered), lost children, the tree on the out bus.
+  void tick() {
+    tickTimer_ = reactor_.addTimerAfterMillis(cfg_.heartbeatMs, [this] { tick(); });
+    for (auto& [label, c] : children_) publishSpec(c);
+    checkHeartbeats();
+    publish(*out_, "tree", "tree", tree());
+    const int64_t now = clock_.monotonicNanos();
+    if (now - lastMarkSaveNs_ >= kSeqMarkSaveEveryMs * 1'000'000) {
+      lastMarkSaveNs_ = now;
+      saveSeqMarks();
+    }
+  }
+
+  void checkHeartbeats() {
+    const int64_t now = clock_.monotonicNanos();
+    std::map<std::string, supervise::ProcessStatus> status;
+    for (auto& s : supervisor_.status()) status[s.name] = s;
+    for (auto& [label, c] : children_) {
+      auto s = status.find(label);
+      if (c.lost || c.rec.revokedWallMs != 0 || s == status.end() || !live(s->second.state)) {
+        continue;
+      }
+      // Since the last heartbeat, or since the run started if none came yet.
+      int64_t since = c.lastSeenNs;
+      if (since == 0) since = startedNs(s->second);
+      if (now - since > cfg_.heartbeatTimeoutMs * 1'000'000) {
+        c.lost = true;
+        spdlog::warn("{}: node '{}' is lost: no heartbeat for {} ms", name(), label,
+                     cfg_.heartbeatTimeoutMs);
+        recordObservation(c, "heartbeat", "lost", json::object());
+        changed();
+      }
+    }
+  }
+
+  int64_t startedNs(const supervise::ProcessStatus& s) {
+    // The run's start on the monotonic clock, from its wall-clock start.
+    const int64_t ageMs = std::max<int64_t>(0, clock_.wallMillis() - s.startedAtWallMs);
+    return clock_.monotonicNanos() - ageMs * 1'000'000;
+  }
+
+  void saveSeqMarks() {
+    std::vector<std::pair<std::string, uint64_t>> marks;
+    for (const auto& [key, seq] : up_->verifier().marks()) {
+      auto saved = savedMarks_.find(key.hex());
+      if (saved != savedMarks_.end() && saved->second == seq) continue;
+      marks.emplace_back(key.hex(), seq);
+    }
+    if (marks.empty()) return;
+    if (auto st = store_.putSeqMarks(marks); !st.ok()) {
+      spdlog::warn("{}: {}", name(), st.error().message);
+      return;
+    }
+    for (auto& [hex, seq] : marks) savedMarks_[hex] = seq;
+  }
+
+  json childJson(const Child& c) const {
+    json j;
+    const auto statuses = supervisor_.status();
+    auto s = std::find_if(statuses.begin(), statuses.end(),
+                          [&](const auto& st) { return st.name == c.rec.label; });
+    if (s != statuses.end()) {
+      j = json::parse(supervise::statusJson(*s));
+    } else {
+      j = json{{"state", "stopped"}, {"pid", 0}, {"restarts", 0}, {"started_wall_ms", 0}};
+    }
+    j.erase("name");
+    j["label"] = c.rec.label;
+    j["uuid"] = c.rec.uuid;
+    j["ring"] = c.rec.ring;
+    j["state_dir"] = childDir(c.rec.label);
+    if (c.rec.revokedWallMs != 0) {
+      j["state"] = "revoked";
+    } else if (c.lost) {
+      j["state"] = "lost";
+      j["detail"] = "no heartbeat for " + std::to_string(cfg_.heartbeatTimeoutMs) + " ms";
+    }
+    if (c.lastSeenNs != 0) {
+      j["heartbeat_age_ms"] = (clock_.monotonicNanos() - c.lastSeenNs) / 1'000'000;
+    }
+    if (c.observed.is_object()) {
+      if (auto n = c.observed.find("nodes"); n != c.observed.end()) j["nodes"] = *n;
+      if (auto p = c.observed.find("processes"); p != c.observed.end()) j["processes"] = *p;
+      j["observed_state"] = c.observed.value("state", "");
+      j["spec_applied"] = c.observed.value("spec_digest", std::string()) == c.digest;
+    }
+    return j;
+  }
+
+  std::string ownState(const json& t) const {
+    if (!childrenUp()) return "starting";
+    for (const auto& n : t["nodes"]) {
+      if (n.value("state", "") == "revoked") continue;
+      if (n.value("state", "") != "ready" || n.value("observed_state", "") != "ready") {
+        return "degraded";
+      }
+    }
+    return "ready";
+  }
+
+  // Something below changed: after a few ms (so a burst is one pass), the events on the out bus
+  // and the news to whoever listens (a parent link republishes upward).
+  void changed() {
+    if (changeTimer_ != 0) return;
+    changeTimer_ = reactor_.addTimerAfterMillis(kChangeCoalesceMs, [this] {
+      changeTimer_ = 0;
+      const json t = tree();
+      for (const auto& ev : diffTrees(lastFlat_, flattenTree(t), &lastFlat_)) {
+        publish(*out_, "event." + ev.topicPath, "tree_event", ev.body);
+      }
+      if (onChange_) onChange_();
+    });
+  }
+
+  Reactor& reactor_;
+  const Clock& clock_;
+  zmq::context_t& zmq_;
+  store::Store& store_;
+  ParentOptions opts_;
+  const DaemonConfig& cfg_;
+  std::function<uint64_t()> random_;
+  supervise::Supervisor supervisor_;
+  bus::TrustStore trust_;
+  crypto::PublicKey ownPublic_{};
+  std::unique_ptr<bus::Publisher> down_, out_;
+  std::unique_ptr<bus::Subscriber> up_;
+  std::map<std::string, Child> children_;       // by label
+  std::map<std::string, std::string> byUuid_;   // uuid -> label
+  std::map<std::string, Pending> pending_;      // request id -> who waits
+  FlatTree lastFlat_;
+  std::map<std::string, uint64_t> savedMarks_;
+  int64_t lastMarkSaveNs_ = 0;
+  Reactor::TimerId changeTimer_ = 0;
+  Reactor::TimerId tickTimer_ = 0;
+  std::function<void()> onChange_;
+};
+
+NodeParent::NodeParent(Reactor& reactor, const Clock& clock, zmq::context_t& zmq,
+                       store::Store& store, ParentOptions options,
+                       std::function<uint64_t()> random)
+    : impl_(std::make_unique<Impl>(reactor, clock, zmq, store, std::move(options),
+                                   std::move(random))) {}
+NodeParent::~NodeParent() = default;
+Status NodeParent::start(std::vector<NodeSpec> desired) { return impl_->start(std::move(desired)); }
+Status NodeParent::apply(std::vector<NodeSpec> desired) { return impl_->apply(std::move(desired)); }
+void NodeParent::stopAll(std::function<void()> done) { impl_->stopAll(std::move(done)); }
+Status NodeParent::revoke(const std::string& label) { return impl_->revoke(label); }
+void NodeParent::command(const std::string& op, const std::string& path, Reply reply) {
+  impl_->command(op, path, std::move(reply));
+}
+json NodeParent::tree() const { return impl_->tree(); }
+bool NodeParent::childrenUp() const { return impl_->childrenUp(); }
+void NodeParent::setOnChange(std::function<void()> f) { impl_->setOnChange(std::move(f)); }
+const bus::BusCounters& NodeParent::upCounters() const { return impl_->upCounters(); }
+supervise::Supervisor& NodeParent::supervisor() { return impl_->supervisor(); }
+
+}  // namespace enjin::ring

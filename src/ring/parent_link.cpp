@@ -1,0 +1,174 @@
+#include "enjin/ring/parent_link.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <set>
+
+#include "enjin/bus/publisher.hpp"
+#include "enjin/bus/subscriber.hpp"
+#include "enjin/bus/trust_store.hpp"
+#include "enjin/crypto/keys.hpp"
+
+namespace enjin::ring {
+
+using nlohmann::json;
+
+namespace {
+constexpr int64_t kChangeCoalesceMs = 5;
+}
+
+class ParentLink::Impl {
+ public:
+  Impl(Reactor& reactor, const Clock& clock, const DaemonConfig& config, Handlers handlers,
+       double dropFraction, std::function<uint64_t()> random)
+      : reactor_(reactor),
+        clock_(clock),
+        cfg_(config),
+        handlers_(std::move(handlers)),
+        dropFraction_(dropFraction),
+        random_(std::move(random)) {}
+
+  ~Impl() {
+    if (tickTimer_) reactor_.cancelTimer(tickTimer_);
+    if (changeTimer_) reactor_.cancelTimer(changeTimer_);
+    if (up_) reactor_.removeSocket(up_->socket());
+    if (down_) reactor_.removeSocket(down_->socket());
+  }
+
+  Status open(zmq::context_t& zmq) {
+    auto parent = crypto::loadPublicKey(cfg_.parentKey);
+    if (!parent.ok()) return parent.error().wrap("parent key");
+    // The parent may say anything on its bus; this node listens only to its own topics.
+    if (auto st = trust_.add(*parent, "parent", {""}); !st.ok()) return st;
+    auto key = crypto::SecretKey::load(cfg_.key);
+    if (!key.ok()) return key.error();
+    auto up = bus::Publisher::open(zmq, std::move(*key), clock_,
+                                   {cfg_.parentUp, false, cfg_.stateDir + "/up.seq", 10'000});
+    if (!up.ok()) return up.error().wrap("parent's up bus");
+    up_ = std::move(*up);
+    bus::SubscriberOptions so;
+    so.endpoint = cfg_.parentDown;
+    so.verify.prefixes = {"spec." + cfg_.uuid, "cmd." + cfg_.uuid, "revoke." + cfg_.uuid};
+    auto down = bus::Subscriber::open(zmq, trust_, clock_, so);
+    if (!down.ok()) return down.error().wrap("parent's down bus");
+    down_ = std::move(*down);
+    reactor_.addSocket(up_->socket(), [this] {
+      up_->pollSubscriptions([this](std::string_view, bool subscribed) {
+        if (subscribed) publish();  // the parent is listening now: tell it at once
+      });
+    });
+    reactor_.addSocket(down_->socket(), [this] { drain(); });
+    tick();
+    return {};
+  }
+
+  void setApplied(std::string digest) { applied_ = std::move(digest); }
+
+  void changed() {
+    if (changeTimer_ != 0) return;
+    changeTimer_ = reactor_.addTimerAfterMillis(kChangeCoalesceMs, [this] {
+      changeTimer_ = 0;
+      publish();
+    });
+  }
+
+ private:
+  void tick() {
+    tickTimer_ = reactor_.addTimerAfterMillis(cfg_.heartbeatMs, [this] { tick(); });
+    publish();
+  }
+
+  void publish() {
+    if (revoked_) return;
+    json body = handlers_.observe();
+    body["spec_digest"] = applied_;
+    if (!specError_.empty()) body["spec_error"] = specError_;
+    if (auto st = up_->publish("obs." + cfg_.uuid, "node_observation", body); !st.ok()) {
+      spdlog::warn("{}: {}", daemonName(cfg_.ring), st.error().message);
+    }
+  }
+
+  void reply(const std::string& id, const json& r) {
+    json body{{"id", id}, {"ok", r.value("ok", false)}};
+    if (!r.value("ok", false)) body["error"] = r.value("error", std::string("failed"));
+    if (auto st = up_->publish("reply." + cfg_.uuid, "reply", body); !st.ok()) {
+      spdlog::warn("{}: {}", daemonName(cfg_.ring), st.error().message);
+    }
+  }
+
+  bool dropForTest() {
+    if (dropFraction_ <= 0) return false;
+    return static_cast<double>(random_() % 1'000'000) < dropFraction_ * 1'000'000;
+  }
+
+  void drain() {
+    down_->drain([this](bus::Message&& m) {
+      if (revoked_ || dropForTest()) return;
+      if (m.type == "node_spec") {
+        onSpec(m.body);
+      } else if (m.type == "command") {
+        const std::string id = m.body.value("id", std::string());
+        if (id.empty() || !handledIds_.insert(id).second) return;  // one answer per request
+        if (handledIds_.size() > 1024) handledIds_.clear();
+        handlers_.onCommand(m.body.value("op", std::string()), m.body.value("path", std::string()),
+                            [this, id](json r) { reply(id, r); });
+      } else if (m.type == "revocation") {
+        revoked_ = true;
+        spdlog::error("{}: the parent revoked this node's key; stopping", daemonName(cfg_.ring));
+        handlers_.onRevoked();
+      }
+    });
+  }
+
+  void onSpec(const json& body) {
+    const std::string digest = body.value("digest", std::string());
+    if (digest.empty() || digest == applied_ || digest == rejected_) return;
+    auto spec = body.find("spec");
+    if (spec == body.end()) return;
+    if (auto st = handlers_.onSpec(*spec, digest); !st.ok()) {
+      // Kept until the parent sends another: the same one again is not retried, nor logged.
+      rejected_ = digest;
+      specError_ = st.error().message;
+      spdlog::error("{}: refused the spec from the parent, the running one stays: {}",
+                    daemonName(cfg_.ring), specError_);
+    } else {
+      applied_ = digest;
+      specError_.clear();
+      rejected_.clear();
+    }
+    changed();
+  }
+
+  Reactor& reactor_;
+  const Clock& clock_;
+  const DaemonConfig& cfg_;
+  Handlers handlers_;
+  double dropFraction_;
+  std::function<uint64_t()> random_;
+  bus::TrustStore trust_;
+  std::unique_ptr<bus::Publisher> up_;
+  std::unique_ptr<bus::Subscriber> down_;
+  std::string applied_, rejected_, specError_;
+  std::set<std::string> handledIds_;
+  bool revoked_ = false;
+  Reactor::TimerId tickTimer_ = 0;
+  Reactor::TimerId changeTimer_ = 0;
+};
+
+Result<std::unique_ptr<ParentLink>> ParentLink::open(Reactor& reactor, const Clock& clock,
+                                                     zmq::context_t& zmq,
+                                                     const DaemonConfig& config, Handlers handlers,
+                                                     double dropFraction,
+                                                     std::function<uint64_t()> random) {
+  auto impl = std::make_unique<Impl>(reactor, clock, config, std::move(handlers), dropFraction,
+                                     std::move(random));
+  if (auto st = impl->open(zmq); !st.ok()) return st.error();
+  return std::unique_ptr<ParentLink>(new ParentLink(std::move(impl)));
+}
+
+ParentLink::ParentLink(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+ParentLink::~ParentLink() = default;
+void ParentLink::setApplied(std::string digest) { impl_->setApplied(std::move(digest)); }
+void ParentLink::changed() { impl_->changed(); }
+
+}  // namespace enjin::ring
