@@ -1,5 +1,7 @@
-// enjinctl bus pub | sub: the bus from a shell, one JSON line per message.
+// enjinctl bus pub | sub: the bus from a shell, one JSON line per message; enjinctl watch: the
+// observation stream of a daemon, one line per event.
 #include <csignal>
+#include <ctime>
 #include <CLI/CLI.hpp>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -9,7 +11,9 @@
 #include "enjin/base/clock.hpp"
 #include "enjin/base/strict_json.hpp"
 #include "enjin/bus/publisher.hpp"
+#include "enjin/crypto/keys.hpp"
 #include "enjin/bus/subscriber.hpp"
+#include "enjin/supervise/control_server.hpp"
 
 namespace enjin::ctl {
 namespace {
@@ -202,6 +206,113 @@ int runPub(const PubArgs& a) {
   return kExitOk;
 }
 
+struct WatchArgs {
+  std::string connect;
+  std::string trust;
+  uint64_t count = 0;
+  long timeoutMs = -1;
+  bool json = false;
+  bool tree = false;
+};
+
+std::string clockTime(int64_t wallMs) {
+  const time_t secs = static_cast<time_t>(wallMs / 1000);
+  struct tm tm {};
+  ::gmtime_r(&secs, &tm);
+  char out[32];
+  std::snprintf(out, sizeof out, "%02d:%02d:%02d.%03dZ", tm.tm_hour, tm.tm_min, tm.tm_sec,
+                static_cast<int>(wallMs % 1000));
+  return out;
+}
+
+// One line per event: time, path, what it is, the change, and why.
+std::string eventLine(const bus::Message& m) {
+  const auto& b = m.body;
+  std::string path, kind, state = b.value("state", ""), previous;
+  if (m.type == "tree_event") {
+    path = b.value("path", "");
+    kind = b.value("kind", "");
+    if (b.contains("previous") && b["previous"].is_string()) previous = b["previous"];
+  } else {  // a ring2d's node_observation
+    path = b.value("node", "") + "/" + b.value("name", "");
+    kind = "process";
+  }
+  std::string line = clockTime(m.ts) + "  " + path + "  " + kind + "  ";
+  line += previous.empty() ? state : previous + " -> " + state;
+  const int pid = b.value("pid", 0);
+  if (pid > 0) line += "  pid " + std::to_string(pid);
+  if (b.contains("restarts")) line += "  restarts " + std::to_string(b.value("restarts", 0));
+  const std::string detail = b.value("detail", "");
+  if (!detail.empty()) line += "  (" + detail + ")";
+  return line;
+}
+
+int runWatch(const std::string& stateDir, WatchArgs a) {
+  // Where to listen and whom to trust: asked of the daemon over its control socket (0600, this
+  // user's), unless given.
+  if (a.connect.empty() || a.trust.empty()) {
+    auto reply = supervise::controlCall(stateDir + "/control.sock", {{"cmd", "tree"}});
+    if (!reply.ok()) {
+      std::cerr << "enjinctl watch: " << reply.error().message
+                << " (is a ring daemon running with --state-dir " << stateDir << "?)\n";
+      return kExitFailure;
+    }
+    if (a.connect.empty()) a.connect = reply->value("observe", "");
+    if (a.trust.empty()) a.trust = reply->value("public_key", "");
+    if (a.connect.empty() || a.trust.empty()) {
+      std::cerr << "enjinctl watch: the daemon at " << stateDir
+                << " publishes no observation stream (give --connect and --trust)\n";
+      return kExitFailure;
+    }
+  }
+  bus::TrustStore trust;
+  auto key = crypto::PublicKey::fromHex(a.trust);
+  Status trusted = key.ok() ? trust.add(*key, "daemon", {""}) : trust.load(a.trust, {""});
+  if (!trusted.ok()) {
+    std::cerr << "enjinctl watch: " << trusted.error().message << "\n";
+    return kExitFailure;
+  }
+  SystemClock clock;
+  zmq::context_t ctx(1);
+  bus::SubscriberOptions opts;
+  opts.endpoint = a.connect;
+  opts.verify.prefixes = {"event", "obs"};
+  if (a.tree) opts.verify.prefixes.push_back("tree");
+  auto sub = bus::Subscriber::open(ctx, trust, clock, opts);
+  if (!sub.ok()) {
+    std::cerr << "enjinctl watch: " << sub.error().message << "\n";
+    return kExitFailure;
+  }
+  (*sub)->setOnReject([](const bus::Rejection& r) {
+    std::cerr << "enjinctl watch: rejected a message (" << bus::rejectReasonName(r.reason)
+              << "): " << r.detail << std::endl;
+  });
+  installStopHandlers();
+  const int64_t deadline = clock.monotonicNanos() / 1'000'000 + a.timeoutMs;
+  uint64_t seen = 0;
+  while (a.count == 0 || seen < a.count) {
+    long wait = -1;
+    if (a.timeoutMs >= 0) {
+      wait = static_cast<long>(deadline - clock.monotonicNanos() / 1'000'000);
+      if (wait <= 0) return kExitTimeout;
+    }
+    if (!waitReadable((*sub)->socket(), wait)) return kExitOk;  // Ctrl-C ends a watch
+    (*sub)->drain(
+        [&](bus::Message&& m) {
+          if (a.json) {
+            std::cout << bus::toJson(m).dump() << std::endl;
+          } else if (m.type == "tree") {
+            std::cout << clockTime(m.ts) << "  tree  " << m.body.value("state", "") << std::endl;
+          } else {
+            std::cout << eventLine(m) << std::endl;
+          }
+          ++seen;
+        },
+        a.count == 0 ? SIZE_MAX : a.count - seen);
+  }
+  return kExitOk;
+}
+
 }  // namespace
 
 void addBusCommands(CLI::App& app, int& exitCode) {
@@ -249,6 +360,26 @@ void addBusCommands(CLI::App& app, int& exitCode) {
                   "After the last message, how long to wait for subscribers to disconnect")
       ->capture_default_str();
   pub->callback([pa, &exitCode] { exitCode = runPub(*pa); });
+}
+
+}  // namespace enjin::ctl
+
+namespace enjin::ctl {
+
+void addWatchCommand(CLI::App& app, const std::string& stateDir, int& exitCode) {
+  auto wa = std::make_shared<WatchArgs>();
+  auto* watch = app.add_subcommand(
+      "watch",
+      "Follow the observation stream of the daemon at --state-dir: one line per change anywhere "
+      "in its tree, each message's signature verified. Ctrl-C ends it");
+  watch->add_option("--connect", wa->connect, "The stream's endpoint (default: asked of the daemon)");
+  watch->add_option("--trust", wa->trust,
+                    "The daemon's public key, hex or a .pub file (default: asked of the daemon)");
+  watch->add_option("--count", wa->count, "Exit 0 after N messages (0: never)");
+  watch->add_option("--timeout-ms", wa->timeoutMs, "Give up after MS milliseconds (exit 3)");
+  watch->add_flag("--json", wa->json, "Each message as a JSON line instead");
+  watch->add_flag("--tree", wa->tree, "Also the whole tree each heartbeat");
+  watch->callback([&, wa] { exitCode = runWatch(stateDir, *wa); });
 }
 
 }  // namespace enjin::ctl

@@ -19,6 +19,7 @@ inline constexpr int kExitTimeout = 3;  // a --timeout-ms ended before the work 
 void addKeygenCommand(CLI::App& app, int& exitCode);
 void addBusCommands(CLI::App& app, int& exitCode);
 // `stateDir` is read when a command runs (it is a global flag, parsed first).
-void addRing2dCommands(CLI::App& app, const std::string& stateDir, int& exitCode);
+void addNodeCommands(CLI::App& app, const std::string& stateDir, int& exitCode);
+void addWatchCommand(CLI::App& app, const std::string& stateDir, int& exitCode);
 
 }  // namespace enjin::ctl

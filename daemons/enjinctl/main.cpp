@@ -17,16 +17,21 @@ int main(int argc, char** argv) {
   app.add_option("--log-level", logLevel, "trace, debug, info, warn, error or off")
       ->capture_default_str();
 
-  std::string stateDir = "/var/lib/enjin/ring2d";
+  // The daemon to talk to: ring0d's state dir by default (the whole tree), or any ring1d's or
+  // ring2d's. ENJIN_STATE_DIR changes the default.
+  std::string stateDir = "/var/lib/enjin/ring0";
   if (::geteuid() != 0 && ::getenv("HOME") != nullptr) {
-    stateDir = std::string(::getenv("HOME")) + "/.local/state/enjin/ring2d";
+    stateDir = std::string(::getenv("HOME")) + "/.local/state/enjin/ring0";
   }
-  app.add_option("--state-dir", stateDir, "The ring2d state directory")->capture_default_str();
+  if (const char* env = ::getenv("ENJIN_STATE_DIR"); env != nullptr && *env != '\0') stateDir = env;
+  app.add_option("--state-dir", stateDir, "The state directory of ring0d, ring1d or ring2d")
+      ->capture_default_str();
 
   int exitCode = enjin::ctl::kExitOk;
   enjin::ctl::addKeygenCommand(app, exitCode);
   enjin::ctl::addBusCommands(app, exitCode);
-  enjin::ctl::addRing2dCommands(app, stateDir, exitCode);
+  enjin::ctl::addNodeCommands(app, stateDir, exitCode);
+  enjin::ctl::addWatchCommand(app, stateDir, exitCode);
 
   // Logs go to stderr so stdout carries only the command's output.
   spdlog::set_default_logger(spdlog::stderr_color_mt("enjinctl"));

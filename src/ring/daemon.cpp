@@ -316,6 +316,8 @@ int parentDaemonMain(int ring, int argc, char** argv) {
     spdlog::info("{}: reloading {}", name, configPath);
     return parent.apply(next->nodes);
   };
+  std::string publicHex;
+  if (auto key = crypto::SecretKey::load(cfg.key); key.ok()) publicHex = key->publicKey().hex();
   supervise::ControlServer control(r, parent.supervisor(), cfg.label, reload);
   control.setExtension([&](const json& req, supervise::ControlServer::Respond respond) {
     const std::string cmd = req.value("cmd", "");
@@ -325,7 +327,11 @@ int parentDaemonMain(int ring, int argc, char** argv) {
       for (size_t i = 0; i < bus::kRejectReasonCount; ++i) {
         bus[std::string(bus::rejectReasonName(static_cast<bus::RejectReason>(i)))] = c.rejected[i];
       }
-      respond(json{{"ok", true}, {"tree", parent.tree()}, {"up_bus", bus}});
+      respond(json{{"ok", true},
+                   {"tree", parent.tree()},
+                   {"up_bus", bus},
+                   {"observe", cfg.observe},
+                   {"public_key", publicHex}});
       return true;
     }
     if (cmd == "revoke") {

@@ -78,6 +78,7 @@ class NodeParent::Impl {
   };
 
   Status start(std::vector<NodeSpec> desired) {
+    startedNs_ = clock_.monotonicNanos();
     if (auto st = openBuses(); !st.ok()) return st;
     if (auto st = loadNodes(); !st.ok()) return st;
     if (auto st = ensureNodes(desired); !st.ok()) return st;
@@ -509,9 +510,10 @@ class NodeParent::Impl {
       if (c.lost || c.rec.revokedWallMs != 0 || s == status.end() || !live(s->second.state)) {
         continue;
       }
-      // Since the last heartbeat, or since the run started if none came yet.
+      // Since the last heartbeat, or since the run (or this daemon, which may have re-adopted
+      // it) started if none came yet.
       int64_t since = c.lastSeenNs;
-      if (since == 0) since = startedNs(s->second);
+      if (since == 0) since = std::max(startedNs(s->second), startedNs_);
       if (now - since > cfg_.heartbeatTimeoutMs * 1'000'000) {
         c.lost = true;
         spdlog::warn("{}: node '{}' is lost: no heartbeat for {} ms", name(), label,
@@ -619,6 +621,7 @@ class NodeParent::Impl {
   FlatTree lastFlat_;
   std::map<std::string, uint64_t> savedMarks_;
   int64_t lastMarkSaveNs_ = 0;
+  int64_t startedNs_ = 0;
   Reactor::TimerId changeTimer_ = 0;
   Reactor::TimerId tickTimer_ = 0;
   std::function<void()> onChange_;

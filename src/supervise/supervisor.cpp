@@ -279,7 +279,7 @@ Status Supervisor::Impl::start(std::vector<ProcessSpec> specs) {
   if (auto text = readFile(options_.stateDir + "/state.json"); text.ok()) {
     previous = json::parse(*text, nullptr, false);
     if (!previous.is_object()) {
-      spdlog::warn("ring2d: {}/state.json is unreadable; starting without it", options_.stateDir);
+      spdlog::warn("{}/state.json is unreadable; starting without it", options_.stateDir);
       previous = json::object();
     }
   }
@@ -318,7 +318,7 @@ Status Supervisor::Impl::connectHolder(const json& previous) {
       // The pid alone could have been reused: only the same start time is the same process.
       auto now = processStartTime(pid);
       if (now.ok() && *now == startTime) {
-        spdlog::warn("ring2d: process '{}' (pid {}) outlived its holder; killing its group", name, pid);
+        spdlog::warn("process '{}' (pid {}) outlived its holder; killing its group", name, pid);
         ::kill(-pid, SIGKILL);
       }
       // Its exit can no longer be collected: say so rather than invent one.
@@ -458,7 +458,7 @@ void Supervisor::Impl::handleHolderMessage(const json& msg, std::vector<UniqueFd
     return;
   }
   if (op == "error") {
-    spdlog::error("ring2d: holder: {}", msg.value("error", "?"));
+    spdlog::error("holder: {}", msg.value("error", "?"));
     return;
   }
   const std::string name = msg.value("name", "");
@@ -471,7 +471,7 @@ void Supervisor::Impl::handleHolderMessage(const json& msg, std::vector<UniqueFd
     p->spawnPending = false;
     p->holderHasSpec = false;  // the next attempt sends the whole spec again
     p->detail = msg.value("error", "spawn failed");
-    spdlog::warn("ring2d: process '{}': {}", name, p->detail);
+    spdlog::warn("process '{}': {}", name, p->detail);
     ExitInfo e;
     e.kind = ExitInfo::Kind::kExited;
     e.code = 127;
@@ -494,7 +494,7 @@ void Supervisor::Impl::holderLost(const std::string& why) {
   }
   // Without the holder nothing can be spawned or reaped. Crash loudly: the ring above (or the
   // operator) restarts ring2d, which starts a new holder and cleans up after the old one.
-  spdlog::critical("ring2d: lost the holder ({}); exiting so a fresh start can recover", why);
+  spdlog::critical("lost the holder ({}); exiting so a fresh start can recover", why);
   save();
   std::_Exit(70);
 }
@@ -706,7 +706,7 @@ void Supervisor::Impl::terminate(Proc& p, const std::string& why) {
   p.stopTimer = reactor_.addTimerAfterMillis(p.spec.stopTimeoutMs, [this, name = p.spec.name, why] {
     if (Proc* q = find(name)) {
       q->stopTimer = 0;
-      spdlog::warn("ring2d: process '{}' still running {} ms after its stop signal ({}); SIGKILL",
+      spdlog::warn("process '{}' still running {} ms after its stop signal ({}); SIGKILL",
                    name, q->spec.stopTimeoutMs, why);
       signalGroup(*q, SIGKILL);
     }
@@ -796,7 +796,7 @@ void Supervisor::Impl::scheduleHealth(Proc& p) {
     } else if (h.kind == HealthConfig::Kind::kHttp) {
       auto probe = makeHttpProbe(reactor_, h.url, h.timeoutMs);
       if (!probe.ok()) {
-        spdlog::error("ring2d: process '{}': health check: {}", p.spec.name, probe.error().message);
+        spdlog::error("process '{}': health check: {}", p.spec.name, probe.error().message);
         return;
       }
       p.healthProbe = std::move(*probe);
@@ -808,7 +808,7 @@ void Supervisor::Impl::scheduleHealth(Proc& p) {
       if (!p.spec.user.empty()) {
         passwd* pw = ::getpwnam(p.spec.user.c_str());
         if (pw == nullptr) {
-          spdlog::error("ring2d: process '{}': health check: no user '{}'", p.spec.name, p.spec.user);
+          spdlog::error("process '{}': health check: no user '{}'", p.spec.name, p.spec.user);
           return;
         }
         id.uid = static_cast<int>(pw->pw_uid);
@@ -894,7 +894,7 @@ void Supervisor::Impl::advanceStopAll() {
     sendHolder(json{{"op", "shutdown"}});
     reactor_.addTimerAfterMillis(kHolderByeTimeoutMs, [this] {
       if (stopDone_) {
-        spdlog::warn("ring2d: the holder did not confirm its shutdown within {} ms",
+        spdlog::warn("the holder did not confirm its shutdown within {} ms",
                      kHolderByeTimeoutMs);
         auto done = std::move(stopDone_);
         stopDone_ = nullptr;
@@ -947,7 +947,7 @@ void Supervisor::Impl::restore(Proc& p, const json& prev) {
       }
     }
   } catch (const json::exception&) {
-    spdlog::warn("ring2d: process '{}': its saved state is unreadable; starting it afresh",
+    spdlog::warn("process '{}': its saved state is unreadable; starting it afresh",
                  p.spec.name);
   }
 }
@@ -1008,7 +1008,7 @@ Status Supervisor::Impl::reload(std::vector<ProcessSpec> specs) {
     if (p->spec == spec && !p->removeAfterStop) continue;
     p->removeAfterStop = false;
     if (isLive(p->state) || p->spawnPending) {
-      spdlog::info("ring2d: process '{}' changed; restarting it", name);
+      spdlog::info("process '{}' changed; restarting it", name);
       p->nextSpec = std::move(spec);
       p->restartAfterStop = true;
       stop(*p, "spec changed");
@@ -1136,7 +1136,7 @@ void Supervisor::Impl::attachFds(Proc& p, const json& names, std::vector<UniqueF
     if (w.ok()) {
       p.log.emplace(std::move(*w));
     } else {
-      spdlog::error("ring2d: process '{}': {}", p.spec.name, w.error().message);
+      spdlog::error("process '{}': {}", p.spec.name, w.error().message);
     }
   }
 }
@@ -1178,7 +1178,7 @@ void Supervisor::Impl::onLogReadable(Proc& p, LogStream stream, bool final) {
       auto st = p.log->append(stream, std::string_view(readBuffer_.data(), static_cast<size_t>(got)),
                               reactor_.clock().wallMicros());
       if (st.ok() && final) st = p.log->finish(stream, reactor_.clock().wallMicros());
-      if (!st.ok()) spdlog::error("ring2d: process '{}': {}", p.spec.name, st.error().message);
+      if (!st.ok()) spdlog::error("process '{}': {}", p.spec.name, st.error().message);
     }
   }
   // More is waiting than one turn takes: come back after the other fds had theirs. The socket
@@ -1201,7 +1201,7 @@ void Supervisor::Impl::reopenLog(Proc& p) {
   if (w.ok()) {
     p.log.emplace(std::move(*w));
   } else {
-    spdlog::error("ring2d: process '{}': {}", p.spec.name, w.error().message);
+    spdlog::error("process '{}': {}", p.spec.name, w.error().message);
   }
 }
 
@@ -1289,7 +1289,7 @@ void Supervisor::Impl::save() {
   if (auto st = writeFileAtomic(options_.stateDir + "/state.json",
                                 doc.dump(1, ' ', false, json::error_handler_t::replace) + "\n", 0600);
       !st.ok()) {
-    spdlog::error("ring2d: {}", st.error().message);
+    spdlog::error("{}", st.error().message);
   }
 }
 
@@ -1300,9 +1300,9 @@ void Supervisor::Impl::flushEvents() {
   for (const auto& ev : events) {
     const auto& s = ev.status;
     if (ev.exitEvent && s.lastExit) {
-      spdlog::info("ring2d: process '{}' {}: {}", s.name, stateName(s.state), s.detail);
+      spdlog::info("process '{}' {}: {}", s.name, stateName(s.state), s.detail);
     } else {
-      spdlog::debug("ring2d: process '{}' {} {}", s.name, stateName(s.state), s.detail);
+      spdlog::debug("process '{}' {} {}", s.name, stateName(s.state), s.detail);
     }
     if (observer_) observer_(ev);
   }
