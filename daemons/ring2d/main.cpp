@@ -270,15 +270,32 @@ int main(int argc, char** argv) {
     }
   };
   std::unique_ptr<ring::ParentLink> link;
+  bool haveSpec = configPath.empty() || !appliedDigest.empty();
+  bool readySent = false;
+  bool started = false;
+  auto maybeReady = [&] {
+    if (readySent || !started || !haveSpec) return;
+    for (const auto& s : supervisor.status()) {
+      using supervise::ProcessState;
+      if (s.state == ProcessState::kStarting || s.state == ProcessState::kRunning ||
+          s.state == ProcessState::kStopping) {
+        return;
+      }
+    }
+    readySent = true;
+    (void)systemd::notify("READY=1");
+  };
   supervisor.setObserver([&](const supervise::StateEvent& ev) {
     publish(ev.status);
     if (link) link->changed();
+    maybeReady();
   });
 
   if (auto st = supervisor.start(std::move(*specs)); !st.ok()) {
     spdlog::error("ring2d: {}", st.error().message);
     return 1;
   }
+  started = true;
   bool stopping = false;
   int exitCode = 0;
   auto stopEverything = [&](int code) {
@@ -296,7 +313,10 @@ int main(int argc, char** argv) {
       if (!next.ok()) return next.error();
       if (auto st = supervisor.reload(std::move(*next)); !st.ok()) return st;
       if (auto st = store->setMeta("spec", specJson.dump()); !st.ok()) return st;
-      return store->setMeta("spec_digest", digest);
+      if (auto st = store->setMeta("spec_digest", digest); !st.ok()) return st;
+      haveSpec = true;
+      maybeReady();
+      return {};
     };
     h.onRevoked = [&] { stopEverything(125); };  // 125: the parent must not restart it
     h.onCommand = [&](const std::string& op, const std::string& path, ring::ParentLink::Reply reply) {
@@ -332,22 +352,36 @@ int main(int argc, char** argv) {
   supervise::ControlServer control(r, supervisor, node, reload);
   control.setExtension([&](const nlohmann::json& req, supervise::ControlServer::Respond respond) {
     if (req.value("cmd", "") != "tree") return false;
-    respond({{"ok", true}, {"tree", nodeTree(cfg, stateDir, supervisor)}});
+    nlohmann::json reply{{"ok", true}, {"tree", nodeTree(cfg, stateDir, supervisor)}};
+    if (publisher) {
+      reply["observe"] = observe;
+      reply["public_key"] = publisher->publicKey().hex();
+    }
+    respond(std::move(reply));
     return true;
   });
   if (auto st = control.listen(stateDir + "/control.sock"); !st.ok()) {
     spdlog::error("ring2d: {}", st.error().message);
     return 1;
   }
-  // Whoever started ring2d (ring1d's engine, or systemd) hears READY=1 once every process is
-  // started or re-adopted, and WATCHDOG=1 from the reactor.
-  (void)systemd::notify("READY=1");
+  // Whoever started ring2d (ring1d's engine, or systemd) hears READY=1 once it has a spec and
+  // every process has settled (ready, or given up on: a crash-looping process must not hold
+  // the whole tree back), and WATCHDOG=1 from the reactor. READY=1 is repeated with each
+  // WATCHDOG=1: a parent that re-adopted this ring2d without having seen the first one (it died
+  // just after) learns it within a beat.
   const int64_t watchdogMs = systemd::watchdogIntervalMs();
-  std::function<void()> watchdog = [&] {
-    (void)systemd::notify("WATCHDOG=1");
-    r.addTimerAfterMillis(watchdogMs / 2, watchdog);
+  int64_t beatMs = watchdogMs > 0 ? watchdogMs / 2 : 0;
+  if (!configPath.empty() && systemd::underSystemd()) {
+    beatMs = beatMs > 0 ? std::min(beatMs, cfg.heartbeatMs) : cfg.heartbeatMs;
+  }
+  maybeReady();
+  std::function<void()> beat = [&] {
+    const std::string msg = std::string(readySent ? "READY=1\n" : "") +
+                            (watchdogMs > 0 ? "WATCHDOG=1" : "");
+    if (!msg.empty()) (void)systemd::notify(msg);
+    r.addTimerAfterMillis(beatMs, beat);
   };
-  if (watchdogMs > 0) watchdog();
+  if (beatMs > 0) r.addTimerAfterMillis(beatMs, beat);
   // Level-triggered: the whole state again every interval, so a lost message heals.
   std::function<void()> republish = [&] {
     for (const auto& s : supervisor.status()) publish(s);

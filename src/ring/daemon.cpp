@@ -283,6 +283,9 @@ int parentDaemonMain(int ring, int argc, char** argv) {
   };
 
   std::unique_ptr<ParentLink> link;
+  // A ring1d reports ready only once it runs what its parent wants (stored, or received).
+  bool haveSpec = ring == 0 || !appliedDigest.empty();
+  std::function<void()> report;
   if (ring == 1) {
     ParentLink::Handlers h;
     h.onSpec = [&](const json& specJson, const std::string& digest) -> Status {
@@ -290,7 +293,10 @@ int parentDaemonMain(int ring, int argc, char** argv) {
       if (!spec.ok()) return spec.error();
       if (auto st = parent.apply(spec->nodes); !st.ok()) return st;
       if (auto st = (*store)->setMeta("spec", specJson.dump()); !st.ok()) return st;
-      return (*store)->setMeta("spec_digest", digest);
+      if (auto st = (*store)->setMeta("spec_digest", digest); !st.ok()) return st;
+      haveSpec = true;
+      report();
+      return {};
     };
     h.onRevoked = [&] { stopEverything(125); };  // 125: the parent must not restart it
     h.onCommand = [&](const std::string& op, const std::string& path, ParentLink::Reply reply) {
@@ -353,13 +359,14 @@ int parentDaemonMain(int ring, int argc, char** argv) {
 
   // Whoever started this daemon (systemd for ring0d, the parent's engine for ring1d) hears
   // READY=1 once the children are up, a STATUS= line on every change, and WATCHDOG=1 from the
-  // reactor, which proves the loop turns.
+  // reactor, which proves the loop turns. READY=1 is repeated with each beat: a parent that
+  // re-adopted this daemon without having seen the first one learns it within a beat.
   bool ready = false;
   std::string lastStatus;
-  auto report = [&] {
+  report = [&] {
     const json t = parent.tree();
     std::string status = summary(t);
-    if (!ready && parent.childrenUp()) {
+    if (!ready && haveSpec && parent.childrenUp()) {
       ready = true;
       spdlog::info("{}: ready: {}", name, status);
       (void)systemd::notify("READY=1\nSTATUS=" + status);
@@ -373,11 +380,17 @@ int parentDaemonMain(int ring, int argc, char** argv) {
   parent.setOnChange(report);
   report();
   const int64_t watchdogMs = systemd::watchdogIntervalMs();
-  std::function<void()> watchdog = [&] {
-    (void)systemd::notify("WATCHDOG=1");
-    r.addTimerAfterMillis(watchdogMs / 2, watchdog);
+  int64_t beatMs = watchdogMs > 0 ? watchdogMs / 2 : 0;
+  if (ring > 0 && systemd::underSystemd()) {
+    beatMs = beatMs > 0 ? std::min(beatMs, cfg.heartbeatMs) : cfg.heartbeatMs;
+  }
+  std::function<void()> beat = [&] {
+    const std::string msg = std::string(ready ? "READY=1\n" : "") +
+                            (watchdogMs > 0 ? "WATCHDOG=1" : "");
+    if (!msg.empty()) (void)systemd::notify(msg);
+    r.addTimerAfterMillis(beatMs, beat);
   };
-  if (watchdogMs > 0) watchdog();
+  if (beatMs > 0) beat();
 
   UniqueFd sigfd(::signalfd(-1, &sigs, SFD_CLOEXEC | SFD_NONBLOCK));
   (void)r.addFd(sigfd.get(), EPOLLIN, [&](uint32_t) {

@@ -387,7 +387,8 @@ class NodeParent::Impl {
       // The child says READY=1 once its own children are up, and WATCHDOG=1 from its reactor
       // every heartbeat: a hung daemon is restarted like a dead one.
       p.readiness.kind = supervise::ReadinessConfig::Kind::kNotify;
-      p.readiness.timeoutMs = 60'000;
+      // Its own processes may take their readiness timeout (60 s by default) first.
+      p.readiness.timeoutMs = 120'000;
       p.readiness.watchdogMs = std::max<int64_t>(3 * cfg_.heartbeatTimeoutMs, 15'000);
       p.restart.delayMs = 100;
       p.restart.backoffMaxMs = 10'000;
@@ -395,6 +396,8 @@ class NodeParent::Impl {
       p.restart.windowS = 60;
       // Stopping a node stops everything under it, in order.
       p.stopTimeoutMs = 60'000;
+      // Fault injection reaches the whole tree (the engine gives children a minimal environment).
+      if (opts_.dropFraction > 0) p.env["ENJIN_FAULT_DROP"] = std::to_string(opts_.dropFraction);
       out.push_back(std::move(p));
     }
     return out;

@@ -61,6 +61,17 @@ inline std::vector<pid_t> pidsWithCmdline(const std::string& needle) {
   return out;
 }
 
+// Runs a shell command; its exit code and stdout.
+inline std::pair<int, std::string> run(const std::string& cmd) {
+  std::string out;
+  FILE* p = ::popen(cmd.c_str(), "r");
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  const int status = ::pclose(p);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
 // Alive and not a zombie (a zombie still answers kill(pid, 0)).
 inline bool processAlive(pid_t pid) {
   if (pid <= 0 || ::kill(pid, 0) != 0) return false;

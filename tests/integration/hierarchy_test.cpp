@@ -1,0 +1,424 @@
+// The real hierarchy: ring0d -> ring1d -> two ring2d -> their processes, from a temp state dir,
+// each daemon with its holder, over real ipc buses. The test process is a subreaper, so
+// whatever a killed daemon leaves behind comes back to it and is reaped here.
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+
+#include <filesystem>
+#include <map>
+#include <poll.h>
+#include <set>
+
+#include "enjin/ring/tree.hpp"
+#include "ring2d_fixture.hpp"
+
+namespace enjin::testing {
+namespace {
+
+using nlohmann::json;
+
+// A sleeping process whose command line names it, so the test can find (and count) it.
+std::string sleeper(const std::string& tag) {
+  return "[\"" + kBinDir + "/crasher\", \"sleep:" + tag + "\"]";
+}
+
+// Borrows ring2d's fixture for its temp dir, subreaper and process helpers.
+class HierarchyTest : public Ring2dTest {
+ protected:
+  void SetUp() override { writeConfig(baseConfig()); }
+
+  void TearDown() override {
+    if (ring0d_ > 0) {
+      ::kill(ring0d_, SIGTERM);
+      if (waitExit(ring0d_, 30'000) == -1) ::kill(ring0d_, SIGKILL);
+    }
+    // Whatever a test's kill -9 left unowned: everything whose command line names this dir.
+    for (pid_t pid : pidsWithCmdline(dir_.path())) ::kill(pid, SIGKILL);
+    for (const char* tag : {"600100", "600101", "600102", "600103"}) {
+      for (pid_t pid : pidsWithCmdline("sleep:" + std::string(tag))) ::kill(pid, SIGKILL);
+    }
+    reapAll(3000);
+    Ring2dTest::TearDown();
+  }
+
+  std::string configPath() const { return dir_ / "ring0d.toml"; }
+
+  std::string baseConfig(int heartbeatMs = 200, int timeoutMs = 1500) const {
+    return "state_dir = \"" + state() + "\"\nheartbeat_ms = " + std::to_string(heartbeatMs) +
+           "\nheartbeat_timeout_ms = " + std::to_string(timeoutMs) + R"(
+[[ring1]]
+label = "infra"
+  [[ring1.ring2]]
+  label = "shop"
+    [[ring1.ring2.process]]
+    name = "web"
+    command = )" + sleeper("600100") + R"(
+    [[ring1.ring2.process]]
+    name = "worker"
+    command = )" + sleeper("600101") + R"(
+  [[ring1.ring2]]
+  label = "blog"
+    [[ring1.ring2.process]]
+    name = "web"
+    command = )" + sleeper("600102") + "\n";
+  }
+
+  void writeConfig(const std::string& text) { std::ofstream(configPath()) << text; }
+
+  void startRing0d(std::vector<std::string> env = {}) {
+    std::vector<std::string> args{kBinDir + "/ring0d", "--config", configPath(), "--log-level",
+                                  "debug"};
+    ring0d_ = ::fork();
+    if (ring0d_ == 0) {
+      int err = ::open((dir_ / "ring0d.err").c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+      ::dup2(err, 2);
+      for (auto& e : env) ::putenv(e.data());
+      std::vector<char*> argv;
+      for (auto& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      ::execv(argv[0], argv.data());
+      ::_exit(127);
+    }
+  }
+
+  void killRing0d(int sig) {
+    ::kill(ring0d_, sig);
+    waitExit(ring0d_, 30'000);
+    ring0d_ = -1;
+  }
+
+  std::string err() const {
+    std::ifstream in(dir_ / "ring0d.err");
+    return std::string((std::istreambuf_iterator<char>(in)), {});
+  }
+
+  json call(const std::string& stateDir, const json& req) {
+    auto r = supervise::controlCall(stateDir + "/control.sock", req);
+    return r.ok() ? *r : json{{"ok", false}, {"error", r.error().message}};
+  }
+
+  json tree() {
+    json r = call(state(), {{"cmd", "tree"}});
+    return r.value("tree", json());
+  }
+
+  // path -> {state, pid, restarts, ...} over the whole tree, or empty while ring0d is not up.
+  ring::FlatTree flat() {
+    json t = tree();
+    return t.is_object() ? ring::flattenTree(t) : ring::FlatTree{};
+  }
+
+  static constexpr const char* kAll[] = {"infra", "infra/shop", "infra/shop/web",
+                                         "infra/shop/worker", "infra/blog", "infra/blog/web"};
+
+  // Every node and process ready, every spec applied, every heartbeat fresh.
+  bool allReady() {
+    json t = tree();
+    if (!t.is_object() || t.value("state", "") != "ready") return false;
+    auto f = ring::flattenTree(t);
+    for (const char* path : kAll) {
+      auto it = f.find(path);
+      if (it == f.end() || it->second.value("state", "") != "ready") return false;
+    }
+    return true;
+  }
+
+  std::map<std::string, int> pids() {
+    std::map<std::string, int> out;
+    for (const auto& [path, e] : flat()) out[path] = e.value("pid", 0);
+    return out;
+  }
+
+  std::map<std::string, int> restarts() {
+    std::map<std::string, int> out;
+    for (const auto& [path, e] : flat()) out[path] = e.value("restarts", 0);
+    return out;
+  }
+
+  int pidOf(const std::string& path) { return pids()[path]; }
+
+  std::string stateAt(const std::string& path) {
+    auto f = flat();
+    auto it = f.find(path);
+    return it == f.end() ? "" : it->second.value("state", "");
+  }
+
+  pid_t ring0d_ = -1;
+};
+
+TEST_F(HierarchyTest, ColdStartBringsUpTheWholeTreeWithKeysOwnedByTheRingAbove) {
+  startRing0d();
+  ASSERT_TRUE(waitFor([&] { return allReady(); }, 20'000)) << tree().dump(1) << err();
+
+  // The root key, generated on first start, private to ring0d.
+  struct stat st;
+  ASSERT_EQ(::stat((state() + "/ring0.key").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  // Each child's secret is in its own state dir only, 0600; it trusts exactly its parent's key.
+  const std::string infra = state() + "/nodes/infra";
+  for (const std::string& dir : {infra, infra + "/nodes/shop", infra + "/nodes/blog"}) {
+    ASSERT_EQ(::stat((dir + "/node.key").c_str(), &st), 0) << dir;
+    EXPECT_EQ(st.st_mode & 0777, 0600u) << dir;
+    ASSERT_EQ(::stat(dir.c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 0777, 0700u) << dir;
+  }
+  auto firstLine = [](const std::string& path) {
+    std::ifstream in(path);
+    std::string line;
+    std::getline(in, line);
+    return line;
+  };
+  EXPECT_EQ(firstLine(infra + "/parent.pub"), firstLine(state() + "/ring0.pub"));
+  EXPECT_EQ(firstLine(infra + "/nodes/shop/parent.pub"), firstLine(infra + "/node.pub"));
+  // No secret on any command line.
+  for (pid_t pid : pidsWithCmdline(dir_.path())) {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/cmdline");
+    std::string cmd((std::istreambuf_iterator<char>(in)), {});
+    EXPECT_EQ(cmd.find(".key"), std::string::npos) << cmd;
+  }
+  // Each daemon keeps its ring in SQLite, in its own state dir.
+  for (const std::string& db : {state() + "/ring0.db", infra + "/ring1.db",
+                               infra + "/nodes/shop/ring2.db"}) {
+    EXPECT_EQ(::stat(db.c_str(), &st), 0) << db;
+  }
+  // The nodes each daemon knows, with uuids, labels and public keys.
+  json t = tree();
+  ASSERT_EQ(t["nodes"].size(), 1u);
+  EXPECT_EQ(t["nodes"][0]["ring"], 1);
+  EXPECT_EQ(t["nodes"][0]["uuid"].get<std::string>().size(), 36u);
+  EXPECT_TRUE(t["nodes"][0]["spec_applied"].get<bool>());
+  // The whole tree through enjinctl, as text and as JSON.
+  auto [rc, text] = run(kBinDir + "/enjinctl --state-dir " + state() + " status");
+  EXPECT_EQ(rc, 0);
+  for (const char* s : {"ring0", "infra", "shop", "blog", "worker"}) {
+    EXPECT_NE(text.find(s), std::string::npos) << text;
+  }
+  auto [rcj, js] = run(kBinDir + "/enjinctl --state-dir " + state() + " status --json");
+  EXPECT_EQ(rcj, 0);
+  EXPECT_EQ(json::parse(js)["nodes"][0]["nodes"].size(), 2u);
+}
+
+// SIGKILL one thing at each level: exactly it comes back, nothing else restarts.
+TEST_F(HierarchyTest, KillAtEachLevelRestartsExactlyThat) {
+  startRing0d();
+  ASSERT_TRUE(waitFor([&] { return allReady(); }, 20'000)) << err();
+
+  for (const std::string victim : {"infra/shop/web", "infra/blog", "infra"}) {
+    auto before = pids();
+    auto restartsBefore = restarts();
+    ASSERT_GT(before[victim], 0) << victim;
+    ::kill(before[victim], SIGKILL);
+    ASSERT_TRUE(waitFor(
+        [&] { return allReady() && pidOf(victim) != before[victim] && pidOf(victim) > 0; },
+        20'000))
+        << victim << "\n" << tree().dump(1);
+    auto after = pids();
+    auto restartsAfter = restarts();
+    for (const char* path : kAll) {
+      if (path == victim) {
+        EXPECT_EQ(restartsAfter[path], restartsBefore[path] + 1) << path;
+      } else {
+        EXPECT_EQ(after[path], before[path]) << "killing " << victim << " disturbed " << path;
+        EXPECT_EQ(restartsAfter[path], restartsBefore[path]) << path;
+      }
+    }
+    EXPECT_FALSE(processAlive(before[victim]));
+  }
+  // Nothing runs twice.
+  for (const char* tag : {"sleep:600100", "sleep:600101", "sleep:600102"}) {
+    EXPECT_EQ(pidsWithCmdline(tag).size(), 1u) << tag;
+  }
+}
+
+// kill -9 of ring0d: the restarted ring0d re-adopts the whole tree without restarting a thing.
+TEST_F(HierarchyTest, Ring0dSurvivesItsOwnDeath) {
+  startRing0d();
+  ASSERT_TRUE(waitFor([&] { return allReady(); }, 20'000)) << err();
+  auto before = pids();
+  for (int round = 0; round < 2; ++round) {
+    killRing0d(SIGKILL);
+    for (const char* path : kAll) EXPECT_TRUE(processAlive(before[path])) << path;
+    startRing0d();
+    ASSERT_TRUE(waitFor([&] { return allReady(); }, 20'000)) << err();
+    auto after = pids();
+    for (const char* path : kAll) EXPECT_EQ(after[path], before[path]) << path;
+    for (const auto& [path, n] : restarts()) EXPECT_EQ(n, 0) << path;
+  }
+  EXPECT_EQ(err().find("is lost"), std::string::npos) << "a re-adopted child was called lost";
+}
+
+TEST_F(HierarchyTest, CommandsTravelDownTheBusAndAreAnswered) {
+  startRing0d();
+  ASSERT_TRUE(waitFor([&] { return allReady(); }, 20'000)) << err();
+  const int before = pidOf("infra/blog/web");
+  json r = call(state(), {{"cmd", "command"}, {"op", "restart"}, {"path", "infra/blog/web"}});
+  EXPECT_EQ(r["ok"], true) << r.dump();
+  ASSERT_TRUE(waitFor(
+      [&] { return allReady() && pidOf("infra/blog/web") != before; }, 10'000));
+  r = call(state(), {{"cmd", "command"}, {"op", "restart"}, {"path", "infra/blog/nosuch"}});
+  EXPECT_EQ(r["ok"], false);
+  EXPECT_NE(r.value("error", "").find("nosuch"), std::string::npos) << r.dump();
+  r = call(state(), {{"cmd", "command"}, {"op", "restart"}, {"path", "infra/nosuch/web"}});
+  EXPECT_EQ(r["ok"], false);
+  EXPECT_NE(r.value("error", "").find("nosuch"), std::string::npos) << r.dump();
+  // The same through enjinctl, and the log of a process deep in the tree.
+  const std::string ctl = kBinDir + "/enjinctl --state-dir " + state();
+  EXPECT_EQ(run(ctl + " restart infra/shop/worker").first, 0);
+  EXPECT_EQ(run(ctl + " restart infra/shop/nosuch 2>/dev/null").first, 1);
+  auto [rc, log] = run(ctl + " logs infra/shop");
+  EXPECT_EQ(rc, 0);
+  EXPECT_NE(log.find("ring2d"), std::string::npos) << log;
+}
+
+TEST_F(HierarchyTest, RevokedKeyIsRefusedAsUnknownKey) {
+  startRing0d();
+  ASSERT_TRUE(waitFor([&] { return allReady(); }, 20'000)) << err();
+  const std::string infra = state() + "/nodes/infra";
+  const int shopPid = pidOf("infra/shop");
+  const int shopWeb = pidOf("infra/shop/web");
+  std::string uuid;
+  const json t = tree();
+  for (const auto& n : t["nodes"][0]["nodes"]) {
+    if (n["label"] == "shop") uuid = n["uuid"];
+  }
+  ASSERT_EQ(uuid.size(), 36u) << t.dump(1);
+  auto [rc, out] =
+      run(kBinDir + "/enjinctl --state-dir " + state() + " revoke infra/shop");
+  ASSERT_EQ(rc, 0) << out;
+  ASSERT_TRUE(waitFor(
+      [&] { return stateAt("infra/shop") == "revoked"; }, 10'000));
+  // The node is stopped with everything under it.
+  ASSERT_TRUE(waitFor([&] { return !processAlive(shopPid) && !processAlive(shopWeb); },
+                                  15'000));
+  // Its key signs a message on ring1d's up bus: counted as unknown_key, never acted on.
+  const uint64_t before = call(infra, {{"cmd", "tree"}})["up_bus"].value("unknown_key", uint64_t{0});
+  auto [prc, pout] = run(
+      kBinDir + "/enjinctl bus pub --connect ipc://" + infra + "/up.sock --key " + infra +
+      "/nodes/shop/node.key --no-seq-file --topic obs." + uuid +
+      " --type node_observation --count 3 --wait-ms 5000 --drain-ms 500 2>&1");
+  ASSERT_EQ(prc, 0) << pout;
+  ASSERT_TRUE(waitFor(
+      [&] {
+        return call(infra, {{"cmd", "tree"}})["up_bus"].value("unknown_key", uint64_t{0}) >= before + 3;
+      },
+      5000));
+  // The sibling is untouched, and the revocation survives a restart of ring1d.
+  EXPECT_EQ(stateAt("infra/blog"), "ready");
+  ::kill(pidOf("infra"), SIGKILL);
+  ASSERT_TRUE(waitFor([&] { return stateAt("infra") == "ready"; },
+                                  15'000));
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  EXPECT_EQ(stateAt("infra/shop"), "revoked");
+  EXPECT_TRUE(pidsWithCmdline("sleep:600100").empty());
+}
+
+// Half of all bus messages lost, both ways, at every ring: the level-triggered protocol still
+// converges, and a change still gets through.
+TEST_F(HierarchyTest, HealsFromMessageLoss) {
+  writeConfig(baseConfig(100, 3000));
+  startRing0d({"ENJIN_FAULT_DROP=0.5"});
+  if (!waitFor([&] { return err().find("running, state in") != std::string::npos; }, 5000) ||
+      err().find("fault injection") == std::string::npos) {
+    GTEST_SKIP() << "built without ENJIN_FAULT_INJECTION";
+  }
+  ASSERT_TRUE(waitFor([&] { return allReady(); }, 20'000)) << tree().dump(1);
+  const int before = pidOf("infra/shop/web");
+  ::kill(before, SIGKILL);
+  ASSERT_TRUE(waitFor(
+      [&] { return allReady() && pidOf("infra/shop/web") != before; }, 10'000));
+  // A new process in a ring-2 node: config -> ring0d -> spec to ring1d -> spec to ring2d.
+  writeConfig(baseConfig(100, 3000) + R"(    [[ring1.ring2.process]]
+    name = "extra"
+    command = )" + sleeper("600103") + "\n");
+  ::kill(ring0d_, SIGHUP);
+  ASSERT_TRUE(waitFor(
+      [&] { return stateAt("infra/blog/extra") == "ready"; }, 10'000))
+      << tree().dump(1);
+  EXPECT_EQ(pidsWithCmdline("sleep:600103").size(), 1u);
+}
+
+TEST_F(HierarchyTest, CleanShutdownLeavesNoProcess) {
+  startRing0d();
+  ASSERT_TRUE(waitFor([&] { return allReady(); }, 20'000)) << err();
+  ::kill(ring0d_, SIGTERM);
+  const int status = waitExit(ring0d_, 30'000);
+  ring0d_ = -1;
+  ASSERT_TRUE(WIFEXITED(status)) << status;
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  reapAll(500);
+  EXPECT_TRUE(pidsWithCmdline(dir_.path()).empty());
+  for (const char* tag : {"sleep:600100", "sleep:600101", "sleep:600102"}) {
+    EXPECT_TRUE(pidsWithCmdline(tag).empty()) << tag;
+  }
+  EXPECT_EQ(countZombiesOf(::getpid()), 0);
+}
+
+// ring0d under systemd: READY=1 once the tree is up, WATCHDOG=1 from its loop, STATUS= lines.
+TEST_F(HierarchyTest, TellsSystemdReadyWatchdogAndStatus) {
+  const std::string sockPath = dir_ / "notify.sock";
+  UniqueFd sock(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, sockPath.c_str(), sizeof addr.sun_path - 1);
+  ASSERT_EQ(::bind(sock.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  startRing0d({"NOTIFY_SOCKET=" + sockPath, "WATCHDOG_USEC=400000"});
+  std::string all;
+  bool ready = false, watchdog = false;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while ((!ready || !watchdog) && std::chrono::steady_clock::now() < deadline) {
+    pollfd pfd{sock.get(), POLLIN, 0};
+    if (::poll(&pfd, 1, 200) != 1) continue;
+    char buf[4096];
+    const ssize_t n = ::recv(sock.get(), buf, sizeof buf, 0);
+    if (n <= 0) continue;
+    std::string msg(buf, static_cast<size_t>(n));
+    all += msg + "|";
+    if (msg.find("READY=1") != std::string::npos && !ready) {
+      ready = true;
+      // Every daemon is up and every process settled; the tree view converges within a beat.
+      for (const char* tag : {"sleep:600100", "sleep:600101", "sleep:600102"}) {
+        EXPECT_EQ(pidsWithCmdline(tag).size(), 1u) << tag << " not running at READY=1";
+      }
+      EXPECT_TRUE(waitFor([&] { return allReady(); }, 2000));
+    }
+    watchdog = watchdog || msg.find("WATCHDOG=1") != std::string::npos;
+  }
+  EXPECT_TRUE(ready) << all;
+  EXPECT_TRUE(watchdog) << all;
+  EXPECT_NE(all.find("STATUS=1 node"), std::string::npos) << all;
+}
+
+TEST_F(HierarchyTest, RefusesBadConfigAndCorruptStoreClearly) {
+  writeConfig(baseConfig() + "[[ring1]]\nlabel = \"infra\"\n");
+  auto [rc, out] = run(kBinDir + "/ring0d --check-config --config " + configPath() +
+                                   " 2>&1");
+  EXPECT_EQ(rc, 1);
+  EXPECT_NE(out.find("ring0d.toml:"), std::string::npos) << out;
+  EXPECT_NE(out.find("duplicate"), std::string::npos) << out;
+  writeConfig("bogus = 1\n" + baseConfig());
+  std::tie(rc, out) = run(kBinDir + "/ring0d --check-config --config " +
+                                      configPath() + " 2>&1");
+  EXPECT_EQ(rc, 1);
+  EXPECT_NE(out.find("unknown key 'bogus'"), std::string::npos) << out;
+  writeConfig(baseConfig());
+  std::tie(rc, out) = run(kBinDir + "/ring0d --check-config --config " +
+                                      configPath() + " 2>&1");
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find("1 ring-1 nodes, 2 ring-2 nodes, 3 processes"), std::string::npos) << out;
+
+  // A store that is not a database: refused, named, and left as it was.
+  std::filesystem::create_directories(state());
+  ::chmod(state().c_str(), 0700);
+  const std::string garbage(4096, 'x');
+  std::ofstream(state() + "/ring0.db") << garbage;
+  std::tie(rc, out) = run(kBinDir + "/ring0d --config " + configPath() + " 2>&1");
+  EXPECT_EQ(rc, 1);
+  EXPECT_NE(out.find("ring0.db"), std::string::npos) << out;
+  std::ifstream in(state() + "/ring0.db");
+  EXPECT_EQ(std::string((std::istreambuf_iterator<char>(in)), {}), garbage);
+}
+
+}  // namespace
+}  // namespace enjin::testing
