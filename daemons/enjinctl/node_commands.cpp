@@ -11,11 +11,14 @@
 #include <cstdio>
 #include <fstream>
 #include <iostream>
+#include <optional>
+#include <thread>
 #include <nlohmann/json.hpp>
 
 #include "commands.hpp"
 #include "enjin/base/unix_socket.hpp"
 #include "enjin/base/unique_fd.hpp"
+#include "enjin/ring/tree.hpp"
 #include "enjin/supervise/control_server.hpp"
 
 namespace enjin::ctl {
@@ -154,6 +157,53 @@ int runCommand(const std::string& stateDir, const std::string& cmd, const std::s
   return kExitOk;
 }
 
+// Everything in the tree ready (nodes and processes), or the first thing that is not.
+std::optional<std::string> notReady(const json& tree) {
+  if (tree.value("state", "") != "ready") return tree.value("label", std::string("root"));
+  for (const auto& [path, e] : ring::flattenTree(tree)) {
+    const std::string state = e.value("state", "");
+    if (state != "ready" && state != "revoked") return path + " is " + state;
+  }
+  return std::nullopt;
+}
+
+int runWaitReady(const std::string& stateDir, long timeoutMs) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeoutMs);
+  std::string last = "no answer from the daemon";
+  for (;;) {
+    if (auto reply = call(stateDir, {{"cmd", "tree"}}); reply.ok()) {
+      auto why = notReady((*reply)["tree"]);
+      if (!why) return kExitOk;
+      last = *why;
+    } else {
+      last = reply.error().message;
+    }
+    if (std::chrono::steady_clock::now() >= deadline) {
+      std::cerr << "enjinctl wait-ready: not ready after " << timeoutMs << " ms: " << last << "\n";
+      return kExitTimeout;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+}
+
+int runPid(const std::string& stateDir, const std::string& path) {
+  auto reply = call(stateDir, {{"cmd", "tree"}});
+  if (!reply.ok()) {
+    std::cerr << "enjinctl pid: " << reply.error().message << "\n";
+    return kExitFailure;
+  }
+  const auto flat = ring::flattenTree((*reply)["tree"]);
+  auto it = flat.find(path);
+  if (it == flat.end() || it->second.value("pid", 0) <= 0) {
+    std::cerr << "enjinctl pid: " << (it == flat.end() ? "nothing at '" + path + "' in the tree"
+                                                       : "'" + path + "' is not running")
+              << "\n";
+    return kExitFailure;
+  }
+  std::cout << it->second.value("pid", 0) << "\n";
+  return kExitOk;
+}
+
 int runRevoke(const std::string& stateDir, const std::string& path) {
   // A node is revoked by its parent: walk to the daemon that created it.
   std::string dir = stateDir, label = path;
@@ -281,6 +331,18 @@ void addNodeCommands(CLI::App& app, const std::string& stateDir, int& exitCode) 
   auto revoked = std::make_shared<std::string>();
   revoke->add_option("NODE", *revoked, "The node's path in the tree (r1, or r1/web)")->required();
   revoke->callback([&, revoked] { exitCode = runRevoke(stateDir, *revoked); });
+
+  auto* wait = app.add_subcommand(
+      "wait-ready", "Wait until every node and process in the tree is ready (exit 0), or until "
+                    "--timeout-ms (exit 3, naming what is not)");
+  auto waitMs = std::make_shared<long>(60'000);
+  wait->add_option("--timeout-ms", *waitMs, "How long to wait")->capture_default_str();
+  wait->callback([&, waitMs] { exitCode = runWaitReady(stateDir, *waitMs); });
+
+  auto* pid = app.add_subcommand("pid", "Print the pid of a node's daemon or a process");
+  auto pidPath = std::make_shared<std::string>();
+  pid->add_option("PATH", *pidPath, "As in the tree: r1, r1/web or r1/web/app")->required();
+  pid->callback([&, pidPath] { exitCode = runPid(stateDir, *pidPath); });
 
   auto* logs = app.add_subcommand(
       "logs", "Print the log of a process or node daemon (NODE/.../NAME, as in the tree)");
