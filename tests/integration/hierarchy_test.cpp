@@ -339,6 +339,30 @@ TEST_F(HierarchyTest, HealsFromMessageLoss) {
   EXPECT_EQ(pidsWithCmdline("sleep:600103").size(), 1u);
 }
 
+// An outside subscriber (Python, written from proto/ alone) verifies and decodes the stream.
+TEST_F(HierarchyTest, OutsideSubscriberVerifiesAndDecodesTheStream) {
+  startRing0d();
+  ASSERT_TRUE(waitFor([&] { return allReady(); }, 20'000)) << err();
+  json info = call(state(), {{"cmd", "tree"}});
+  const std::string endpoint = info.value("observe", "");
+  const std::string key = info.value("public_key", "");
+  ASSERT_FALSE(endpoint.empty());
+  std::pair<int, std::string> result;
+  std::thread subscriber([&] {
+    result = run("cd " + std::string(ENJIN_SOURCE_DIR) + "/tests/interop && /usr/bin/python3 "
+                 "observe_tree.py " + endpoint + " " + key + " --events 2 --timeout-ms 15000");
+  });
+  // The subscriber joins, then an app dies and comes back: two events.
+  std::this_thread::sleep_for(std::chrono::milliseconds(700));
+  ::kill(pidOf("infra/blog/web"), SIGKILL);
+  subscriber.join();
+  EXPECT_EQ(result.first, 0) << result.second;
+  EXPECT_NE(result.second.find("tree infra/shop/worker ready"), std::string::npos) << result.second;
+  EXPECT_NE(result.second.find("event infra/blog/web (process): ready -> backoff"),
+            std::string::npos)
+      << result.second;
+}
+
 TEST_F(HierarchyTest, CleanShutdownLeavesNoProcess) {
   startRing0d();
   ASSERT_TRUE(waitFor([&] { return allReady(); }, 20'000)) << err();
