@@ -20,6 +20,8 @@ Result<std::unique_ptr<Publisher>> Publisher::open(zmq::context_t& ctx, crypto::
     if (options.bind) {
       sock.bind(options.endpoint);
     } else {
+      sock.set(zmq::sockopt::reconnect_ivl, kReconnectMillis);
+      sock.set(zmq::sockopt::reconnect_ivl_max, kReconnectMaxMillis);
       sock.connect(options.endpoint);
     }
     return std::unique_ptr<Publisher>(

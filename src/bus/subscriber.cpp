@@ -38,6 +38,8 @@ Result<std::unique_ptr<Subscriber>> Subscriber::open(zmq::context_t& ctx, const 
     if (options.bind) {
       sock.bind(options.endpoint);
     } else {
+      sock.set(zmq::sockopt::reconnect_ivl, kReconnectMillis);
+      sock.set(zmq::sockopt::reconnect_ivl_max, kReconnectMaxMillis);
       sock.connect(options.endpoint);
     }
     return std::unique_ptr<Subscriber>(

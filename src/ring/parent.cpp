@@ -412,7 +412,10 @@ class NodeParent::Impl {
 
   void publishSpec(Child& c) {
     if (c.rec.revokedWallMs != 0 || c.specBody.is_null()) return;
-    json body{{"uuid", c.rec.uuid}, {"digest", c.digest}, {"spec", c.specBody}};
+    json body{{"uuid", c.rec.uuid},
+              {"digest", c.digest},
+              {"spec", c.specBody},
+              {"parent_instance", instance_}};
     publish(*down_, "spec." + c.rec.uuid, "node_spec", body);
   }
 
@@ -468,10 +471,14 @@ class NodeParent::Impl {
     if (it == children_.end()) return;
     Child& c = it->second;
     if (!live(ev.status.state)) {
-      // A new run must heartbeat on its own account.
+      // A new run must heartbeat on its own account. What the child last reported stays
+      // while it restarts (its own children run on and are re-adopted); once it is down for
+      // good, nothing below it is known any more.
       c.lastSeenNs = 0;
       c.lost = false;
-      c.observed = nullptr;
+      if (ev.status.state == ProcessState::kStopped || ev.status.state == ProcessState::kFailed) {
+        c.observed = nullptr;
+      }
     }
     recordObservation(c, "process", std::string(supervise::stateName(ev.status.state)),
                       json::parse(supervise::statusJson(ev.status)));
@@ -625,6 +632,10 @@ class NodeParent::Impl {
   std::map<std::string, uint64_t> savedMarks_;
   int64_t lastMarkSaveNs_ = 0;
   int64_t startedNs_ = 0;
+  // Names this run of the daemon in every spec: a child that sees a new one reports its whole
+  // state at once, since the restarted parent knows nothing of it yet. (The child's XPUB would
+  // not tell it: libzmq does not report a subscription again after its peer restarted.)
+  const std::string instance_ = newUuid();
   Reactor::TimerId changeTimer_ = 0;
   Reactor::TimerId tickTimer_ = 0;
   std::function<void()> onChange_;

@@ -121,6 +121,11 @@ class ParentLink::Impl {
   }
 
   void onSpec(const json& body) {
+    const std::string instance = body.value("parent_instance", std::string());
+    if (instance != parentInstance_) {
+      parentInstance_ = instance;
+      changed();  // a parent that (re)started: tell it everything now, not a heartbeat later
+    }
     const std::string digest = body.value("digest", std::string());
     if (digest.empty() || digest == applied_ || digest == rejected_) return;
     auto spec = body.find("spec");
@@ -148,7 +153,7 @@ class ParentLink::Impl {
   bus::TrustStore trust_;
   std::unique_ptr<bus::Publisher> up_;
   std::unique_ptr<bus::Subscriber> down_;
-  std::string applied_, rejected_, specError_;
+  std::string applied_, rejected_, specError_, parentInstance_;
   std::set<std::string> handledIds_;
   bool revoked_ = false;
   Reactor::TimerId tickTimer_ = 0;
