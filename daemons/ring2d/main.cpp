@@ -171,6 +171,8 @@ int main(int argc, char** argv) {
     return 2;
   }
 
+  if (configPath.empty()) cfg.label = node;  // a standalone ring2d's name in its tree
+
   // Signals arrive through a signalfd on the reactor. They are blocked before any thread
   // (ZeroMQ's) exists, so every thread inherits the mask.
   sigset_t sigs;

@@ -424,8 +424,9 @@ command = [)" + crasherCmd("sleep:600000") + R"(]
   EXPECT_NE(table.find("exit 0"), std::string::npos) << table;
   auto [rcj, js] = run(ctl + " status --json");
   EXPECT_EQ(rcj, 0);
-  json procs = json::parse(js);
-  ASSERT_EQ(procs.size(), 2u);
+  json tree = json::parse(js);  // a ring2d's tree: the node, then its processes
+  EXPECT_EQ(tree["ring"], 2);
+  ASSERT_EQ(tree["processes"].size(), 2u);
 
   const int before = proc("sleeper")["pid"];
   EXPECT_EQ(run(ctl + " restart sleeper").first, 0);
