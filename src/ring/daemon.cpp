@@ -149,7 +149,7 @@ int parentDaemonMain(int ring, int argc, char** argv) {
                      "ring-2 nodes its parent asks for"};
   std::string configPath = ring == 0 ? "/etc/enjin/ring0d.toml" : "";
   std::string stateDir, logLevel, holderExe = besideSelf("enjin-holder");
-  bool checkOnly = false;
+  bool checkOnly = false, initOnly = false;
   auto* cfgOpt = app.add_option("--config", configPath, "The config file (TOML)");
   if (ring == 0) {
     cfgOpt->capture_default_str();
@@ -157,6 +157,11 @@ int parentDaemonMain(int ring, int argc, char** argv) {
     cfgOpt->required();
   }
   app.add_flag("--check-config", checkOnly, "Check the config, print a summary and exit (0 valid, 1 not)");
+  if (ring == 0) {
+    app.add_flag("--init", initOnly,
+                 "Create the state dir, the root key and the store, print the public key and exit "
+                 "(a plain start does the same when they are missing)");
+  }
   app.add_option("--state-dir", stateDir, "Overrides the config's state_dir");
   app.add_option("--log-level", logLevel, "Overrides the config's log_level");
   app.add_option("--holder", holderExe, "Path of enjin-holder")->capture_default_str();
@@ -226,6 +231,18 @@ int parentDaemonMain(int ring, int argc, char** argv) {
         return 1;
       }
     }
+  }
+
+  if (initOnly) {
+    auto key = crypto::SecretKey::load(cfg.key);
+    if (!key.ok()) {
+      spdlog::error("{}", key.error().message);
+      return 1;
+    }
+    std::printf("ring0d: %s is ready: root key %s (public %s), store schema %d, uuid %s\n",
+                cfg.stateDir.c_str(), cfg.key.c_str(), key->publicKey().hex().c_str(),
+                (*store)->schemaVersion(), cfg.uuid.c_str());
+    return 0;
   }
 
   SystemClock clock;

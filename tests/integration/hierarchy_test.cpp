@@ -1,7 +1,9 @@
 // The real hierarchy: ring0d -> ring1d -> two ring2d -> their processes, from a temp state dir,
 // each daemon with its holder, over real ipc buses. The test process is a subreaper, so
 // whatever a killed daemon leaves behind comes back to it and is reaped here.
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -363,6 +365,46 @@ TEST_F(HierarchyTest, OutsideSubscriberVerifiesAndDecodesTheStream) {
       << result.second;
 }
 
+// A child that stops heartbeating (SIGSTOP: alive, but silent) is observed as lost, and as
+// ready again once it speaks.
+TEST_F(HierarchyTest, SilentChildIsObservedLostThenBack) {
+  startRing0d();
+  ASSERT_TRUE(waitFor([&] { return allReady(); }, 20'000)) << err();
+  const int ring1 = pidOf("infra");
+  ::kill(ring1, SIGSTOP);
+  const bool lost = waitFor([&] { return stateAt("infra") == "lost"; }, 10'000);
+  ::kill(ring1, SIGCONT);
+  ASSERT_TRUE(lost) << tree().dump(1);
+  ASSERT_TRUE(waitFor([&] { return allReady(); }, 10'000)) << tree().dump(1);
+  EXPECT_EQ(pidOf("infra"), ring1);  // observed, not restarted: the watchdog allows longer
+  EXPECT_NE(err().find("node 'infra' is lost"), std::string::npos);
+}
+
+// The buses over TCP on loopback instead of ipc sockets.
+TEST_F(HierarchyTest, BusesOverTcp) {
+  int ports[3];
+  for (int& p : ports) {
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+    socklen_t len = sizeof a;
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+    p = ntohs(a.sin_port);
+    ::close(fd);
+  }
+  writeConfig("down = \"tcp://127.0.0.1:" + std::to_string(ports[0]) + "\"\nup = \"tcp://127.0.0.1:" +
+              std::to_string(ports[1]) + "\"\nobserve = \"tcp://127.0.0.1:" +
+              std::to_string(ports[2]) + "\"\n" + baseConfig());
+  startRing0d();
+  ASSERT_TRUE(waitFor([&] { return allReady(); }, 20'000)) << tree().dump(1) << err();
+  auto [rc, out] = run(kBinDir + "/enjinctl --state-dir " + state() +
+                       " watch --tree --count 1 --timeout-ms 5000");
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find("tree  ready"), std::string::npos) << out;
+}
+
 TEST_F(HierarchyTest, CleanShutdownLeavesNoProcess) {
   startRing0d();
   ASSERT_TRUE(waitFor([&] { return allReady(); }, 20'000)) << err();
@@ -431,6 +473,18 @@ TEST_F(HierarchyTest, RefusesBadConfigAndCorruptStoreClearly) {
                                       configPath() + " 2>&1");
   EXPECT_EQ(rc, 0) << out;
   EXPECT_NE(out.find("1 ring-1 nodes, 2 ring-2 nodes, 3 processes"), std::string::npos) << out;
+
+  // --init makes the root key and the store, and says so; a second --init changes nothing.
+  std::tie(rc, out) = run(kBinDir + "/ring0d --init --config " + configPath() + " 2>&1");
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find("store schema 1"), std::string::npos) << out;
+  std::ifstream keyIn(state() + "/ring0.key");
+  const std::string key((std::istreambuf_iterator<char>(keyIn)), {});
+  std::tie(rc, out) = run(kBinDir + "/ring0d --init --config " + configPath() + " 2>&1");
+  EXPECT_EQ(rc, 0) << out;
+  std::ifstream keyAgain(state() + "/ring0.key");
+  EXPECT_EQ(std::string((std::istreambuf_iterator<char>(keyAgain)), {}), key);
+  std::filesystem::remove(state() + "/ring0.db");
 
   // A store that is not a database: refused, named, and left as it was.
   std::filesystem::create_directories(state());
