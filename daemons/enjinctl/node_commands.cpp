@@ -157,22 +157,12 @@ int runCommand(const std::string& stateDir, const std::string& cmd, const std::s
   return kExitOk;
 }
 
-// Everything in the tree ready (nodes and processes), or the first thing that is not.
-std::optional<std::string> notReady(const json& tree) {
-  if (tree.value("state", "") != "ready") return tree.value("label", std::string("root"));
-  for (const auto& [path, e] : ring::flattenTree(tree)) {
-    const std::string state = e.value("state", "");
-    if (state != "ready" && state != "revoked") return path + " is " + state;
-  }
-  return std::nullopt;
-}
-
 int runWaitReady(const std::string& stateDir, long timeoutMs) {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeoutMs);
   std::string last = "no answer from the daemon";
   for (;;) {
     if (auto reply = call(stateDir, {{"cmd", "tree"}}); reply.ok()) {
-      auto why = notReady((*reply)["tree"]);
+      auto why = ring::firstNotReady((*reply)["tree"]);
       if (!why) return kExitOk;
       last = *why;
     } else {

@@ -55,6 +55,18 @@ FlatTree flattenTree(const json& tree) {
   return out;
 }
 
+std::optional<std::string> firstNotReady(const json& tree) {
+  if (!tree.is_object()) return std::string("no tree");
+  if (tree.value("state", "") != "ready") {
+    return tree.value("label", std::string("the root")) + " is " + tree.value("state", "");
+  }
+  for (const auto& [path, e] : flattenTree(tree)) {
+    const std::string state = e.value("state", "");
+    if (state != "ready" && state != "revoked") return path + " is " + state;
+  }
+  return std::nullopt;
+}
+
 std::vector<TreeEvent> diffTrees(const FlatTree& before, FlatTree after, FlatTree* keep) {
   std::vector<TreeEvent> events;
   auto b = before.begin();

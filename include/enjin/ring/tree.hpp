@@ -6,6 +6,7 @@
 #pragma once
 
 #include <map>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -16,6 +17,10 @@ namespace enjin::ring {
 using FlatTree = std::map<std::string, nlohmann::json>;
 
 FlatTree flattenTree(const nlohmann::json& tree);
+
+// Null when the root and everything below it is ready (revoked nodes aside); otherwise what is
+// not, as "infra-1/shop/web is backoff". What `enjinctl wait-ready` waits for.
+std::optional<std::string> firstNotReady(const nlohmann::json& tree);
 
 struct TreeEvent {
   std::string topicPath;  // the path with '.' for '/': the topic is "event." + topicPath
