@@ -95,13 +95,9 @@ std::string daemonName(int ring) { return "ring" + std::to_string(ring) + "d"; }
 
 Result<DaemonConfig> parseConfig(std::string_view text, const std::string& source, int ring,
                                  const std::string& stateDirOverride) {
-  toml::table root;
-  try {
-    root = toml::parse(text, std::string_view(source));
-  } catch (const toml::parse_error& e) {
-    return Error{source + ":" + std::to_string(e.source().begin.line) + ": " +
-                 std::string(e.description())};
-  }
+  auto parsed = supervise::parseToml(text, source);
+  if (!parsed.ok()) return parsed.error();
+  toml::table& root = *parsed;
   DaemonConfig c;
   c.ring = ring;
   c.source = source;

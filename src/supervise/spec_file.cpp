@@ -654,14 +654,19 @@ bool validName(std::string_view name) {
   });
 }
 
-Result<std::vector<ProcessSpec>> parseSpec(std::string_view text, const std::string& source) {
-  toml::table root;
+Result<toml::table> parseToml(std::string_view text, const std::string& source) {
   try {
-    root = toml::parse(text, std::string_view(source));
+    return toml::parse(text, std::string_view(source));
   } catch (const toml::parse_error& e) {
     return Error{source + ":" + std::to_string(e.source().begin.line) + ": " +
                  std::string(e.description())};
   }
+}
+
+Result<std::vector<ProcessSpec>> parseSpec(std::string_view text, const std::string& source) {
+  auto parsed = parseToml(text, source);
+  if (!parsed.ok()) return parsed.error();
+  toml::table& root = *parsed;
 
   SpecReader reader(source);
   for (auto&& [key, node] : root) {

@@ -14,6 +14,9 @@ namespace enjin::supervise {
 
 // Every check parseSpec makes of its [[process]] tables (keys, values, unique names,
 // depends_on, cycles, serialized size), over `processes`. Errors read "SOURCE:LINE: ...".
+// Parses TOML text; a syntax error reads "SOURCE:LINE: what".
+Result<toml::table> parseToml(std::string_view text, const std::string& source);
+
 Result<std::vector<ProcessSpec>> readProcessTables(const toml::array& processes,
                                                    const std::string& source);
 

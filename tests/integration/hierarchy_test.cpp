@@ -383,17 +383,7 @@ TEST_F(HierarchyTest, SilentChildIsObservedLostThenBack) {
 // The buses over TCP on loopback instead of ipc sockets.
 TEST_F(HierarchyTest, BusesOverTcp) {
   int ports[3];
-  for (int& p : ports) {
-    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-    socklen_t len = sizeof a;
-    ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-    p = ntohs(a.sin_port);
-    ::close(fd);
-  }
+  for (int& p : ports) p = freeTcpPort();
   writeConfig("down = \"tcp://127.0.0.1:" + std::to_string(ports[0]) + "\"\nup = \"tcp://127.0.0.1:" +
               std::to_string(ports[1]) + "\"\nobserve = \"tcp://127.0.0.1:" +
               std::to_string(ports[2]) + "\"\n" + baseConfig());

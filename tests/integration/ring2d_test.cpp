@@ -350,18 +350,6 @@ std::string crasherCmd(const std::string& mode) {
 }
 
 // Runs a command to completion; returns its exit status and stdout.
-int freeTcpPort() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
-
 TEST_F(Ring2dTest, FailingHealthCheckMakesItUnhealthyAndRestartsIt) {
   writeSpec(R"(
 [[process]]
