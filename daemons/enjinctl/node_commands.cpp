@@ -30,7 +30,8 @@ using nlohmann::json;
 Result<json> call(const std::string& stateDir, const json& request) {
   auto reply = supervise::controlCall(stateDir + "/control.sock", request);
   if (!reply.ok() && reply.error().message.starts_with("connect ")) {
-    return Error{reply.error().message + " (is ring2d running with --state-dir " + stateDir + "?)"};
+    return Error{reply.error().message + " (is a ring daemon running with state dir " + stateDir +
+                 "? --state-dir or ENJIN_STATE_DIR name another)"};
   }
   return reply;
 }
@@ -55,7 +56,14 @@ Result<std::string> nodeDir(const std::string& stateDir, const std::string& path
     if (slash == std::string::npos) break;
     start = slash + 1;
   }
-  return node->value("state_dir", std::string());
+  // A node's dir is below its parent's, as its parent made it: a state dir elsewhere (a
+  // child that reports one) is not followed.
+  const std::string dir = node->value("state_dir", std::string());
+  if (!dir.starts_with(stateDir + "/nodes/") || dir.find("/../") != std::string::npos) {
+    return Error{"node '" + path + "' reports state dir '" + dir + "', which is not below " +
+                 stateDir + "; not following it"};
+  }
+  return dir;
 }
 
 std::string formatDuration(int64_t ms) {

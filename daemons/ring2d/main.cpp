@@ -91,15 +91,19 @@ Result<std::vector<supervise::ProcessSpec>> specFromParent(const nlohmann::json&
 // The observed state of this node: what its parent hears on obs.<uuid>, and `enjinctl status`.
 nlohmann::json nodeTree(const ring::DaemonConfig& cfg, const std::string& stateDir,
                         const supervise::Supervisor& supervisor) {
+  // ready: every process ready, or stopped (by an operator, or by its policy); degraded:
+  // something failed, backs off or is unhealthy; starting: something is on its way.
   nlohmann::json procs = nlohmann::json::array();
-  bool allReady = true, troubled = false;
+  bool moving = false, troubled = false;
   for (const auto& s : supervisor.status()) {
     procs.push_back(nlohmann::json::parse(supervise::statusJson(s)));
     using supervise::ProcessState;
-    allReady = allReady && s.state == ProcessState::kReady;
+    moving = moving || s.state == ProcessState::kStarting || s.state == ProcessState::kRunning ||
+             s.state == ProcessState::kStopping;
     troubled = troubled || s.state == ProcessState::kFailed || s.state == ProcessState::kBackoff ||
                s.state == ProcessState::kUnhealthy;
   }
+  const bool allReady = !moving && !troubled;
   return {{"ring", 2},
           {"uuid", cfg.uuid},
           {"label", cfg.label},
@@ -222,7 +226,7 @@ int main(int argc, char** argv) {
       spdlog::error("{}", (!saved.ok() ? saved.error() : digest.error()).message);
       return 1;
     }
-    if (saved->has_value()) {
+    if (saved->has_value() && !(*saved)->empty()) {
       specs = specFromParent(nlohmann::json::parse(**saved, nullptr, false), registry);
       if (!specs.ok()) specs = specs.error().wrap(store->path() + ": stored spec");
       appliedDigest = digest->value_or("");
@@ -313,9 +317,19 @@ int main(int argc, char** argv) {
     h.onSpec = [&](const nlohmann::json& specJson, const std::string& digest) -> Status {
       auto next = specFromParent(specJson, registry);
       if (!next.ok()) return next.error();
-      if (auto st = supervisor.reload(std::move(*next)); !st.ok()) return st;
-      if (auto st = store->setMeta("spec", specJson.dump()); !st.ok()) return st;
-      if (auto st = store->setMeta("spec_digest", digest); !st.ok()) return st;
+      // Stored before it is applied: a ring2d killed in between comes back with it.
+      auto previous = store->meta("spec");
+      if (!previous.ok()) return previous.error();
+      auto storeSpec = [&](const std::string& spec, const std::string& d) -> Status {
+        if (auto st = store->setMeta("spec", spec); !st.ok()) return st;
+        return store->setMeta("spec_digest", d);
+      };
+      if (auto st = storeSpec(specJson.dump(), digest); !st.ok()) return st;
+      if (auto st = supervisor.reload(std::move(*next)); !st.ok()) {
+        (void)storeSpec(previous->value_or(""), appliedDigest);
+        return st;
+      }
+      appliedDigest = digest;
       haveSpec = true;
       maybeReady();
       return {};

@@ -60,6 +60,13 @@ Status Publisher::publishSerialized(std::string_view topic, std::string_view typ
   } catch (const nlohmann::json::exception& e) {
     return Error{"publish on '" + std::string(topic) + "': type: " + e.what()};
   }
+  // Receivers refuse larger payloads (and libzmq cuts a connecting one off for good): say so
+  // here, naming the topic, rather than let the message vanish.
+  if (payload.size() > kDefaultMaxPayloadBytes) {
+    return Error{"publish on '" + std::string(topic) + "': payload of " +
+                 std::to_string(payload.size()) + " bytes is over the limit of " +
+                 std::to_string(kDefaultMaxPayloadBytes)};
+  }
   const Auth auth = signEnvelope(key_, topic, payload, scratch_);
   try {
     socket_.send(zmq::buffer(topic), zmq::send_flags::sndmore | zmq::send_flags::dontwait);

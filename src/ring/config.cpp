@@ -125,6 +125,9 @@ Result<DaemonConfig> parseConfig(std::string_view text, const std::string& sourc
     r.str(root, "parent_down", c.parentDown);
     r.str(root, "parent_up", c.parentUp);
     int64_t fileRing = ring;
+    if (const toml::node* n = root.get("ring"); n != nullptr && !n->is_integer()) {
+      r.fail(n, "ring: expected 1 or 2");
+    }
     r.ms(root, "ring", fileRing, 0, 9);
     if (!r.failed() && fileRing != ring) {
       r.fail(root.get("ring"), "ring: this file is for ring" + std::to_string(fileRing) +

@@ -132,11 +132,22 @@ Status ensureRootKey(const std::string& keyFile) {
   if (::access(keyFile.c_str(), F_OK) == 0) return {};
   std::string base = keyFile;
   if (base.ends_with(".key")) base.resize(base.size() - 4);
+  if (::access((base + ".pub").c_str(), F_OK) == 0) {
+    return Error{"the root key " + keyFile + " is missing but " + base +
+                 ".pub is there: restore the key, or move " + base +
+                 ".pub away to make a new root (every node's trust in the old one ends)"};
+  }
   if (auto st = crypto::writeKeyPair(base, crypto::SecretKey::generate(), false); !st.ok()) {
     return st.error().wrap("generate the root key");
   }
   spdlog::info("ring0d: generated the root key {} (public half in {}.pub)", keyFile, base);
   return {};
+}
+
+// The spec a node last applied and its digest (empty: none).
+Status storeSpec(store::Store& store, const std::string& spec, const std::string& digest) {
+  if (auto st = store.setMeta("spec", spec); !st.ok()) return st;
+  return store.setMeta("spec_digest", digest);
 }
 
 }  // namespace
@@ -264,16 +275,17 @@ int parentDaemonMain(int ring, int argc, char** argv) {
 
   // The desired state: ring0d's comes from its config; ring1d's from its parent, and until the
   // parent speaks, from what it last applied (so a restarted ring1d re-adopts, not restarts).
-  std::vector<NodeSpec> desired = cfg.nodes;
+  std::optional<std::vector<NodeSpec>> desired = cfg.nodes;
   std::string appliedDigest;
   if (ring == 1) {
+    desired.reset();  // until a spec is stored: the nodes the store has, as they are
     auto spec = (*store)->meta("spec");
     auto digest = (*store)->meta("spec_digest");
     if (!spec.ok() || !digest.ok()) {
       spdlog::error("{}", (!spec.ok() ? spec.error() : digest.error()).message);
       return 1;
     }
-    if (spec->has_value()) {
+    if (spec->has_value() && !(*spec)->empty()) {
       auto parsed = nodeSpecFromJson(json::parse(**spec, nullptr, false), 1);
       if (!parsed.ok()) {
         spdlog::error("{}: stored spec: {}", (*store)->path(), parsed.error().message);
@@ -308,9 +320,15 @@ int parentDaemonMain(int ring, int argc, char** argv) {
     h.onSpec = [&](const json& specJson, const std::string& digest) -> Status {
       auto spec = nodeSpecFromJson(specJson, 1);
       if (!spec.ok()) return spec.error();
-      if (auto st = parent.apply(spec->nodes); !st.ok()) return st;
-      if (auto st = (*store)->setMeta("spec", specJson.dump()); !st.ok()) return st;
-      if (auto st = (*store)->setMeta("spec_digest", digest); !st.ok()) return st;
+      // Stored before it is applied: a ring1d killed in between comes back with it.
+      auto previous = (*store)->meta("spec");
+      if (!previous.ok()) return previous.error();
+      if (auto st = storeSpec(**store, specJson.dump(), digest); !st.ok()) return st;
+      if (auto st = parent.apply(spec->nodes); !st.ok()) {
+        (void)storeSpec(**store, previous->value_or(""), appliedDigest);
+        return st;
+      }
+      appliedDigest = digest;
       haveSpec = true;
       report();
       return {};
@@ -337,7 +355,9 @@ int parentDaemonMain(int ring, int argc, char** argv) {
       return next.error();
     }
     spdlog::info("{}: reloading {}", name, configPath);
-    return parent.apply(next->nodes);
+    Status st = parent.apply(next->nodes);
+    if (!st.ok()) spdlog::error("{}: reload refused: {}", name, st.error().message);
+    return st;
   };
   std::string publicHex;
   if (auto key = crypto::SecretKey::load(cfg.key); key.ok()) publicHex = key->publicKey().hex();

@@ -65,6 +65,9 @@ class NodeParent::Impl {
     for (auto& [id, p] : pending_) reactor_.cancelTimer(p.timer);
     if (changeTimer_) reactor_.cancelTimer(changeTimer_);
     if (tickTimer_) reactor_.cancelTimer(tickTimer_);
+    if (down_) reactor_.removeSocket(down_->socket());
+    if (out_) reactor_.removeSocket(out_->socket());
+    if (up_) reactor_.removeSocket(up_->socket());
   }
 
   struct Child {
@@ -72,16 +75,19 @@ class NodeParent::Impl {
     NodeSpec spec;
     json specBody;        // what goes on the wire
     std::string digest;   // specDigest(specBody)
-    json observed;        // the child's last obs body (null until one arrives)
+    json observed;        // the child's last obs body, cleaned (null until one arrives)
+    std::string lastRefusal;
     int64_t lastSeenNs = 0;
     bool lost = false;
   };
 
-  Status start(std::vector<NodeSpec> desired) {
+  Status start(std::optional<std::vector<NodeSpec>> desired) {
     startedNs_ = clock_.monotonicNanos();
     if (auto st = openBuses(); !st.ok()) return st;
     if (auto st = loadNodes(); !st.ok()) return st;
-    if (auto st = ensureNodes(desired); !st.ok()) return st;
+    if (desired) {
+      if (auto st = ensureNodes(*desired); !st.ok()) return st;
+    }
     supervisor_.setObserver([this](const supervise::StateEvent& ev) { onProcessEvent(ev); });
     if (auto st = supervisor_.start(processSpecs()); !st.ok()) return st;
     tick();
@@ -96,7 +102,10 @@ class NodeParent::Impl {
     return {};
   }
 
-  void stopAll(std::function<void()> done) { supervisor_.stopAll(std::move(done)); }
+  void stopAll(std::function<void()> done) {
+    saveSeqMarks();
+    supervisor_.stopAll(std::move(done));
+  }
 
   Status revoke(const std::string& label) {
     auto it = children_.find(label);
@@ -140,6 +149,8 @@ class NodeParent::Impl {
     const int64_t timeoutMs = std::max<int64_t>(1000, 4000 - 1000 * cfg_.ring);
     Pending p;
     p.reply = std::move(reply);
+    p.uuid = c.rec.uuid;
+    p.body = json{{"id", id}, {"op", op}, {"path", path.substr(slash + 1)}};
     p.timer = reactor_.addTimerAfterMillis(timeoutMs, [this, id, label, timeoutMs] {
       auto node = pending_.find(id);
       if (node == pending_.end()) return;
@@ -148,9 +159,9 @@ class NodeParent::Impl {
       r(errorReply("node '" + label + "' did not answer within " + std::to_string(timeoutMs) +
                    " ms"));
     });
+    const json body = p.body;
     pending_.emplace(id, std::move(p));
-    publish(*down_, "cmd." + c.rec.uuid, "command",
-            json{{"id", id}, {"op", op}, {"path", path.substr(slash + 1)}});
+    publish(*down_, "cmd." + c.rec.uuid, "command", body);
   }
 
   json tree() const {
@@ -182,9 +193,14 @@ class NodeParent::Impl {
   supervise::Supervisor& supervisor() { return supervisor_; }
 
  private:
+  // A command sent down and not yet answered. It is sent again every heartbeat until the
+  // answer comes (the child answers a repeated id with the answer it gave), and only the child
+  // it went to may answer it.
   struct Pending {
     Reply reply;
     Reactor::TimerId timer = 0;
+    std::string uuid;
+    json body;
   };
 
   static json errorReply(const std::string& message) {
@@ -276,14 +292,17 @@ class NodeParent::Impl {
   // Creates the nodes `desired` adds (uuid, keys, state dir, config), updates the specs of the
   // others, and forgets the ones it no longer lists.
   Status ensureNodes(const std::vector<NodeSpec>& desired) {
-    std::set<std::string> wanted;
+    // Everything is checked before anything changes: a refused set leaves the running one.
     for (const NodeSpec& spec : desired) {
-      wanted.insert(spec.label);
       if (spec.strategy != "exec") {
         return Error{"node '" + spec.label + "': strategy '" + spec.strategy +
                      "' is not available for ring-" + std::to_string(cfg_.ring + 1) +
                      " nodes yet (known: exec)"};
       }
+    }
+    std::set<std::string> wanted;
+    for (const NodeSpec& spec : desired) {
+      wanted.insert(spec.label);
       json body = nodeSpecToJson(spec);
       auto it = children_.find(spec.label);
       if (it == children_.end()) {
@@ -313,6 +332,7 @@ class NodeParent::Impl {
         trust_.remove(*key);
       }
       if (auto st = store_.deleteNode(it->second.rec.uuid); !st.ok()) return st;
+      moveAside(childDir(it->first));
       byUuid_.erase(it->second.rec.uuid);
       it = children_.erase(it);
     }
@@ -332,6 +352,9 @@ class NodeParent::Impl {
     c.specBody = std::move(body);
     c.digest = specDigest(c.specBody);
     const std::string dir = childDir(spec.label);
+    // What a forgotten node of the same label left (keys, its store, its children's identities)
+    // must not become part of the new one.
+    moveAside(dir);
     std::error_code ec;
     std::filesystem::create_directories(dir, ec);
     if (ec) return Error{"node '" + spec.label + "': create " + dir + ": " + ec.message()};
@@ -348,6 +371,20 @@ class NodeParent::Impl {
     spdlog::info("{}: created ring-{} node '{}' ({}) in {}", name(), c.rec.ring, spec.label,
                  c.rec.uuid, dir);
     return c;
+  }
+
+  // Keeps a state dir that is no longer a node's (its logs may matter) under another name:
+  // nodes/LABEL.removed-WALLMS.
+  void moveAside(const std::string& dir) {
+    std::error_code ec;
+    if (!std::filesystem::exists(dir, ec)) return;
+    const std::string to = dir + ".removed-" + std::to_string(clock_.wallMillis());
+    std::filesystem::rename(dir, to, ec);
+    if (ec) {
+      spdlog::warn("{}: cannot move {} aside: {}", name(), dir, ec.message());
+    } else {
+      spdlog::info("{}: moved the state of a forgotten node to {}", name(), to);
+    }
   }
 
   Status writeChildFiles(const Child& c) {
@@ -387,15 +424,17 @@ class NodeParent::Impl {
       // The child says READY=1 once its own children are up, and WATCHDOG=1 from its reactor
       // every heartbeat: a hung daemon is restarted like a dead one.
       p.readiness.kind = supervise::ReadinessConfig::Kind::kNotify;
-      // Its own processes may take their readiness timeout (60 s by default) first.
-      p.readiness.timeoutMs = 120'000;
+      // Its own processes may take their readiness timeout (60 s by default) first; each ring
+      // above gets 10 s more, and systemd's TimeoutStartSec= for ring0d is above them all.
+      p.readiness.timeoutMs = cfg_.ring == 0 ? 80'000 : 70'000;
       p.readiness.watchdogMs = std::max<int64_t>(3 * cfg_.heartbeatTimeoutMs, 15'000);
       p.restart.delayMs = 100;
       p.restart.backoffMaxMs = 10'000;
       p.restart.maxRestarts = 10;
       p.restart.windowS = 60;
-      // Stopping a node stops everything under it, in order.
-      p.stopTimeoutMs = 60'000;
+      // Stopping a node stops everything under it, in order: a ring1d gets longer than the
+      // ring2d nodes it stops, and systemd's TimeoutStopSec= for ring0d is longer still.
+      p.stopTimeoutMs = cfg_.ring == 0 ? 75'000 : 45'000;
       // Fault injection reaches the whole tree (the engine gives children a minimal environment).
       if (opts_.dropFraction > 0) p.env["ENJIN_FAULT_DROP"] = std::to_string(opts_.dropFraction);
       out.push_back(std::move(p));
@@ -432,11 +471,29 @@ class NodeParent::Impl {
       if (it == byUuid_.end()) return;
       Child& c = children_.at(it->second);
       if (m.type == "node_observation") {
-        onObservation(c, std::move(m.body));
+        auto clean = cleanObservation(m.body, cfg_.ring + 1);
+        if (!clean.ok()) return refuse(c, clean.error().message);
+        onObservation(c, std::move(*clean));
       } else if (m.type == "reply") {
-        onReply(m.body);
+        const auto id = m.body.find("id");
+        const auto ok = m.body.find("ok");
+        const auto error = m.body.find("error");
+        if (id == m.body.end() || !id->is_string() || ok == m.body.end() || !ok->is_boolean() ||
+            (error != m.body.end() && !error->is_string())) {
+          return refuse(c, "reply: expected {\"id\": string, \"ok\": bool, \"error\": string}");
+        }
+        onReply(uuid, m.body);
       }
     });
+  }
+
+  // A signed message from a child that does not say what the protocol says: counted, logged
+  // once per distinct fault, never acted on.
+  void refuse(Child& c, const std::string& why) {
+    ++refused_;
+    if (why == c.lastRefusal) return;
+    c.lastRefusal = why;
+    spdlog::warn("{}: refused a message from node '{}': {}", name(), c.rec.label, why);
   }
 
   void onObservation(Child& c, json body) {
@@ -454,15 +511,15 @@ class NodeParent::Impl {
     }
   }
 
-  void onReply(const json& body) {
-    const std::string id = body.value("id", std::string());
-    auto it = pending_.find(id);
-    if (it == pending_.end()) return;
+  void onReply(const std::string& fromUuid, const json& body) {
+    auto it = pending_.find(body["id"].get<std::string>());
+    if (it == pending_.end() || it->second.uuid != fromUuid) return;
     reactor_.cancelTimer(it->second.timer);
     Reply r = std::move(it->second.reply);
     pending_.erase(it);
-    json reply{{"ok", body.value("ok", false)}};
-    if (!body.value("ok", false)) reply["error"] = body.value("error", std::string("failed"));
+    const bool ok = body["ok"].get<bool>();
+    json reply{{"ok", ok}};
+    if (!ok) reply["error"] = body.value("error", std::string("failed"));
     r(std::move(reply));
   }
 
@@ -502,6 +559,7 @@ class NodeParent::Impl {
   void tick() {
     tickTimer_ = reactor_.addTimerAfterMillis(cfg_.heartbeatMs, [this] { tick(); });
     for (auto& [label, c] : children_) publishSpec(c);
+    for (const auto& [id, p] : pending_) publish(*down_, "cmd." + p.uuid, "command", p.body);
     checkHeartbeats();
     publish(*out_, "tree", "tree", tree());
     const int64_t now = clock_.monotonicNanos();
@@ -639,6 +697,7 @@ class NodeParent::Impl {
   Reactor::TimerId changeTimer_ = 0;
   Reactor::TimerId tickTimer_ = 0;
   std::function<void()> onChange_;
+  uint64_t refused_ = 0;  // signed messages from children that broke the protocol
 };
 
 NodeParent::NodeParent(Reactor& reactor, const Clock& clock, zmq::context_t& zmq,
@@ -647,7 +706,9 @@ NodeParent::NodeParent(Reactor& reactor, const Clock& clock, zmq::context_t& zmq
     : impl_(std::make_unique<Impl>(reactor, clock, zmq, store, std::move(options),
                                    std::move(random))) {}
 NodeParent::~NodeParent() = default;
-Status NodeParent::start(std::vector<NodeSpec> desired) { return impl_->start(std::move(desired)); }
+Status NodeParent::start(std::optional<std::vector<NodeSpec>> desired) {
+  return impl_->start(std::move(desired));
+}
 Status NodeParent::apply(std::vector<NodeSpec> desired) { return impl_->apply(std::move(desired)); }
 void NodeParent::stopAll(std::function<void()> done) { impl_->stopAll(std::move(done)); }
 Status NodeParent::revoke(const std::string& label) { return impl_->revoke(label); }

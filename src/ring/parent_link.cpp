@@ -2,7 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
-#include <set>
+#include <deque>
+#include <map>
 
 #include "enjin/bus/publisher.hpp"
 #include "enjin/bus/subscriber.hpp"
@@ -104,29 +105,56 @@ class ParentLink::Impl {
   void drain() {
     down_->drain([this](bus::Message&& m) {
       if (revoked_ || dropForTest()) return;
+      // Only the parent's key gets here; still, a body of the wrong shape is refused, not a
+      // reason to take this daemon down.
+      try {
+        handle(m);
+      } catch (const json::exception& e) {
+        spdlog::warn("{}: refused a '{}' from the parent: {}", daemonName(cfg_.ring), m.type,
+                     e.what());
+      }
+    });
+  }
+
+  void handle(const bus::Message& m) {
+    {
       if (m.type == "node_spec") {
         onSpec(m.body);
       } else if (m.type == "command") {
-        const std::string id = m.body.value("id", std::string());
-        if (id.empty() || !handledIds_.insert(id).second) return;  // one answer per request
-        if (handledIds_.size() > 1024) handledIds_.clear();
-        handlers_.onCommand(m.body.value("op", std::string()), m.body.value("path", std::string()),
-                            [this, id](json r) { reply(id, r); });
+        const std::string id = m.body.at("id").get<std::string>();
+        if (id.empty()) return;
+        // One execution per request id; a repeat (the parent sends again until it hears back)
+        // gets the answer already given, or nothing while the first is still being worked on.
+        if (auto done = replies_.find(id); done != replies_.end()) {
+          if (!done->second.is_null()) reply(id, done->second);
+          return;
+        }
+        replies_.emplace(id, nullptr);
+        replyOrder_.push_back(id);
+        if (replyOrder_.size() > kRepliesKept) {
+          replies_.erase(replyOrder_.front());
+          replyOrder_.pop_front();
+        }
+        handlers_.onCommand(m.body.at("op").get<std::string>(),
+                            m.body.at("path").get<std::string>(), [this, id](json r) {
+                              if (auto it = replies_.find(id); it != replies_.end()) it->second = r;
+                              reply(id, r);
+                            });
       } else if (m.type == "revocation") {
         revoked_ = true;
         spdlog::error("{}: the parent revoked this node's key; stopping", daemonName(cfg_.ring));
         handlers_.onRevoked();
       }
-    });
+    }
   }
 
   void onSpec(const json& body) {
-    const std::string instance = body.value("parent_instance", std::string());
+    const std::string instance = body.at("parent_instance").get<std::string>();
     if (instance != parentInstance_) {
       parentInstance_ = instance;
       changed();  // a parent that (re)started: tell it everything now, not a heartbeat later
     }
-    const std::string digest = body.value("digest", std::string());
+    const std::string digest = body.at("digest").get<std::string>();
     if (digest.empty() || digest == applied_ || digest == rejected_) return;
     auto spec = body.find("spec");
     if (spec == body.end()) return;
@@ -154,7 +182,9 @@ class ParentLink::Impl {
   std::unique_ptr<bus::Publisher> up_;
   std::unique_ptr<bus::Subscriber> down_;
   std::string applied_, rejected_, specError_, parentInstance_;
-  std::set<std::string> handledIds_;
+  static constexpr size_t kRepliesKept = 256;
+  std::map<std::string, json> replies_;  // request id -> the answer (null while in progress)
+  std::deque<std::string> replyOrder_;
   bool revoked_ = false;
   Reactor::TimerId tickTimer_ = 0;
   Reactor::TimerId changeTimer_ = 0;

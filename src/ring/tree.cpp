@@ -1,10 +1,106 @@
 #include "enjin/ring/tree.hpp"
 
+#include "enjin/supervise/spec_file.hpp"
+
 namespace enjin::ring {
 
 using nlohmann::json;
 
 namespace {
+
+// Copies the fields of `in` that `copy` names into `out`, each of the type asked for.
+class Cleaner {
+ public:
+  Cleaner(const json& in, std::string where) : in_(in), where_(std::move(where)) {}
+
+  bool str(const char* key, json& out, bool required = false) {
+    return field(key, out, required, [](const json& v) { return v.is_string(); }, "a string");
+  }
+  bool integer(const char* key, json& out, bool required = false) {
+    return field(key, out, required, [](const json& v) { return v.is_number_integer(); },
+                 "an integer");
+  }
+  bool boolean(const char* key, json& out) {
+    return field(key, out, false, [](const json& v) { return v.is_boolean(); }, "true or false");
+  }
+  bool name(const char* key, json& out) {
+    if (!str(key, out, true)) return false;
+    if (!supervise::validName(out[key].get<std::string>())) return fail(std::string(key) + ": not a name");
+    return true;
+  }
+  bool exit(json& out) {
+    auto it = in_.find("last_exit");
+    if (it == in_.end() || it->is_null()) {
+      out["last_exit"] = nullptr;
+      return true;
+    }
+    if (!it->is_object()) return fail("last_exit: expected an object or null");
+    json e;
+    Cleaner c(*it, where_ + ": last_exit");
+    if (!c.str("kind", e, true) || !c.integer("code", e) || !c.integer("signal", e)) {
+      return fail(c.error_);
+    }
+    out["last_exit"] = std::move(e);
+    return true;
+  }
+  bool fail(std::string what) {
+    if (error_.empty()) error_ = what.starts_with(where_) ? what : where_ + ": " + what;
+    return false;
+  }
+  const std::string& error() const { return error_; }
+
+ private:
+  template <class Check>
+  bool field(const char* key, json& out, bool required, Check ok, const char* what) {
+    auto it = in_.find(key);
+    if (it == in_.end()) return !required || fail(std::string(key) + ": missing");
+    if (!ok(*it)) return fail(std::string(key) + ": expected " + what);
+    out[key] = *it;
+    return true;
+  }
+
+  const json& in_;
+  std::string where_;
+  std::string error_;
+};
+
+Result<json> cleanProcess(const json& in, const std::string& where) {
+  if (!in.is_object()) return Error{where + ": a process must be an object"};
+  json out;
+  Cleaner c(in, where);
+  if (c.name("name", out) && c.str("state", out, true) && c.integer("pid", out) &&
+      c.integer("restarts", out) && c.integer("started_wall_ms", out) && c.str("detail", out) &&
+      c.exit(out)) {
+    return out;
+  }
+  return Error{c.error()};
+}
+
+// A node as its parent daemon reports it (below it, only processes: the tree ends at ring 2).
+Result<json> cleanNodeEntry(const json& in, const std::string& where) {
+  if (!in.is_object()) return Error{where + ": a node must be an object"};
+  json out;
+  Cleaner c(in, where);
+  if (!(c.name("label", out) && c.str("uuid", out) && c.integer("ring", out) &&
+        c.str("state", out, true) && c.integer("pid", out) && c.integer("restarts", out) &&
+        c.integer("started_wall_ms", out) && c.str("detail", out) && c.exit(out) &&
+        c.str("state_dir", out) && c.integer("heartbeat_age_ms", out) &&
+        c.str("observed_state", out) && c.boolean("spec_applied", out))) {
+    return Error{c.error()};
+  }
+  if (in.contains("nodes")) return Error{where + ": a ring-2 node has no nodes"};
+  if (auto p = in.find("processes"); p != in.end()) {
+    if (!p->is_array()) return Error{where + ": processes: expected an array"};
+    json procs = json::array();
+    for (const auto& proc : *p) {
+      auto clean = cleanProcess(proc, where + ": process");
+      if (!clean.ok()) return clean.error();
+      procs.push_back(std::move(*clean));
+    }
+    out["processes"] = std::move(procs);
+  }
+  return out;
+}
 
 json entry(const json& j, const char* kind) {
   json e{{"kind", kind},
@@ -52,6 +148,34 @@ TreeEvent event(const std::string& path, json body, const json* before) {
 FlatTree flattenTree(const json& tree) {
   FlatTree out;
   flattenInto(tree, "", out);
+  return out;
+}
+
+Result<json> cleanObservation(const json& body, int ring) {
+  if (!body.is_object()) return Error{"observation: expected an object"};
+  json out;
+  Cleaner c(body, "observation");
+  if (!(c.integer("ring", out) && c.str("uuid", out) && c.str("label", out) &&
+        c.integer("pid", out) && c.str("state", out, true) && c.str("state_dir", out) &&
+        c.str("spec_digest", out) && c.str("spec_error", out))) {
+    return Error{c.error()};
+  }
+  const char* list = ring == 1 ? "nodes" : "processes";
+  const char* other = ring == 1 ? "processes" : "nodes";
+  if (body.contains(other)) {
+    return Error{"observation: a ring-" + std::to_string(ring) + " node reports no " + other};
+  }
+  json items = json::array();
+  if (auto it = body.find(list); it != body.end()) {
+    if (!it->is_array()) return Error{std::string("observation: ") + list + ": expected an array"};
+    for (const auto& item : *it) {
+      auto clean = ring == 1 ? cleanNodeEntry(item, "observation: node")
+                             : cleanProcess(item, "observation: process");
+      if (!clean.ok()) return clean.error();
+      items.push_back(std::move(*clean));
+    }
+  }
+  out[list] = std::move(items);
   return out;
 }
 

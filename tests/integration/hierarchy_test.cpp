@@ -12,6 +12,7 @@
 #include <map>
 #include <poll.h>
 #include <set>
+#include <sstream>
 
 #include "enjin/ring/tree.hpp"
 #include "ring2d_fixture.hpp"
@@ -21,9 +22,11 @@ namespace {
 
 using nlohmann::json;
 
-// A sleeping process whose command line names it, so the test can find (and count) it.
-std::string sleeper(const std::string& tag) {
-  return "[\"" + kBinDir + "/crasher\", \"sleep:" + tag + "\"]";
+// A sleeping process whose command line names it, so the test can find (and count) it: the
+// sleep, in ms, is the tag, unique to this test process (ctest runs tests side by side).
+std::string tag(int k) { return std::to_string(7'000'000 + (::getpid() % 100'000) * 10 + k); }
+std::string sleeper(int k) {
+  return "[\"" + kBinDir + "/crasher\", \"sleep:" + tag(k) + "\"]";
 }
 
 // Borrows ring2d's fixture for its temp dir, subreaper and process helpers.
@@ -38,8 +41,8 @@ class HierarchyTest : public Ring2dTest {
     }
     // Whatever a test's kill -9 left unowned: everything whose command line names this dir.
     for (pid_t pid : pidsWithCmdline(dir_.path())) ::kill(pid, SIGKILL);
-    for (const char* tag : {"600100", "600101", "600102", "600103"}) {
-      for (pid_t pid : pidsWithCmdline("sleep:" + std::string(tag))) ::kill(pid, SIGKILL);
+    for (int k = 0; k < 4; ++k) {
+      for (pid_t pid : pidsWithCmdline("sleep:" + tag(k))) ::kill(pid, SIGKILL);
     }
     reapAll(3000);
     Ring2dTest::TearDown();
@@ -56,15 +59,15 @@ label = "infra"
   label = "shop"
     [[ring1.ring2.process]]
     name = "web"
-    command = )" + sleeper("600100") + R"(
+    command = )" + sleeper(0) + R"(
     [[ring1.ring2.process]]
     name = "worker"
-    command = )" + sleeper("600101") + R"(
+    command = )" + sleeper(1) + R"(
   [[ring1.ring2]]
   label = "blog"
     [[ring1.ring2.process]]
     name = "web"
-    command = )" + sleeper("600102") + "\n";
+    command = )" + sleeper(2) + "\n";
   }
 
   void writeConfig(const std::string& text) { std::ofstream(configPath()) << text; }
@@ -229,8 +232,8 @@ TEST_F(HierarchyTest, KillAtEachLevelRestartsExactlyThat) {
     EXPECT_FALSE(processAlive(before[victim]));
   }
   // Nothing runs twice.
-  for (const char* tag : {"sleep:600100", "sleep:600101", "sleep:600102"}) {
-    EXPECT_EQ(pidsWithCmdline(tag).size(), 1u) << tag;
+  for (const std::string& t : {"sleep:" + tag(0), "sleep:" + tag(1), "sleep:" + tag(2)}) {
+    EXPECT_EQ(pidsWithCmdline(t).size(), 1u) << t;
   }
 }
 
@@ -291,9 +294,15 @@ TEST_F(HierarchyTest, RevokedKeyIsRefusedAsUnknownKey) {
   ASSERT_EQ(rc, 0) << out;
   ASSERT_TRUE(waitFor(
       [&] { return stateAt("infra/shop") == "revoked"; }, 10'000));
-  // The node is stopped with everything under it.
+  // The node is stopped with everything under it, and it heard the revocation itself.
   ASSERT_TRUE(waitFor([&] { return !processAlive(shopPid) && !processAlive(shopWeb); },
                                   15'000));
+  EXPECT_TRUE(waitFor(
+      [&] {
+        return readProcFile(infra + "/logs/shop.log").find("revoked this node's key") !=
+               std::string::npos;
+      },
+      5000));
   // Its key signs a message on ring1d's up bus: counted as unknown_key, never acted on.
   const uint64_t before = call(infra, {{"cmd", "tree"}})["up_bus"].value("unknown_key", uint64_t{0});
   auto [prc, pout] = run(
@@ -306,14 +315,139 @@ TEST_F(HierarchyTest, RevokedKeyIsRefusedAsUnknownKey) {
         return call(infra, {{"cmd", "tree"}})["up_bus"].value("unknown_key", uint64_t{0}) >= before + 3;
       },
       5000));
-  // The sibling is untouched, and the revocation survives a restart of ring1d.
+  // A sibling's key may not speak for it: blog's key on shop's topic is an acl rejection.
+  const uint64_t acl = call(infra, {{"cmd", "tree"}})["up_bus"].value("acl", uint64_t{0});
+  std::tie(prc, pout) = run(
+      kBinDir + "/enjinctl bus pub --connect ipc://" + infra + "/up.sock --key " + infra +
+      "/nodes/blog/node.key --no-seq-file --topic obs." + uuid +
+      " --type node_observation --count 2 --wait-ms 5000 --drain-ms 500 2>&1");
+  ASSERT_EQ(prc, 0) << pout;
+  EXPECT_TRUE(waitFor(
+      [&] { return call(infra, {{"cmd", "tree"}})["up_bus"].value("acl", uint64_t{0}) >= acl + 2; },
+      5000));
+  // The sibling is untouched, and the revocation survives a restart of ring1d: wait for the
+  // new ring1d's own report (a fresh heartbeat), not the dead one's last.
   EXPECT_EQ(stateAt("infra/blog"), "ready");
-  ::kill(pidOf("infra"), SIGKILL);
-  ASSERT_TRUE(waitFor([&] { return stateAt("infra") == "ready"; },
-                                  15'000));
-  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  const int oldInfra = pidOf("infra");
+  ::kill(oldInfra, SIGKILL);
+  ASSERT_TRUE(waitFor(
+      [&] {
+        json now = tree();
+        if (!now.is_object() || now["nodes"].empty()) return false;
+        const json& n = now["nodes"][0];
+        return n.value("pid", 0) != oldInfra && n.value("pid", 0) > 0 &&
+               n.value("state", "") == "ready" && n.value("heartbeat_age_ms", 100'000) < 150;
+      },
+      15'000));
   EXPECT_EQ(stateAt("infra/shop"), "revoked");
-  EXPECT_TRUE(pidsWithCmdline("sleep:600100").empty());
+  EXPECT_TRUE(pidsWithCmdline("sleep:" + tag(0)).empty());
+}
+
+// A child whose signed observations are of the wrong shape (a bug, or a taken-over node) is
+// refused and logged; its parent keeps running and keeps supervising.
+TEST_F(HierarchyTest, MalformedObservationIsRefusedNotFatal) {
+  startRing0d();
+  ASSERT_TRUE(waitFor([&] { return allReady(); }, 20'000)) << err();
+  const std::string infra = state() + "/nodes/infra";
+  const int ring1 = pidOf("infra");
+  std::string uuid;
+  const json t = tree();
+  for (const auto& n : t["nodes"][0]["nodes"]) {
+    if (n["label"] == "blog") uuid = n["uuid"];
+  }
+  ASSERT_EQ(uuid.size(), 36u);
+  for (const std::string body : {R"({"state":1})", R"({"state":"ready","processes":[{"pid":"x"}]})",
+                                 R"({"state":"ready","processes":"many"})"}) {
+    auto [rc, out] = run(kBinDir + "/enjinctl bus pub --connect ipc://" + infra +
+                         "/up.sock --key " + infra + "/nodes/blog/node.key --no-seq-file --topic obs." +
+                         uuid + " --type node_observation --body '" + body +
+                         "' --wait-ms 5000 --drain-ms 300 2>&1");
+    ASSERT_EQ(rc, 0) << out;
+  }
+  EXPECT_TRUE(waitFor(
+      [&] {
+        return readProcFile(state() + "/logs/infra.log").find("refused a message from node 'blog'") !=
+               std::string::npos;
+      },
+      5000));
+  EXPECT_TRUE(processAlive(ring1));
+  EXPECT_EQ(pidOf("infra"), ring1);
+  const int web = pidOf("infra/shop/web");
+  ::kill(web, SIGKILL);  // and it still supervises
+  EXPECT_TRUE(waitFor([&] { return pidOf("infra/shop/web") != web && stateAt("infra/shop/web") == "ready"; },
+                      10'000));
+}
+
+// Numbered lines once a millisecond from an app while its ring2d, then its ring1d, then ring0d
+// are killed with SIGKILL: none lost, none repeated.
+TEST_F(HierarchyTest, NoLogLineLostWhileEachRingDies) {
+  writeConfig(baseConfig() + R"(    [[ring1.ring2.process]]
+    name = "talker"
+    command = [")" + kBinDir + R"(/crasher", "lines:0:1"]
+)");
+  startRing0d();
+  ASSERT_TRUE(waitFor([&] { return allReady(); }, 20'000)) << err();
+  for (const char* victim : {"infra/blog", "infra"}) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(150));
+    const int pid = pidOf(victim);
+    ::kill(pid, SIGKILL);
+    ASSERT_TRUE(waitFor([&] { return allReady() && pidOf(victim) != pid; }, 15'000)) << victim;
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(150));
+  killRing0d(SIGKILL);
+  std::this_thread::sleep_for(std::chrono::milliseconds(150));
+  startRing0d();
+  ASSERT_TRUE(waitFor([&] { return allReady(); }, 20'000)) << err();
+  std::this_thread::sleep_for(std::chrono::milliseconds(150));
+  json r = call(state(), {{"cmd", "command"}, {"op", "stop"}, {"path", "infra/blog/talker"}});
+  ASSERT_EQ(r["ok"], true) << r.dump();
+  ASSERT_TRUE(waitFor([&] { return stateAt("infra/blog/talker") == "stopped"; }, 10'000));
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  const std::string log = readProcFile(state() + "/nodes/infra/nodes/blog/logs/talker.log");
+  std::istringstream in(log);
+  std::string line;
+  long expect = 1;
+  while (std::getline(in, line)) {
+    const size_t at = line.rfind("stdout line ");
+    ASSERT_NE(at, std::string::npos) << line;
+    ASSERT_EQ(std::stol(line.substr(at + 12)), expect) << "a line is missing or repeated";
+    ++expect;
+  }
+  EXPECT_GT(expect, 300);
+  EXPECT_EQ(pidOf("infra/blog/talker"), 0);
+}
+
+// A reload adds and removes nodes: the new one is created and started, the removed one stopped
+// with everything under it and forgotten; the others do not move.
+TEST_F(HierarchyTest, ReloadAddsAndRemovesNodes) {
+  startRing0d();
+  ASSERT_TRUE(waitFor([&] { return allReady(); }, 20'000)) << err();
+  const int shop = pidOf("infra/shop"), shopWeb = pidOf("infra/shop/web");
+  std::string config = baseConfig();
+  config = config.substr(0, config.find("  [[ring1.ring2]]\n  label = \"blog\""));
+  config += "  [[ring1.ring2]]\n  label = \"wiki\"\n    [[ring1.ring2.process]]\n    name = \"web\"\n"
+            "    command = " + sleeper(3) + "\n";
+  writeConfig(config);
+  ::kill(ring0d_, SIGHUP);
+  ASSERT_TRUE(waitFor(
+      [&] { return stateAt("infra/wiki/web") == "ready" && stateAt("infra/blog") == ""; }, 15'000))
+      << tree().dump(1);
+  EXPECT_TRUE(pidsWithCmdline("sleep:" + tag(2)).empty()) << "blog's process outlived blog";
+  EXPECT_EQ(pidsWithCmdline("sleep:" + tag(3)).size(), 1u);
+  EXPECT_EQ(pidOf("infra/shop"), shop);
+  EXPECT_EQ(pidOf("infra/shop/web"), shopWeb);
+  // The forgotten node's state is kept aside, not reused.
+  bool aside = false;
+  for (const auto& e : std::filesystem::directory_iterator(state() + "/nodes/infra/nodes")) {
+    aside = aside || e.path().filename().string().starts_with("blog.removed-");
+  }
+  EXPECT_TRUE(aside);
+  // A config that does not check out is refused; what runs stays.
+  writeConfig(config + "bogus = 1\n");
+  ::kill(ring0d_, SIGHUP);
+  EXPECT_TRUE(waitFor([&] { return err().find("reload refused") != std::string::npos; }, 5000));
+  EXPECT_FALSE(ring::firstNotReady(tree()).has_value()) << tree().dump(1);
+  EXPECT_EQ(pidOf("infra/shop/web"), shopWeb);
 }
 
 // Half of all bus messages lost, both ways, at every ring: the level-triggered protocol still
@@ -333,12 +467,12 @@ TEST_F(HierarchyTest, HealsFromMessageLoss) {
   // A new process in a ring-2 node: config -> ring0d -> spec to ring1d -> spec to ring2d.
   writeConfig(baseConfig(100, 3000) + R"(    [[ring1.ring2.process]]
     name = "extra"
-    command = )" + sleeper("600103") + "\n");
+    command = )" + sleeper(3) + "\n");
   ::kill(ring0d_, SIGHUP);
   ASSERT_TRUE(waitFor(
       [&] { return stateAt("infra/blog/extra") == "ready"; }, 10'000))
       << tree().dump(1);
-  EXPECT_EQ(pidsWithCmdline("sleep:600103").size(), 1u);
+  EXPECT_EQ(pidsWithCmdline("sleep:" + tag(3)).size(), 1u);
 }
 
 // An outside subscriber (Python, written from proto/ alone) verifies and decodes the stream.
@@ -350,14 +484,20 @@ TEST_F(HierarchyTest, OutsideSubscriberVerifiesAndDecodesTheStream) {
   const std::string key = info.value("public_key", "");
   ASSERT_FALSE(endpoint.empty());
   std::pair<int, std::string> result;
+  const std::string out = dir_ / "observe.out";
   std::thread subscriber([&] {
     result = run("cd " + std::string(ENJIN_SOURCE_DIR) + "/tests/interop && /usr/bin/python3 "
-                 "observe_tree.py " + endpoint + " " + key + " --events 2 --timeout-ms 15000");
+                 "observe_tree.py " + endpoint + " " + key +
+                 " --events 2 --timeout-ms 30000 >" + out + " 2>&1; rc=$?; cat " + out +
+                 "; exit $rc");
   });
-  // The subscriber joins, then an app dies and comes back: two events.
-  std::this_thread::sleep_for(std::chrono::milliseconds(700));
+  // Once the subscriber has its first tree (it is connected and verifying), an app dies and
+  // comes back: two events.
+  const bool subscribed =
+      waitFor([&] { return readProcFile(out).find("tree root") != std::string::npos; }, 20'000);
   ::kill(pidOf("infra/blog/web"), SIGKILL);
   subscriber.join();
+  ASSERT_TRUE(subscribed) << result.second;
   EXPECT_EQ(result.first, 0) << result.second;
   EXPECT_NE(result.second.find("tree infra/shop/worker ready"), std::string::npos) << result.second;
   EXPECT_NE(result.second.find("event infra/blog/web (process): ready -> backoff"),
@@ -405,8 +545,8 @@ TEST_F(HierarchyTest, CleanShutdownLeavesNoProcess) {
   EXPECT_EQ(WEXITSTATUS(status), 0);
   reapAll(500);
   EXPECT_TRUE(pidsWithCmdline(dir_.path()).empty());
-  for (const char* tag : {"sleep:600100", "sleep:600101", "sleep:600102"}) {
-    EXPECT_TRUE(pidsWithCmdline(tag).empty()) << tag;
+  for (const std::string& t : {"sleep:" + tag(0), "sleep:" + tag(1), "sleep:" + tag(2)}) {
+    EXPECT_TRUE(pidsWithCmdline(t).empty()) << t;
   }
   EXPECT_EQ(countZombiesOf(::getpid()), 0);
 }
@@ -434,8 +574,8 @@ TEST_F(HierarchyTest, TellsSystemdReadyWatchdogAndStatus) {
     if (msg.find("READY=1") != std::string::npos && !ready) {
       ready = true;
       // Every daemon is up and every process settled; the tree view converges within a beat.
-      for (const char* tag : {"sleep:600100", "sleep:600101", "sleep:600102"}) {
-        EXPECT_EQ(pidsWithCmdline(tag).size(), 1u) << tag << " not running at READY=1";
+      for (const std::string& t : {"sleep:" + tag(0), "sleep:" + tag(1), "sleep:" + tag(2)}) {
+        EXPECT_EQ(pidsWithCmdline(t).size(), 1u) << t << " not running at READY=1";
       }
       EXPECT_TRUE(waitFor([&] { return allReady(); }, 2000));
     }

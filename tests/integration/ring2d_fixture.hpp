@@ -31,14 +31,26 @@ namespace enjin::testing {
 
 inline const std::string kBinDir = ENJIN_BIN_DIR;
 
+// A /proc file, or "" if the process is gone (libstdc++'s streams throw on the ESRCH a read of
+// a vanished process's file gets).
+inline std::string readProcFile(const std::string& path) {
+  std::string out;
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return out;
+  char buf[4096];
+  ssize_t n;
+  while ((n = ::read(fd, buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
+  ::close(fd);
+  return out;
+}
+
 // Every process on the machine whose parent is `ppid` and that is a zombie.
 inline int countZombiesOf(pid_t ppid) {
   int zombies = 0;
   DIR* d = ::opendir("/proc");
   while (dirent* e = ::readdir(d)) {
     if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
-    std::ifstream in(std::string("/proc/") + e->d_name + "/stat");
-    std::string stat((std::istreambuf_iterator<char>(in)), {});
+    const std::string stat = readProcFile(std::string("/proc/") + e->d_name + "/stat");
     auto close = stat.rfind(')');
     if (close == std::string::npos || close + 4 >= stat.size()) continue;
     const char state = stat[close + 2];
@@ -55,8 +67,7 @@ inline std::vector<pid_t> pidsWithCmdline(const std::string& needle) {
   DIR* d = ::opendir("/proc");
   while (dirent* e = ::readdir(d)) {
     if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
-    std::ifstream in(std::string("/proc/") + e->d_name + "/cmdline");
-    std::string c((std::istreambuf_iterator<char>(in)), {});
+    std::string c = readProcFile(std::string("/proc/") + e->d_name + "/cmdline");
     for (auto& ch : c) ch = ch == '\0' ? ' ' : ch;
     if (c.find(needle) != std::string::npos) out.push_back(std::atoi(e->d_name));
   }
@@ -91,8 +102,7 @@ inline int freeTcpPort() {
 // Alive and not a zombie (a zombie still answers kill(pid, 0)).
 inline bool processAlive(pid_t pid) {
   if (pid <= 0 || ::kill(pid, 0) != 0) return false;
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string stat((std::istreambuf_iterator<char>(in)), {});
+  const std::string stat = readProcFile("/proc/" + std::to_string(pid) + "/stat");
   const auto close = stat.rfind(')');
   return close != std::string::npos && close + 2 < stat.size() && stat[close + 2] != 'Z';
 }

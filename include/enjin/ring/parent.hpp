@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -55,8 +56,9 @@ class NodeParent {
   ~NodeParent();
 
   // Binds the buses, loads the nodes and keys from the store, then creates what `desired`
-  // adds, re-adopts the children still running and starts the rest.
-  Status start(std::vector<NodeSpec> desired);
+  // adds, re-adopts the children still running and starts the rest. Without `desired`, the
+  // nodes in the store are run as they are (a ring1d that has not heard from its parent yet).
+  Status start(std::optional<std::vector<NodeSpec>> desired);
   // A new desired set (a reloaded config, or a spec from this daemon's own parent): new nodes
   // are created and started, removed ones stopped and forgotten, changed ones told.
   Status apply(std::vector<NodeSpec> desired);
@@ -74,7 +76,8 @@ class NodeParent {
 
   // The whole tree below this daemon, with this daemon at its root.
   nlohmann::json tree() const;
-  // Every child is settled: ready, or given up on (failed, stopped, revoked).
+  // Every child is settled: ready, or not going to be soon (failed, stopped, revoked, or
+  // backing off / unhealthy: a crash-looping node must not hold the whole tree's READY back).
   bool childrenUp() const;
   // Hears that something in the tree changed (coalesced), for a parent link to republish.
   void setOnChange(std::function<void()> onChange);

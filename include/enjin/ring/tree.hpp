@@ -11,12 +11,21 @@
 #include <string>
 #include <vector>
 
+#include "enjin/base/result.hpp"
+
 namespace enjin::ring {
 
 // path ("r1", "r1/web", "r1/web/app") -> {"kind":"node"|"process","state",..}
 using FlatTree = std::map<std::string, nlohmann::json>;
 
 FlatTree flattenTree(const nlohmann::json& tree);
+
+// A child's observation as it arrived (signed, but written by a program that may be buggy or
+// taken over), checked field by field and rebuilt from the known fields only: strings are
+// strings, numbers are numbers, names are names. Anything else is refused, naming the field, so
+// nothing a child says can throw in the parent's reactor or smuggle in fields of its own.
+// `ring` is the ring of the node that sent it (1: it reports nodes, 2: processes).
+Result<nlohmann::json> cleanObservation(const nlohmann::json& body, int ring);
 
 // Null when the root and everything below it is ready (revoked nodes aside); otherwise what is
 // not, as "infra-1/shop/web is backoff". What `enjinctl wait-ready` waits for.
