@@ -29,6 +29,7 @@
 #include "enjin/store/store.hpp"
 #include "enjin/supervise/control_server.hpp"
 #include "enjin/supervise/holder.hpp"
+#include "enjin/supervise/spawn.hpp"
 #include "enjin/supervise/supervisor.hpp"
 
 namespace enjin::ring {
@@ -144,6 +145,26 @@ Status ensureRootKey(const std::string& keyFile) {
   return {};
 }
 
+// Every process of every ring-2 node, checked by its spawn strategy as ring2d will check it:
+// a config that passes --check-config does not fail three rings down.
+Status checkProcesses(const DaemonConfig& cfg) {
+  supervise::SpawnRegistry registry;
+  registry.add(supervise::makeExecStrategy());
+  registry.add(supervise::makeUnixUserStrategy());
+  for (const auto& r1 : cfg.nodes) {
+    for (const auto& r2 : r1.nodes) {
+      for (const auto& p : r2.processes) {
+        const std::string where =
+            cfg.source + ": node '" + r1.label + "/" + r2.label + "': process '" + p.name + "'";
+        auto strategy = registry.find(p.strategy);
+        if (!strategy.ok()) return strategy.error().wrap(where);
+        if (auto st = (*strategy)->validate(p); !st.ok()) return st.error().wrap(where);
+      }
+    }
+  }
+  return {};
+}
+
 // The spec a node last applied and its digest (empty: none).
 Status storeSpec(store::Store& store, const std::string& spec, const std::string& digest) {
   if (auto st = store.setMeta("spec", spec); !st.ok()) return st;
@@ -185,6 +206,10 @@ int parentDaemonMain(int ring, int argc, char** argv) {
   }
   DaemonConfig cfg = std::move(*loaded);
   if (!logLevel.empty()) cfg.logLevel = logLevel;
+  if (auto st = checkProcesses(cfg); !st.ok()) {
+    std::fprintf(stderr, "%s: %s\n", name.c_str(), st.error().message.c_str());
+    return 1;
+  }
   if (checkOnly) {
     size_t ring2 = 0, procs = 0;
     for (const auto& n : cfg.nodes) {
@@ -350,6 +375,9 @@ int parentDaemonMain(int ring, int argc, char** argv) {
   auto reload = [&]() -> Status {
     if (ring != 0) return Error{"ring1d's desired state comes from its parent, not from a reload"};
     auto next = loadConfig(configPath, ring, stateDir);
+    if (next.ok()) {
+      if (auto st = checkProcesses(*next); !st.ok()) next = st.error();
+    }
     if (!next.ok()) {
       spdlog::error("{}: reload refused, the running config stays: {}", name, next.error().message);
       return next.error();

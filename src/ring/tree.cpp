@@ -110,6 +110,7 @@ json entry(const json& j, const char* kind) {
          {"detail", j.value("detail", "")}};
   if (auto it = j.find("last_exit"); it != j.end()) e["last_exit"] = *it;
   if (auto it = j.find("ring"); it != j.end()) e["ring"] = *it;
+  if (auto it = j.find("spec_applied"); it != j.end()) e["spec_applied"] = *it;
   return e;
 }
 
@@ -187,6 +188,9 @@ std::optional<std::string> firstNotReady(const json& tree) {
   for (const auto& [path, e] : flattenTree(tree)) {
     const std::string state = e.value("state", "");
     if (state != "ready" && state != "revoked") return path + " is " + state;
+    if (state == "ready" && e.contains("spec_applied") && !e.value("spec_applied", false)) {
+      return path + " does not run its latest spec yet";
+    }
   }
   return std::nullopt;
 }

@@ -70,7 +70,7 @@ TEST(RingConfig, ErrorsNameTheFileTheLineAndTheKey) {
       {"state_dir = \"relative\"\n", "must be an absolute path"},
       {"log_level = \"loud\"\n", "log_level: expected one of"},
       {"[ring1\n", "r0.toml:1:"},
-      {"[[ring1]]\nlabel = \"a\"\nstrategy = \"unix-user\"\n", "strategy 'unix-user' needs user"},
+      {"[[ring1]]\nlabel = \"a\"\nstrategy = \"unix-user\"\n", "r0.toml:3: ring1 node 'a': strategy 'unix-user' is not available for nodes yet (known: exec)"},
   };
   for (const auto& c : cases) {
     auto r = parseConfig(c.text, "r0.toml", 0);
