@@ -76,6 +76,7 @@ class NodeParent::Impl {
     json specBody;        // what goes on the wire
     std::string digest;   // specDigest(specBody)
     json observed;        // the child's last obs body, cleaned (null until one arrives)
+    bool observedStale = false;  // from an earlier run of the child's daemon
     std::string lastRefusal;
     int64_t lastSeenNs = 0;
     bool lost = false;
@@ -498,6 +499,10 @@ class NodeParent::Impl {
 
   void onObservation(Child& c, json body) {
     c.lastSeenNs = clock_.monotonicNanos();
+    if (c.observedStale) {
+      c.observedStale = false;
+      changed();
+    }
     if (c.lost) {
       c.lost = false;
       spdlog::info("{}: node '{}' heartbeats again", name(), c.rec.label);
@@ -533,6 +538,7 @@ class NodeParent::Impl {
       // good, nothing below it is known any more.
       c.lastSeenNs = 0;
       c.lost = false;
+      c.observedStale = true;  // shown, but not taken for the new run's word
       if (ev.status.state == ProcessState::kStopped || ev.status.state == ProcessState::kFailed) {
         c.observed = nullptr;
       }
@@ -637,11 +643,19 @@ class NodeParent::Impl {
     if (c.lastSeenNs != 0) {
       j["heartbeat_age_ms"] = (clock_.monotonicNanos() - c.lastSeenNs) / 1'000'000;
     }
-    if (c.observed.is_object()) {
+    if (!c.observed.is_object()) {
+      // Nothing from this run yet; a node that is down has nothing below it to report.
+      const std::string state = j.value("state", "");
+      if (state != "stopped" && state != "failed" && state != "revoked") {
+        j["observed_state"] = "unknown";
+      }
+    } else {
       if (auto n = c.observed.find("nodes"); n != c.observed.end()) j["nodes"] = *n;
       if (auto p = c.observed.find("processes"); p != c.observed.end()) j["processes"] = *p;
-      j["observed_state"] = c.observed.value("state", "");
-      j["spec_applied"] = c.observed.value("spec_digest", std::string()) == c.digest;
+      // Until the current run reports, what the last one said is shown but vouches for nothing.
+      j["observed_state"] = c.observedStale ? "unknown" : c.observed.value("state", "");
+      j["spec_applied"] =
+          !c.observedStale && c.observed.value("spec_digest", std::string()) == c.digest;
     }
     return j;
   }

@@ -111,6 +111,7 @@ json entry(const json& j, const char* kind) {
   if (auto it = j.find("last_exit"); it != j.end()) e["last_exit"] = *it;
   if (auto it = j.find("ring"); it != j.end()) e["ring"] = *it;
   if (auto it = j.find("spec_applied"); it != j.end()) e["spec_applied"] = *it;
+  if (auto it = j.find("observed_state"); it != j.end()) e["observed_state"] = *it;
   return e;
 }
 
@@ -196,6 +197,20 @@ std::optional<std::string> firstNotReady(const json& tree) {
 }
 
 std::vector<TreeEvent> diffTrees(const FlatTree& before, FlatTree after, FlatTree* keep) {
+  // Below a node whose current run has not reported yet (observed_state "unknown": a restarted
+  // daemon that re-adopts its children), nothing is known to have changed: what was there is
+  // carried over, not reported removed.
+  for (const auto& [path, e] : before) {
+    if (after.contains(path)) continue;
+    for (size_t slash = path.rfind('/'); slash != std::string::npos;
+         slash = slash == 0 ? std::string::npos : path.rfind('/', slash - 1)) {
+      auto ancestor = after.find(path.substr(0, slash));
+      if (ancestor != after.end() && ancestor->second.value("observed_state", "") == "unknown") {
+        after.emplace(path, e);
+        break;
+      }
+    }
+  }
   std::vector<TreeEvent> events;
   auto b = before.begin();
   auto a = after.begin();

@@ -209,6 +209,23 @@ TEST(Tree, FlattensToPathsAndDiffsOnlyWhatChanged) {
   EXPECT_TRUE(added[0].body["previous"].is_null());
 }
 
+TEST(Tree, WhatIsBelowANodeNotHeardFromYetIsCarriedOverNotRemoved) {
+  FlatTree before = flattenTree(treeWith("ready", 12));
+  json restarted = treeWith("ready", 12);
+  restarted["nodes"][0]["nodes"][0].erase("processes");
+  restarted["nodes"][0]["nodes"][0]["observed_state"] = "unknown";
+  FlatTree kept;
+  auto events = diffTrees(before, flattenTree(restarted), &kept);
+  EXPECT_TRUE(events.empty()) << events[0].body.dump();
+  EXPECT_TRUE(kept.contains("infra/shop/web"));
+  // Heard from, without the process: now it is gone.
+  restarted["nodes"][0]["nodes"][0]["observed_state"] = "ready";
+  restarted["nodes"][0]["nodes"][0]["processes"] = json::array();
+  events = diffTrees(kept, flattenTree(restarted), nullptr);
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].body["state"], "removed");
+}
+
 TEST(Tree, FirstNotReadyNamesWhatHoldsTheTreeBack) {
   EXPECT_FALSE(firstNotReady(treeWith("ready", 12)).has_value());
   EXPECT_EQ(firstNotReady(treeWith("backoff", 0)).value_or(""), "infra/shop/web is backoff");

@@ -20,11 +20,12 @@ inline constexpr std::string_view kSignatureDomain{"enjin-v1\0", 9};
 inline constexpr size_t kAuthBytes = crypto::kPublicKeyBytes + crypto::kSignatureBytes;
 inline constexpr size_t kDefaultMaxPayloadBytes = 1 << 20;
 
-// A connecting socket retries 10 ms after losing its peer, doubling up to 1 s: a restarted
-// parent is heard from again within milliseconds instead of libzmq's default 100 ms, and a peer
-// that stays away costs one attempt a second.
+// A connecting socket retries 10 ms after losing its peer, doubling up to 250 ms: a restarted
+// parent (back after its restart delay, ~100 ms) is heard from again within milliseconds
+// instead of libzmq's default 100 ms or a long backoff step, and a peer that stays away costs
+// four attempts a second.
 inline constexpr int kReconnectMillis = 10;
-inline constexpr int kReconnectMaxMillis = 1000;
+inline constexpr int kReconnectMaxMillis = 250;
 
 using Auth = std::array<uint8_t, kAuthBytes>;
 
