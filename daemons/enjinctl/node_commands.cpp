@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <cctype>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -315,7 +316,9 @@ void addNodeCommands(CLI::App& app, const std::string& stateDir, int& exitCode) 
   status->callback([&, asJson] { exitCode = runStatus(stateDir, *asJson); });
 
   for (const char* cmd : {"start", "stop", "restart"}) {
-    auto* sub = app.add_subcommand(cmd, std::string(cmd) + " one node or process");
+    std::string what = std::string(cmd) + " one node or process (a command down the buses)";
+    what[0] = static_cast<char>(std::toupper(static_cast<unsigned char>(what[0])));
+    auto* sub = app.add_subcommand(cmd, what);
     auto name = std::make_shared<std::string>();
     sub->add_option("PATH", *name,
                     "A child of the daemon at --state-dir (NAME), or anything below it "
