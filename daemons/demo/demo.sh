@@ -69,7 +69,7 @@ leftovers() {
 }
 
 stop_all() {
-  trap - INT TERM
+  trap - INT TERM EXIT
   if [ -n "$ring0d" ] && kill -0 "$ring0d" 2>/dev/null; then
     bold "stopping: ring0d stops ring-1, which stops ring-2, which stops the apps"
     kill -TERM "$ring0d"
@@ -83,14 +83,17 @@ stop_all() {
   echo "every process stopped; nothing left behind"
   if [ "$keep" = 1 ]; then echo "state kept in $dir"; else rm -rf "$dir"; fi
 }
+# However the demo ends (Ctrl-C, a failed step under set -e, the end of the tour), the tree is
+# stopped and checked.
 trap 'stop_all; exit 130' INT
 trap 'stop_all; exit 143' TERM
+trap 'rc=$?; stop_all || rc=1; exit $rc' EXIT
 
 "$bin/ring0d" --check-config --config "$dir/ring0d.toml"
 bold "starting ring0d (log: $state/ring0d.log)"
 mkdir -p "$state" && chmod 700 "$state"
 start=$(now_ms)
-"$bin/ring0d" --config "$dir/ring0d.toml" 2>"$state/ring0d.log" &
+"$bin/ring0d" --config "$dir/ring0d.toml" >"$state/ring0d.log" 2>&1 &
 ring0d=$!
 ctl="$bin/enjinctl --state-dir $state"
 
@@ -98,7 +101,6 @@ ctl="$bin/enjinctl --state-dir $state"
 if ! $ctl wait-ready --timeout-ms 30000; then
   kill -0 "$ring0d" 2>/dev/null || { echo "ring0d exited; its log:" >&2; cat "$state/ring0d.log" >&2; }
   $ctl status >&2 || true
-  stop_all || true
   exit 1
 fi
 ready=$(now_ms)
@@ -150,7 +152,7 @@ $ctl wait-ready --timeout-ms 20000
 echo "ring-1 node replaced and ready in $(( $(now_ms) - killed )) ms"
 apps_after="$($ctl pid infra-1/shop/web) $($ctl pid infra-1/blog/web)"
 echo "apps before: $apps_before; after: $apps_after (the same: re-adopted, not restarted)"
-[ "$apps_before" = "$apps_after" ] || { echo "an app was restarted" >&2; stop_all; exit 1; }
+[ "$apps_before" = "$apps_after" ] || { echo "an app was restarted" >&2; exit 1; }
 $ctl status
 
 remaining=$((duration - ($(now_ms) - start) / 1000))

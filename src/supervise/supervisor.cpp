@@ -46,7 +46,8 @@ std::string_view stateName(ProcessState s) {
 namespace {
 
 constexpr int64_t kReadinessRetryMs = 100;   // between readiness probes until ready
-constexpr int64_t kSaveDelayMs = 50;         // state.json writes are coalesced this long
+constexpr int64_t kSaveDelayMs = 50;
+constexpr size_t kEarlyNotifyKept = 8;       // notify datagrams kept while a spawn is pending         // state.json writes are coalesced this long
 constexpr int64_t kTrimDelayMs = 1000;       // the heap is trimmed after this long without a save
 constexpr int64_t kHolderByeTimeoutMs = 5000;
 constexpr size_t kLogReadChunk = 64 * 1024;
@@ -133,6 +134,9 @@ struct Proc {
   bool wanted = true;     // should be running now (false while stopping or held down)
   bool heldDown = false;  // an operator's stop or the policy's stop/fail: survives a restart
   bool spawnPending = false;
+  // Notify datagrams that came while the spawn was on its way, before the holder told us the
+  // new pid: a fast process says READY=1 before that (sender pid, text; a few at most).
+  std::vector<std::pair<pid_t, std::string>> earlyNotify;
   bool restartAfterStop = false;
   bool removeAfterStop = false;
   std::optional<ProcessSpec> nextSpec;
@@ -236,6 +240,7 @@ class Supervisor::Impl {
   void drainLogs(Proc& p);  // the process exited: everything it wrote goes to the log
   void reopenLog(Proc& p);  // the log settings may have changed
   void onNotify(Proc& p);
+  void applyNotify(Proc& p, std::string_view text);
 
   // --- state file and events ---
   void scheduleSave();
@@ -594,6 +599,12 @@ void Supervisor::Impl::onSpawned(Proc& p, const json& msg) {
     setReady(p, "");
   } else {
     beginReadiness(p);
+  }
+  // What the new run said before we knew its pid counts now, if it was the new run that said it.
+  auto early = std::move(p.earlyNotify);
+  p.earlyNotify.clear();
+  for (const auto& [pid, text] : early) {
+    if (pid == p.pid || ::getpgid(pid) == p.pid) applyNotify(p, text);
   }
   scheduleSave();
 }
@@ -1223,12 +1234,25 @@ void Supervisor::Impl::onNotify(Proc& p) {
     if (c == nullptr || c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_CREDENTIALS) continue;
     ucred cred;
     std::memcpy(&cred, CMSG_DATA(c), sizeof cred);
+    if (p.spawnPending) {
+      // Judged once the holder says which pid the new run has (onSpawned).
+      if (p.earlyNotify.size() < kEarlyNotifyKept) {
+        p.earlyNotify.emplace_back(cred.pid, std::string(buf, static_cast<size_t>(n)));
+      }
+      continue;
+    }
     if (p.pid <= 0 || (cred.pid != p.pid && ::getpgid(cred.pid) != p.pid)) continue;
+    applyNotify(p, std::string_view(buf, static_cast<size_t>(n)));
+  }
+  flushEvents();
+}
+
+void Supervisor::Impl::applyNotify(Proc& p, std::string_view text) {
+  {
     // A process that is being stopped, or not running, has nothing more to say.
     const bool live = p.state == ProcessState::kRunning || p.state == ProcessState::kReady ||
                       p.state == ProcessState::kUnhealthy;
-    if (!live) continue;
-    std::string_view text(buf, static_cast<size_t>(n));
+    if (!live) return;
     while (!text.empty()) {
       const size_t nl = text.find('\n');
       std::string_view line = text.substr(0, nl);
@@ -1245,7 +1269,6 @@ void Supervisor::Impl::onNotify(Proc& p) {
       }
     }
   }
-  flushEvents();
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include <atomic>
 #include <fstream>
 #include <regex>
 #include <set>
@@ -91,6 +92,43 @@ readiness = "notify"
   EXPECT_EQ(stateOf("db"), "ready");
   EXPECT_EQ(proc("db")["detail"], "accepting");
   EXPECT_GE(proc("web")["started_wall_ms"].get<int64_t>(), proc("db")["started_wall_ms"].get<int64_t>() + 350);
+}
+
+// A process that says READY=1 the moment it starts can say it before the holder has told
+// ring2d the new run's pid; that READY=1 must count, not be dropped as a stranger's. Both cores
+// are kept busy meanwhile, which is when the holder's message comes second.
+TEST_F(Ring2dTest, ReadyBeforeThePidIsKnownStillCounts) {
+  writeSpec(R"(
+[[process]]
+name = "quick"
+command = [")" + helper("enjin-demo-http") + R"(", "--port", "0", "--name", "quick"]
+readiness = "notify"
+readiness_timeout_ms = 5000
+restart_delay_ms = 0
+max_restarts = 100
+)");
+  startRing2d();
+  ASSERT_TRUE(waitFor([&] { return stateOf("quick") == "ready"; }, 5000));
+  std::atomic<bool> busy{true};
+  std::vector<std::thread> load;
+  for (int i = 0; i < 2; ++i) {
+    load.emplace_back([&] {
+      while (busy.load(std::memory_order_relaxed)) {
+      }
+    });
+  }
+  int lost = 0;
+  for (int round = 0; round < 20; ++round) {
+    const int pid = proc("quick")["pid"];
+    ::kill(pid, SIGKILL);
+    // Ready again well inside the readiness timeout: a dropped READY=1 would mean waiting it out.
+    if (!waitFor([&] { json p = proc("quick"); return p.is_object() && p["pid"] != pid && p["state"] == "ready"; }, 2500)) {
+      ++lost;
+    }
+  }
+  busy = false;
+  for (auto& t : load) t.join();
+  EXPECT_EQ(lost, 0) << lost << " of 20 restarts lost their READY=1";
 }
 
 TEST_F(Ring2dTest, StopEscalatesToSigkillAndTakesGrandchildren) {
