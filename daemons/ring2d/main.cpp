@@ -320,13 +320,9 @@ int main(int argc, char** argv) {
       // Stored before it is applied: a ring2d killed in between comes back with it.
       auto previous = store->meta("spec");
       if (!previous.ok()) return previous.error();
-      auto storeSpec = [&](const std::string& spec, const std::string& d) -> Status {
-        if (auto st = store->setMeta("spec", spec); !st.ok()) return st;
-        return store->setMeta("spec_digest", d);
-      };
-      if (auto st = storeSpec(specJson.dump(), digest); !st.ok()) return st;
+      if (auto st = ring::storeAppliedSpec(*store, specJson.dump(), digest); !st.ok()) return st;
       if (auto st = supervisor.reload(std::move(*next)); !st.ok()) {
-        (void)storeSpec(previous->value_or(""), appliedDigest);
+        (void)ring::storeAppliedSpec(*store, previous->value_or(""), appliedDigest);
         return st;
       }
       appliedDigest = digest;
@@ -385,19 +381,8 @@ int main(int argc, char** argv) {
   // the whole tree back), and WATCHDOG=1 from the reactor. READY=1 is repeated with each
   // WATCHDOG=1: a parent that re-adopted this ring2d without having seen the first one (it died
   // just after) learns it within a beat.
-  const int64_t watchdogMs = systemd::watchdogIntervalMs();
-  int64_t beatMs = watchdogMs > 0 ? watchdogMs / 2 : 0;
-  if (!configPath.empty() && systemd::underSystemd()) {
-    beatMs = beatMs > 0 ? std::min(beatMs, cfg.heartbeatMs) : cfg.heartbeatMs;
-  }
   maybeReady();
-  std::function<void()> beat = [&] {
-    const std::string msg = std::string(readySent ? "READY=1\n" : "") +
-                            (watchdogMs > 0 ? "WATCHDOG=1" : "");
-    if (!msg.empty()) (void)systemd::notify(msg);
-    r.addTimerAfterMillis(beatMs, beat);
-  };
-  if (beatMs > 0) r.addTimerAfterMillis(beatMs, beat);
+  ring::startNotifyBeat(r, configPath.empty() ? 0 : cfg.heartbeatMs, [&] { return readySent; });
   // Level-triggered: the whole state again every interval, so a lost message heals.
   std::function<void()> republish = [&] {
     for (const auto& s : supervisor.status()) publish(s);

@@ -165,13 +165,29 @@ Status checkProcesses(const DaemonConfig& cfg) {
   return {};
 }
 
-// The spec a node last applied and its digest (empty: none).
-Status storeSpec(store::Store& store, const std::string& spec, const std::string& digest) {
-  if (auto st = store.setMeta("spec", spec); !st.ok()) return st;
+}  // namespace
+
+Status storeAppliedSpec(store::Store& store, const std::string& specJson,
+                        const std::string& digest) {
+  if (auto st = store.setMeta("spec", specJson); !st.ok()) return st;
   return store.setMeta("spec_digest", digest);
 }
 
-}  // namespace
+void startNotifyBeat(Reactor& reactor, int64_t nodeHeartbeatMs, std::function<bool()> ready) {
+  if (!systemd::underSystemd()) return;
+  const int64_t watchdogMs = systemd::watchdogIntervalMs();
+  int64_t beatMs = watchdogMs > 0 ? watchdogMs / 2 : 0;
+  if (nodeHeartbeatMs > 0) beatMs = beatMs > 0 ? std::min(beatMs, nodeHeartbeatMs) : nodeHeartbeatMs;
+  if (beatMs <= 0) return;
+  auto beat = std::make_shared<std::function<void()>>();
+  *beat = [&reactor, beatMs, watchdogMs, ready = std::move(ready), self = std::weak_ptr(beat)] {
+    const std::string msg =
+        std::string(ready() ? "READY=1\n" : "") + (watchdogMs > 0 ? "WATCHDOG=1" : "");
+    if (!msg.empty()) (void)systemd::notify(msg);
+    if (auto next = self.lock()) reactor.addTimerAfterMillis(beatMs, [next] { (*next)(); });
+  };
+  (*beat)();
+}
 
 int parentDaemonMain(int ring, int argc, char** argv) {
   const std::string name = daemonName(ring);
@@ -348,9 +364,9 @@ int parentDaemonMain(int ring, int argc, char** argv) {
       // Stored before it is applied: a ring1d killed in between comes back with it.
       auto previous = (*store)->meta("spec");
       if (!previous.ok()) return previous.error();
-      if (auto st = storeSpec(**store, specJson.dump(), digest); !st.ok()) return st;
+      if (auto st = storeAppliedSpec(**store, specJson.dump(), digest); !st.ok()) return st;
       if (auto st = parent.apply(spec->nodes); !st.ok()) {
-        (void)storeSpec(**store, previous->value_or(""), appliedDigest);
+        (void)storeAppliedSpec(**store, previous->value_or(""), appliedDigest);
         return st;
       }
       appliedDigest = digest;
@@ -444,18 +460,7 @@ int parentDaemonMain(int ring, int argc, char** argv) {
   };
   parent.setOnChange(report);
   report();
-  const int64_t watchdogMs = systemd::watchdogIntervalMs();
-  int64_t beatMs = watchdogMs > 0 ? watchdogMs / 2 : 0;
-  if (ring > 0 && systemd::underSystemd()) {
-    beatMs = beatMs > 0 ? std::min(beatMs, cfg.heartbeatMs) : cfg.heartbeatMs;
-  }
-  std::function<void()> beat = [&] {
-    const std::string msg = std::string(ready ? "READY=1\n" : "") +
-                            (watchdogMs > 0 ? "WATCHDOG=1" : "");
-    if (!msg.empty()) (void)systemd::notify(msg);
-    r.addTimerAfterMillis(beatMs, beat);
-  };
-  if (beatMs > 0) beat();
+  startNotifyBeat(r, ring > 0 ? cfg.heartbeatMs : 0, [&] { return ready; });
 
   UniqueFd sigfd(::signalfd(-1, &sigs, SFD_CLOEXEC | SFD_NONBLOCK));
   (void)r.addFd(sigfd.get(), EPOLLIN, [&](uint32_t) {

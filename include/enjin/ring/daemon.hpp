@@ -2,11 +2,20 @@
 // ring0d and ring1d, which are the same program at two rings) their whole main.
 #pragma once
 
+#include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 
 #include "enjin/base/result.hpp"
 #include "enjin/base/unique_fd.hpp"
+
+namespace enjin {
+class Reactor;
+namespace store {
+class Store;
+}
+}  // namespace enjin
 
 namespace enjin::ring {
 
@@ -32,6 +41,17 @@ void raiseFdLimit();
 // Fault injection for tests: the share of received bus messages to drop, from ENJIN_FAULT_DROP
 // (0..1), honoured only in builds configured with ENJIN_FAULT_INJECTION=ON; 0 otherwise.
 double faultDropFraction();
+
+// The spec a node last applied and its digest, stored together (an empty spec: none).
+Status storeAppliedSpec(store::Store& store, const std::string& specJson,
+                        const std::string& digest);
+
+// Keeps telling whoever started this daemon (NOTIFY_SOCKET: systemd, or the parent's engine)
+// that it lives: WATCHDOG=1 at half the interval asked for, and READY=1 again on every beat
+// once `ready()` holds, so a parent that re-adopted the daemon without seeing the first
+// READY=1 learns it. A node (`nodeHeartbeatMs` > 0) beats at least once a heartbeat. Nothing
+// when no one listens. `reactor` must outlive the beat.
+void startNotifyBeat(Reactor& reactor, int64_t nodeHeartbeatMs, std::function<bool()> ready);
 
 // The main of ring0d (ring 0) and ring1d (ring 1).
 int parentDaemonMain(int ring, int argc, char** argv);
