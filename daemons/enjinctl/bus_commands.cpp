@@ -3,6 +3,7 @@
 #include <csignal>
 #include <ctime>
 #include <CLI/CLI.hpp>
+#include <functional>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <zmq.hpp>
@@ -40,6 +41,30 @@ bool waitReadable(zmq::socket_t& sock, long timeoutMs) {
     if (e.num() != EINTR) throw;
   }
   return gStop == 0;
+}
+
+// Hands each accepted message to `print` until `count` were (0: no end), `timeoutMs` passed
+// (kExitTimeout; -1: no limit) or a stop signal came (`onStop`).
+int receive(bus::Subscriber& sub, const Clock& clock, uint64_t count, long timeoutMs, int onStop,
+            const std::function<void(const bus::Message&)>& print) {
+  installStopHandlers();
+  const int64_t deadline = clock.monotonicNanos() / 1'000'000 + timeoutMs;
+  uint64_t seen = 0;
+  while (count == 0 || seen < count) {
+    long wait = -1;
+    if (timeoutMs >= 0) {
+      wait = static_cast<long>(deadline - clock.monotonicNanos() / 1'000'000);
+      if (wait <= 0) return kExitTimeout;
+    }
+    if (!waitReadable(sub.socket(), wait)) return onStop;
+    sub.drain(
+        [&](bus::Message&& m) {
+          print(m);
+          ++seen;
+        },
+        count == 0 ? SIZE_MAX : count - seen);
+  }
+  return kExitOk;
 }
 
 struct Endpoint {
@@ -113,24 +138,9 @@ int runSub(const SubArgs& a) {
     if (r.key) line["from"] = r.key->hex();
     std::cerr << line.dump() << std::endl;
   });
-  installStopHandlers();
-  const int64_t deadline = clock.monotonicNanos() / 1'000'000 + a.timeoutMs;
-  uint64_t accepted = 0;
-  while (a.count == 0 || accepted < a.count) {
-    long wait = -1;
-    if (a.timeoutMs >= 0) {
-      wait = static_cast<long>(deadline - clock.monotonicNanos() / 1'000'000);
-      if (wait <= 0) return kExitTimeout;
-    }
-    if (!waitReadable((*sub)->socket(), wait)) return 128 + SIGINT;
-    (*sub)->drain(
-        [&](bus::Message&& m) {
-          std::cout << bus::toJson(m).dump() << std::endl;
-          ++accepted;
-        },
-        a.count == 0 ? SIZE_MAX : a.count - accepted);
-  }
-  return kExitOk;
+  return receive(**sub, clock, a.count, a.timeoutMs, 128 + SIGINT, [](const bus::Message& m) {
+    std::cout << bus::toJson(m).dump() << std::endl;
+  });
 }
 
 int runPub(const PubArgs& a) {
@@ -287,30 +297,16 @@ int runWatch(const std::string& stateDir, WatchArgs a) {
     std::cerr << "enjinctl watch: rejected a message (" << bus::rejectReasonName(r.reason)
               << "): " << r.detail << std::endl;
   });
-  installStopHandlers();
-  const int64_t deadline = clock.monotonicNanos() / 1'000'000 + a.timeoutMs;
-  uint64_t seen = 0;
-  while (a.count == 0 || seen < a.count) {
-    long wait = -1;
-    if (a.timeoutMs >= 0) {
-      wait = static_cast<long>(deadline - clock.monotonicNanos() / 1'000'000);
-      if (wait <= 0) return kExitTimeout;
+  // Ctrl-C is how a watch ends: exit 0.
+  return receive(**sub, clock, a.count, a.timeoutMs, kExitOk, [&](const bus::Message& m) {
+    if (a.json) {
+      std::cout << bus::toJson(m).dump() << std::endl;
+    } else if (m.type == "tree") {
+      std::cout << clockTime(m.ts) << "  tree  " << m.body.value("state", "") << std::endl;
+    } else {
+      std::cout << eventLine(m) << std::endl;
     }
-    if (!waitReadable((*sub)->socket(), wait)) return kExitOk;  // Ctrl-C ends a watch
-    (*sub)->drain(
-        [&](bus::Message&& m) {
-          if (a.json) {
-            std::cout << bus::toJson(m).dump() << std::endl;
-          } else if (m.type == "tree") {
-            std::cout << clockTime(m.ts) << "  tree  " << m.body.value("state", "") << std::endl;
-          } else {
-            std::cout << eventLine(m) << std::endl;
-          }
-          ++seen;
-        },
-        a.count == 0 ? SIZE_MAX : a.count - seen);
-  }
-  return kExitOk;
+  });
 }
 
 }  // namespace

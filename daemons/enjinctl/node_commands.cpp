@@ -67,6 +67,20 @@ Result<std::string> nodeDir(const std::string& stateDir, const std::string& path
   return dir;
 }
 
+// The last segment of a path and the state dir of the daemon it belongs to: "web" is the
+// daemon at `stateDir`'s; "infra-1/shop/web" is shop's.
+struct Owner {
+  std::string dir;
+  std::string name;
+};
+Result<Owner> ownerOf(const std::string& stateDir, const std::string& path) {
+  const size_t slash = path.rfind('/');
+  if (slash == std::string::npos) return Owner{stateDir, path};
+  auto dir = nodeDir(stateDir, path.substr(0, slash));
+  if (!dir.ok()) return dir.error();
+  return Owner{*dir, path.substr(slash + 1)};
+}
+
 std::string formatDuration(int64_t ms) {
   if (ms < 0) ms = 0;
   const int64_t s = ms / 1000;
@@ -205,17 +219,12 @@ int runPid(const std::string& stateDir, const std::string& path) {
 
 int runRevoke(const std::string& stateDir, const std::string& path) {
   // A node is revoked by its parent: walk to the daemon that created it.
-  std::string dir = stateDir, label = path;
-  if (const size_t slash = path.rfind('/'); slash != std::string::npos) {
-    auto parent = nodeDir(stateDir, path.substr(0, slash));
-    if (!parent.ok()) {
-      std::cerr << "enjinctl revoke: " << parent.error().message << "\n";
-      return kExitFailure;
-    }
-    dir = *parent;
-    label = path.substr(slash + 1);
+  auto owner = ownerOf(stateDir, path);
+  if (!owner.ok()) {
+    std::cerr << "enjinctl revoke: " << owner.error().message << "\n";
+    return kExitFailure;
   }
-  auto reply = call(dir, {{"cmd", "revoke"}, {"label", label}});
+  auto reply = call(owner->dir, {{"cmd", "revoke"}, {"label", owner->name}});
   if (!reply.ok()) {
     std::cerr << "enjinctl revoke: " << reply.error().message << "\n";
     return kExitFailure;
@@ -256,17 +265,13 @@ off_t tailOffset(int fd, off_t size, size_t lines) {
 // NAME is a process (or child node) of the daemon at the state dir; NODE/.../NAME one of a
 // node below it: the log is in that node's state dir.
 int runLogs(const std::string& stateDir, const std::string& target, bool follow, size_t lines) {
-  std::string base = stateDir, name = target;
-  if (const size_t slash = target.rfind('/'); slash != std::string::npos) {
-    auto node = nodeDir(stateDir, target.substr(0, slash));
-    if (!node.ok()) {
-      std::cerr << "enjinctl logs: " << node.error().message << "\n";
-      return kExitFailure;
-    }
-    base = *node;
-    name = target.substr(slash + 1);
+  auto owner = ownerOf(stateDir, target);
+  if (!owner.ok()) {
+    std::cerr << "enjinctl logs: " << owner.error().message << "\n";
+    return kExitFailure;
   }
-  const std::string dir = base + "/logs";
+  const std::string& name = owner->name;
+  const std::string dir = owner->dir + "/logs";
   const std::string path = dir + "/" + name + ".log";
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd) {

@@ -96,7 +96,7 @@ nlohmann::json nodeTree(const ring::DaemonConfig& cfg, const std::string& stateD
   nlohmann::json procs = nlohmann::json::array();
   bool moving = false, troubled = false;
   for (const auto& s : supervisor.status()) {
-    procs.push_back(nlohmann::json::parse(supervise::statusJson(s)));
+    procs.push_back(supervise::statusToJson(s));
     using supervise::ProcessState;
     moving = moving || s.state == ProcessState::kStarting || s.state == ProcessState::kRunning ||
              s.state == ProcessState::kStopping;
@@ -268,7 +268,7 @@ int main(int argc, char** argv) {
   supervise::Supervisor supervisor(r, {stateDir, holderExe}, [&] { return rng(); });
   auto publish = [&](const supervise::ProcessStatus& s) {
     if (!publisher) return;
-    auto body = nlohmann::json::parse(supervise::statusJson(s));
+    auto body = supervise::statusToJson(s);
     body["node"] = node;
     if (auto st = publisher->publish("obs.r2." + node + "." + s.name, "node_observation", body);
         !st.ok()) {

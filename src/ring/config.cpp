@@ -27,6 +27,9 @@ class Reader {
   void fail(const toml::node* node, std::string_view what) {
     failAt(node != nullptr ? node->source().begin.line : 0, what);
   }
+  void failWith(Error e) {
+    if (!error_) error_ = std::move(e);
+  }
   void failAt(uint32_t line, std::string_view what) {
     if (error_) return;
     error_ = Error{source_ + ":" + std::to_string(line) + ": " + std::string(what)};
@@ -42,9 +45,13 @@ class Reader {
         if (!list.empty()) list += ", ";
         list += k;
       }
-      failAt(key.source().begin.line, std::string(where) + std::string(where.empty() ? "" : ": ") +
-                                          "unknown key '" + std::string(key.str()) +
-                                          "' (known: " + list + ")");
+      const std::string_view guess =
+          supervise::closestKey(key.str(), std::span(known.begin(), known.size()));
+      failAt(key.source().begin.line,
+             std::string(where) + std::string(where.empty() ? "" : ": ") + "unknown key '" +
+                 std::string(key.str()) + "'" +
+                 (guess.empty() ? "" : " (did you mean " + std::string(guess) + "?)") +
+                 " (known: " + list + ")");
     }
   }
 
@@ -99,6 +106,60 @@ void checkNodeStrategy(Reader& r, const toml::table& t, const std::string& where
 std::string underStateDir(const std::string& stateDir, const std::string& path) {
   if (path.empty() || path[0] == '/') return path;
   return stateDir + "/" + path;
+}
+
+// Reads [[ring1]] tables (ring 1, each with its [[ring1.ring2]] tables) or [[ring1.ring2]]
+// tables (ring 2, each with its processes) into `out`. `of` names the enclosing node.
+bool readNodes(Reader& r, const toml::node* tables, int ring, const std::string& of,
+               std::vector<NodeSpec>& out) {
+  if (tables == nullptr) return true;
+  const std::string ringName = "ring" + std::to_string(ring);
+  const toml::array* arr = tables->as_array();
+  if (arr == nullptr || !arr->is_array_of_tables()) {
+    r.fail(tables, (of.empty() ? "" : of + ": ") + ringName + ": expected [[" +
+                       (ring == 1 ? "ring1" : "ring1.ring2") + "]] tables");
+    return false;
+  }
+  const char* childKey = ring == 1 ? "ring2" : "process";
+  std::map<std::string, uint32_t> seen;
+  for (const toml::node& n : *arr) {
+    const toml::table& t = *n.as_table();
+    NodeSpec node;
+    r.str(t, "label", node.label);
+    std::string where = ringName + " node" + (node.label.empty() ? "" : " '" + node.label + "'");
+    if (!of.empty()) where += " of " + of;
+    r.checkKeys(t, where, {"label", "strategy", "user", "compartment", childKey});
+    if (!r.failed() && !supervise::validName(node.label)) {
+      r.fail(&t, where + ": label: expected 1 to 64 of A-Z a-z 0-9 _ -");
+    }
+    r.str(t, "strategy", node.strategy);
+    r.str(t, "user", node.user);
+    r.str(t, "compartment", node.compartment);
+    if (!r.failed()) checkNodeStrategy(r, t, where, node);
+    if (r.failed()) return false;
+    if (ring == 1) {
+      if (!readNodes(r, t.get("ring2"), 2, where, node.nodes)) return false;
+    } else if (const toml::node* procs = t.get("process")) {
+      const toml::array* parr = procs->as_array();
+      if (parr == nullptr) {
+        r.fail(procs, where + ": process: expected [[ring1.ring2.process]] tables");
+        return false;
+      }
+      auto specs = supervise::readProcessTables(*parr, r.source());
+      if (!specs.ok()) {
+        r.failWith(specs.error());
+        return false;
+      }
+      node.processes = std::move(*specs);
+    }
+    auto [it, inserted] = seen.emplace(node.label, n.source().begin.line);
+    if (!inserted) {
+      r.fail(&n, where + ": label: duplicate, already used at line " + std::to_string(it->second));
+      return false;
+    }
+    out.push_back(std::move(node));
+  }
+  return true;
 }
 
 }  // namespace
@@ -162,81 +223,8 @@ Result<DaemonConfig> parseConfig(std::string_view text, const std::string& sourc
            "heartbeat_timeout_ms: must be longer than heartbeat_ms (" +
                std::to_string(c.heartbeatMs) + "), or every child would be lost between beats");
   }
-  if (ring == 0 && !r.failed()) {
-    // Process tables are read by the spec reader, whose errors carry their own file:line.
-    const toml::node* ring1 = root.get("ring1");
-    if (ring1 != nullptr) {
-      const toml::array* arr = ring1->as_array();
-      if (arr == nullptr || !arr->is_array_of_tables()) {
-        r.fail(ring1, "ring1: expected [[ring1]] tables");
-      } else {
-        std::map<std::string, uint32_t> seen;
-        for (const toml::node& n : *arr) {
-          const toml::table& t = *n.as_table();
-          NodeSpec node;
-          r.str(t, "label", node.label);
-          const std::string where =
-              node.label.empty() ? "ring1 node" : "ring1 node '" + node.label + "'";
-          r.checkKeys(t, where, {"label", "strategy", "user", "compartment", "ring2"});
-          if (!r.failed() && !supervise::validName(node.label)) {
-            r.fail(&t, where + ": label: expected 1 to 64 of A-Z a-z 0-9 _ -");
-          }
-          r.str(t, "strategy", node.strategy);
-          r.str(t, "user", node.user);
-          r.str(t, "compartment", node.compartment);
-          if (r.failed()) return r.error();
-          if (const toml::node* ring2 = t.get("ring2")) {
-            const toml::array* arr2 = ring2->as_array();
-            if (arr2 == nullptr || !arr2->is_array_of_tables()) {
-              r.fail(ring2, where + ": ring2: expected [[ring1.ring2]] tables");
-              return r.error();
-            }
-            std::map<std::string, uint32_t> seen2;
-            for (const toml::node& n2 : *arr2) {
-              const toml::table& t2 = *n2.as_table();
-              NodeSpec child;
-              r.str(t2, "label", child.label);
-              const std::string where2 = "ring2 node '" + child.label + "' of " + where;
-              r.checkKeys(t2, where2, {"label", "strategy", "user", "compartment", "process"});
-              if (!r.failed() && !supervise::validName(child.label)) {
-                r.fail(&t2, where2 + ": label: expected 1 to 64 of A-Z a-z 0-9 _ -");
-              }
-              r.str(t2, "strategy", child.strategy);
-              r.str(t2, "user", child.user);
-              r.str(t2, "compartment", child.compartment);
-              if (!r.failed()) checkNodeStrategy(r, t2, where2, child);
-              if (r.failed()) return r.error();
-              if (const toml::node* procs = t2.get("process")) {
-                const toml::array* parr = procs->as_array();
-                if (parr == nullptr) {
-                  r.fail(procs, where2 + ": process: expected [[ring1.ring2.process]] tables");
-                  return r.error();
-                }
-                auto specs = supervise::readProcessTables(*parr, source);
-                if (!specs.ok()) return specs.error();
-                child.processes = std::move(*specs);
-              }
-              auto [it, inserted] = seen2.emplace(child.label, n2.source().begin.line);
-              if (!inserted) {
-                r.fail(&n2, where2 + ": label: duplicate, already used at line " +
-                                std::to_string(it->second));
-                return r.error();
-              }
-              node.nodes.push_back(std::move(child));
-            }
-          }
-          if (!r.failed()) checkNodeStrategy(r, t, where, node);
-          auto [it, inserted] = seen.emplace(node.label, n.source().begin.line);
-          if (!r.failed() && !inserted) {
-            r.fail(&n, where + ": label: duplicate, already used at line " +
-                           std::to_string(it->second));
-          }
-          if (r.failed()) return r.error();
-          c.nodes.push_back(std::move(node));
-        }
-      }
-    }
-  }
+  // Process tables are read by the spec reader, whose errors carry their own file:line.
+  if (ring == 0 && !r.failed()) (void)readNodes(r, root.get("ring1"), 1, "", c.nodes);
   if (r.failed()) return r.error();
 
   if (!stateDirOverride.empty()) c.stateDir = stateDirOverride;

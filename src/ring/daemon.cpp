@@ -410,7 +410,9 @@ int parentDaemonMain(int ring, int argc, char** argv) {
     const std::string cmd = req.value("cmd", "");
     if (cmd == "tree") {
       const auto& c = parent.upCounters();
-      json bus{{"accepted", c.accepted}, {"rejected", c.rejectedTotal()}};
+      json bus{{"accepted", c.accepted},
+               {"rejected", c.rejectedTotal()},
+               {"refused", parent.refusedMessages()}};
       for (size_t i = 0; i < bus::kRejectReasonCount; ++i) {
         bus[std::string(bus::rejectReasonName(static_cast<bus::RejectReason>(i)))] = c.rejected[i];
       }

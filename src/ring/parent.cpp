@@ -166,31 +166,27 @@ class NodeParent::Impl {
   }
 
   json tree() const {
+    const auto statuses = statusByName();
     json nodes = json::array();
-    for (const auto& [label, c] : children_) nodes.push_back(childJson(c));
+    for (const auto& [label, c] : children_) {
+      auto s = statuses.find(label);
+      nodes.push_back(childJson(c, s == statuses.end() ? nullptr : &s->second));
+    }
     json t{{"ring", cfg_.ring},
            {"uuid", cfg_.uuid},
            {"label", cfg_.label},
            {"pid", ::getpid()},
            {"state_dir", cfg_.stateDir},
            {"nodes", std::move(nodes)}};
-    t["state"] = ownState(t);
+    t["state"] = ownState(t, childrenUp(statuses));
     return t;
   }
 
-  bool childrenUp() const {
-    std::map<std::string, ProcessState> states;
-    for (const auto& s : supervisor_.status()) states[s.name] = s.state;
-    for (const auto& [label, c] : children_) {
-      if (c.rec.revokedWallMs != 0) continue;
-      auto it = states.find(label);
-      if (it == states.end() || !settled(it->second)) return false;
-    }
-    return true;
-  }
+  bool childrenUp() const { return childrenUp(statusByName()); }
 
   void setOnChange(std::function<void()> f) { onChange_ = std::move(f); }
   const bus::BusCounters& upCounters() const { return up_->counters(); }
+  uint64_t refusedMessages() const { return refused_; }
   supervise::Supervisor& supervisor() { return supervisor_; }
 
  private:
@@ -544,7 +540,7 @@ class NodeParent::Impl {
       }
     }
     recordObservation(c, "process", std::string(supervise::stateName(ev.status.state)),
-                      json::parse(supervise::statusJson(ev.status)));
+                      supervise::statusToJson(ev.status));
     changed();
   }
 
@@ -577,8 +573,7 @@ class NodeParent::Impl {
 
   void checkHeartbeats() {
     const int64_t now = clock_.monotonicNanos();
-    std::map<std::string, supervise::ProcessStatus> status;
-    for (auto& s : supervisor_.status()) status[s.name] = s;
+    const auto status = statusByName();
     for (auto& [label, c] : children_) {
       auto s = status.find(label);
       if (c.lost || c.rec.revokedWallMs != 0 || s == status.end() || !live(s->second.state)) {
@@ -619,13 +614,27 @@ class NodeParent::Impl {
     for (auto& [hex, seq] : marks) savedMarks_[hex] = seq;
   }
 
-  json childJson(const Child& c) const {
+  // The engine's view of the children's daemons, by label.
+  std::map<std::string, supervise::ProcessStatus> statusByName() const {
+    std::map<std::string, supervise::ProcessStatus> out;
+    for (auto& s : supervisor_.status()) out.emplace(s.name, std::move(s));
+    return out;
+  }
+
+  bool childrenUp(const std::map<std::string, supervise::ProcessStatus>& statuses) const {
+    for (const auto& [label, c] : children_) {
+      if (c.rec.revokedWallMs != 0) continue;
+      auto it = statuses.find(label);
+      if (it == statuses.end() || !settled(it->second.state)) return false;
+    }
+    return true;
+  }
+
+  // `s`: the engine's status of the child's daemon, if it has one.
+  json childJson(const Child& c, const supervise::ProcessStatus* s) const {
     json j;
-    const auto statuses = supervisor_.status();
-    auto s = std::find_if(statuses.begin(), statuses.end(),
-                          [&](const auto& st) { return st.name == c.rec.label; });
-    if (s != statuses.end()) {
-      j = json::parse(supervise::statusJson(*s));
+    if (s != nullptr) {
+      j = supervise::statusToJson(*s);
     } else {
       j = json{{"state", "stopped"}, {"pid", 0}, {"restarts", 0}, {"started_wall_ms", 0}};
     }
@@ -660,8 +669,8 @@ class NodeParent::Impl {
     return j;
   }
 
-  std::string ownState(const json& t) const {
-    if (!childrenUp()) return "starting";
+  std::string ownState(const json& t, bool up) const {
+    if (!up) return "starting";
     for (const auto& n : t["nodes"]) {
       if (n.value("state", "") == "revoked") continue;
       if (n.value("state", "") != "ready" || n.value("observed_state", "") != "ready") {
@@ -733,6 +742,7 @@ json NodeParent::tree() const { return impl_->tree(); }
 bool NodeParent::childrenUp() const { return impl_->childrenUp(); }
 void NodeParent::setOnChange(std::function<void()> f) { impl_->setOnChange(std::move(f)); }
 const bus::BusCounters& NodeParent::upCounters() const { return impl_->upCounters(); }
+uint64_t NodeParent::refusedMessages() const { return impl_->refusedMessages(); }
 supervise::Supervisor& NodeParent::supervisor() { return impl_->supervisor(); }
 
 }  // namespace enjin::ring

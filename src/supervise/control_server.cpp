@@ -1,5 +1,7 @@
 #include "enjin/supervise/control_server.hpp"
 
+#include "enjin/supervise/spec_json.hpp"
+
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -24,25 +26,16 @@ std::string dumpSafe(const json& j) { return j.dump(-1, ' ', false, json::error_
 
 json errorReply(const std::string& message) { return json{{"ok", false}, {"error", message}}; }
 
-json exitJson(const std::optional<ExitInfo>& e) {
-  if (!e) return nullptr;
-  switch (e->kind) {
-    case ExitInfo::Kind::kExited: return {{"kind", "exited"}, {"code", e->code}};
-    case ExitInfo::Kind::kSignaled: return {{"kind", "signaled"}, {"signal", e->signal}};
-    case ExitInfo::Kind::kUnknown: return {{"kind", "unknown"}};
-  }
-  return nullptr;
-}
-
-json toJson(const ProcessStatus& s) {
-  return {{"name", s.name},       {"state", stateName(s.state)},
-          {"pid", s.pid},         {"started_wall_ms", s.startedAtWallMs},
-          {"restarts", s.restarts}, {"last_exit", exitJson(s.lastExit)},
-          {"detail", s.detail}};
-}
 }  // namespace
 
-std::string statusJson(const ProcessStatus& s) { return dumpSafe(toJson(s)); }
+json statusToJson(const ProcessStatus& s) {
+  return {{"name", s.name},       {"state", stateName(s.state)},
+          {"pid", s.pid},         {"started_wall_ms", s.startedAtWallMs},
+          {"restarts", s.restarts}, {"last_exit", exitToJson(s.lastExit)},
+          {"detail", s.detail}};
+}
+
+std::string statusJson(const ProcessStatus& s) { return dumpSafe(statusToJson(s)); }
 
 Result<json> controlCall(const std::string& socketPath, const json& request) {
   auto fd = connectUnix(socketPath, SOCK_STREAM, /*nonBlocking=*/false);
@@ -179,37 +172,28 @@ void ControlServer::onConn(int fd, uint32_t events) {
     }
     const size_t nl = c.in.find('\n');
     if (nl == std::string::npos) return;
-    const std::string line = c.in.substr(0, nl);
-    if (extension_) {
-      json req = json::parse(line, nullptr, false);
-      if (req.is_object()) {
-        const uint64_t serial = c.serial;
-        c.waiting = true;
-        (void)reactor_.modifyFd(fd, 0);
-        bool taken = false;
-        try {
-          taken = extension_(req, [this, fd, serial](json r) {
-            auto conn = conns_.find(fd);
-            if (conn == conns_.end() || conn->second->serial != serial) return;
-            reply(fd, dumpSafe(r) + "\n");
-          });
-        } catch (const std::exception& e) {
-          taken = true;
-          auto conn = conns_.find(fd);
-          if (conn != conns_.end() && conn->second->serial == serial && conn->second->waiting) {
-            reply(fd, dumpSafe(errorReply(std::string("request failed: ") + e.what())) + "\n");
-          }
-        }
-        if (taken) return;
-        auto again = conns_.find(fd);
-        if (again == conns_.end()) return;
-        again->second->waiting = false;
+    // Parsed once; nlohmann's non-throwing parse gives a discarded value for bad JSON.
+    const json req = json::parse(c.in.substr(0, nl), nullptr, false);
+    if (extension_ && req.is_object()) {
+      const uint64_t serial = c.serial;
+      c.waiting = true;
+      (void)reactor_.modifyFd(fd, 0);
+      auto owed = [this, fd, serial] {
+        auto conn = conns_.find(fd);
+        return conn != conns_.end() && conn->second->serial == serial && conn->second->waiting;
+      };
+      bool taken;
+      try {
+        taken = extension_(req, [this, fd, owed](json r) {
+          if (owed()) reply(fd, dumpSafe(r) + "\n");
+        });
+      } catch (const std::exception& e) {
+        taken = true;
+        if (owed()) reply(fd, dumpSafe(errorReply(std::string("request failed: ") + e.what())) + "\n");
       }
+      if (taken) return;
     }
-    auto again = conns_.find(fd);
-    if (again == conns_.end()) return;
-    again->second->out = handle(line) + "\n";
-    (void)reactor_.modifyFd(fd, EPOLLOUT);
+    reply(fd, handle(req) + "\n");
     return;
   }
   if ((events & (EPOLLOUT | EPOLLIN)) != 0 || !c.out.empty()) {
@@ -231,25 +215,24 @@ void ControlServer::reply(int fd, std::string line) {
   (void)reactor_.modifyFd(fd, EPOLLOUT);
 }
 
-std::string ControlServer::handle(const std::string& line) {
+std::string ControlServer::handle(const json& req) {
   // Anything a request can make throw (a type nlohmann refuses, an allocation) answers this
   // request with an error: it must never take ring2d down.
   try {
-    return dumpSafe(answer(line));
+    return dumpSafe(answer(req));
   } catch (const std::exception& e) {
     return dumpSafe(errorReply(std::string("request failed: ") + e.what()));
   }
 }
 
-json ControlServer::answer(const std::string& line) {
-  json req = json::parse(line, nullptr, false);
+json ControlServer::answer(const json& req) {
   if (!req.is_object() || !req.contains("cmd") || !req["cmd"].is_string()) {
     return errorReply("request must be a JSON object with \"cmd\"");
   }
   const std::string cmd = req["cmd"].get<std::string>();
   if (cmd == "status") {
     json procs = json::array();
-    for (const auto& s : supervisor_.status()) procs.push_back(toJson(s));
+    for (const auto& s : supervisor_.status()) procs.push_back(statusToJson(s));
     return json{{"ok", true}, {"node", node_}, {"processes", procs}};
   }
   Status st;

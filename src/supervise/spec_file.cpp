@@ -91,9 +91,9 @@ size_t editDistance(std::string_view a, std::string_view b) {
   return row[b.size()];
 }
 
-template <size_t N>
-std::string unknownKey(std::string_view key, const std::string_view (&known)[N]) {
-  std::string out = "unknown key";
+}  // namespace
+
+std::string_view closestKey(std::string_view key, std::span<const std::string_view> known) {
   std::string_view best;
   size_t bestDistance = 3;  // suggest only close matches
   for (std::string_view k : known) {
@@ -103,12 +103,15 @@ std::string unknownKey(std::string_view key, const std::string_view (&known)[N])
       best = k;
     }
   }
-  if (!best.empty()) {
-    out += " (did you mean ";
-    out += best;
-    out += "?)";
-  }
-  return out;
+  return best;
+}
+
+namespace {
+
+template <size_t N>
+std::string unknownKey(std::string_view key, const std::string_view (&known)[N]) {
+  const std::string_view best = closestKey(key, known);
+  return best.empty() ? "unknown key" : "unknown key (did you mean " + std::string(best) + "?)";
 }
 
 std::string_view typeName(const toml::node& node) {

@@ -4,6 +4,16 @@ namespace enjin::supervise {
 
 using nlohmann::json;
 
+json exitToJson(const std::optional<ExitInfo>& e) {
+  if (!e) return nullptr;
+  switch (e->kind) {
+    case ExitInfo::Kind::kExited: return {{"kind", "exited"}, {"code", e->code}};
+    case ExitInfo::Kind::kSignaled: return {{"kind", "signaled"}, {"signal", e->signal}};
+    case ExitInfo::Kind::kUnknown: return {{"kind", "unknown"}};
+  }
+  return nullptr;
+}
+
 json specToJson(const ProcessSpec& s) {
   return json{
       {"name", s.name},

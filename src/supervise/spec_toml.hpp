@@ -3,7 +3,9 @@
 // toml++ types, which no public header includes.
 #pragma once
 
+#include <span>
 #include <string>
+#include <string_view>
 #include <toml++/toml.h>
 #include <vector>
 
@@ -14,6 +16,9 @@ namespace enjin::supervise {
 
 // Every check parseSpec makes of its [[process]] tables (keys, values, unique names,
 // depends_on, cycles, serialized size), over `processes`. Errors read "SOURCE:LINE: ...".
+// The key of `known` within two edits of `key` ("" if none): "did you mean" for unknown keys.
+std::string_view closestKey(std::string_view key, std::span<const std::string_view> known);
+
 // Parses TOML text; a syntax error reads "SOURCE:LINE: what".
 Result<toml::table> parseToml(std::string_view text, const std::string& source);
 

@@ -64,7 +64,16 @@ std::string cleanStatus(std::string_view in) {
     const auto c = static_cast<unsigned char>(in[i]);
     size_t len = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xe ? 3 : (c >> 3) == 0x1e ? 4 : 0;
     bool ok = len > 0 && i + len <= in.size();
-    for (size_t k = 1; ok && k < len; ++k) ok = (static_cast<unsigned char>(in[i + k]) >> 6) == 0x2;
+    uint32_t cp = len == 1 ? c : len == 2 ? (c & 0x1f) : len == 3 ? (c & 0x0f) : (c & 0x07);
+    for (size_t k = 1; ok && k < len; ++k) {
+      const auto b = static_cast<unsigned char>(in[i + k]);
+      ok = (b >> 6) == 0x2;
+      cp = (cp << 6) | (b & 0x3f);
+    }
+    // Strictly valid UTF-8, as JSON writers demand: no overlong forms, no surrogates, nothing
+    // past U+10FFFF.
+    static constexpr uint32_t kMinForLength[] = {0, 0, 0x80, 0x800, 0x10000};
+    ok = ok && cp >= kMinForLength[len] && !(cp >= 0xD800 && cp <= 0xDFFF) && cp <= 0x10FFFF;
     if (!ok) {
       out += '?';
       ++i;
@@ -77,16 +86,6 @@ std::string cleanStatus(std::string_view in) {
     }
   }
   return out;
-}
-
-json exitToJson(const std::optional<ExitInfo>& e) {
-  if (!e) return nullptr;
-  switch (e->kind) {
-    case ExitInfo::Kind::kExited: return {{"kind", "exited"}, {"code", e->code}};
-    case ExitInfo::Kind::kSignaled: return {{"kind", "signaled"}, {"signal", e->signal}};
-    case ExitInfo::Kind::kUnknown: return {{"kind", "unknown"}};
-  }
-  return nullptr;
 }
 
 std::string describeExit(const ExitInfo& e) {

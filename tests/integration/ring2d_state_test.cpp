@@ -32,10 +32,19 @@ TEST_F(Ring2dTest, HostileStatusTextCannotCrashRing2d) {
 name = "rude"
 command = [)toml" + python("import os,socket,time; s=socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); s.sendto(b'STATUS=\\xff\\xfe\\x01bad\\nREADY=1', os.environ['NOTIFY_SOCKET']); time.sleep(60)") + R"toml(]
 readiness = "notify"
+
+[[process]]
+name = "sly"
+command = [)toml" + python("import os,socket,time; s=socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); s.sendto(b'STATUS=\\xc0\\x80 \\xed\\xa0\\x80 \\xf4\\x90\\x80\\x80 \\xc3\\xa9\\nREADY=1', os.environ['NOTIFY_SOCKET']); time.sleep(60)") + R"toml(]
+readiness = "notify"
 )toml");
   startRing2d();
   ASSERT_TRUE(waitFor([&] { return stateOf("rude") == "ready"; }, 5000)) << ring2dErr();
   EXPECT_EQ(proc("rude")["detail"], "?? bad");
+  // Byte patterns that pass a loose check but are not UTF-8 (an overlong NUL, a surrogate, a
+  // code point past U+10FFFF) are replaced too; a real character stays.
+  ASSERT_TRUE(waitFor([&] { return stateOf("sly") == "ready"; }, 5000)) << ring2dErr();
+  EXPECT_EQ(proc("sly")["detail"], "?? ??? ???? \u00e9");
   EXPECT_TRUE(processAlive(ring2d_));
 }
 

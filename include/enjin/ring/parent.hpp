@@ -83,6 +83,8 @@ class NodeParent {
   void setOnChange(std::function<void()> onChange);
 
   const bus::BusCounters& upCounters() const;
+  // Signed messages from children that broke the protocol (a malformed observation or reply).
+  uint64_t refusedMessages() const;
   // The engine that runs the children's daemons (for the control socket's process commands).
   supervise::Supervisor& supervisor();
 

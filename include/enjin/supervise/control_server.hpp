@@ -62,9 +62,9 @@ class ControlServer {
   void reply(int fd, std::string line);
   void onAccept();
   void onConn(int fd, uint32_t events);
-  // The reply line to one request line; never throws.
-  std::string handle(const std::string& line);
-  nlohmann::json answer(const std::string& line);
+  // The reply line to one request; never throws.
+  std::string handle(const nlohmann::json& request);
+  nlohmann::json answer(const nlohmann::json& request);
   void close(int fd);
   Status watchListener();
   void pauseAccepting();
@@ -88,7 +88,10 @@ class ControlServer {
 Result<nlohmann::json> controlCall(const std::string& socketPath, const nlohmann::json& request);
 
 // {"name","state","pid","started_wall_ms","restarts","last_exit","detail"} for one process.
-// Declared here so ring2d's observation stream and the control socket say the same thing.
+// Declared here so ring2d's observation stream, the ring trees and the control socket say the
+// same thing. Its strings are valid UTF-8 (a STATUS= text is cleaned as it arrives), so it
+// can be dumped strictly; statusJson is the serialized form.
+nlohmann::json statusToJson(const ProcessStatus& s);
 std::string statusJson(const ProcessStatus& s);
 
 }  // namespace enjin::supervise

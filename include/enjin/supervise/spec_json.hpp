@@ -6,11 +6,18 @@
 
 #include "enjin/base/result.hpp"
 #include "enjin/supervise/process_spec.hpp"
+#include "enjin/supervise/restart_policy.hpp"
+
+#include <optional>
 
 namespace enjin::supervise {
 
 nlohmann::json specToJson(const ProcessSpec& spec);
 // The inverse of specToJson; an error names the missing or mistyped field.
 Result<ProcessSpec> specFromJson(const nlohmann::json& j);
+
+// null, {"kind":"exited","code":N}, {"kind":"signaled","signal":N} or {"kind":"unknown"}: how
+// state.json, the control socket and the observation streams write an exit.
+nlohmann::json exitToJson(const std::optional<ExitInfo>& exit);
 
 }  // namespace enjin::supervise
