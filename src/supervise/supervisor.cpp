@@ -1161,8 +1161,10 @@ void Supervisor::Impl::detachFds(Proc& p) {
 void Supervisor::Impl::onLogReadable(Proc& p, LogStream stream, bool final) {
   UniqueFd& fd = stream == LogStream::kStdout ? p.out : p.err;
   if (!fd) return;
-  // Peek first and consume only whole lines: the unfinished end of a line stays in the kernel,
-  // where it survives this process's death, instead of in a buffer here.
+  // Peek, write, then consume, and only whole lines: the unfinished end of a line stays in the
+  // kernel, where it survives this process's death, instead of in a buffer here; and a line
+  // leaves the kernel only after it is in the log file, so a kill between the two steps repeats
+  // it rather than losing it.
   for (size_t i = 0; i < kLogReadsPerWakeup; ++i) {
     const ssize_t n = ::recv(fd.get(), readBuffer_.data(), readBuffer_.size(), MSG_PEEK | MSG_DONTWAIT);
     if (n <= 0) {
@@ -1182,14 +1184,13 @@ void Supervisor::Impl::onLogReadable(Proc& p, LogStream stream, bool final) {
     } else {
       return;  // the rest of this line has not been written yet
     }
-    const ssize_t got = ::recv(fd.get(), readBuffer_.data(), take, MSG_DONTWAIT);
-    if (got <= 0) return;
     if (p.log) {
-      auto st = p.log->append(stream, std::string_view(readBuffer_.data(), static_cast<size_t>(got)),
-                              reactor_.clock().wallMicros());
+      auto st = p.log->append(stream, peeked.substr(0, take), reactor_.clock().wallMicros());
       if (st.ok() && final) st = p.log->finish(stream, reactor_.clock().wallMicros());
       if (!st.ok()) spdlog::error("process '{}': {}", p.spec.name, st.error().message);
     }
+    // Only this process reads the socket, so the peeked bytes are still its head.
+    if (::recv(fd.get(), readBuffer_.data(), take, MSG_DONTWAIT) <= 0) return;
   }
   // More is waiting than one turn takes: come back after the other fds had theirs. The socket
   // is edge-triggered, so nothing else would call us for data already there.

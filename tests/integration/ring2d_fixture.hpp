@@ -19,6 +19,7 @@
 #include <fstream>
 #include <functional>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -105,6 +106,34 @@ inline bool processAlive(pid_t pid) {
   const std::string stat = readProcFile("/proc/" + std::to_string(pid) + "/stat");
   const auto close = stat.rfind(')');
   return close != std::string::npos && close + 2 < stat.size() && stat[close + 2] != 'Z';
+}
+
+// What a log written by `crasher lines:0:MS` shows: the last line number and how many times the
+// numbers stepped back. ring2d writes a line to the log before it takes it off the socket, so a
+// kill between the two repeats the lines of that one read; `error` names a line that is missing,
+// a line that is not one of the talker's, or a talker that started over (ran twice).
+struct NumberedLog {
+  long last = 0;
+  long stepsBack = 0;
+  std::string error;
+};
+
+inline NumberedLog readNumberedLog(const std::string& text) {
+  NumberedLog r;
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) {
+    const size_t at = line.find(" stdout line ");
+    if (at != 27 || line.size() <= at + 13) return {r.last, r.stepsBack, "not a talker line: " + line};
+    const long n = std::strtol(line.c_str() + at + 13, nullptr, 10);
+    if (n != r.last + 1) {
+      if (n > r.last) return {r.last, r.stepsBack, "line " + std::to_string(r.last + 1) + " is missing"};
+      if (n <= 1) return {r.last, r.stepsBack, "the talker started over: it ran twice"};
+      ++r.stepsBack;
+    }
+    r.last = n;
+  }
+  return r;
 }
 
 class Ring2dTest : public ::testing::Test {

@@ -263,7 +263,8 @@ TEST(Reactor, WaitsForTheRealClockToReachATimerAndNoLonger) {
   EXPECT_TRUE(fired);
   EXPECT_GE(clock.monotonicNanos(), deadline);
   EXPECT_LT(elapsedMillis(start), 1000);
-  EXPECT_EQ(reactor->wakeups(), 1u);
+  // One wait, or none when this thread was descheduled past the deadline before the round.
+  EXPECT_LE(reactor->wakeups(), 1u);
 }
 
 TEST(Reactor, RoundsASubMillisecondWaitUpSoItDoesNotSpin) {
@@ -271,9 +272,11 @@ TEST(Reactor, RoundsASubMillisecondWaitUpSoItDoesNotSpin) {
   auto reactor = makeReactor(clock);
   bool fired = false;
   reactor->addTimerAt(clock.monotonicNanos() + 100'000, [&] { fired = true; });  // 0.1 ms
+  // A wait rounded down to 0 ms would return with the timer not yet due: the one round runs it.
   EXPECT_EQ(reactor->runOnce(-1), 1u);
   EXPECT_TRUE(fired);
-  EXPECT_EQ(reactor->wakeups(), 1u);
+  // Under load the 0.1 ms may have passed before the round began, which then does not wait.
+  EXPECT_LE(reactor->wakeups(), 1u);
 }
 
 TEST(Reactor, MaxWaitBoundsTheWaitWhenNothingHappens) {
@@ -319,7 +322,8 @@ TEST(Reactor, AnIdleLoopWakesOnlyForItsTimers) {
   reactor->addTimerAfterMillis(10, tick);
   reactor->run();
   EXPECT_EQ(ticks, 3);
-  EXPECT_EQ(reactor->wakeups(), 3u);
+  // One wake-up per timer at most (fewer when the thread was descheduled past a deadline).
+  EXPECT_LE(reactor->wakeups(), 3u);
 }
 
 TEST(Reactor, RunReturnsOnStopAndCanRunAgain) {
