@@ -76,6 +76,30 @@ inline std::vector<pid_t> pidsWithCmdline(const std::string& needle) {
   return out;
 }
 
+// The parent of `pid` from /proc, or 0 if it is gone.
+inline pid_t parentOf(pid_t pid) {
+  const std::string stat = readProcFile("/proc/" + std::to_string(pid) + "/stat");
+  const size_t close = stat.rfind(')');
+  if (close == std::string::npos || close + 4 >= stat.size()) return 0;
+  return static_cast<pid_t>(std::atoi(stat.c_str() + close + 4));  // ") S PPID"
+}
+
+// pidsWithCmdline, but only this test's own processes: descendants of this process (a
+// subreaper, so they stay descendants when a daemon between dies). Tests that run at the same
+// time may start the same helper with the same arguments.
+inline std::vector<pid_t> ownPidsWithCmdline(const std::string& needle) {
+  std::vector<pid_t> out;
+  for (pid_t pid : pidsWithCmdline(needle)) {
+    for (pid_t up = parentOf(pid); up > 1; up = parentOf(up)) {
+      if (up == ::getpid()) {
+        out.push_back(pid);
+        break;
+      }
+    }
+  }
+  return out;
+}
+
 // Runs a shell command; its exit code and stdout.
 inline std::pair<int, std::string> run(const std::string& cmd) {
   std::string out;

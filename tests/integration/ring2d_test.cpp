@@ -200,8 +200,8 @@ command = [)" + crasher("sleep:600001") + R"(]
     EXPECT_EQ(b["restarts"], 0);
   }
   // None runs twice.
-  EXPECT_EQ(pidsWithCmdline("sleep:600000").size(), 1u);
-  EXPECT_EQ(pidsWithCmdline("sleep:600001").size(), 1u);
+  EXPECT_EQ(ownPidsWithCmdline("sleep:600000").size(), 1u);
+  EXPECT_EQ(ownPidsWithCmdline("sleep:600001").size(), 1u);
 }
 
 TEST_F(Ring2dTest, ExitWhileRing2dIsDeadIsCollectedAndActedOn) {
