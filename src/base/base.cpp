@@ -110,7 +110,7 @@ std::string dirOf(const std::string& path) {
 }  // namespace
 
 Status writeFileAtomic(const std::string& path, std::string_view data, unsigned mode,
-                       Replace replace) {
+                       Replace replace, Sync sync) {
   std::string tmp = path + ".tmp.XXXXXX";
   UniqueFd fd(::mkostemp(tmp.data(), O_CLOEXEC));
   if (!fd) return errnoError("create temporary file for " + path, errno);
@@ -120,7 +120,7 @@ Status writeFileAtomic(const std::string& path, std::string_view data, unsigned 
   } unlinker{&tmp};
   if (::fchmod(fd.get(), mode) != 0) return errnoError("chmod " + tmp, errno);
   if (auto st = writeAll(fd.get(), data, tmp); !st.ok()) return st;
-  if (::fsync(fd.get()) != 0) return errnoError("fsync " + tmp, errno);
+  if (sync == Sync::kDurable && ::fsync(fd.get()) != 0) return errnoError("fsync " + tmp, errno);
   fd.reset();
   if (replace == Replace::kYes) {
     if (::rename(tmp.c_str(), path.c_str()) != 0) return errnoError("rename to " + path, errno);
@@ -129,6 +129,7 @@ Status writeFileAtomic(const std::string& path, std::string_view data, unsigned 
     // link(2) fails with EEXIST instead of replacing: no window in which two writers both win.
     if (::link(tmp.c_str(), path.c_str()) != 0) return errnoError("create " + path, errno);
   }
+  if (sync == Sync::kAtomicOnly) return {};
   UniqueFd dir(::open(dirOf(path).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (dir) ::fsync(dir.get());
   return {};

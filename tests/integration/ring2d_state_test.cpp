@@ -37,6 +37,11 @@ readiness = "notify"
 name = "sly"
 command = [)toml" + python("import os,socket,time; s=socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); s.sendto(b'STATUS=\\xc0\\x80 \\xed\\xa0\\x80 \\xf4\\x90\\x80\\x80 \\xc3\\xa9\\nREADY=1', os.environ['NOTIFY_SOCKET']); time.sleep(60)") + R"toml(]
 readiness = "notify"
+
+[[process]]
+name = "quoting"
+command = [)toml" + python("import os,socket,time; s=socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); s.sendto(b'STATUS=say \"hi\" \\\\ back\\nREADY=1', os.environ['NOTIFY_SOCKET']); time.sleep(60)") + R"toml(]
+readiness = "notify"
 )toml");
   startRing2d();
   ASSERT_TRUE(waitFor([&] { return stateOf("rude") == "ready"; }, 5000)) << ring2dErr();
@@ -45,6 +50,16 @@ readiness = "notify"
   // code point past U+10FFFF) are replaced too; a real character stays.
   ASSERT_TRUE(waitFor([&] { return stateOf("sly") == "ready"; }, 5000)) << ring2dErr();
   EXPECT_EQ(proc("sly")["detail"], "?? ??? ???? \u00e9");
+  ASSERT_TRUE(waitFor([&] { return stateOf("quoting") == "ready"; }, 5000)) << ring2dErr();
+  EXPECT_EQ(proc("quoting")["detail"], "say \"hi\" \\ back");
+  // state.json, written as text, stays JSON that reads back the same.
+  auto detailSaved = [&](const char* name) {
+    return stateJsonProcesses().value(name, json::object()).value("detail", "");
+  };
+  EXPECT_TRUE(waitFor([&] { return detailSaved("quoting") == "say \"hi\" \\ back"; }, 5000))
+      << readLog(state() + "/state.json");
+  EXPECT_EQ(detailSaved("sly"), "?? ??? ???? \u00e9");
+  EXPECT_EQ(detailSaved("rude"), "?? bad");
   EXPECT_TRUE(processAlive(ring2d_));
 }
 
@@ -174,7 +189,7 @@ readiness = "notify"
   ASSERT_TRUE(waitFor([&] {
     json p = proc("svc");
     return p.is_object() && p["state"] == "ready" && p["restarts"] == 0 &&
-           readLog(state() + "/state.json").find("\"ready\": true") != std::string::npos &&
+           stateJsonProcesses().value("svc", json::object()).value("ready", false) &&
            ring2dErr().find("changed; restarting") != std::string::npos;
   }, 5000)) << ring2dErr();
   EXPECT_EQ(proc("svc")["restarts"], 0);
