@@ -1265,6 +1265,7 @@ void Supervisor::Impl::applyNotify(Proc& p, std::string_view text) {
         if (!p.ready && p.state == ProcessState::kRunning) setReady(p, p.detail);
       } else if (line.starts_with("STATUS=")) {
         p.detail = cleanStatus(line.substr(7));
+        scheduleSave();
       } else if (line == "WATCHDOG=1") {
         if (p.ready) armWatchdog(p);
       } else if (line == "WATCHDOG=trigger" && p.stopTimer == 0) {

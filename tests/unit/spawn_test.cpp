@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <climits>
 #include <cstdlib>
+#include <filesystem>
 #include <ctime>
 #include <fstream>
 #include <functional>
@@ -51,6 +52,13 @@ struct Pipe {
   UniqueFd read;
   UniqueFd write;
 };
+
+// How many fds this process has open.
+size_t openFdCount() {
+  size_t n = 0;
+  for ([[maybe_unused]] const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) ++n;
+  return n;
+}
 
 Pipe makePipe() {
   int fds[2];
@@ -619,6 +627,31 @@ TEST_P(SpawnCloneModeTest, GivesEveryGuarantee) {
   EXPECT_EQ(result["env"]["FOO"], "bar");
   EXPECT_EQ(result["nofile"], 77);
   EXPECT_EQ(result["ppid"], ::getpid());
+}
+
+// With thousands of fds open in the parent (the holder keeps four per process), the child still
+// gets only 0-2, and spawning leaves the parent's own fd table as it was.
+TEST_P(SpawnCloneModeTest, ThousandsOfParentFdsStayOutOfTheChild) {
+  rlimit limit{};
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &limit), 0);
+  if (limit.rlim_max < 4096) GTEST_SKIP() << "needs a hard RLIMIT_NOFILE of 4096";
+  const rlimit saved = limit;
+  limit.rlim_cur = limit.rlim_max;
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &limit), 0);
+  {
+    std::vector<UniqueFd> many;
+    for (int i = 0; i < 3000; ++i) many.emplace_back(::open("/dev/null", O_RDONLY));  // no O_CLOEXEC
+    ASSERT_TRUE(many.back());
+    json first = probe(specFor({}));  // the first spawn may set up what later ones reuse
+    EXPECT_EQ(first["fds"], json::parse("[0,1,2]"));
+    const size_t before = openFdCount();
+    for (int i = 0; i < 5; ++i) {
+      json result = probe(specFor({}));
+      EXPECT_EQ(result["fds"], json::parse("[0,1,2]"));
+    }
+    EXPECT_EQ(openFdCount(), before);
+  }
+  ::setrlimit(RLIMIT_NOFILE, &saved);
 }
 
 TEST_P(SpawnCloneModeTest, ReportsTheFailingStep) {

@@ -1,5 +1,6 @@
 // The exec strategy and the fork/exec core every strategy shares (fork_exec.hpp).
 #include <fcntl.h>
+#include <linux/close_range.h>
 #include <linux/sched.h>
 #include <sched.h>
 #include <signal.h>
@@ -15,6 +16,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <optional>
 #include <utility>
 
@@ -103,7 +105,12 @@ struct ChildArgs {
   char* const* argv;
   char* const* envp;
   int devNull;
-  int errorFd;  // write end of the error pipe (close-on-exec)
+  int stdoutFd;  // the fd to make the child's stdout: the plan's, or devNull
+  int stderrFd;
+  int errorFd;   // write end of the error pipe (close-on-exec)
+  // > 0: the child shares the parent's fd table (CLONE_FILES) and must first take a private one
+  // holding only the fds below this number (every fd above is among them).
+  int privateFdsBelow;
 };
 
 // The sanitizers track stack frames in shadow memory; a child frame never returns (execve or
@@ -144,6 +151,15 @@ ENJIN_CHILD_CODE bool closeFdsFrom3(int keep) {
 
 [[noreturn]] ENJIN_CHILD_CODE void childRun(const ChildArgs& args) {
   const ChildPlan& plan = *args.plan;
+  // Before any fd is touched: a table of its own, with nothing of the parent's beyond the low
+  // slots. CLOSE_RANGE_UNSHARE copies only the fds below the range (Linux 5.9); before that,
+  // unshare copies them all, as a fork would have.
+  if (args.privateFdsBelow > 0 &&
+      ::syscall(SYS_close_range, static_cast<unsigned>(args.privateFdsBelow), ~0U,
+                CLOSE_RANGE_UNSHARE) != 0 &&
+      ::syscall(SYS_unshare, CLONE_FILES) != 0) {
+    childFail(args, Step::kCloseFds, errno);
+  }
   if (::setsid() < 0) childFail(args, Step::kSetsid, errno);
 
   // Every signal is blocked (the parent blocked them before cloning), so no handler of the
@@ -159,8 +175,7 @@ ENJIN_CHILD_CODE bool closeFdsFrom3(int keep) {
   // dup2 must not read a source that an earlier dup2 overwrote, nor leave FD_CLOEXEC set on a
   // source that already is its target, so sources below 3 (and the error pipe) move up first.
   int errorFd = args.errorFd;
-  int sources[3] = {args.devNull, plan.stdoutFd >= 0 ? plan.stdoutFd : args.devNull,
-                    plan.stderrFd >= 0 ? plan.stderrFd : args.devNull};
+  int sources[3] = {args.devNull, args.stdoutFd, args.stderrFd};
   for (int i = 0; i < 3; ++i) {
     if (sources[i] < 3) {
       sources[i] = ::fcntl(sources[i], F_DUPFD_CLOEXEC, 3);
@@ -319,8 +334,9 @@ Clone cloneVfork(ChildArgs& args) {
   void* top = stack.top();
   if (top == nullptr) return {-1, -1, errno};
   int pidfd = -1;
-  pid_t pid = ::clone(childMainForClone, top, CLONE_VM | CLONE_VFORK | CLONE_PIDFD | SIGCHLD,
-                      &args, &pidfd);
+  const int files = args.privateFdsBelow > 0 ? CLONE_FILES : 0;
+  pid_t pid = ::clone(childMainForClone, top,
+                      CLONE_VM | CLONE_VFORK | CLONE_PIDFD | files | SIGCHLD, &args, &pidfd);
   if (pid < 0) return {-1, -1, errno};
   return {pid, pidfd, 0};
 }
@@ -351,6 +367,70 @@ Clone cloneFork(ChildArgs& args) {
     return {-1, -1, err};
   }
   return {pid, pidfd, 0};
+}
+
+// Low fd numbers a kVfork child's fds are put in, so that its private fd table needs to hold
+// only fds 0 to the last slot. Without them the child would copy the parent's whole table (in
+// the holder, four fds per supervised process) only to close it again: with 1000 processes
+// that made every spawn 1-1.5 ms slower. Made at the first spawn from the lowest free numbers
+// and kept for the life of the process; a slot holds /dev/null when no spawn is using it.
+class LowFdSlots {
+ public:
+  // Fills `args` with slot numbers and returns true, or false (the slots could not be made:
+  // the caller spawns without them). The lock is held until release().
+  bool take(ChildArgs& args, int stdoutFd, int stderrFd, int errorFd) {
+    lock_.lock();
+    if (null_ < 0 && !make()) {
+      lock_.unlock();
+      return false;
+    }
+    if (::dup3(stdoutFd >= 0 ? stdoutFd : null_, out_, O_CLOEXEC) < 0 ||
+        ::dup3(stderrFd >= 0 ? stderrFd : null_, err_, O_CLOEXEC) < 0 ||
+        ::dup3(errorFd, report_, O_CLOEXEC) < 0) {
+      release();
+      return false;
+    }
+    args.devNull = null_;
+    args.stdoutFd = out_;
+    args.stderrFd = err_;
+    args.errorFd = report_;
+    args.privateFdsBelow = std::max({null_, out_, err_, report_}) + 1;
+    return true;
+  }
+
+  // Back to /dev/null, so that no slot keeps the child's error pipe (its EOF tells the parent
+  // the exec happened) or its output channel open.
+  void release() {
+    for (int slot : {out_, err_, report_}) (void)::dup3(null_, slot, O_CLOEXEC);
+    lock_.unlock();
+  }
+
+ private:
+  bool make() {
+    UniqueFd opened(::open("/dev/null", O_RDWR | O_CLOEXEC));
+    if (!opened) return false;
+    int fds[4];
+    for (int i = 0; i < 4; ++i) {
+      fds[i] = ::fcntl(opened.get(), F_DUPFD_CLOEXEC, 3);
+      if (fds[i] < 0) {
+        for (int j = 0; j < i; ++j) ::close(fds[j]);
+        return false;
+      }
+    }
+    null_ = fds[0];
+    out_ = fds[1];
+    err_ = fds[2];
+    report_ = fds[3];
+    return true;
+  }
+
+  std::mutex lock_;  // one spawn at a time uses the slots
+  int null_ = -1, out_ = -1, err_ = -1, report_ = -1;
+};
+
+LowFdSlots& lowFdSlots() {
+  static LowFdSlots* slots = new LowFdSlots;  // never destroyed: no exit-time ordering to mind
+  return *slots;
 }
 
 }  // namespace
@@ -455,8 +535,18 @@ Result<SpawnedProcess> forkExec(const ChildPlan& plan, CloneMode mode) {
   UniqueFd errorRead(pipeFds[0]);
   UniqueFd errorWrite(pipeFds[1]);
 
-  ChildArgs args{&plan, plan.path.c_str(), argv.data(), envp.data(), devNull.get(),
-                 errorWrite.get()};
+  ChildArgs args{&plan,
+                 plan.path.c_str(),
+                 argv.data(),
+                 envp.data(),
+                 devNull.get(),
+                 plan.stdoutFd >= 0 ? plan.stdoutFd : devNull.get(),
+                 plan.stderrFd >= 0 ? plan.stderrFd : devNull.get(),
+                 errorWrite.get(),
+                 0};
+  // kVfork shares the fd table with the child, which then copies only the low slots.
+  const bool slots = mode == CloneMode::kVfork &&
+                     lowFdSlots().take(args, plan.stdoutFd, plan.stderrFd, errorWrite.get());
   Clone child;
   {
     BlockAllSignals blocked;
@@ -470,6 +560,7 @@ Result<SpawnedProcess> forkExec(const ChildPlan& plan, CloneMode mode) {
       child = cloneFork(args);
     }
   }
+  if (slots) lowFdSlots().release();
   if (child.pid < 0) return errnoError("clone", child.err);
   UniqueFd pidfd(child.pidfd);
   errorWrite.reset();  // else the read below would never see EOF

@@ -4,7 +4,8 @@
 // id the child needs is decided there (PATH lookup included), so that between clone and execve
 // the child makes only async-signal-safe system calls, touches no lock and allocates nothing.
 // forkExec() then runs the plan. In the child, in this order:
-//   setsid -> every signal disposition to SIG_DFL -> stdin /dev/null, stdout, stderr -> close
+//   [kVfork: a private fd table holding only fds 0-2 and the low slots the parent put the
+//   child's fds in] -> setsid -> every signal disposition to SIG_DFL -> stdin /dev/null, stdout, stderr -> close
 //   every fd from 3 up -> rlimits -> [setgroups([]) -> setgid -> setuid -> setuid(0) must fail ->
 //   PR_SET_NO_NEW_PRIVS] -> chdir -> empty signal mask -> execve.
 // Limits come before the credentials because raising a hard limit needs CAP_SYS_RESOURCE, which
