@@ -280,21 +280,22 @@ int main(int argc, char** argv) {
   bool readySent = false;
   bool started = false;
   auto maybeReady = [&] {
-    if (readySent || !started || !haveSpec) return;
-    for (const auto& s : supervisor.status()) {
-      using supervise::ProcessState;
-      if (s.state == ProcessState::kStarting || s.state == ProcessState::kRunning ||
-          s.state == ProcessState::kStopping) {
-        return;
-      }
-    }
+    if (readySent || !started || !haveSpec || !supervisor.settled()) return;
     readySent = true;
     (void)systemd::notify("READY=1");
   };
+  // Asked once per reactor round, not once per event: starting N processes makes N events, and
+  // a look at all N each time was quadratic (4900 processes: seconds of CPU).
+  bool readyCheckPending = false;
   supervisor.setObserver([&](const supervise::StateEvent& ev) {
     publish(ev.status);
     if (link) link->changed();
-    maybeReady();
+    if (readySent || readyCheckPending) return;
+    readyCheckPending = true;
+    r.addTimerAfterMillis(0, [&] {
+      readyCheckPending = false;
+      maybeReady();
+    });
   });
 
   if (auto st = supervisor.start(std::move(*specs)); !st.ok()) {

@@ -186,6 +186,13 @@ class Supervisor::Impl {
   Status stopProcess(const std::string& name);
   Status restartProcess(const std::string& name);
   std::vector<ProcessStatus> status() const;
+  bool settled() const {
+    return std::none_of(procs_.begin(), procs_.end(), [](const auto& entry) {
+      const ProcessState s = entry.second->state;
+      return s == ProcessState::kStarting || s == ProcessState::kRunning ||
+             s == ProcessState::kStopping;
+    });
+  }
   std::string logPath(const std::string& name) const {
     return options_.stateDir + "/logs/" + name + ".log";
   }
@@ -1410,6 +1417,7 @@ Status Supervisor::startProcess(const std::string& n) { return impl_->startProce
 Status Supervisor::stopProcess(const std::string& n) { return impl_->stopProcess(n); }
 Status Supervisor::restartProcess(const std::string& n) { return impl_->restartProcess(n); }
 std::vector<ProcessStatus> Supervisor::status() const { return impl_->status(); }
+bool Supervisor::settled() const { return impl_->settled(); }
 std::string Supervisor::logPath(const std::string& n) const { return impl_->logPath(n); }
 
 }  // namespace enjin::supervise

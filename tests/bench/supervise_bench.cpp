@@ -936,7 +936,14 @@ Scale measureScale(Target& target, int requested, const std::string& tmp) {
   std::set<pid_t> old;
   for (auto& [pid, ns] : first) old.insert(pid);
   if (enjin) {
+    // ring2d learns each pid from the holder after the child started: give it time to catch
+    // up, bounded, rather than judge it on one look.
+    const int64_t until = monoNs() + 30'000'000'000;
     auto st = enjin->running();
+    while ((!st || st->size() != static_cast<size_t>(n)) && monoNs() < until) {
+      sleepMs(100);
+      st = enjin->running();
+    }
     if (!st || st->size() != static_cast<size_t>(n)) {
       throw Failure("ring2d reports " + std::to_string(st ? st->size() : 0) + " of " +
                     std::to_string(n) + " running before the kill");

@@ -84,6 +84,9 @@ class Supervisor {
   Status restartProcess(const std::string& name);
 
   std::vector<ProcessStatus> status() const;
+  // True when no process is on its way: none starting, running but not yet ready, or stopping.
+  // Cheaper than status(): no copies.
+  bool settled() const;
   // Where NAME's log file is.
   std::string logPath(const std::string& name) const;
 
