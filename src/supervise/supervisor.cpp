@@ -276,6 +276,16 @@ class Supervisor::Impl {
   bool holderQueueWatched_ = false;  // the holder fd is watched for EPOLLOUT
   std::function<void()> stopDone_;
   std::string readBuffer_ = std::string(kLogReadChunk, '\0');
+  // Test builds (ENJIN_FAULT_INJECTION): ENJIN_FAULT_DIE_AFTER_LOG=N makes this process die
+  // right after its Nth write to a log, before it takes those bytes off the socket: the window
+  // a kill -9 can hit. 0: off.
+  long dieAfterLogWrites_ = faultDieAfterLog();
+  static long faultDieAfterLog() {
+#ifdef ENJIN_FAULT_INJECTION
+    if (const char* v = ::getenv("ENJIN_FAULT_DIE_AFTER_LOG")) return std::strtol(v, nullptr, 10);
+#endif
+    return 0;
+  }
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -289,13 +299,18 @@ Status Supervisor::Impl::start(std::vector<ProcessSpec> specs) {
   // unix-user children must reach their own notify socket (0600, chowned to them) by path.
   ::chmod((options_.stateDir + "/notify").c_str(), 0711);
 
+  // state.json is replaced without fsync between decisions; after a power cut some filesystems
+  // leave it empty. state.durable.json is the copy written (with fsync) at the last decision.
   json previous = json::object();
-  if (auto text = readFile(options_.stateDir + "/state.json"); text.ok()) {
-    previous = json::parse(*text, nullptr, false);
-    if (!previous.is_object()) {
-      spdlog::warn("{}/state.json is unreadable; starting without it", options_.stateDir);
-      previous = json::object();
+  for (const char* name : {"/state.json", "/state.durable.json"}) {
+    auto text = readFile(options_.stateDir + name);
+    if (!text.ok()) continue;
+    json parsed = json::parse(*text, nullptr, false);
+    if (parsed.is_object()) {
+      previous = std::move(parsed);
+      break;
     }
+    spdlog::warn("{}{} is unreadable; not using it", options_.stateDir, name);
   }
   const json prevProcs = previous.value("processes", json::object());
   for (auto& s : specs) {
@@ -1200,8 +1215,14 @@ void Supervisor::Impl::onLogReadable(Proc& p, LogStream stream, bool final) {
       if (st.ok() && final) st = p.log->finish(stream, reactor_.clock().wallMicros());
       if (!st.ok()) spdlog::error("process '{}': {}", p.spec.name, st.error().message);
     }
+    if (dieAfterLogWrites_ > 0 && --dieAfterLogWrites_ == 0) std::_Exit(137);
     // Only this process reads the socket, so the peeked bytes are still its head.
-    if (::recv(fd.get(), readBuffer_.data(), take, MSG_DONTWAIT) <= 0) return;
+    const ssize_t got = ::recv(fd.get(), readBuffer_.data(), take, MSG_DONTWAIT);
+    if (got != static_cast<ssize_t>(take)) {
+      spdlog::error("process '{}': took {} of the {} bytes just logged off its output", p.spec.name,
+                    got, take);
+      return;
+    }
   }
   // More is waiting than one turn takes: come back after the other fds had theirs. The socket
   // is edge-triggered, so nothing else would call us for data already there.
@@ -1374,9 +1395,19 @@ void Supervisor::Impl::save() {
   }
   text += "\n}}\n";
   // Pids, counts and histories matter only while the holder lives, and the page cache outlives
-  // a ring2d crash: those are written without fsync (the rename alone keeps it atomic). A change
+  // a ring2d crash: those are written without fsync (the rename alone keeps it whole). A change
   // of decisions is flushed to disk, so a power cut does not bring back a stopped process.
+  // Filesystems that do not order a rename after the data it replaces (XFS; ext4 without
+  // auto_da_alloc) can leave the file empty after a power cut: the decisions are also kept in
+  // state.durable.json, which start() reads when state.json is unreadable.
   const bool durable = !savedOnce_ || decisions != savedDecisions_;
+  if (durable) {
+    if (auto st = writeFileAtomic(options_.stateDir + "/state.durable.json", text, 0600);
+        !st.ok()) {
+      spdlog::error("{}", st.error().message);
+      return;
+    }
+  }
   if (auto st = writeFileAtomic(options_.stateDir + "/state.json", text, 0600, Replace::kYes,
                                 durable ? Sync::kDurable : Sync::kAtomicOnly);
       !st.ok()) {

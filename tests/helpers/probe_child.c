@@ -5,6 +5,8 @@
  *   setuid0_fails                     setuid(0) failed (attempted after everything else is read)
  *   no_new_privs                      NoNewPrivs from /proc/self/status
  *   fds                               open fds from /proc/self/fd, without the one used to list
+ *   fd_table_size                     FDSize from /proc/self/status: the slots of the fd table
+ *                                     this process was given (exec keeps the table)
  *   has_ctty, tty_errno               open("/dev/tty") succeeded; its errno when it did not
  *   sid_is_pid, pgid_is_pid           session and process-group leader
  *   sig_blk, sig_ign                  SigBlk and SigIgn from /proc/self/status (hex masks)
@@ -71,6 +73,8 @@ int main(int argc, char** argv) {
   char value[512];
   statusField("NoNewPrivs", value, sizeof value);
   printf(",\"no_new_privs\":%d", atoi(value));
+  statusField("FDSize", value, sizeof value);
+  printf(",\"fd_table_size\":%d", atoi(value));
   statusField("SigBlk", value, sizeof value);
   printf(",\"sig_blk\":");
   putJsonString(value);

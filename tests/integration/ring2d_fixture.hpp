@@ -132,10 +132,11 @@ inline bool processAlive(pid_t pid) {
   return close != std::string::npos && close + 2 < stat.size() && stat[close + 2] != 'Z';
 }
 
-// What a log written by `crasher lines:0:MS` shows: the last line number and how many times the
+// What a log written by `crasher lines:N:MS` shows: the last line number and how many times the
 // numbers stepped back. ring2d writes a line to the log before it takes it off the socket, so a
-// kill between the two repeats the lines of that one read; `error` names a line that is missing,
-// a line that is not one of the talker's, or a talker that started over (ran twice).
+// kill between the two repeats the lines of that one read; `error` names a line that is missing
+// or a line that is not one of the talker's. (A talker that ran twice also steps back: callers
+// check its restart count.)
 struct NumberedLog {
   long last = 0;
   long stepsBack = 0;
@@ -152,7 +153,6 @@ inline NumberedLog readNumberedLog(const std::string& text) {
     const long n = std::strtol(line.c_str() + at + 13, nullptr, 10);
     if (n != r.last + 1) {
       if (n > r.last) return {r.last, r.stepsBack, "line " + std::to_string(r.last + 1) + " is missing"};
-      if (n <= 1) return {r.last, r.stepsBack, "the talker started over: it ran twice"};
       ++r.stepsBack;
     }
     r.last = n;

@@ -132,6 +132,43 @@ max_restarts = 2
   EXPECT_TRUE(waitFor([&] { return stateOf("held") == "ready"; }, 5000));
 }
 
+// What a power cut can leave on filesystems that do not order a rename after its data: an
+// empty state.json (it is replaced without fsync between decisions). The decisions come back
+// from state.durable.json, written with fsync whenever they change.
+TEST_F(Ring2dTest, DecisionsSurviveAnEmptiedStateFile) {
+  writeSpec(R"(
+[[process]]
+name = "held"
+command = [)" + crasher("sleep:600000") + R"(]
+
+[[process]]
+name = "broken"
+command = [)" + crasher("exit:1") + R"(]
+restart_delay_ms = 10
+max_restarts = 2
+)");
+  startRing2d();
+  ASSERT_TRUE(waitFor([&] { return stateOf("held") == "ready" && stateOf("broken") == "failed"; }, 5000));
+  ASSERT_TRUE(call({{"cmd", "stop"}, {"name", "held"}})["ok"].get<bool>());
+  ASSERT_TRUE(waitFor([&] {
+    auto saved = stateJsonProcesses();
+    return saved.value("held", json::object()).value("held_down", false) &&
+           saved.value("broken", json::object()).value("state", "") == "failed";
+  }, 5000));
+  // The machine goes down: ring2d, its holder and the file's content.
+  const pid_t holder = holderPid();
+  killRing2d(SIGKILL);
+  ASSERT_GT(holder, 0);
+  ::kill(holder, SIGKILL);
+  ASSERT_TRUE(waitFor([&] { return !processAlive(holder); }, 5000));
+  ASSERT_EQ(::truncate((state() + "/state.json").c_str(), 0), 0);
+  startRing2d();
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_EQ(stateOf("held"), "stopped");
+  EXPECT_EQ(stateOf("broken"), "failed");
+  EXPECT_NE(ring2dErr().find("state.json is unreadable"), std::string::npos) << ring2dErr();
+}
+
 TEST_F(Ring2dTest, ADependencyRestartDoesNotRerunAFinishedJob) {
   writeSpec(R"(
 [[process]]

@@ -1,6 +1,5 @@
 // The exec strategy and the fork/exec core every strategy shares (fork_exec.hpp).
 #include <fcntl.h>
-#include <linux/close_range.h>
 #include <linux/sched.h>
 #include <sched.h>
 #include <signal.h>
@@ -22,6 +21,13 @@
 
 #include "enjin/base/unique_fd.hpp"
 #include "fork_exec.hpp"
+
+#if __has_include(<linux/close_range.h>)
+#include <linux/close_range.h>
+#endif
+#ifndef CLOSE_RANGE_UNSHARE
+#define CLOSE_RANGE_UNSHARE (1U << 1)
+#endif
 
 namespace enjin::supervise::spawn_detail {
 namespace {
@@ -152,12 +158,11 @@ ENJIN_CHILD_CODE bool closeFdsFrom3(int keep) {
 [[noreturn]] ENJIN_CHILD_CODE void childRun(const ChildArgs& args) {
   const ChildPlan& plan = *args.plan;
   // Before any fd is touched: a table of its own, with nothing of the parent's beyond the low
-  // slots. CLOSE_RANGE_UNSHARE copies only the fds below the range (Linux 5.9); before that,
-  // unshare copies them all, as a fork would have.
+  // slots. CLOSE_RANGE_UNSHARE copies only the fds below the range (Linux 5.9; the parent uses
+  // the slots only where close_range exists).
   if (args.privateFdsBelow > 0 &&
       ::syscall(SYS_close_range, static_cast<unsigned>(args.privateFdsBelow), ~0U,
-                CLOSE_RANGE_UNSHARE) != 0 &&
-      ::syscall(SYS_unshare, CLONE_FILES) != 0) {
+                CLOSE_RANGE_UNSHARE) != 0) {
     childFail(args, Step::kCloseFds, errno);
   }
   if (::setsid() < 0) childFail(args, Step::kSetsid, errno);
@@ -354,7 +359,10 @@ Clone cloneClone3(ChildArgs& args) {
   return {static_cast<pid_t>(pid), pidfd, 0};
 }
 
-Clone cloneFork(ChildArgs& args) {
+Clone cloneFork(ChildArgs& shared) {
+  // A forked child has a table of its own already.
+  ChildArgs args = shared;
+  args.privateFdsBelow = 0;
   pid_t pid = ::fork();
   if (pid == 0) childRun(args);
   if (pid < 0) return {-1, -1, errno};
@@ -384,6 +392,14 @@ class LowFdSlots {
       lock_.unlock();
       return false;
     }
+    // A slot number someone else closed and reused for a source: do without the slots rather
+    // than overwrite it.
+    for (int fd : {stdoutFd, stderrFd, errorFd}) {
+      if (fd >= 0 && (fd == null_ || fd == out_ || fd == err_ || fd == report_)) {
+        lock_.unlock();
+        return false;
+      }
+    }
     if (::dup3(stdoutFd >= 0 ? stdoutFd : null_, out_, O_CLOEXEC) < 0 ||
         ::dup3(stderrFd >= 0 ? stderrFd : null_, err_, O_CLOEXEC) < 0 ||
         ::dup3(errorFd, report_, O_CLOEXEC) < 0) {
@@ -407,6 +423,9 @@ class LowFdSlots {
 
  private:
   bool make() {
+    // Without close_range (before Linux 5.9) the child could only unshare the whole table,
+    // which sandboxes' seccomp filters often refuse: no slots, no CLONE_FILES.
+    if (::syscall(SYS_close_range, ~0U, ~0U, 0U) != 0) return false;
     UniqueFd opened(::open("/dev/null", O_RDWR | O_CLOEXEC));
     if (!opened) return false;
     int fds[4];
