@@ -98,8 +98,12 @@ restart = "never"
   EXPECT_EQ(proc("pest")["last_exit"]["signal"], SIGKILL);
 }
 
-TEST_F(Ring2dTest, DecisionsSurviveARestartOfRing2d) {
-  writeSpec(R"(
+// Two decisions to keep: "held" stopped by an operator, "broken" failed by its restart policy;
+// returns once state.json records both.
+class Ring2dDecisionsTest : public Ring2dTest {
+ protected:
+  void makeTwoDecisions() {
+    writeSpec(R"(
 [[process]]
 name = "held"
 command = [)" + crasher("sleep:600000") + R"(]
@@ -110,11 +114,19 @@ command = [)" + crasher("exit:1") + R"(]
 restart_delay_ms = 10
 max_restarts = 2
 )");
-  startRing2d();
-  ASSERT_TRUE(waitFor([&] { return stateOf("held") == "ready" && stateOf("broken") == "failed"; }, 5000));
-  ASSERT_TRUE(call({{"cmd", "stop"}, {"name", "held"}})["ok"].get<bool>());
-  ASSERT_TRUE(waitFor([&] { return stateOf("held") == "stopped"; }, 5000));
-  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // state.json catches up
+    startRing2d();
+    ASSERT_TRUE(waitFor([&] { return stateOf("held") == "ready" && stateOf("broken") == "failed"; }, 5000));
+    ASSERT_TRUE(call({{"cmd", "stop"}, {"name", "held"}})["ok"].get<bool>());
+    ASSERT_TRUE(waitFor([&] {
+      auto saved = stateJsonProcesses();
+      return saved.value("held", json::object()).value("held_down", false) &&
+             saved.value("broken", json::object()).value("state", "") == "failed";
+    }, 5000));
+  }
+};
+
+TEST_F(Ring2dDecisionsTest, SurviveARestartOfRing2d) {
+  ASSERT_NO_FATAL_FAILURE(makeTwoDecisions());
   const int restarts = proc("broken")["restarts"];
   killRing2d(SIGKILL);
   startRing2d();
@@ -135,26 +147,8 @@ max_restarts = 2
 // What a power cut can leave on filesystems that do not order a rename after its data: an
 // empty state.json (it is replaced without fsync between decisions). The decisions come back
 // from state.durable.json, written with fsync whenever they change.
-TEST_F(Ring2dTest, DecisionsSurviveAnEmptiedStateFile) {
-  writeSpec(R"(
-[[process]]
-name = "held"
-command = [)" + crasher("sleep:600000") + R"(]
-
-[[process]]
-name = "broken"
-command = [)" + crasher("exit:1") + R"(]
-restart_delay_ms = 10
-max_restarts = 2
-)");
-  startRing2d();
-  ASSERT_TRUE(waitFor([&] { return stateOf("held") == "ready" && stateOf("broken") == "failed"; }, 5000));
-  ASSERT_TRUE(call({{"cmd", "stop"}, {"name", "held"}})["ok"].get<bool>());
-  ASSERT_TRUE(waitFor([&] {
-    auto saved = stateJsonProcesses();
-    return saved.value("held", json::object()).value("held_down", false) &&
-           saved.value("broken", json::object()).value("state", "") == "failed";
-  }, 5000));
+TEST_F(Ring2dDecisionsTest, SurviveAnEmptiedStateFile) {
+  ASSERT_NO_FATAL_FAILURE(makeTwoDecisions());
   // The machine goes down: ring2d, its holder and the file's content.
   const pid_t holder = holderPid();
   killRing2d(SIGKILL);

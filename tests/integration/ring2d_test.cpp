@@ -222,15 +222,17 @@ restart = "never"
   EXPECT_EQ(p["last_exit"]["code"], 0);
 }
 
+// A spec of one process, "talker", writing lines 1 to `lines`, one a millisecond, then exiting
+// 0 for good.
+std::string talkerSpec(int lines) {
+  return "[[process]]\nname = \"talker\"\ncommand = [" + crasher("lines:" + std::to_string(lines) + ":1") +
+         "]\nrestart = \"never\"\n";
+}
+
 TEST_F(Ring2dTest, NoLogLineLostAcrossThreeDeaths) {
   // 1500 lines, one a millisecond: still talking through the three deaths below (~1 s), then it
   // finishes on its own, so the last lines also go through the drain at its exit.
-  writeSpec(R"(
-[[process]]
-name = "talker"
-command = [)" + crasher("lines:1500:1") + R"(]
-restart = "never"
-)");
+  writeSpec(talkerSpec(1500));
   startRing2d();
   for (int round = 0; round < 3; ++round) {
     std::this_thread::sleep_for(std::chrono::milliseconds(150));
@@ -254,12 +256,7 @@ TEST_F(Ring2dTest, DeathBetweenWritingAndConsumingRepeatsInsteadOfLosing) {
 #ifndef ENJIN_FAULT_INJECTION
   GTEST_SKIP() << "needs a build with ENJIN_FAULT_INJECTION=ON";
 #endif
-  writeSpec(R"(
-[[process]]
-name = "talker"
-command = [)" + crasher("lines:600:1") + R"(]
-restart = "never"
-)");
+  writeSpec(talkerSpec(600));
   ::setenv("ENJIN_FAULT_DIE_AFTER_LOG", "150", 1);
   startRing2d();
   ::unsetenv("ENJIN_FAULT_DIE_AFTER_LOG");
