@@ -2,22 +2,20 @@
 // ring1d or ring2d) through its control socket, and the log files of the tree below it.
 #include <fcntl.h>
 #include <sys/inotify.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cctype>
 #include <chrono>
 #include <cstdio>
-#include <fstream>
 #include <iostream>
 #include <optional>
 #include <thread>
 #include <nlohmann/json.hpp>
 
 #include "commands.hpp"
-#include "enjin/base/unix_socket.hpp"
 #include "enjin/base/unique_fd.hpp"
 #include "enjin/ring/tree.hpp"
 #include "enjin/supervise/control_server.hpp"
@@ -183,6 +181,8 @@ int runCommand(const std::string& stateDir, const std::string& cmd, const std::s
 int runWaitReady(const std::string& stateDir, long timeoutMs) {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeoutMs);
   std::string last = "no answer from the daemon";
+  // Each look makes the daemon build the whole tree: quick at first, then every 250 ms.
+  auto pause = std::chrono::milliseconds(20);
   for (;;) {
     if (auto reply = call(stateDir, {{"cmd", "tree"}}); reply.ok()) {
       auto why = ring::firstNotReady((*reply)["tree"]);
@@ -195,7 +195,9 @@ int runWaitReady(const std::string& stateDir, long timeoutMs) {
       std::cerr << "enjinctl wait-ready: not ready after " << timeoutMs << " ms: " << last << "\n";
       return kExitTimeout;
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    std::this_thread::sleep_for(std::min(pause, std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                    deadline - std::chrono::steady_clock::now())));
+    pause = std::min(pause * 2, std::chrono::milliseconds(250));
   }
 }
 

@@ -56,10 +56,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "enjin-holder: %s\n", reactor.error().message.c_str());
     return 1;
   }
-  const enjin::supervise::SpawnDefaults defaults{takeChildNofile()};
-  enjin::supervise::SpawnRegistry registry;
-  registry.add(enjin::supervise::makeExecStrategy(defaults));
-  registry.add(enjin::supervise::makeUnixUserStrategy(defaults));
+  const auto registry = enjin::supervise::makeStandardRegistry({takeChildNofile()});
   enjin::supervise::Holder holder(**reactor, registry, socketPath);
   if (auto st = holder.start(); !st.ok()) {
     std::fprintf(stderr, "enjin-holder: %s\n", st.error().message.c_str());

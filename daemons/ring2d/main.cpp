@@ -60,9 +60,7 @@ std::string nodeFromHostname() {
 Status validateSpecs(const std::vector<supervise::ProcessSpec>& specs, const std::string& source,
                      const supervise::SpawnRegistry& registry) {
   for (const auto& s : specs) {
-    auto strategy = registry.find(s.strategy);
-    if (!strategy.ok()) return strategy.error().wrap(source + ": process '" + s.name + "'");
-    if (auto st = (*strategy)->validate(s); !st.ok()) {
+    if (auto st = registry.validate(s); !st.ok()) {
       return st.error().wrap(source + ": process '" + s.name + "'");
     }
   }
@@ -192,9 +190,7 @@ int main(int argc, char** argv) {
 
   // The registry of spawn strategies: every one in use is named here. ring2d uses it to check
   // specs; the holder, which spawns, builds the same one.
-  supervise::SpawnRegistry registry;
-  registry.add(supervise::makeExecStrategy());
-  registry.add(supervise::makeUnixUserStrategy());
+  const auto registry = supervise::makeStandardRegistry();
 
   if (auto st = ring::checkStateDir(stateDir); !st.ok()) {
     spdlog::error("ring2d: {}", st.error().message);
@@ -209,7 +205,7 @@ int main(int argc, char** argv) {
   // As a node, the processes come from the parent; until it speaks, from what this node last
   // applied, so a restarted ring2d re-adopts its processes instead of stopping them.
   std::unique_ptr<store::Store> store;
-  std::string appliedDigest;
+  ring::AppliedSpec applied;
   Result<std::vector<supervise::ProcessSpec>> specs = std::vector<supervise::ProcessSpec>{};
   if (configPath.empty()) {
     specs = loadSpec(specPath, registry);
@@ -220,16 +216,15 @@ int main(int argc, char** argv) {
       return 1;
     }
     store = std::move(*opened);
-    auto saved = store->meta("spec");
-    auto digest = store->meta("spec_digest");
-    if (!saved.ok() || !digest.ok()) {
-      spdlog::error("{}", (!saved.ok() ? saved.error() : digest.error()).message);
+    auto stored = ring::loadAppliedSpec(*store);
+    if (!stored.ok()) {
+      spdlog::error("{}", stored.error().message);
       return 1;
     }
-    if (saved->has_value() && !(*saved)->empty()) {
-      specs = specFromParent(nlohmann::json::parse(**saved, nullptr, false), registry);
+    applied = std::move(*stored);
+    if (!applied.json.empty()) {
+      specs = specFromParent(nlohmann::json::parse(applied.json, nullptr, false), registry);
       if (!specs.ok()) specs = specs.error().wrap(store->path() + ": stored spec");
-      appliedDigest = digest->value_or("");
     }
   }
   if (!specs.ok()) {
@@ -276,11 +271,11 @@ int main(int argc, char** argv) {
     }
   };
   std::unique_ptr<ring::ParentLink> link;
-  bool haveSpec = configPath.empty() || !appliedDigest.empty();
+  auto haveSpec = [&] { return configPath.empty() || !applied.digest.empty(); };
   bool readySent = false;
   bool started = false;
   auto maybeReady = [&] {
-    if (readySent || !started || !haveSpec || !supervisor.settled()) return;
+    if (readySent || !started || !haveSpec() || !supervisor.settled()) return;
     readySent = true;
     (void)systemd::notify("READY=1");
   };
@@ -318,25 +313,17 @@ int main(int argc, char** argv) {
     h.onSpec = [&](const nlohmann::json& specJson, const std::string& digest) -> Status {
       auto next = specFromParent(specJson, registry);
       if (!next.ok()) return next.error();
-      // Stored before it is applied: a ring2d killed in between comes back with it.
-      auto previous = store->meta("spec");
-      if (!previous.ok()) return previous.error();
-      if (auto st = ring::storeAppliedSpec(*store, specJson.dump(), digest); !st.ok()) return st;
-      if (auto st = supervisor.reload(std::move(*next)); !st.ok()) {
-        (void)ring::storeAppliedSpec(*store, previous->value_or(""), appliedDigest);
+      if (auto st = ring::applyAndStoreSpec(*store, applied, {specJson.dump(), digest},
+                                            [&] { return supervisor.reload(std::move(*next)); });
+          !st.ok()) {
         return st;
       }
-      appliedDigest = digest;
-      haveSpec = true;
       maybeReady();
       return {};
     };
     h.onRevoked = [&] { stopEverything(125); };  // 125: the parent must not restart it
     h.onCommand = [&](const std::string& op, const std::string& path, ring::ParentLink::Reply reply) {
-      Status st = op == "start"     ? supervisor.startProcess(path)
-                  : op == "stop"    ? supervisor.stopProcess(path)
-                  : op == "restart" ? supervisor.restartProcess(path)
-                                    : Status(Error{"unknown command '" + op + "'"});
+      Status st = supervisor.runCommand(op, path);
       reply(st.ok() ? nlohmann::json{{"ok", true}}
                     : nlohmann::json{{"ok", false}, {"error", node + ": " + st.error().message}});
     };
@@ -348,7 +335,7 @@ int main(int argc, char** argv) {
       return 1;
     }
     link = std::move(*opened);
-    link->setApplied(appliedDigest);
+    link->setApplied(applied.digest);
   }
   auto reload = [&]() -> Status {
     if (!configPath.empty()) {

@@ -236,13 +236,17 @@ Result<DaemonConfig> parseConfig(std::string_view text, const std::string& sourc
   if (c.key.empty()) c.key = ring == 0 ? "ring0.key" : "node.key";
   c.key = underStateDir(c.stateDir, c.key);
   c.parentKey = underStateDir(c.stateDir, c.parentKey);
+  fillDefaultEndpoints(c);
+  if (ring == 0 && c.label.empty()) c.label = "ring0";
+  return c;
+}
+
+void fillDefaultEndpoints(DaemonConfig& c) {
   if (c.observe.empty()) c.observe = "ipc://" + c.stateDir + "/out.sock";
-  if (ring < 2) {
+  if (c.ring < 2) {
     if (c.down.empty()) c.down = "ipc://" + c.stateDir + "/down.sock";
     if (c.up.empty()) c.up = "ipc://" + c.stateDir + "/up.sock";
   }
-  if (ring == 0 && c.label.empty()) c.label = "ring0";
-  return c;
 }
 
 Result<DaemonConfig> loadConfig(const std::string& path, int ring,

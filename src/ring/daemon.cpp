@@ -110,6 +110,11 @@ double faultDropFraction() {
   return 0;
 }
 
+bool faultDropThis(double fraction, const std::function<uint64_t()>& random) {
+  if (fraction <= 0) return false;
+  return static_cast<double>(random() % 1'000'000) < fraction * 1'000'000;
+}
+
 namespace {
 
 // "3 nodes: 2 ready, 1 backoff": systemd's STATUS= and the log.
@@ -148,17 +153,14 @@ Status ensureRootKey(const std::string& keyFile) {
 // Every process of every ring-2 node, checked by its spawn strategy as ring2d will check it:
 // a config that passes --check-config does not fail three rings down.
 Status checkProcesses(const DaemonConfig& cfg) {
-  supervise::SpawnRegistry registry;
-  registry.add(supervise::makeExecStrategy());
-  registry.add(supervise::makeUnixUserStrategy());
+  const auto registry = supervise::makeStandardRegistry();
   for (const auto& r1 : cfg.nodes) {
     for (const auto& r2 : r1.nodes) {
       for (const auto& p : r2.processes) {
-        const std::string where =
-            cfg.source + ": node '" + r1.label + "/" + r2.label + "': process '" + p.name + "'";
-        auto strategy = registry.find(p.strategy);
-        if (!strategy.ok()) return strategy.error().wrap(where);
-        if (auto st = (*strategy)->validate(p); !st.ok()) return st.error().wrap(where);
+        if (auto st = registry.validate(p); !st.ok()) {
+          return st.error().wrap(cfg.source + ": node '" + r1.label + "/" + r2.label +
+                                 "': process '" + p.name + "'");
+        }
       }
     }
   }
@@ -167,10 +169,31 @@ Status checkProcesses(const DaemonConfig& cfg) {
 
 }  // namespace
 
-Status storeAppliedSpec(store::Store& store, const std::string& specJson,
-                        const std::string& digest) {
-  if (auto st = store.setMeta("spec", specJson); !st.ok()) return st;
-  return store.setMeta("spec_digest", digest);
+namespace {
+Status storeAppliedSpec(store::Store& store, const AppliedSpec& spec) {
+  if (auto st = store.setMeta("spec", spec.json); !st.ok()) return st;
+  return store.setMeta("spec_digest", spec.digest);
+}
+}  // namespace
+
+Result<AppliedSpec> loadAppliedSpec(const store::Store& store) {
+  auto spec = store.meta("spec");
+  if (!spec.ok()) return spec.error();
+  auto digest = store.meta("spec_digest");
+  if (!digest.ok()) return digest.error();
+  if (!spec->has_value() || (*spec)->empty()) return AppliedSpec{};
+  return AppliedSpec{std::move(**spec), digest->value_or("")};
+}
+
+Status applyAndStoreSpec(store::Store& store, AppliedSpec& applied, AppliedSpec next,
+                         const std::function<Status()>& apply) {
+  if (auto st = storeAppliedSpec(store, next); !st.ok()) return st;
+  if (auto st = apply(); !st.ok()) {
+    (void)storeAppliedSpec(store, applied);
+    return st;
+  }
+  applied = std::move(next);
+  return {};
 }
 
 void startNotifyBeat(Reactor& reactor, int64_t nodeHeartbeatMs, std::function<bool()> ready) {
@@ -317,23 +340,22 @@ int parentDaemonMain(int ring, int argc, char** argv) {
   // The desired state: ring0d's comes from its config; ring1d's from its parent, and until the
   // parent speaks, from what it last applied (so a restarted ring1d re-adopts, not restarts).
   std::optional<std::vector<NodeSpec>> desired = cfg.nodes;
-  std::string appliedDigest;
+  AppliedSpec applied;
   if (ring == 1) {
     desired.reset();  // until a spec is stored: the nodes the store has, as they are
-    auto spec = (*store)->meta("spec");
-    auto digest = (*store)->meta("spec_digest");
-    if (!spec.ok() || !digest.ok()) {
-      spdlog::error("{}", (!spec.ok() ? spec.error() : digest.error()).message);
+    auto stored = loadAppliedSpec(**store);
+    if (!stored.ok()) {
+      spdlog::error("{}", stored.error().message);
       return 1;
     }
-    if (spec->has_value() && !(*spec)->empty()) {
-      auto parsed = nodeSpecFromJson(json::parse(**spec, nullptr, false), 1);
+    applied = std::move(*stored);
+    if (!applied.json.empty()) {
+      auto parsed = nodeSpecFromJson(json::parse(applied.json, nullptr, false), 1);
       if (!parsed.ok()) {
         spdlog::error("{}: stored spec: {}", (*store)->path(), parsed.error().message);
         return 1;
       }
       desired = parsed->nodes;
-      appliedDigest = digest->value_or("");
     }
   }
   if (auto st = parent.start(desired); !st.ok()) {
@@ -354,24 +376,19 @@ int parentDaemonMain(int ring, int argc, char** argv) {
 
   std::unique_ptr<ParentLink> link;
   // A ring1d reports ready only once it runs what its parent wants (stored, or received).
-  bool haveSpec = ring == 0 || !appliedDigest.empty();
-  std::function<void()> report;
+  auto haveSpec = [&] { return ring == 0 || !applied.digest.empty(); };
+  std::function<void(const json&)> report;
   if (ring == 1) {
     ParentLink::Handlers h;
     h.onSpec = [&](const json& specJson, const std::string& digest) -> Status {
       auto spec = nodeSpecFromJson(specJson, 1);
       if (!spec.ok()) return spec.error();
-      // Stored before it is applied: a ring1d killed in between comes back with it.
-      auto previous = (*store)->meta("spec");
-      if (!previous.ok()) return previous.error();
-      if (auto st = storeAppliedSpec(**store, specJson.dump(), digest); !st.ok()) return st;
-      if (auto st = parent.apply(spec->nodes); !st.ok()) {
-        (void)storeAppliedSpec(**store, previous->value_or(""), appliedDigest);
+      if (auto st = applyAndStoreSpec(**store, applied, {specJson.dump(), digest},
+                                      [&] { return parent.apply(spec->nodes); });
+          !st.ok()) {
         return st;
       }
-      appliedDigest = digest;
-      haveSpec = true;
-      report();
+      report(parent.tree());
       return {};
     };
     h.onRevoked = [&] { stopEverything(125); };  // 125: the parent must not restart it
@@ -385,7 +402,7 @@ int parentDaemonMain(int ring, int argc, char** argv) {
       return 1;
     }
     link = std::move(*opened);
-    link->setApplied(appliedDigest);
+    link->setApplied(applied.digest);
   }
 
   auto reload = [&]() -> Status {
@@ -403,8 +420,6 @@ int parentDaemonMain(int ring, int argc, char** argv) {
     if (!st.ok()) spdlog::error("{}: reload refused: {}", name, st.error().message);
     return st;
   };
-  std::string publicHex;
-  if (auto key = crypto::SecretKey::load(cfg.key); key.ok()) publicHex = key->publicKey().hex();
   supervise::ControlServer control(r, parent.supervisor(), cfg.label, reload);
   control.setExtension([&](const json& req, supervise::ControlServer::Respond respond) {
     const std::string cmd = req.value("cmd", "");
@@ -420,7 +435,7 @@ int parentDaemonMain(int ring, int argc, char** argv) {
                    {"tree", parent.tree()},
                    {"up_bus", bus},
                    {"observe", cfg.observe},
-                   {"public_key", publicHex}});
+                   {"public_key", parent.publicKeyHex()}});
       return true;
     }
     if (cmd == "revoke") {
@@ -446,10 +461,9 @@ int parentDaemonMain(int ring, int argc, char** argv) {
   // re-adopted this daemon without having seen the first one learns it within a beat.
   bool ready = false;
   std::string lastStatus;
-  report = [&] {
-    const json t = parent.tree();
+  report = [&](const json& t) {
     std::string status = summary(t);
-    if (!ready && haveSpec && parent.childrenUp()) {
+    if (!ready && haveSpec() && t.value("state", "") != "starting") {
       ready = true;
       spdlog::info("{}: ready: {}", name, status);
       (void)systemd::notify("READY=1\nSTATUS=" + status);
@@ -461,7 +475,7 @@ int parentDaemonMain(int ring, int argc, char** argv) {
     if (link) link->changed();
   };
   parent.setOnChange(report);
-  report();
+  report(parent.tree());
   startNotifyBeat(r, ring > 0 ? cfg.heartbeatMs : 0, [&] { return ready; });
 
   UniqueFd sigfd(::signalfd(-1, &sigs, SFD_CLOEXEC | SFD_NONBLOCK));

@@ -14,6 +14,7 @@
 #include "enjin/bus/subscriber.hpp"
 #include "enjin/bus/trust_store.hpp"
 #include "enjin/crypto/keys.hpp"
+#include "enjin/ring/daemon.hpp"
 #include "enjin/ring/node_spec_json.hpp"
 #include "enjin/ring/tree.hpp"
 #include "enjin/store/store.hpp"
@@ -136,11 +137,7 @@ class NodeParent::Impl {
     }
     Child& c = it->second;
     if (slash == std::string::npos) {
-      Status st = op == "start"    ? supervisor_.startProcess(label)
-                  : op == "stop"   ? supervisor_.stopProcess(label)
-                  : op == "restart" ? supervisor_.restartProcess(label)
-                                    : Status(Error{"unknown command '" + op +
-                                                   "' (known: start, stop, restart)"});
+      Status st = supervisor_.runCommand(op, label);
       return reply(st.ok() ? json{{"ok", true}} : errorReply(st.error().message));
     }
     if (c.rec.revokedWallMs != 0) return reply(errorReply("node '" + label + "' is revoked"));
@@ -182,9 +179,8 @@ class NodeParent::Impl {
     return t;
   }
 
-  bool childrenUp() const { return childrenUp(statusByName()); }
-
-  void setOnChange(std::function<void()> f) { onChange_ = std::move(f); }
+  void setOnChange(std::function<void(const json&)> f) { onChange_ = std::move(f); }
+  std::string publicKeyHex() const { return ownPublic_.hex(); }
   const bus::BusCounters& upCounters() const { return up_->counters(); }
   uint64_t refusedMessages() const { return refused_; }
   supervise::Supervisor& supervisor() { return supervisor_; }
@@ -396,11 +392,7 @@ class NodeParent::Impl {
     child.parentKey = dir + "/parent.pub";
     child.parentDown = cfg_.down;
     child.parentUp = cfg_.up;
-    child.observe = "ipc://" + dir + "/out.sock";
-    if (child.ring < 2) {
-      child.down = "ipc://" + dir + "/down.sock";
-      child.up = "ipc://" + dir + "/up.sock";
-    }
+    fillDefaultEndpoints(child);
     child.heartbeatMs = cfg_.heartbeatMs;
     child.heartbeatTimeoutMs = cfg_.heartbeatTimeoutMs;
     if (auto st = writeFileAtomic(dir + "/parent.pub", ownPublic_.hex() + "\n", 0644); !st.ok()) {
@@ -455,10 +447,7 @@ class NodeParent::Impl {
     publish(*down_, "spec." + c.rec.uuid, "node_spec", body);
   }
 
-  bool dropForTest() {
-    if (opts_.dropFraction <= 0) return false;
-    return static_cast<double>(random_() % 1'000'000) < opts_.dropFraction * 1'000'000;
-  }
+  bool dropForTest() { return faultDropThis(opts_.dropFraction, random_); }
 
   void drainUp() {
     up_->drain([this](bus::Message&& m) {
@@ -690,7 +679,7 @@ class NodeParent::Impl {
       for (const auto& ev : diffTrees(lastFlat_, flattenTree(t), &lastFlat_)) {
         publish(*out_, "event." + ev.topicPath, "tree_event", ev.body);
       }
-      if (onChange_) onChange_();
+      if (onChange_) onChange_(t);
     });
   }
 
@@ -719,7 +708,7 @@ class NodeParent::Impl {
   const std::string instance_ = newUuid();
   Reactor::TimerId changeTimer_ = 0;
   Reactor::TimerId tickTimer_ = 0;
-  std::function<void()> onChange_;
+  std::function<void(const json&)> onChange_;
   uint64_t refused_ = 0;  // signed messages from children that broke the protocol
 };
 
@@ -739,8 +728,10 @@ void NodeParent::command(const std::string& op, const std::string& path, Reply r
   impl_->command(op, path, std::move(reply));
 }
 json NodeParent::tree() const { return impl_->tree(); }
-bool NodeParent::childrenUp() const { return impl_->childrenUp(); }
-void NodeParent::setOnChange(std::function<void()> f) { impl_->setOnChange(std::move(f)); }
+std::string NodeParent::publicKeyHex() const { return impl_->publicKeyHex(); }
+void NodeParent::setOnChange(std::function<void(const nlohmann::json&)> f) {
+  impl_->setOnChange(std::move(f));
+}
 const bus::BusCounters& NodeParent::upCounters() const { return impl_->upCounters(); }
 uint64_t NodeParent::refusedMessages() const { return impl_->refusedMessages(); }
 supervise::Supervisor& NodeParent::supervisor() { return impl_->supervisor(); }

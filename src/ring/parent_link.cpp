@@ -9,6 +9,7 @@
 #include "enjin/bus/subscriber.hpp"
 #include "enjin/bus/trust_store.hpp"
 #include "enjin/crypto/keys.hpp"
+#include "enjin/ring/daemon.hpp"
 
 namespace enjin::ring {
 
@@ -97,10 +98,7 @@ class ParentLink::Impl {
     }
   }
 
-  bool dropForTest() {
-    if (dropFraction_ <= 0) return false;
-    return static_cast<double>(random_() % 1'000'000) < dropFraction_ * 1'000'000;
-  }
+  bool dropForTest() { return faultDropThis(dropFraction_, random_); }
 
   void drain() {
     down_->drain([this](bus::Message&& m) {

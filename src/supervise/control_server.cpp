@@ -242,9 +242,7 @@ json ControlServer::answer(const json& req) {
       return errorReply("\"" + cmd + "\" needs \"name\", a string");
     }
     const std::string n = name->get<std::string>();
-    st = cmd == "start"  ? supervisor_.startProcess(n)
-         : cmd == "stop" ? supervisor_.stopProcess(n)
-                         : supervisor_.restartProcess(n);
+    st = supervisor_.runCommand(cmd, n);
   } else if (cmd == "reload") {
     st = reload_();
   } else {

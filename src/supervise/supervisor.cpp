@@ -1449,6 +1449,12 @@ Status Supervisor::stopProcess(const std::string& n) { return impl_->stopProcess
 Status Supervisor::restartProcess(const std::string& n) { return impl_->restartProcess(n); }
 std::vector<ProcessStatus> Supervisor::status() const { return impl_->status(); }
 bool Supervisor::settled() const { return impl_->settled(); }
+Status Supervisor::runCommand(std::string_view op, const std::string& name) {
+  if (op == "start") return startProcess(name);
+  if (op == "stop") return stopProcess(name);
+  if (op == "restart") return restartProcess(name);
+  return Error{"unknown command '" + std::string(op) + "' (known: start, stop, restart)"};
+}
 std::string Supervisor::logPath(const std::string& n) const { return impl_->logPath(n); }
 
 }  // namespace enjin::supervise

@@ -53,6 +53,25 @@ std::string readOrDie(const std::string& path) {
   return text.ok() ? *text : std::string();
 }
 
+// Opens `path`, which must be refused and left byte for byte as it was; the refusal's message.
+std::string refusalLeavingUnchanged(const std::string& path) {
+  const std::string before = readOrDie(path);
+  auto s = Store::open(path);
+  EXPECT_FALSE(s.ok()) << path << " was opened";
+  EXPECT_EQ(readOrDie(path), before) << path << " was changed";
+  return s.ok() ? std::string() : s.error().message;
+}
+
+// A store at `path` with one node and `count` observations of ~1 KB: many b-tree pages.
+void fillWithObservations(const std::string& path, int count) {
+  auto store = openOrDie(path);
+  ASSERT_NE(store, nullptr);
+  ASSERT_TRUE(store->putNode(makeNode("u-a", "a")).ok());
+  for (int i = 0; i < count; ++i) {
+    ASSERT_TRUE(store->addObservation(makeObservation("u-a", i, std::string(1000, 'x')), 1000).ok());
+  }
+}
+
 void overwrite(const std::string& path, size_t offset, const std::string& bytes) {
   std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
   ASSERT_TRUE(f.is_open());
@@ -364,13 +383,10 @@ TEST(Store, RefusesANewerSchemaAndLeavesTheFileUnchanged) {
     ASSERT_TRUE(store->setMeta("k", "v").ok());
   }
   overwrite(path, kHeaderUserVersion, std::string("\0\0\0\x63", 4));  // 99
-  const std::string before = readOrDie(path);
-  auto s = Store::open(path);
-  ASSERT_FALSE(s.ok());
-  EXPECT_THAT(s.error().message, HasSubstr(path));
-  EXPECT_THAT(s.error().message, HasSubstr("schema version 99 is newer"));
-  EXPECT_THAT(s.error().message, HasSubstr("(" + std::to_string(Store::kSchemaVersion) + ")"));
-  EXPECT_EQ(readOrDie(path), before);
+  const std::string message = refusalLeavingUnchanged(path);
+  EXPECT_THAT(message, HasSubstr(path));
+  EXPECT_THAT(message, HasSubstr("schema version 99 is newer"));
+  EXPECT_THAT(message, HasSubstr("(" + std::to_string(Store::kSchemaVersion) + ")"));
 }
 
 TEST(Store, RefusesADatabaseWithTablesButNoSchemaVersion) {
@@ -381,26 +397,13 @@ TEST(Store, RefusesADatabaseWithTablesButNoSchemaVersion) {
     ASSERT_NE(store, nullptr);
   }
   overwrite(path, kHeaderUserVersion, std::string(4, '\0'));
-  const std::string before = readOrDie(path);
-  auto s = Store::open(path);
-  ASSERT_FALSE(s.ok());
-  EXPECT_THAT(s.error().message, HasSubstr("not an enjin store"));
-  EXPECT_EQ(readOrDie(path), before);
+  EXPECT_THAT(refusalLeavingUnchanged(path), HasSubstr("not an enjin store"));
 }
 
 TEST(Store, RefusesACorruptedDatabaseAndLeavesItUnchanged) {
   TempDir dir;
   const std::string path = dir / "ring1.db";
-  {
-    auto store = openOrDie(path);
-    ASSERT_NE(store, nullptr);
-    ASSERT_TRUE(store->putNode(makeNode("u-a", "a")).ok());
-    // ~1 KB each, nothing pruned: many b-tree pages and no free ones.
-    for (int i = 0; i < 200; ++i) {
-      ASSERT_TRUE(store->addObservation(makeObservation("u-a", i, std::string(1000, 'x')), 1000)
-                      .ok());
-    }
-  }
+  ASSERT_NO_FATAL_FAILURE(fillWithObservations(path, 200));  // nothing pruned: no free pages
   std::string bytes = readOrDie(path);
   const size_t pageSize = (static_cast<unsigned char>(bytes[kHeaderPageSize]) << 8) |
                           static_cast<unsigned char>(bytes[kHeaderPageSize + 1]);
@@ -409,35 +412,19 @@ TEST(Store, RefusesACorruptedDatabaseAndLeavesItUnchanged) {
   ASSERT_GE(pages, 40u);
   // Scribble over one whole page in the middle: a table page, its type byte included.
   overwrite(path, (pages / 2) * pageSize, std::string(pageSize, '\xa5'));
-  const std::string before = readOrDie(path);
-  ASSERT_NE(before, bytes);
-
-  auto s = Store::open(path);
-  ASSERT_FALSE(s.ok());
-  EXPECT_THAT(s.error().message, HasSubstr(path));
-  EXPECT_THAT(s.error().message, HasSubstr("refusing to open it"));
-  EXPECT_EQ(readOrDie(path), before);
+  ASSERT_NE(readOrDie(path), bytes);
+  const std::string message = refusalLeavingUnchanged(path);
+  EXPECT_THAT(message, HasSubstr(path));
+  EXPECT_THAT(message, HasSubstr("refusing to open it"));
 }
 
 TEST(Store, RefusesATruncatedDatabaseAndLeavesItUnchanged) {
   TempDir dir;
   const std::string path = dir / "ring1.db";
-  {
-    auto store = openOrDie(path);
-    ASSERT_NE(store, nullptr);
-    ASSERT_TRUE(store->putNode(makeNode("u-a", "a")).ok());
-    for (int i = 0; i < 100; ++i) {
-      ASSERT_TRUE(store->addObservation(makeObservation("u-a", i, std::string(1000, 'x')), 1000)
-                      .ok());
-    }
-  }
+  ASSERT_NO_FATAL_FAILURE(fillWithObservations(path, 100));
   const std::string bytes = readOrDie(path);
   ASSERT_EQ(::truncate(path.c_str(), static_cast<off_t>(bytes.size() / 2)), 0);
-  const std::string before = readOrDie(path);
-  auto s = Store::open(path);
-  ASSERT_FALSE(s.ok());
-  EXPECT_THAT(s.error().message, HasSubstr("corrupt"));
-  EXPECT_EQ(readOrDie(path), before);
+  EXPECT_THAT(refusalLeavingUnchanged(path), HasSubstr("corrupt"));
 }
 
 TEST(Store, RefusesASymbolicLink) {

@@ -73,6 +73,10 @@ Result<DaemonConfig> loadConfig(const std::string& path, int ring,
 // The config file a parent writes for a child node (identity, keys, endpoints; no nodes).
 std::string renderChildConfig(const DaemonConfig& child);
 
+// The bus endpoints a config leaves empty, from its state dir and ring: ipc://STATE/out.sock,
+// and below ring 2 also ipc://STATE/down.sock and ipc://STATE/up.sock.
+void fillDefaultEndpoints(DaemonConfig& c);
+
 }  // namespace enjin::ring
 
 namespace enjin::ring {

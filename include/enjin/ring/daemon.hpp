@@ -41,10 +41,21 @@ void raiseFdLimit();
 // Fault injection for tests: the share of received bus messages to drop, from ENJIN_FAULT_DROP
 // (0..1), honoured only in builds configured with ENJIN_FAULT_INJECTION=ON; 0 otherwise.
 double faultDropFraction();
+// Whether to drop this one message, with probability `fraction` (0: never, and no draw).
+bool faultDropThis(double fraction, const std::function<uint64_t()>& random);
 
-// The spec a node last applied and its digest, stored together (an empty spec: none).
-Status storeAppliedSpec(store::Store& store, const std::string& specJson,
-                        const std::string& digest);
+// The spec a node last applied and its digest, kept in its store (empty: none yet).
+struct AppliedSpec {
+  std::string json;
+  std::string digest;
+};
+Result<AppliedSpec> loadAppliedSpec(const store::Store& store);
+
+// Applies a spec from the parent, storing it first: a daemon killed in between comes back
+// with it. If `apply` fails, the previous spec is stored again and `applied` is unchanged;
+// otherwise `applied` is the new one.
+Status applyAndStoreSpec(store::Store& store, AppliedSpec& applied, AppliedSpec next,
+                         const std::function<Status()>& apply);
 
 // Keeps telling whoever started this daemon (NOTIFY_SOCKET: systemd, or the parent's engine)
 // that it lives: WATCHDOG=1 at half the interval asked for, and READY=1 again on every beat

@@ -74,13 +74,15 @@ class NodeParent {
   // a request id. `reply` gets {"ok":true} or {"ok":false,"error":...}, once.
   void command(const std::string& op, const std::string& path, Reply reply);
 
-  // The whole tree below this daemon, with this daemon at its root.
+  // The whole tree below this daemon, with this daemon at its root. Its "state" is "starting"
+  // until every child has settled: ready, or not going to be soon (failed, stopped, revoked,
+  // or backing off / unhealthy: a crash-looping node must not hold the whole tree's READY back).
   nlohmann::json tree() const;
-  // Every child is settled: ready, or not going to be soon (failed, stopped, revoked, or
-  // backing off / unhealthy: a crash-looping node must not hold the whole tree's READY back).
-  bool childrenUp() const;
-  // Hears that something in the tree changed (coalesced), for a parent link to republish.
-  void setOnChange(std::function<void()> onChange);
+  // Hears that something in the tree changed (coalesced), with the tree as it now is, for
+  // READY/STATUS and for a parent link to republish.
+  void setOnChange(std::function<void(const nlohmann::json& tree)> onChange);
+  // This daemon's public key (it signs the down and out buses), hex.
+  std::string publicKeyHex() const;
 
   const bus::BusCounters& upCounters() const;
   // Signed messages from children that broke the protocol (a malformed observation or reply).

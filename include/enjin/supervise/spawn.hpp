@@ -51,6 +51,8 @@ class SpawnRegistry {
   void add(std::unique_ptr<SpawnStrategy> strategy);
   // An unknown name is an error that lists the known ones.
   Result<const SpawnStrategy*> find(std::string_view name) const;
+  // What spec.strategy's validate() says of `spec` (an unknown strategy is an error too).
+  Status validate(const ProcessSpec& spec) const;
 
  private:
   std::vector<std::unique_ptr<SpawnStrategy>> strategies_;
@@ -65,6 +67,10 @@ struct SpawnDefaults {
   // Unset: the limit is inherited as it is.
   std::optional<uint64_t> nofileSoft;
 };
+
+// Every strategy enjin has (exec, unix-user), with `defaults`: what the holder spawns with, and
+// what ring2d and ring0d's --check-config check specs against.
+SpawnRegistry makeStandardRegistry(SpawnDefaults defaults = {});
 
 // fork/exec in a new session; the base of every other strategy.
 std::unique_ptr<SpawnStrategy> makeExecStrategy(SpawnDefaults defaults = {});

@@ -82,6 +82,8 @@ class Supervisor {
   Status startProcess(const std::string& name);
   Status stopProcess(const std::string& name);
   Status restartProcess(const std::string& name);
+  // One of the three above by its name ("start", "stop", "restart"), as operators send them.
+  Status runCommand(std::string_view op, const std::string& name);
 
   std::vector<ProcessStatus> status() const;
   // True when no process is on its way: none starting, running but not yet ready, or stopping.

@@ -42,6 +42,19 @@ Result<const SpawnStrategy*> SpawnRegistry::find(std::string_view name) const {
   return Error{std::move(message)};
 }
 
+Status SpawnRegistry::validate(const ProcessSpec& spec) const {
+  auto strategy = find(spec.strategy);
+  if (!strategy.ok()) return strategy.error();
+  return (*strategy)->validate(spec);
+}
+
+SpawnRegistry makeStandardRegistry(SpawnDefaults defaults) {
+  SpawnRegistry registry;
+  registry.add(makeExecStrategy(defaults));
+  registry.add(makeUnixUserStrategy(defaults));
+  return registry;
+}
+
 Result<uint64_t> parseProcStatStartTime(std::string_view statLine) {
   // "PID (COMM) STATE PPID ... STARTTIME ...": COMM is whatever the process named itself,
   // ')' and spaces included, so the fields start after the last ')'.
