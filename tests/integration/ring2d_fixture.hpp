@@ -32,6 +32,11 @@ namespace enjin::testing {
 
 inline const std::string kBinDir = ENJIN_BIN_DIR;
 
+// A TOML array's elements that run tests/helpers/crasher in `mode` ("exit:3", "sleep:600000").
+inline std::string crasher(const std::string& mode) {
+  return "\"" + kBinDir + "/crasher\", \"" + mode + "\"";
+}
+
 // A /proc file, or "" if the process is gone (libstdc++'s streams throw on the ESRCH a read of
 // a vanished process's file gets).
 inline std::string readProcFile(const std::string& path) {

@@ -12,10 +12,6 @@ namespace {
 
 using nlohmann::json;
 
-std::string crasher(const std::string& mode) {
-  return "\"" + kBinDir + "/crasher\", \"" + mode + "\"";
-}
-
 // A TOML literal string: the code reaches python exactly as written here.
 std::string python(const std::string& code) {
   return "\"/usr/bin/python3\", \"-c\", '''" + code + "'''";

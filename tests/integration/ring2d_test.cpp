@@ -17,10 +17,6 @@ using nlohmann::json;
 
 bool isDownState(const std::string& s) { return s == "stopped" || s == "failed"; }
 
-std::string crasher(const std::string& mode) {
-  return "\"" + kBinDir + "/crasher\", \"" + mode + "\"";
-}
-
 TEST_F(Ring2dTest, CrashLoopBacksOffThenFails) {
   writeSpec(R"(
 [[process]]
@@ -393,24 +389,11 @@ TEST_F(Ring2dTest, BadSpecIsRefusedWithFileLineAndKey) {
   EXPECT_NE(ring2dErr().find("restart"), std::string::npos) << ring2dErr();
 }
 
-}  // namespace
-}  // namespace enjin::testing
-
-namespace enjin::testing {
-namespace {
-
-using nlohmann::json;
-
-std::string crasherCmd(const std::string& mode) {
-  return "\"" + kBinDir + "/crasher\", \"" + mode + "\"";
-}
-
-// Runs a command to completion; returns its exit status and stdout.
 TEST_F(Ring2dTest, FailingHealthCheckMakesItUnhealthyAndRestartsIt) {
   writeSpec(R"(
 [[process]]
 name = "sick"
-command = [)" + crasherCmd("sleep:600000") + R"(]
+command = [)" + crasher("sleep:600000") + R"(]
 restart_delay_ms = 0
 health = { check = ["/bin/false"], interval_ms = 50, timeout_ms = 1000, failures = 2 }
 )");
@@ -451,12 +434,12 @@ TEST_F(Ring2dTest, EnjinctlStatusRestartAndLogs) {
   writeSpec(R"(
 [[process]]
 name = "talker"
-command = [)" + crasherCmd("lines:5:1") + R"(]
+command = [)" + crasher("lines:5:1") + R"(]
 restart = "never"
 
 [[process]]
 name = "sleeper"
-command = [)" + crasherCmd("sleep:600000") + R"(]
+command = [)" + crasher("sleep:600000") + R"(]
 )");
   startRing2d();
   ASSERT_TRUE(waitFor([&] { return stateOf("talker") == "stopped" && stateOf("sleeper") == "ready"; }, 5000));
@@ -493,7 +476,7 @@ TEST_F(Ring2dTest, PublishesSignedObservations) {
   writeSpec(R"(
 [[process]]
 name = "web"
-command = [)" + crasherCmd("sleep:600000") + R"(]
+command = [)" + crasher("sleep:600000") + R"(]
 )");
   const std::string endpoint = "ipc://" + (dir_ / "obs");
   startRing2d({"--observe", endpoint, "--key", dir_ / "r2.key", "--node", "envA",
