@@ -15,6 +15,7 @@
 #include "enjin/bus/trust_store.hpp"
 #include "enjin/crypto/keys.hpp"
 #include "enjin/ring/daemon.hpp"
+#include "enjin/ring/messages.hpp"
 #include "enjin/ring/node_spec_json.hpp"
 #include "enjin/ring/tree.hpp"
 #include "enjin/store/store.hpp"
@@ -117,8 +118,8 @@ class NodeParent::Impl {
     if (auto st = store_.revokeNode(c.rec.uuid, clock_.wallMillis()); !st.ok()) return st;
     c.rec.revokedWallMs = clock_.wallMillis();
     // Told first, while the child still trusts this key; then forgotten and stopped.
-    publish(*down_, "revoke." + c.rec.uuid, "revocation",
-            json{{"uuid", c.rec.uuid}, {"label", label}});
+    publish(*down_, "revoke." + c.rec.uuid, RevocationMessage::kType,
+            RevocationMessage{c.rec.uuid, label}.toJson());
     if (auto key = crypto::PublicKey::fromHex(c.rec.publicKeyHex); key.ok()) trust_.remove(*key);
     spdlog::warn("{}: revoked node '{}' ({}); its key is no longer trusted", name(), label,
                  c.rec.uuid);
@@ -148,7 +149,7 @@ class NodeParent::Impl {
     Pending p;
     p.reply = std::move(reply);
     p.uuid = c.rec.uuid;
-    p.body = json{{"id", id}, {"op", op}, {"path", path.substr(slash + 1)}};
+    p.body = CommandMessage{id, op, path.substr(slash + 1)}.toJson();
     p.timer = reactor_.addTimerAfterMillis(timeoutMs, [this, id, label, timeoutMs] {
       auto node = pending_.find(id);
       if (node == pending_.end()) return;
@@ -440,11 +441,8 @@ class NodeParent::Impl {
 
   void publishSpec(Child& c) {
     if (c.rec.revokedWallMs != 0 || c.specBody.is_null()) return;
-    json body{{"uuid", c.rec.uuid},
-              {"digest", c.digest},
-              {"spec", c.specBody},
-              {"parent_instance", instance_}};
-    publish(*down_, "spec." + c.rec.uuid, "node_spec", body);
+    const SpecMessage m{c.rec.uuid, c.digest, instance_, c.specBody};
+    publish(*down_, "spec." + c.rec.uuid, SpecMessage::kType, m.toJson());
   }
 
   bool dropForTest() { return faultDropThis(opts_.dropFraction, random_); }
@@ -456,19 +454,14 @@ class NodeParent::Impl {
       auto it = byUuid_.find(uuid);
       if (it == byUuid_.end()) return;
       Child& c = children_.at(it->second);
-      if (m.type == "node_observation") {
+      if (m.type == kObservationType) {
         auto clean = cleanObservation(m.body, cfg_.ring + 1);
         if (!clean.ok()) return refuse(c, clean.error().message);
         onObservation(c, std::move(*clean));
-      } else if (m.type == "reply") {
-        const auto id = m.body.find("id");
-        const auto ok = m.body.find("ok");
-        const auto error = m.body.find("error");
-        if (id == m.body.end() || !id->is_string() || ok == m.body.end() || !ok->is_boolean() ||
-            (error != m.body.end() && !error->is_string())) {
-          return refuse(c, "reply: expected {\"id\": string, \"ok\": bool, \"error\": string}");
-        }
-        onReply(uuid, m.body);
+      } else if (m.type == ReplyMessage::kType) {
+        auto reply = ReplyMessage::fromJson(m.body);
+        if (!reply.ok()) return refuse(c, reply.error().message);
+        onReply(uuid, *reply);
       }
     });
   }
@@ -501,16 +494,13 @@ class NodeParent::Impl {
     }
   }
 
-  void onReply(const std::string& fromUuid, const json& body) {
-    auto it = pending_.find(body["id"].get<std::string>());
+  void onReply(const std::string& fromUuid, const ReplyMessage& reply) {
+    auto it = pending_.find(reply.id);
     if (it == pending_.end() || it->second.uuid != fromUuid) return;
     reactor_.cancelTimer(it->second.timer);
     Reply r = std::move(it->second.reply);
     pending_.erase(it);
-    const bool ok = body["ok"].get<bool>();
-    json reply{{"ok", ok}};
-    if (!ok) reply["error"] = body.value("error", std::string("failed"));
-    r(std::move(reply));
+    r(reply.toAnswer());
   }
 
   void onProcessEvent(const supervise::StateEvent& ev) {

@@ -10,6 +10,7 @@
 #include "enjin/bus/trust_store.hpp"
 #include "enjin/crypto/keys.hpp"
 #include "enjin/ring/daemon.hpp"
+#include "enjin/ring/messages.hpp"
 
 namespace enjin::ring {
 
@@ -85,15 +86,14 @@ class ParentLink::Impl {
     json body = handlers_.observe();
     body["spec_digest"] = applied_;
     if (!specError_.empty()) body["spec_error"] = specError_;
-    if (auto st = up_->publish("obs." + cfg_.uuid, "node_observation", body); !st.ok()) {
+    if (auto st = up_->publish("obs." + cfg_.uuid, kObservationType, body); !st.ok()) {
       spdlog::warn("{}: {}", daemonName(cfg_.ring), st.error().message);
     }
   }
 
   void reply(const std::string& id, const json& r) {
-    json body{{"id", id}, {"ok", r.value("ok", false)}};
-    if (!r.value("ok", false)) body["error"] = r.value("error", std::string("failed"));
-    if (auto st = up_->publish("reply." + cfg_.uuid, "reply", body); !st.ok()) {
+    const json body = ReplyMessage::fromAnswer(id, r).toJson();
+    if (auto st = up_->publish("reply." + cfg_.uuid, ReplyMessage::kType, body); !st.ok()) {
       spdlog::warn("{}: {}", daemonName(cfg_.ring), st.error().message);
     }
   }
@@ -105,65 +105,64 @@ class ParentLink::Impl {
       if (revoked_ || dropForTest()) return;
       // Only the parent's key gets here; still, a body of the wrong shape is refused, not a
       // reason to take this daemon down.
-      try {
-        handle(m);
-      } catch (const json::exception& e) {
+      if (auto st = handle(m); !st.ok()) {
         spdlog::warn("{}: refused a '{}' from the parent: {}", daemonName(cfg_.ring), m.type,
-                     e.what());
+                     st.error().message);
       }
     });
   }
 
-  void handle(const bus::Message& m) {
-    {
-      if (m.type == "node_spec") {
-        onSpec(m.body);
-      } else if (m.type == "command") {
-        const std::string id = m.body.at("id").get<std::string>();
-        if (id.empty()) return;
-        // One execution per request id; a repeat (the parent sends again until it hears back)
-        // gets the answer already given, or nothing while the first is still being worked on.
-        if (auto done = replies_.find(id); done != replies_.end()) {
-          if (!done->second.is_null()) reply(id, done->second);
-          return;
-        }
-        replies_.emplace(id, nullptr);
-        replyOrder_.push_back(id);
-        if (replyOrder_.size() > kRepliesKept) {
-          replies_.erase(replyOrder_.front());
-          replyOrder_.pop_front();
-        }
-        handlers_.onCommand(m.body.at("op").get<std::string>(),
-                            m.body.at("path").get<std::string>(), [this, id](json r) {
-                              if (auto it = replies_.find(id); it != replies_.end()) it->second = r;
-                              reply(id, r);
-                            });
-      } else if (m.type == "revocation") {
-        revoked_ = true;
-        spdlog::error("{}: the parent revoked this node's key; stopping", daemonName(cfg_.ring));
-        handlers_.onRevoked();
-      }
+  Status handle(const bus::Message& m) {
+    if (m.type == SpecMessage::kType) {
+      auto spec = SpecMessage::fromJson(m.body);
+      if (!spec.ok()) return spec.error();
+      onSpec(*spec);
+    } else if (m.type == CommandMessage::kType) {
+      auto cmd = CommandMessage::fromJson(m.body);
+      if (!cmd.ok()) return cmd.error();
+      onCommand(std::move(*cmd));
+    } else if (m.type == RevocationMessage::kType) {
+      if (auto rev = RevocationMessage::fromJson(m.body); !rev.ok()) return rev.error();
+      revoked_ = true;
+      spdlog::error("{}: the parent revoked this node's key; stopping", daemonName(cfg_.ring));
+      handlers_.onRevoked();
     }
+    return {};
   }
 
-  void onSpec(const json& body) {
-    const std::string instance = body.at("parent_instance").get<std::string>();
-    if (instance != parentInstance_) {
-      parentInstance_ = instance;
+  void onCommand(CommandMessage cmd) {
+    // One execution per request id; a repeat (the parent sends again until it hears back) gets
+    // the answer already given, or nothing while the first is still being worked on.
+    if (auto done = replies_.find(cmd.id); done != replies_.end()) {
+      if (!done->second.is_null()) reply(cmd.id, done->second);
+      return;
+    }
+    replies_.emplace(cmd.id, nullptr);
+    replyOrder_.push_back(cmd.id);
+    if (replyOrder_.size() > kRepliesKept) {
+      replies_.erase(replyOrder_.front());
+      replyOrder_.pop_front();
+    }
+    handlers_.onCommand(cmd.op, cmd.path, [this, id = cmd.id](json r) {
+      if (auto it = replies_.find(id); it != replies_.end()) it->second = r;
+      reply(id, r);
+    });
+  }
+
+  void onSpec(const SpecMessage& m) {
+    if (m.parentInstance != parentInstance_) {
+      parentInstance_ = m.parentInstance;
       changed();  // a parent that (re)started: tell it everything now, not a heartbeat later
     }
-    const std::string digest = body.at("digest").get<std::string>();
-    if (digest.empty() || digest == applied_ || digest == rejected_) return;
-    auto spec = body.find("spec");
-    if (spec == body.end()) return;
-    if (auto st = handlers_.onSpec(*spec, digest); !st.ok()) {
+    if (m.digest.empty() || m.digest == applied_ || m.digest == rejected_) return;
+    if (auto st = handlers_.onSpec(m.spec, m.digest); !st.ok()) {
       // Kept until the parent sends another: the same one again is not retried, nor logged.
-      rejected_ = digest;
+      rejected_ = m.digest;
       specError_ = st.error().message;
       spdlog::error("{}: refused the spec from the parent, the running one stays: {}",
                     daemonName(cfg_.ring), specError_);
     } else {
-      applied_ = digest;
+      applied_ = m.digest;
       specError_.clear();
       rejected_.clear();
     }

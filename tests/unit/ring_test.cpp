@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include "enjin/ring/config.hpp"
+#include "enjin/ring/messages.hpp"
 #include "enjin/ring/node_spec_json.hpp"
 #include "enjin/ring/tree.hpp"
 
@@ -233,6 +234,50 @@ TEST(Tree, FirstNotReadyNamesWhatHoldsTheTreeBack) {
   root["state"] = "starting";
   EXPECT_EQ(firstNotReady(root).value_or(""), "ring0 is starting");
   EXPECT_TRUE(firstNotReady(json()).has_value());
+}
+
+TEST(RingMessages, EachBodyRoundTrips) {
+  const SpecMessage spec{"u-1", "d1g3st", "run-2", json{{"label", "shop"}}};
+  auto s = SpecMessage::fromJson(spec.toJson());
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  EXPECT_EQ(s->uuid, "u-1");
+  EXPECT_EQ(s->digest, "d1g3st");
+  EXPECT_EQ(s->parentInstance, "run-2");
+  EXPECT_EQ(s->spec, spec.spec);
+
+  auto c = CommandMessage::fromJson(CommandMessage{"r-7", "restart", "shop/web"}.toJson());
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_EQ(c->id, "r-7");
+  EXPECT_EQ(c->op, "restart");
+  EXPECT_EQ(c->path, "shop/web");
+
+  auto r = ReplyMessage::fromJson(ReplyMessage{"r-7", false, "no node 'x'"}.toJson());
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(r->toAnswer(), (json{{"ok", false}, {"error", "no node 'x'"}}));
+  EXPECT_EQ(ReplyMessage::fromAnswer("r-8", json{{"ok", true}}).toJson(),
+            (json{{"id", "r-8"}, {"ok", true}}));
+  // The wire format is proto/rings.md's, to the letter.
+  EXPECT_EQ((RevocationMessage{"u-1", "shop"}.toJson()), (json{{"uuid", "u-1"}, {"label", "shop"}}));
+}
+
+TEST(RingMessages, ABodyOfTheWrongShapeIsRefusedWithWhatWasExpected) {
+  auto spec = SpecMessage::fromJson(json{{"uuid", "u"}, {"digest", 5}, {"parent_instance", "p"}});
+  ASSERT_FALSE(spec.ok());
+  EXPECT_EQ(spec.error().message, "node_spec: 'digest' must be a string");
+  auto noSpec = SpecMessage::fromJson(json{{"uuid", "u"}, {"digest", "d"}, {"parent_instance", "p"}});
+  ASSERT_FALSE(noSpec.ok());
+  EXPECT_EQ(noSpec.error().message, "node_spec: 'spec' must be an object");
+  auto cmd = CommandMessage::fromJson(json{{"id", ""}, {"op", "stop"}, {"path", "web"}});
+  ASSERT_FALSE(cmd.ok());
+  EXPECT_EQ(cmd.error().message, "command: 'id' is empty");
+  EXPECT_FALSE(CommandMessage::fromJson(json::array()).ok());
+  EXPECT_FALSE(ReplyMessage::fromJson(json{{"id", "r"}, {"ok", "yes"}}).ok());
+  EXPECT_FALSE(ReplyMessage::fromJson(json{{"id", "r"}, {"ok", false}, {"error", 3}}).ok());
+  // A failure without a reason still says it failed.
+  auto bare = ReplyMessage::fromJson(json{{"id", "r"}, {"ok", false}});
+  ASSERT_TRUE(bare.ok());
+  EXPECT_EQ(bare->error, "failed");
+  EXPECT_FALSE(RevocationMessage::fromJson(json{{"uuid", "u"}}).ok());
 }
 
 }  // namespace
