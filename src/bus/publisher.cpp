@@ -1,5 +1,7 @@
 #include "enjin/bus/publisher.hpp"
 
+#include "attach.hpp"
+
 #include <nlohmann/json.hpp>
 
 #include "enjin/bus/envelope.hpp"
@@ -17,18 +19,11 @@ Result<std::unique_ptr<Publisher>> Publisher::open(zmq::context_t& ctx, crypto::
     sock.set(zmq::sockopt::sndhwm, options.sendHighWater);
     sock.set(zmq::sockopt::linger, 1000);
     sock.set(zmq::sockopt::ipv6, 1);
-    if (options.bind) {
-      sock.bind(options.endpoint);
-    } else {
-      sock.set(zmq::sockopt::reconnect_ivl, kReconnectMillis);
-      sock.set(zmq::sockopt::reconnect_ivl_max, kReconnectMaxMillis);
-      sock.connect(options.endpoint);
-    }
+    if (auto st = attach(sock, options.endpoint, options.bind); !st.ok()) return st.error();
     return std::unique_ptr<Publisher>(
         new Publisher(std::move(sock), std::move(key), clock, std::move(*seq)));
   } catch (const zmq::error_t& e) {
-    return Error{std::string(options.bind ? "bind " : "connect ") + options.endpoint + ": " +
-                 e.what()};
+    return Error{"socket for " + options.endpoint + ": " + e.what()};
   }
 }
 

@@ -1,5 +1,7 @@
 #include "enjin/bus/subscriber.hpp"
 
+#include "attach.hpp"
+
 #include <array>
 #include <cstdint>
 #include <limits>
@@ -35,18 +37,11 @@ Result<std::unique_ptr<Subscriber>> Subscriber::open(zmq::context_t& ctx, const 
     } else {
       for (const auto& p : options.verify.prefixes) sock.set(zmq::sockopt::subscribe, p);
     }
-    if (options.bind) {
-      sock.bind(options.endpoint);
-    } else {
-      sock.set(zmq::sockopt::reconnect_ivl, kReconnectMillis);
-      sock.set(zmq::sockopt::reconnect_ivl_max, kReconnectMaxMillis);
-      sock.connect(options.endpoint);
-    }
+    if (auto st = attach(sock, options.endpoint, options.bind); !st.ok()) return st.error();
     return std::unique_ptr<Subscriber>(
         new Subscriber(std::move(sock), trust, clock, std::move(options.verify)));
   } catch (const zmq::error_t& e) {
-    return Error{std::string(options.bind ? "bind " : "connect ") + options.endpoint + ": " +
-                 e.what()};
+    return Error{"socket for " + options.endpoint + ": " + e.what()};
   }
 }
 
