@@ -1,7 +1,6 @@
 #include "enjin/supervise/holder.hpp"
 
 #include <fcntl.h>
-#include <pwd.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
@@ -11,6 +10,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <optional>
 #include <nlohmann/json.hpp>
@@ -57,17 +57,16 @@ Status makeOutputChannel(UniqueFd& readEnd, UniqueFd& writeEnd) {
   return {};
 }
 
-// The notify socket of a process: credentials on, so ring2d can tell who sent a datagram.
-Result<UniqueFd> makeNotifySocket(const std::string& path, const std::string& user) {
+// The notify socket of a process: credentials on, so ring2d can tell who sent a datagram. It is
+// owned by the identity the process runs as, so a unix-user child can write to it.
+Result<UniqueFd> makeNotifySocket(const std::string& path, const ExecIdentity& owner) {
   auto sock = listenUnix(path, SOCK_DGRAM, 0600);
   if (!sock.ok()) return sock.error();
   int on = 1;
   ::setsockopt(sock->get(), SOL_SOCKET, SO_PASSCRED, &on, sizeof on);
-  // A unix-user child must be able to write to its own notify socket.
-  if (!user.empty()) {
-    if (passwd* pw = ::getpwnam(user.c_str()); pw != nullptr) {
-      if (::chown(path.c_str(), pw->pw_uid, pw->pw_gid) != 0) return errnoError("chown " + path, errno);
-    }
+  if (owner.uid >= 0 && ::chown(path.c_str(), static_cast<uid_t>(owner.uid),
+                                static_cast<gid_t>(owner.gid)) != 0) {
+    return errnoError("chown " + path, errno);
   }
   return sock;
 }
@@ -269,7 +268,11 @@ void Holder::opSpawn(const std::string& name, const void* request) {
   // The notify socket follows the spec: made (or remade, for a new user) on a full spawn.
   const json& notify = req.contains("notify") ? req["notify"] : json();
   if (notify.is_string() && !slot->running) {
-    auto sock = makeNotifySocket(notify.get<std::string>(), spec->user);
+    auto strategy = registry_.find(spec->strategy);
+    if (!strategy.ok()) return fail(strategy.error().message);
+    auto owner = (*strategy)->execIn(*spec);
+    if (!owner.ok()) return fail(owner.error().message);
+    auto sock = makeNotifySocket(notify.get<std::string>(), *owner);
     if (!sock.ok()) return fail(sock.error().message);
     slot->notify = std::move(*sock);
     newFds.push_back(slot->notify.get());
@@ -331,7 +334,16 @@ void Holder::opSignal(const std::string& name, int signal, bool group) {
   if (it == slots_.end() || !it->second->running) return;
   Slot& slot = *it->second;
   // The leader is unreaped, so its pid, which is also the pgid, cannot have been reused.
-  ::kill(group ? -slot.pid : slot.pid, signal);
+  if (auto st = signalSlot(slot, signal, group); !st) {
+    std::fprintf(stderr, "enjin-holder: process '%s': %s\n", slot.name.c_str(),
+                 st.error().message.c_str());
+  }
+}
+
+Status Holder::signalSlot(Slot& slot, int signal, bool group) {
+  auto strategy = registry_.find(slot.spec ? slot.spec->strategy : std::string_view{});
+  if (!strategy.ok()) return strategy.error();
+  return (*strategy)->signal({slot.pid, slot.startTime}, signal, group);
 }
 
 void Holder::opClose(const std::string& name) {
@@ -352,11 +364,13 @@ void Holder::onSignal() {
       // The holder itself is being stopped (system shutdown): stop everything it holds.
       shuttingDown_ = true;
       for (auto& [name, slot] : slots_) {
-        if (slot->running) ::kill(-slot->pid, SIGTERM);
+        if (slot->running) (void)signalSlot(*slot, SIGTERM);
       }
       reactor_.addTimerAfterMillis(10'000, [this] {
         for (auto& [name, slot] : slots_) {
-          if (slot->running) ::kill(-slot->pid, SIGKILL);
+          if (slot->running) {
+            (void)signalSlot(*slot, SIGKILL);
+          }
         }
       });
     }
@@ -375,7 +389,7 @@ void Holder::reap() {
     if (it != byPid_.end()) {
       // As systemd's KillMode=control-group: a stray grandchild must not outlive its process
       // (holding a port the next run needs, or writing to its log).
-      ::kill(-info.si_pid, SIGKILL);
+      (void)signalSlot(*it->second, SIGKILL);
     }
     siginfo_t reaped{};
     ::waitid(P_PID, static_cast<id_t>(info.si_pid), &reaped, WEXITED | WNOHANG);
@@ -383,6 +397,11 @@ void Holder::reap() {
     Slot& slot = *it->second;
     byPid_.erase(it);
     slot.running = false;
+    if (slot.spec) {
+      if (auto strategy = registry_.find(slot.spec->strategy); strategy.ok()) {
+        (*strategy)->cleanup(*slot.spec, {slot.pid, slot.startTime});
+      }
+    }
     slot.lastExit = exitJson(info);
     slot.exitReported = client_.valid();
     send(json{{"op", "exited"}, {"name", slot.name}, {"pid", slot.pid}, {"exit", slot.lastExit}}

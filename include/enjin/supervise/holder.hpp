@@ -78,6 +78,8 @@ class Holder {
   // Spawns from what the slot holds; `newFds` (named by `fdNames`, a JSON array) ride along.
   void spawnSlot(Slot& slot, const std::vector<int>& newFds, const nlohmann::json& fdNames);
   void opSignal(const std::string& name, int signal, bool group);
+  // Through the slot's spawn strategy, which knows how its processes are signalled.
+  Status signalSlot(Slot& slot, int signal, bool group = true);
   void opClose(const std::string& name);
   Reactor& reactor_;
   const SpawnRegistry& registry_;

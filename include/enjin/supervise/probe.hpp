@@ -11,6 +11,7 @@
 
 #include "enjin/base/result.hpp"
 #include "enjin/reactor/reactor.hpp"
+#include "enjin/supervise/spawn.hpp"
 
 namespace enjin::supervise {
 
@@ -45,13 +46,8 @@ Result<std::unique_ptr<Probe>> makeHttpProbe(Reactor& reactor, const std::string
 // command[0] without a '/' is looked up on $PATH. The command runs in its own process group with
 // stdin, stdout and stderr on /dev/null; whatever is left in that group when it exits, or all of
 // it at the timeout or on cancel(), is killed. The command is always reaped, by the reactor.
-// The check runs as the process it checks: `identity` gives its uid, gid (both -1: unchanged)
-// and its environment ("KEY=VALUE"; empty: a minimal one with PATH).
-struct ExecIdentity {
-  int uid = -1;
-  int gid = -1;
-  std::vector<std::string> env;
-};
+// The check runs as the process it checks: `identity` (what the process's spawn strategy's
+// execIn() gives) sets its uid, gid and environment.
 std::unique_ptr<Probe> makeExecProbe(Reactor& reactor, std::vector<std::string> command,
                                      int64_t timeoutMs, ExecIdentity identity = {});
 

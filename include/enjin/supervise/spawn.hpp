@@ -37,13 +37,64 @@ struct SpawnedProcess {
   uint64_t startTime = 0;  // /proc/PID/stat field 22: tells this process from a reused pid
 };
 
+// How strongly a strategy keeps its processes from the rest of the host, weakest first. A parent
+// (or a compartment) may demand a minimum; a stronger strategy satisfies a weaker demand.
+enum class IsolationStrength : int {
+  kNone = 0,     // exec: the supervisor's own uid
+  kUser = 1,     // unix-user: an account of its own
+  kSandbox = 2,  // namespaces, a read-only root, a syscall filter
+  kVm = 3,       // a kernel of its own
+};
+std::string_view isolationName(IsolationStrength strength);
+
+// What a strategy can do beyond starting a process, for a caller to check a spec against.
+struct SpawnCapabilities {
+  bool switchesUser = false;    // runs its processes under another uid
+  bool resourceLimits = false;  // applies per-process limits (rlimits, cgroups)
+  bool namespaces = false;      // starts its processes in namespaces of their own
+  bool operator==(const SpawnCapabilities&) const = default;
+};
+
+// A process a strategy started (or one it is handed back after re-adoption): what signal(),
+// recover() and cleanup() need to find it.
+struct SpawnedRef {
+  pid_t pid = -1;  // also its process group: every strategy starts a new session
+  uint64_t startTime = 0;
+};
+
+// The identity and environment an exec health check of a process runs with, so that the check
+// sees what the process sees. uid and gid -1: the supervisor's own.
+struct ExecIdentity {
+  int uid = -1;
+  int gid = -1;
+  std::vector<std::string> env;  // "KEY=VALUE"; empty: a minimal one with PATH
+};
+
+// One way of starting processes. Every hook but spawn() has a default that is right for a
+// strategy that only forks and execs, so a new strategy overrides just what it changes.
 class SpawnStrategy {
  public:
   virtual ~SpawnStrategy() = default;
   virtual std::string_view name() const = 0;
+  virtual SpawnCapabilities capabilities() const { return {}; }
+  virtual IsolationStrength isolation() const { return IsolationStrength::kNone; }
   // Checks a spec before anything runs. The default accepts every spec.
   virtual Status validate(const ProcessSpec&) const { return {}; }
   virtual Result<SpawnedProcess> spawn(const SpawnRequest& request) const = 0;
+  // Delivers `signal` to a running process: its whole process group when `group`, else the
+  // leader alone. The default is kill(2); the leader is unreaped while this can be called, so
+  // its pid (and pgid) cannot have been reused.
+  virtual Status signal(const SpawnedRef& process, int signal, bool group) const;
+  // The identity an exec check of `spec`'s process runs with. The default: the supervisor's
+  // uid, with PATH and the spec's env.
+  virtual Result<ExecIdentity> execIn(const ProcessSpec& spec) const;
+  // Called when a holder takes a process back that it did not spawn in this life (the process
+  // outlived a restart of its supervisor): re-attach whatever the strategy keeps per process.
+  // The default has nothing to re-attach.
+  virtual Status recover(const ProcessSpec&, const SpawnedRef&) const { return {}; }
+  // Called once the process has exited for good and was reaped: remove what spawn() made for
+  // it (a cgroup, a scratch dir). The default made nothing.
+  virtual void cleanup(const ProcessSpec&, const SpawnedRef&) const {}
 };
 
 class SpawnRegistry {

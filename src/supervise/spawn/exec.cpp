@@ -627,6 +627,7 @@ class ExecStrategy final : public SpawnStrategy {
  public:
   explicit ExecStrategy(SpawnDefaults defaults) : defaults_(std::move(defaults)) {}
   std::string_view name() const override { return "exec"; }
+  SpawnCapabilities capabilities() const override { return {.resourceLimits = true}; }
   Status validate(const ProcessSpec& spec) const override {
     if (auto st = refuseUser(spec); !st) return st;
     return spawn_detail::validateCommon(spec);

@@ -1,4 +1,5 @@
 #include <fcntl.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -10,6 +11,7 @@
 
 #include "enjin/base/unique_fd.hpp"
 #include "enjin/supervise/spawn.hpp"
+#include "fork_exec.hpp"
 
 namespace enjin::supervise {
 
@@ -46,6 +48,31 @@ Status SpawnRegistry::validate(const ProcessSpec& spec) const {
   auto strategy = find(spec.strategy);
   if (!strategy.ok()) return strategy.error();
   return (*strategy)->validate(spec);
+}
+
+std::string_view isolationName(IsolationStrength strength) {
+  switch (strength) {
+    case IsolationStrength::kNone: return "none";
+    case IsolationStrength::kUser: return "user";
+    case IsolationStrength::kSandbox: return "sandbox";
+    case IsolationStrength::kVm: return "vm";
+  }
+  return "unknown";
+}
+
+Status SpawnStrategy::signal(const SpawnedRef& process, int signal, bool group) const {
+  if (process.pid <= 0) return Error{"signal: no process"};
+  if (::kill(group ? -process.pid : process.pid, signal) != 0) {
+    return errnoError("kill " + std::string(group ? "-" : "") + std::to_string(process.pid), errno);
+  }
+  return {};
+}
+
+Result<ExecIdentity> SpawnStrategy::execIn(const ProcessSpec& spec) const {
+  ExecIdentity identity;
+  identity.env.push_back(std::string("PATH=") + spawn_detail::kBasePath);
+  for (const auto& [key, value] : spec.env) identity.env.push_back(key + "=" + value);
+  return identity;
 }
 
 SpawnRegistry makeStandardRegistry(SpawnDefaults defaults) {

@@ -57,10 +57,25 @@ class UnixUserStrategy final : public SpawnStrategy {
  public:
   explicit UnixUserStrategy(SpawnDefaults defaults) : defaults_(std::move(defaults)) {}
   std::string_view name() const override { return "unix-user"; }
+  SpawnCapabilities capabilities() const override {
+    return {.switchesUser = true, .resourceLimits = true};
+  }
+  IsolationStrength isolation() const override { return IsolationStrength::kUser; }
 
   Status validate(const ProcessSpec& spec) const override {
     if (auto user = resolve(spec); !user) return user.error();
     return {};
+  }
+
+  // An exec check runs as the account, with the process's env.
+  Result<ExecIdentity> execIn(const ProcessSpec& spec) const override {
+    auto user = resolve(spec);
+    if (!user) return user.error();
+    auto identity = SpawnStrategy::execIn(spec);
+    if (!identity) return identity;
+    identity->uid = static_cast<int>(user->uid);
+    identity->gid = static_cast<int>(user->gid);
+    return identity;
   }
 
   // The account is looked up again at every spawn: it may have changed since validate().
