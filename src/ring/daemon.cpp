@@ -10,7 +10,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <CLI/CLI.hpp>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -212,31 +211,14 @@ void startNotifyBeat(Reactor& reactor, int64_t nodeHeartbeatMs, std::function<bo
   (*beat)();
 }
 
-int parentDaemonMain(int ring, int argc, char** argv) {
+int runParentDaemon(const ParentDaemonOptions& opts) {
+  const int ring = opts.ring;
   const std::string name = daemonName(ring);
-  CLI::App app{ring == 0
-                   ? "ring0d - enjin's meta ring: creates, keys and supervises the ring-1 nodes"
-                   : "ring1d - enjin's infrastructure ring: creates, keys and supervises the "
-                     "ring-2 nodes its parent asks for"};
-  std::string configPath = ring == 0 ? "/etc/enjin/ring0d.toml" : "";
-  std::string stateDir, logLevel, holderExe = besideSelf("enjin-holder");
-  bool checkOnly = false, initOnly = false;
-  auto* cfgOpt = app.add_option("--config", configPath, "The config file (TOML)");
-  if (ring == 0) {
-    cfgOpt->capture_default_str();
-  } else {
-    cfgOpt->required();
-  }
-  app.add_flag("--check-config", checkOnly, "Check the config, print a summary and exit (0 valid, 1 not)");
-  if (ring == 0) {
-    app.add_flag("--init", initOnly,
-                 "Create the state dir, the root key and the store, print the public key and exit "
-                 "(a plain start does the same when they are missing)");
-  }
-  app.add_option("--state-dir", stateDir, "Overrides the config's state_dir");
-  app.add_option("--log-level", logLevel, "Overrides the config's log_level");
-  app.add_option("--holder", holderExe, "Path of enjin-holder")->capture_default_str();
-  CLI11_PARSE(app, argc, argv);
+  const std::string& configPath = opts.configPath;
+  const std::string& stateDir = opts.stateDir;
+  const std::string& logLevel = opts.logLevel;
+  const std::string& holderExe = opts.holderExe;
+  const bool checkOnly = opts.checkOnly, initOnly = opts.initOnly;
 
   auto loaded = loadConfig(configPath, ring, stateDir);
   if (!loaded.ok()) {

@@ -64,7 +64,18 @@ Status applyAndStoreSpec(store::Store& store, AppliedSpec& applied, AppliedSpec 
 // when no one listens. `reactor` must outlive the beat.
 void startNotifyBeat(Reactor& reactor, int64_t nodeHeartbeatMs, std::function<bool()> ready);
 
-// The main of ring0d (ring 0) and ring1d (ring 1).
-int parentDaemonMain(int ring, int argc, char** argv);
+// What ring0d's and ring1d's command lines say (parsed in daemons/common/parent_main.cpp).
+struct ParentDaemonOptions {
+  int ring = 0;            // 0: ring0d, 1: ring1d
+  std::string configPath;  // the config file (TOML)
+  std::string stateDir;    // overrides the config's state_dir when set
+  std::string logLevel;    // overrides the config's log_level when set
+  std::string holderExe;   // path of enjin-holder
+  bool checkOnly = false;  // --check-config: check, print a summary, exit
+  bool initOnly = false;   // --init (ring0d): create state dir, root key and store, exit
+};
+
+// The daemon ring0d (ring 0) and ring1d (ring 1) are: returns the process's exit code.
+int runParentDaemon(const ParentDaemonOptions& options);
 
 }  // namespace enjin::ring

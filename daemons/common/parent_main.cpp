@@ -1,0 +1,39 @@
+#include "parent_main.hpp"
+
+#include <CLI/CLI.hpp>
+#include <string>
+
+#include "enjin/ring/daemon.hpp"
+
+namespace enjin::daemons {
+
+int parentMain(int ring, int argc, char** argv) {
+  CLI::App app{ring == 0
+                   ? "ring0d - enjin's meta ring: creates, keys and supervises the ring-1 nodes"
+                   : "ring1d - enjin's infrastructure ring: creates, keys and supervises the "
+                     "ring-2 nodes its parent asks for"};
+  ring::ParentDaemonOptions o;
+  o.ring = ring;
+  o.configPath = ring == 0 ? "/etc/enjin/ring0d.toml" : "";
+  o.holderExe = ring::besideSelf("enjin-holder");
+  auto* cfgOpt = app.add_option("--config", o.configPath, "The config file (TOML)");
+  if (ring == 0) {
+    cfgOpt->capture_default_str();
+  } else {
+    cfgOpt->required();
+  }
+  app.add_flag("--check-config", o.checkOnly,
+               "Check the config, print a summary and exit (0 valid, 1 not)");
+  if (ring == 0) {
+    app.add_flag("--init", o.initOnly,
+                 "Create the state dir, the root key and the store, print the public key and exit "
+                 "(a plain start does the same when they are missing)");
+  }
+  app.add_option("--state-dir", o.stateDir, "Overrides the config's state_dir");
+  app.add_option("--log-level", o.logLevel, "Overrides the config's log_level");
+  app.add_option("--holder", o.holderExe, "Path of enjin-holder")->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+  return ring::runParentDaemon(o);
+}
+
+}  // namespace enjin::daemons
