@@ -13,14 +13,13 @@
 #include <cstdio>
 #include <cstring>
 #include <optional>
-#include <nlohmann/json.hpp>
 
 #include "enjin/base/unix_socket.hpp"
-#include "enjin/supervise/spec_json.hpp"
 
 namespace enjin::supervise {
 
-using nlohmann::json;
+namespace proto = holder_proto;
+using proto::FdRole;
 
 struct Holder::Slot {
   std::string name;
@@ -28,7 +27,7 @@ struct Holder::Slot {
   pid_t pid = -1;  // the current (or last) child; its pgid too
   uint64_t startTime = 0;
   bool running = false;
-  json lastExit;  // null until the first exit
+  std::optional<ExitInfo> lastExit;  // none until the first exit
   bool exitReported = false;  // lastExit went out to a connected ring2d, which acted on it
   // What the last spawn asked for, so a respawn needs no spec on the wire.
   std::optional<ProcessSpec> spec;
@@ -36,11 +35,6 @@ struct Holder::Slot {
 };
 
 namespace {
-
-json exitJson(const siginfo_t& info) {
-  if (info.si_code == CLD_EXITED) return {{"kind", "exited"}, {"code", info.si_status}};
-  return {{"kind", "signaled"}, {"signal", info.si_status}};
-}
 
 // The output channel of one process: a unix stream socket pair rather than a pipe (as journald
 // does), because a reader can MSG_PEEK it. ring2d consumes only whole lines, so a line the
@@ -135,7 +129,7 @@ void Holder::onClient(uint32_t events) {
     if (!got.ok()) {
       if (errno == EAGAIN) return;
       if (errno == EMSGSIZE) {
-        send(json{{"op", "error"}, {"error", "holder: request larger than 64 KiB dropped"}}.dump());
+        send(proto::ErrorReply{"holder: request larger than 64 KiB dropped"});
         continue;
       }
       dropClient();
@@ -149,8 +143,7 @@ void Holder::onClient(uint32_t events) {
       handle(text);
     } catch (const std::exception& e) {
       // A request that cannot be served must never take the holder, and every child, down.
-      send(json{{"op", "error"}, {"error", std::string("holder: ") + e.what()}}
-               .dump(-1, ' ', false, json::error_handler_t::replace));
+      send(proto::ErrorReply{std::string("holder: ") + e.what()});
     }
     if (!client_) return;
   }
@@ -167,6 +160,10 @@ void Holder::send(const std::string& text, const std::vector<int>& fds) {
   outQueue_.push_back(Outgoing{text, fds});
 }
 
+void Holder::send(const proto::Reply& reply, const std::vector<int>& fds) {
+  send(proto::encode(reply), fds);
+}
+
 void Holder::flushQueue() {
   while (!outQueue_.empty()) {
     const Outgoing& out = outQueue_.front();
@@ -181,78 +178,55 @@ void Holder::flushQueue() {
 }
 
 void Holder::handle(const std::string& text) {
-  json req = json::parse(text, nullptr, false);
-  if (!req.is_object() || !req.contains("op") || !req["op"].is_string()) {
-    send(json{{"op", "error"}, {"error", "holder: malformed request"}}.dump());
-    return;
+  std::string failedSpawn;
+  auto request = proto::decodeRequest(text, &failedSpawn);
+  if (!request.ok()) {
+    const std::string error = "holder: " + request.error().message;
+    if (!failedSpawn.empty()) return send(proto::SpawnFailed{failedSpawn, error, {}});
+    return send(proto::ErrorReply{error});
   }
-  const std::string op = req["op"];
-  if (req.contains("name") && !req["name"].is_string()) {
-    send(json{{"op", "error"}, {"error", "holder: name must be a string"}}.dump());
-    return;
-  }
-  const std::string name = req.value("name", "");
-  if (op == "hello") {
-    opHello();
-  } else if (op == "spawn") {
-    opSpawn(name, &req);
-  } else if (op == "respawn") {
-    auto it = slots_.find(name);
-    if (it == slots_.end() || !it->second->spec) {
-      send(json{{"op", "spawn_failed"}, {"name", name}, {"error", "holder: no spec held for '" + name + "'"}}.dump());
-    } else {
-      spawnSlot(*it->second, {}, json::array());
+  struct Visitor {
+    Holder& h;
+    void operator()(const proto::Hello&) { h.opHello(); }
+    void operator()(proto::Spawn& m) { h.opSpawn(m); }
+    void operator()(const proto::Respawn& m) {
+      auto it = h.slots_.find(m.name);
+      if (it == h.slots_.end() || !it->second->spec) {
+        return h.send(proto::SpawnFailed{m.name, "holder: no spec held for '" + m.name + "'", {}});
+      }
+      h.spawnSlot(*it->second, {}, {});
     }
-  } else if (op == "signal") {
-    const json& sig = req.contains("signal") ? req["signal"] : json(SIGTERM);
-    const json& group = req.contains("group") ? req["group"] : json(true);
-    if (!sig.is_number_integer() || !group.is_boolean()) {
-      send(json{{"op", "error"}, {"error", "holder: signal must be an integer, group a boolean"}}.dump());
-      return;
+    void operator()(const proto::Signal& m) { h.opSignal(m.name, m.signal, m.group); }
+    void operator()(const proto::Close& m) { h.opClose(m.name); }
+    void operator()(const proto::Shutdown&) {
+      h.shuttingDown_ = true;
+      h.maybeFinish();
     }
-    opSignal(name, sig.get<int>(), group.get<bool>());
-  } else if (op == "close") {
-    opClose(name);
-  } else if (op == "shutdown") {
-    shuttingDown_ = true;
-    maybeFinish();
-  } else {
-    send(json{{"op", "error"}, {"error", "holder: unknown op '" + op + "'"}}.dump());
-  }
+  };
+  std::visit(Visitor{*this}, *request);
 }
 
 void Holder::opHello() {
   for (auto& [name, slot] : slots_) {
     std::vector<int> fds{slot->outRead.get(), slot->errRead.get()};
-    json names = {"out", "err"};
+    std::vector<FdRole> roles{FdRole::kOut, FdRole::kErr};
     if (slot->notify) {
       fds.push_back(slot->notify.get());
-      names.push_back("notify");
+      roles.push_back(FdRole::kNotify);
     }
-    send(json{{"op", "slot"},
-              {"name", name},
-              {"pid", slot->pid},
-              {"start_time", slot->startTime},
-              {"running", slot->running},
-              {"exit", slot->lastExit},
-              {"exit_reported", slot->exitReported},
-              {"fds", names}}
-             .dump(),
+    send(proto::Slot{name, slot->pid, slot->startTime, slot->running, slot->lastExit,
+                     slot->exitReported, std::move(roles)},
          fds);
   }
-  send(json{{"op", "hello_done"}}.dump());
+  send(proto::HelloDone{});
 }
 
-void Holder::opSpawn(const std::string& name, const void* request) {
-  const json& req = *static_cast<const json*>(request);
-  auto fail = [&](const std::string& error) {
-    send(json{{"op", "spawn_failed"}, {"name", name}, {"error", error}}.dump());
-  };
-  auto spec = specFromJson(req.value("spec", json()));
-  if (!spec.ok()) return fail(spec.error().message);
+void Holder::opSpawn(proto::Spawn& req) {
+  const std::string& name = req.name;
+  auto fail = [&](const std::string& error) { send(proto::SpawnFailed{name, error, {}}); };
   auto& slot = slots_[name];
   std::vector<int> newFds;
-  json fdNames = json::array();
+  std::vector<FdRole> roles;
   if (!slot) {
     slot = std::make_unique<Slot>();
     slot->name = name;
@@ -263,60 +237,46 @@ void Holder::opSpawn(const std::string& name, const void* request) {
       return fail(st.error().message);
     }
     newFds = {slot->outRead.get(), slot->errRead.get()};
-    fdNames = {"out", "err"};
+    roles = {FdRole::kOut, FdRole::kErr};
   }
   // The notify socket follows the spec: made (or remade, for a new user) on a full spawn.
-  const json& notify = req.contains("notify") ? req["notify"] : json();
-  if (notify.is_string() && !slot->running) {
-    auto strategy = registry_.find(spec->strategy);
+  if (req.notify && !slot->running) {
+    auto strategy = registry_.find(req.spec.strategy);
     if (!strategy.ok()) return fail(strategy.error().message);
-    auto owner = (*strategy)->execIn(*spec);
+    auto owner = (*strategy)->execIn(req.spec);
     if (!owner.ok()) return fail(owner.error().message);
-    auto sock = makeNotifySocket(notify.get<std::string>(), *owner);
+    auto sock = makeNotifySocket(*req.notify, *owner);
     if (!sock.ok()) return fail(sock.error().message);
     slot->notify = std::move(*sock);
     newFds.push_back(slot->notify.get());
-    fdNames.push_back("notify");
-  } else if (!notify.is_string() && !slot->running) {
+    roles.push_back(FdRole::kNotify);
+  } else if (!req.notify && !slot->running) {
     slot->notify.reset();
   }
   if (slot->running) {
     return fail("process '" + name + "' is already running as pid " + std::to_string(slot->pid));
   }
-  slot->spec = std::move(*spec);
+  slot->spec = std::move(req.spec);
   slot->request = SpawnRequest{};
   slot->request.spec = &*slot->spec;
   slot->request.stdoutFd = slot->outWrite.get();
   slot->request.stderrFd = slot->errWrite.get();
-  if (req.contains("env") && req["env"].is_array()) {
-    for (const auto& e : req["env"]) {
-      if (e.is_string()) slot->request.extraEnv.push_back(e.get<std::string>());
-    }
-  }
+  slot->request.extraEnv = std::move(req.env);
   slot->request.defaultCwd = "/";
-  spawnSlot(*slot, newFds, fdNames);
+  spawnSlot(*slot, newFds, roles);
 }
 
-void Holder::spawnSlot(Slot& slot, const std::vector<int>& newFds, const json& fdNames) {
+void Holder::spawnSlot(Slot& slot, const std::vector<int>& newFds, const std::vector<FdRole>& roles) {
   if (slot.running) {
-    send(json{{"op", "spawn_failed"}, {"name", slot.name},
-              {"error", "process '" + slot.name + "' is already running as pid " + std::to_string(slot.pid)}}.dump());
-    return;
+    return send(proto::SpawnFailed{slot.name,
+                                   "process '" + slot.name + "' is already running as pid " +
+                                       std::to_string(slot.pid),
+                                   {}});
   }
   auto strategy = registry_.find(slot.spec->strategy);
-  if (!strategy.ok()) {
-    send(json{{"op", "spawn_failed"}, {"name", slot.name}, {"error", strategy.error().message},
-              {"fds", fdNames}}.dump(),
-         newFds);
-    return;
-  }
+  if (!strategy.ok()) return send(proto::SpawnFailed{slot.name, strategy.error().message, roles}, newFds);
   auto spawned = (*strategy)->spawn(slot.request);
-  if (!spawned.ok()) {
-    send(json{{"op", "spawn_failed"}, {"name", slot.name}, {"error", spawned.error().message},
-              {"fds", fdNames}}.dump(),
-         newFds);
-    return;
-  }
+  if (!spawned.ok()) return send(proto::SpawnFailed{slot.name, spawned.error().message, roles}, newFds);
   slot.pid = spawned->pid;
   slot.startTime = spawned->startTime;
   slot.running = true;
@@ -324,9 +284,7 @@ void Holder::spawnSlot(Slot& slot, const std::vector<int>& newFds, const json& f
   byPid_[slot.pid] = &slot;
   // The pidfd is not needed: the holder is the parent and reaps by pid, so the pid cannot be
   // reused before the holder itself collects the exit.
-  send(json{{"op", "spawned"}, {"name", slot.name}, {"pid", slot.pid},
-            {"start_time", slot.startTime}, {"fds", fdNames}}.dump(),
-       newFds);
+  send(proto::Spawned{slot.name, slot.pid, slot.startTime, roles}, newFds);
 }
 
 void Holder::opSignal(const std::string& name, int signal, bool group) {
@@ -402,10 +360,9 @@ void Holder::reap() {
         (*strategy)->cleanup(*slot.spec, {slot.pid, slot.startTime});
       }
     }
-    slot.lastExit = exitJson(info);
+    slot.lastExit = proto::exitFromSiginfo(info);
     slot.exitReported = client_.valid();
-    send(json{{"op", "exited"}, {"name", slot.name}, {"pid", slot.pid}, {"exit", slot.lastExit}}
-             .dump());
+    send(proto::Exited{slot.name, slot.pid, *slot.lastExit});
   }
 }
 
@@ -414,7 +371,7 @@ void Holder::maybeFinish() {
   for (const auto& [name, slot] : slots_) {
     if (slot->running) return;
   }
-  send(json{{"op", "bye"}}.dump());
+  send(proto::Bye{});
   finished_ = true;
   reactor_.stop();
 }

@@ -97,12 +97,12 @@ Result<std::unique_ptr<HolderClient>> HolderClient::connectOrLaunch(const std::s
   return std::unique_ptr<HolderClient>(new HolderClient(std::move(*sock), std::move(pidfd), true));
 }
 
-Status HolderClient::send(const std::string& json) {
+Status HolderClient::send(const std::string& message) {
   if (queue_.empty()) {
-    auto st = sendWithFds(socket_.get(), json, {});
+    auto st = sendWithFds(socket_.get(), message, {});
     if (st.ok() || errno != EAGAIN) return st;
   }
-  queue_.push_back(json);
+  queue_.push_back(message);
   return {};
 }
 
@@ -115,8 +115,8 @@ Status HolderClient::flush() {
   return {};
 }
 
-Result<bool> HolderClient::receive(std::string& json, std::vector<UniqueFd>& fds) {
-  auto got = recvWithFds(socket_.get(), json, fds);
+Result<bool> HolderClient::receive(std::string& message, std::vector<UniqueFd>& fds) {
+  auto got = recvWithFds(socket_.get(), message, fds);
   if (!got.ok()) {
     if (errno == EAGAIN) return false;
     return got.error().wrap("holder connection");

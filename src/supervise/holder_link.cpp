@@ -11,27 +11,30 @@
 
 namespace enjin::supervise {
 
-ExitInfo exitFromJson(const json& j, int64_t startedAtNs, int64_t nowNs) {
-  ExitInfo e;
+namespace proto = holder_proto;
+
+namespace {
+
+// The exit a holder reported, timed by this supervisor's clock.
+ExitInfo timedExit(ExitInfo e, int64_t startedAtNs, int64_t nowNs) {
   e.startedAtNs = startedAtNs;
   e.exitedAtNs = nowNs;
-  if (!j.is_object()) return e;  // kUnknown
-  const std::string kind = j.value("kind", "");
-  if (kind == "exited") {
-    e.kind = ExitInfo::Kind::kExited;
-    e.code = j.value("code", 0);
-  } else if (kind == "signaled") {
-    e.kind = ExitInfo::Kind::kSignaled;
-    e.signal = j.value("signal", 0);
-  }
   return e;
 }
 
+}  // namespace
+
 Status Supervisor::Impl::connectHolder(const json& previous) {
-  auto client = HolderClient::connectOrLaunch(options_.stateDir + "/holder.sock", options_.holderExe,
-                                              options_.stateDir + "/holder.log");
-  if (!client.ok()) return client.error();
-  holder_ = std::move(*client);
+  if (options_.connectHolder) {
+    auto client = options_.connectHolder();
+    if (!client.ok()) return client.error();
+    holder_ = std::move(*client);
+  } else {
+    auto client = HolderClient::connectOrLaunch(options_.stateDir + "/holder.sock",
+                                                options_.holderExe, options_.stateDir + "/holder.log");
+    if (!client.ok()) return client.error();
+    holder_ = std::move(*client);
+  }
   const json prevProcs = previous.value("processes", json::object());
   if (holder_->launched()) {
     // A fresh holder: whatever the state file says still runs was orphaned by a holder that
@@ -66,8 +69,8 @@ Status Supervisor::Impl::connectHolder(const json& previous) {
   }
   // Hello: the holder answers with every process it holds. This runs before the reactor does,
   // so a bounded blocking wait is fine here.
-  sendHolder(json{{"op", "hello"}});
-  const int64_t deadline = nowNs() + 5'000'000'000;
+  sendHolder(proto::Hello{});
+  const int64_t deadline = nowNs() + kHolderHelloTimeoutMs * 1'000'000;
   for (;;) {
     std::string text;
     std::vector<UniqueFd> fds;
@@ -75,52 +78,22 @@ Status Supervisor::Impl::connectHolder(const json& previous) {
     if (!got.ok()) return got.error();
     if (!*got) {
       const int64_t left = (deadline - nowNs()) / 1'000'000;
-      if (left <= 0) return Error{"holder did not answer hello within 5 s"};
+      if (left <= 0) {
+        return Error{"holder did not answer hello within " + std::to_string(kHolderHelloTimeoutMs) + " ms"};
+      }
       pollfd pfd{holder_->fd(), POLLIN, 0};
       ::poll(&pfd, 1, static_cast<int>(left));
       continue;
     }
-    json msg = json::parse(text, nullptr, false);
-    if (msg.value("op", "") == "hello_done") break;
-    if (msg.value("op", "") != "slot") continue;
-    const std::string name = msg.value("name", "");
-    Proc* p = find(name);
-    if (p == nullptr) {
-      // Held, but no longer in the spec: stop it, then let the holder forget it.
-      auto orphan = std::make_unique<Proc>();
-      orphan->spec.name = name;
-      orphan->wanted = false;
-      orphan->removeAfterStop = true;
-      p = orphan.get();
-      procs_[name] = std::move(orphan);
+    auto reply = proto::decodeReply(text);
+    if (!reply.ok()) {
+      spdlog::error("holder: {}", reply.error().message);
+      continue;
     }
-    attachFds(*p, msg.value("fds", json::array()), fds);
-    const json& prev = prevProcs.value(name, json());
-    if (msg.value("running", false)) {
-      p->pid = msg.value("pid", 0);
-      p->startTime = msg.value("start_time", uint64_t{0});
-      p->startedMonoNs = nowNs();
-      p->startedWallMs = prev.is_object() ? prev.value("started_wall_ms", wallMs()) : wallMs();
-      if (!p->wanted) {
-        p->state = ProcessState::kRunning;
-        stop(*p, "not in the spec any more");
-        continue;
-      }
-      setState(*p, ProcessState::kRunning, "re-adopted");
-      const bool wasReady = prev.is_object() && prev.value("ready", false);
-      if (p->spec.readiness.kind == ReadinessConfig::Kind::kNone || wasReady) {
-        setReady(*p, "re-adopted");
-      } else {
-        beginReadiness(*p);
-      }
-    } else if (p->removeAfterStop) {
-      finishRemoval(name);
-    } else if (p->wanted && msg.value("exit", json()).is_object() && !msg.value("exit_reported", true)) {
-      // It exited while no ring2d was there; the holder kept its status for us to act on.
-      p->state = ProcessState::kRunning;  // it was running when we lost sight of it
-      onExit(*p, exitFromJson(msg["exit"], nowNs(), nowNs()));
+    if (std::holds_alternative<proto::HelloDone>(*reply)) break;
+    if (const auto* slot = std::get_if<proto::Slot>(&*reply)) {
+      adopt(*slot, fds, prevProcs.value(slot->name, json()));
     }
-    // Otherwise the last ring2d saw the exit and acted on it: state.json says what it decided.
   }
   holderQueueWatched_ = holder_->queued();
   return reactor_.addFd(holder_->fd(), holderQueueWatched_ ? EPOLLIN | EPOLLOUT : EPOLLIN,
@@ -130,12 +103,52 @@ Status Supervisor::Impl::connectHolder(const json& previous) {
                         });
 }
 
+void Supervisor::Impl::adopt(const proto::Slot& slot, std::vector<UniqueFd>& fds, const json& prev) {
+  const std::string& name = slot.name;
+  Proc* p = find(name);
+  if (p == nullptr) {
+    // Held, but no longer in the spec: stop it, then let the holder forget it.
+    auto orphan = std::make_unique<Proc>();
+    orphan->spec.name = name;
+    orphan->wanted = false;
+    orphan->removeAfterStop = true;
+    p = orphan.get();
+    procs_[name] = std::move(orphan);
+  }
+  attachFds(*p, slot.fds, fds);
+  if (slot.running) {
+    p->pid = slot.pid;
+    p->startTime = slot.startTime;
+    p->startedMonoNs = nowNs();
+    p->startedWallMs = prev.is_object() ? prev.value("started_wall_ms", wallMs()) : wallMs();
+    if (!p->wanted) {
+      p->state = ProcessState::kRunning;
+      stop(*p, "not in the spec any more");
+      return;
+    }
+    setState(*p, ProcessState::kRunning, "re-adopted");
+    const bool wasReady = prev.is_object() && prev.value("ready", false);
+    if (p->spec.readiness.kind == ReadinessConfig::Kind::kNone || wasReady) {
+      setReady(*p, "re-adopted");
+    } else {
+      beginReadiness(*p);
+    }
+  } else if (p->removeAfterStop) {
+    finishRemoval(name);
+  } else if (p->wanted && slot.exit && !slot.exitReported) {
+    // It exited while no ring2d was there; the holder kept its status for us to act on.
+    p->state = ProcessState::kRunning;  // it was running when we lost sight of it
+    onExit(*p, timedExit(*slot.exit, nowNs(), nowNs()));
+  }
+  // Otherwise the last ring2d saw the exit and acted on it: state.json says what it decided.
+}
+
 // ---------------------------------------------------------------------------------------------
 // Holder messages
 
-void Supervisor::Impl::sendHolder(const json& msg) {
+void Supervisor::Impl::sendHolder(const proto::Request& msg) {
   if (!holder_) return;
-  if (auto st = sendToHolder(msg.dump()); !st.ok()) holderLost(st.error().message);
+  if (auto st = sendToHolder(proto::encode(msg)); !st.ok()) holderLost(st.error().message);
 }
 
 Status Supervisor::Impl::sendToHolder(const std::string& text) {
@@ -156,7 +169,7 @@ void Supervisor::Impl::flushHolderQueue() {
 }
 
 void Supervisor::Impl::signalGroup(Proc& p, int signal) {
-  sendHolder(json{{"op", "signal"}, {"name", p.spec.name}, {"signal", signal}, {"group", true}});
+  sendHolder(proto::Signal{p.spec.name, signal, true});
 }
 
 void Supervisor::Impl::onHolderReadable() {
@@ -169,43 +182,47 @@ void Supervisor::Impl::onHolderReadable() {
       break;
     }
     if (!*got) break;
-    json msg = json::parse(text, nullptr, false);
-    if (msg.is_object()) handleHolderMessage(msg, fds);
+    auto reply = proto::decodeReply(text);
+    if (!reply.ok()) {
+      spdlog::error("holder: {}", reply.error().message);
+      continue;
+    }
+    handleHolderMessage(*reply, fds);
   }
   flushEvents();
 }
 
-void Supervisor::Impl::handleHolderMessage(const json& msg, std::vector<UniqueFd>& fds) {
-  const std::string op = msg.value("op", "");
-  if (op == "bye") {
-    holderGone_ = true;
-    finishStop();
-    return;
-  }
-  if (op == "error") {
-    spdlog::error("holder: {}", msg.value("error", "?"));
-    return;
-  }
-  const std::string name = msg.value("name", "");
-  Proc* p = find(name);
-  if (p == nullptr) return;
-  if (msg.contains("fds")) attachFds(*p, msg["fds"], fds);
-  if (op == "spawned") {
-    onSpawned(*p, msg);
-  } else if (op == "spawn_failed") {
-    p->spawnPending = false;
-    p->holderHasSpec = false;  // the next attempt sends the whole spec again
-    p->detail = msg.value("error", "spawn failed");
-    spdlog::warn("process '{}': {}", name, p->detail);
-    ExitInfo e;
-    e.kind = ExitInfo::Kind::kExited;
-    e.code = 127;
-    e.startedAtNs = e.exitedAtNs = nowNs();
-    onExit(*p, e);
-  } else if (op == "exited") {
-    if (msg.value("pid", 0) != p->pid) return;  // not the run we know: stale
-    onExit(*p, exitFromJson(msg.value("exit", json()), p->startedMonoNs, nowNs()));
-  }
+void Supervisor::Impl::handleHolderMessage(proto::Reply& reply, std::vector<UniqueFd>& fds) {
+  struct Visitor {
+    Impl& s;
+    std::vector<UniqueFd>& fds;
+    void operator()(const proto::Bye&) {
+      s.holderGone_ = true;
+      s.finishStop();
+    }
+    void operator()(const proto::ErrorReply& m) { spdlog::error("holder: {}", m.error); }
+    void operator()(const proto::Spawned& m) {
+      if (Proc* p = s.find(m.name)) {
+        s.attachFds(*p, m.fds, fds);
+        s.onSpawned(*p, m);
+      }
+    }
+    void operator()(const proto::SpawnFailed& m) {
+      if (Proc* p = s.find(m.name)) {
+        s.attachFds(*p, m.fds, fds);
+        s.onSpawnFailed(*p, m.error);
+      }
+    }
+    void operator()(const proto::Exited& m) {
+      Proc* p = s.find(m.name);
+      if (p == nullptr || m.pid != p->pid) return;  // not the run we know: stale
+      s.onExit(*p, timedExit(m.exit, p->startedMonoNs, s.nowNs()));
+    }
+    // Only answers to hello, which connectHolder reads.
+    void operator()(const proto::Slot&) {}
+    void operator()(const proto::HelloDone&) {}
+  };
+  std::visit(Visitor{*this, fds}, reply);
 }
 
 void Supervisor::Impl::holderLost(const std::string& why) {

@@ -13,12 +13,12 @@ namespace enjin::supervise {
 // ---------------------------------------------------------------------------------------------
 // Log pipes and notify sockets
 
-void Supervisor::Impl::attachFds(Proc& p, const json& names, std::vector<UniqueFd>& fds) {
-  if (!names.is_array() || names.size() != fds.size()) return;
+void Supervisor::Impl::attachFds(Proc& p, const std::vector<holder_proto::FdRole>& roles,
+                                 std::vector<UniqueFd>& fds) {
+  using holder_proto::FdRole;
+  if (roles.size() != fds.size()) return;
   for (size_t i = 0; i < fds.size(); ++i) {
-    const std::string what = names[i].is_string() ? names[i].get<std::string>() : "";
-    UniqueFd* slot = what == "out" ? &p.out : what == "err" ? &p.err : what == "notify" ? &p.notify : nullptr;
-    if (slot == nullptr) continue;
+    UniqueFd* slot = roles[i] == FdRole::kOut ? &p.out : roles[i] == FdRole::kErr ? &p.err : &p.notify;
     if (*slot) reactor_.removeFd(slot->get());
     *slot = std::move(fds[i]);
     const int fl = ::fcntl(slot->get(), F_GETFL);

@@ -14,6 +14,26 @@ json exitToJson(const std::optional<ExitInfo>& e) {
   return nullptr;
 }
 
+std::optional<ExitInfo> exitFromJson(const json& j) {
+  if (j.is_null()) return std::nullopt;
+  ExitInfo e;  // kUnknown
+  if (!j.is_object()) return e;
+  const auto kind = j.find("kind");
+  const auto number = [&](const char* key) {
+    const auto it = j.find(key);
+    return it != j.end() && it->is_number_integer() ? it->get<int>() : 0;
+  };
+  if (kind == j.end() || !kind->is_string()) return e;
+  if (*kind == "exited") {
+    e.kind = ExitInfo::Kind::kExited;
+    e.code = number("code");
+  } else if (*kind == "signaled") {
+    e.kind = ExitInfo::Kind::kSignaled;
+    e.signal = number("signal");
+  }
+  return e;
+}
+
 json specToJson(const ProcessSpec& s) {
   return json{
       {"name", s.name},

@@ -22,7 +22,7 @@ void Supervisor::Impl::restore(Proc& p, const json& prev) {
       p.detail = prev.value("detail", "");
     }
     const json& exit = prev.contains("last_exit") ? prev["last_exit"] : json();
-    if (exit.is_object()) p.lastExit = exitFromJson(exit, 0, 0);
+    if (exit.is_object()) p.lastExit = exitFromJson(exit);
     // Restart times were saved as wall-clock times; the window is measured on the monotonic
     // clock, so carry each over as "so long ago".
     const int64_t nowWall = wallMs();

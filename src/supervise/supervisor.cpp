@@ -133,8 +133,7 @@ void Supervisor::Impl::spawn(Proc& p) {
   if (p.holderHasSpec) {
     // The fast path: the holder already has everything but the word.
     if (holder_) {
-      if (auto st = sendToHolder(R"({"op":"respawn","name":)" + json(p.spec.name).dump() + "}");
-          !st.ok()) {
+      if (auto st = sendToHolder(holder_proto::encodeRespawn(p.spec.name)); !st.ok()) {
         return holderLost(st.error().message);
       }
     }
@@ -142,30 +141,41 @@ void Supervisor::Impl::spawn(Proc& p) {
     return;
   }
   // The request is built from the cached spec text.
-  std::string req = R"({"op":"spawn","name":)";
-  req += json(p.spec.name).dump();
-  req += R"(,"spec":)";
-  req += p.specJson;
+  std::vector<std::string> env;
+  std::optional<std::string> notify;
   if (p.spec.readiness.kind == ReadinessConfig::Kind::kNotify) {
-    const std::string path = options_.stateDir + "/notify/" + p.spec.name + ".sock";
-    json env = json::array({"NOTIFY_SOCKET=" + path});
+    notify = options_.stateDir + "/notify/" + p.spec.name + ".sock";
+    env.push_back("NOTIFY_SOCKET=" + *notify);
     if (p.spec.readiness.watchdogMs > 0) {
       env.push_back("WATCHDOG_USEC=" + std::to_string(p.spec.readiness.watchdogMs * 1000));
     }
-    req += R"(,"notify":)" + json(path).dump() + R"(,"env":)" + env.dump();
   }
-  req += '}';
   if (holder_) {
-    if (auto st = sendToHolder(req); !st.ok()) return holderLost(st.error().message);
+    if (auto st = sendToHolder(holder_proto::encodeSpawn(p.spec.name, p.specJson, env, notify));
+        !st.ok()) {
+      return holderLost(st.error().message);
+    }
   }
   setState(p, ProcessState::kStarting, "");
 }
 
-void Supervisor::Impl::onSpawned(Proc& p, const json& msg) {
+void Supervisor::Impl::onSpawnFailed(Proc& p, const std::string& error) {
+  p.spawnPending = false;
+  p.holderHasSpec = false;  // the next attempt sends the whole spec again
+  p.detail = error;
+  spdlog::warn("process '{}': {}", p.spec.name, p.detail);
+  ExitInfo e;
+  e.kind = ExitInfo::Kind::kExited;
+  e.code = 127;
+  e.startedAtNs = e.exitedAtNs = nowNs();
+  onExit(p, e);
+}
+
+void Supervisor::Impl::onSpawned(Proc& p, const holder_proto::Spawned& msg) {
   p.spawnPending = false;
   p.holderHasSpec = true;
-  p.pid = msg.value("pid", 0);
-  p.startTime = msg.value("start_time", uint64_t{0});
+  p.pid = msg.pid;
+  p.startTime = msg.startTime;
   p.startedMonoNs = nowNs();
   p.startedWallMs = wallMs();
   p.ready = false;
@@ -366,7 +376,7 @@ void Supervisor::Impl::advanceStopAll() {
   if (allDown && !shutdownSent_) {
     shutdownSent_ = true;
     save();
-    sendHolder(json{{"op", "shutdown"}});
+    sendHolder(holder_proto::Shutdown{});
     reactor_.addTimerAfterMillis(kHolderByeTimeoutMs, [this] {
       if (stopDone_) {
         spdlog::warn("the holder did not confirm its shutdown within {} ms",
@@ -392,7 +402,7 @@ void Supervisor::Impl::finishRemoval(const std::string& name) {
   cancelRunTimers(*p);
   if (p->backoffTimer != 0) reactor_.cancelTimer(p->backoffTimer);
   detachFds(*p);
-  sendHolder(json{{"op", "close"}, {"name", name}});
+  sendHolder(holder_proto::Close{name});
   procs_.erase(name);
   rebuildOrder();
 }

@@ -21,6 +21,7 @@
 
 #include "enjin/base/unique_fd.hpp"
 #include "enjin/supervise/holder.hpp"
+#include "enjin/supervise/holder_protocol.hpp"
 #include "enjin/supervise/log_writer.hpp"
 #include "enjin/supervise/probe.hpp"
 #include "enjin/supervise/spec_json.hpp"
@@ -34,7 +35,8 @@ inline constexpr int64_t kReadinessRetryMs = 100;   // between readiness probes 
 inline constexpr int64_t kSaveDelayMs = 50;         // state.json writes are coalesced this long
 inline constexpr size_t kEarlyNotifyKept = 8;       // notify datagrams kept while a spawn is pending
 inline constexpr int64_t kTrimDelayMs = 1000;       // the heap is trimmed after this long without a save
-inline constexpr int64_t kHolderByeTimeoutMs = 5000;
+inline constexpr int64_t kHolderByeTimeoutMs = 5000;   // shutdown sent, bye awaited this long
+inline constexpr int64_t kHolderHelloTimeoutMs = 5000; // at start-up, the holder answers hello by then
 inline constexpr size_t kLogReadChunk = 64 * 1024;
 inline constexpr size_t kLogReadsPerWakeup = 4;     // then let other fds have a turn
 inline constexpr idtype_t kPidfdIdType = static_cast<idtype_t>(3);  // P_PIDFD (Linux 5.4)
@@ -45,7 +47,6 @@ inline constexpr size_t kMaxStatusBytes = 256;
 std::string cleanStatus(std::string_view in);
 // "exit code 3", "signal SIGKILL".
 std::string describeExit(const ExitInfo& e);
-ExitInfo exitFromJson(const json& j, int64_t startedAtNs, int64_t nowNs);
 
 inline bool isLive(ProcessState s) {
   return s == ProcessState::kRunning || s == ProcessState::kReady ||
@@ -129,9 +130,11 @@ class Supervisor::Impl {
   // --- holder ---
   Status connectHolder(const json& previous);
   void onHolderReadable();
-  void handleHolderMessage(const json& msg, std::vector<UniqueFd>& fds);
+  // One process the holder still holds, as its hello told: attached, re-adopted or stopped.
+  void adopt(const holder_proto::Slot& slot, std::vector<UniqueFd>& fds, const json& prev);
+  void handleHolderMessage(holder_proto::Reply& reply, std::vector<UniqueFd>& fds);
   void holderLost(const std::string& why);
-  void sendHolder(const json& msg);
+  void sendHolder(const holder_proto::Request& msg);
   // Every message to the holder goes through here. When its socket is full the message waits in
   // HolderClient's queue and the fd is watched for EPOLLOUT until the queue is sent.
   Status sendToHolder(const std::string& text);
@@ -141,7 +144,8 @@ class Supervisor::Impl {
   // --- lifecycle ---
   void maybeStart(Proc& p);
   void spawn(Proc& p);
-  void onSpawned(Proc& p, const json& msg);
+  void onSpawned(Proc& p, const holder_proto::Spawned& msg);
+  void onSpawnFailed(Proc& p, const std::string& error);
   void onExit(Proc& p, const ExitInfo& exit);
   void stop(Proc& p, const std::string& why);
   void terminate(Proc& p, const std::string& why);
@@ -168,7 +172,7 @@ class Supervisor::Impl {
   void restore(Proc& p, const json& prev);
 
   // --- fds ---
-  void attachFds(Proc& p, const json& names, std::vector<UniqueFd>& fds);
+  void attachFds(Proc& p, const std::vector<holder_proto::FdRole>& roles, std::vector<UniqueFd>& fds);
   void detachFds(Proc& p);
   // Writes the whole lines waiting on `stream`; with `final`, the unterminated rest too.
   void onLogReadable(Proc& p, LogStream stream, bool final = false);
@@ -187,7 +191,7 @@ class Supervisor::Impl {
   Reactor& reactor_;
   SupervisorOptions options_;
   std::function<uint64_t()> random_;
-  std::unique_ptr<HolderClient> holder_;
+  std::unique_ptr<HolderConnection> holder_;
   UniqueFd holderPidfd_;  // the holder, when this ring2d launched it (so must reap it)
   std::map<std::string, std::unique_ptr<Proc>> procs_;
   std::vector<std::string> order_;      // start order

@@ -5,22 +5,8 @@
 // reports exits. When ring2d dies, nothing under it notices: children keep running, lines they
 // write wait in the sockets, exits are collected, and the next ring2d picks everything up.
 //
-// Protocol: JSON messages on a SOCK_SEQPACKET unix socket (0600), fds attached with SCM_RIGHTS.
-//   ring2d -> holder
-//     {"op":"hello"}                      -> one "slot" per process, then {"op":"hello_done"}
-//     {"op":"spawn","name","spec","env":[..],"notify":PATH|null}
-//                                         -> "spawned" (+ fds out, err[, notify] the first time
-//                                            a name is spawned) or "spawn_failed"
-//     {"op":"respawn","name"}             spawn again with the last spec, env and cwd
-//                                         -> "spawned" or "spawn_failed"
-//     {"op":"signal","name","signal","group":true}   (no reply)
-//     {"op":"close","name"}               forget a stopped process and close its fds
-//     {"op":"shutdown"}                   exit once nothing runs -> {"op":"bye"}
-//   holder -> ring2d
-//     {"op":"slot","name","pid","start_time","running","exit":{..}|null,"fds":["out","err",..]}
-//     {"op":"spawned","name","pid","start_time","fds":[..]}
-//     {"op":"spawn_failed","name","error"}
-//     {"op":"exited","name","pid","exit":{"kind":"exited","code":N}|{"kind":"signaled","signal":N}}
+// Protocol: typed messages on a SOCK_SEQPACKET unix socket (0600), fds attached with SCM_RIGHTS;
+// see holder_protocol.hpp.
 #pragma once
 
 #include <sys/types.h>
@@ -30,12 +16,12 @@
 #include <memory>
 #include <optional>
 #include <string>
-
-#include <nlohmann/json_fwd.hpp>
+#include <vector>
 
 #include "enjin/base/result.hpp"
 #include "enjin/base/unique_fd.hpp"
 #include "enjin/reactor/reactor.hpp"
+#include "enjin/supervise/holder_protocol.hpp"
 #include "enjin/supervise/spawn.hpp"
 
 namespace enjin::supervise {
@@ -73,10 +59,12 @@ class Holder {
   void dropClient();
   void maybeFinish();
 
+  void send(const holder_proto::Reply& reply, const std::vector<int>& fds = {});
   void opHello();
-  void opSpawn(const std::string& name, const void* request);
-  // Spawns from what the slot holds; `newFds` (named by `fdNames`, a JSON array) ride along.
-  void spawnSlot(Slot& slot, const std::vector<int>& newFds, const nlohmann::json& fdNames);
+  void opSpawn(holder_proto::Spawn& request);
+  // Spawns from what the slot holds; `newFds` (with their `roles`) ride along.
+  void spawnSlot(Slot& slot, const std::vector<int>& newFds,
+                 const std::vector<holder_proto::FdRole>& roles);
   void opSignal(const std::string& name, int signal, bool group);
   // Through the slot's spawn strategy, which knows how its processes are signalled.
   Status signalSlot(Slot& slot, int signal, bool group = true);
@@ -99,28 +87,44 @@ class Holder {
   bool finished_ = false;
 };
 
-// The ring2d side of the protocol.
-class HolderClient {
+// What a supervisor needs of its holder: messages both ways (holder_protocol.hpp) and an fd to
+// wait on. HolderClient is the real one; tests drive the supervisor through a fake.
+class HolderConnection {
+ public:
+  virtual ~HolderConnection() = default;
+  // Readable when a message waits (and, while queued(), watched for writability).
+  virtual int fd() const = 0;
+  // True when this connection started the holder: what a previous state file says still runs
+  // was orphaned by a holder that died.
+  virtual bool launched() const = 0;
+  // The holder's pidfd when this process launched it (invalid otherwise), for the caller to
+  // watch and reap it.
+  virtual UniqueFd takeLaunchedPidfd() = 0;
+  // Sends, or queues (in order) while the socket is full: a start or a respawn of thousands of
+  // processes outruns the holder. An error only when the holder went.
+  virtual Status send(const std::string& message) = 0;
+  // Messages wait in the queue: the caller watches fd() for EPOLLOUT and then calls flush().
+  virtual bool queued() const = 0;
+  virtual Status flush() = 0;
+  // One waiting message and its fds; false when none is waiting; an error when the holder went.
+  virtual Result<bool> receive(std::string& message, std::vector<UniqueFd>& fds) = 0;
+};
+
+// The ring2d side of the protocol, over the holder's socket.
+class HolderClient final : public HolderConnection {
  public:
   // Connects to the holder at `socketPath`, launching `holderExe` first if none answers. A
   // holder launched here is this process's child; `launchedPidfd` then watches it.
   static Result<std::unique_ptr<HolderClient>> connectOrLaunch(const std::string& socketPath,
                                                                const std::string& holderExe,
                                                                const std::string& logPath);
-  int fd() const { return socket_.get(); }
-  // The holder's pidfd when this process launched it (invalid otherwise), for the caller to
-  // watch and reap it.
-  UniqueFd takeLaunchedPidfd() { return std::move(launchedPidfd_); }
-  bool launched() const { return launched_; }
-
-  // Sends, or queues (in order) while the socket is full: a start or a respawn of thousands of
-  // processes outruns the holder. An error only when the holder went.
-  Status send(const std::string& json);
-  // Messages wait in the queue: the caller watches fd() for EPOLLOUT and then calls flush().
-  bool queued() const { return !queue_.empty(); }
-  Status flush();
-  // One waiting message and its fds; false when none is waiting; an error when the holder went.
-  Result<bool> receive(std::string& json, std::vector<UniqueFd>& fds);
+  int fd() const override { return socket_.get(); }
+  UniqueFd takeLaunchedPidfd() override { return std::move(launchedPidfd_); }
+  bool launched() const override { return launched_; }
+  Status send(const std::string& message) override;
+  bool queued() const override { return !queue_.empty(); }
+  Status flush() override;
+  Result<bool> receive(std::string& message, std::vector<UniqueFd>& fds) override;
 
  private:
   HolderClient(UniqueFd socket, UniqueFd pidfd, bool launched)

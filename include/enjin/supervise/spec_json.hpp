@@ -19,5 +19,7 @@ Result<ProcessSpec> specFromJson(const nlohmann::json& j);
 // null, {"kind":"exited","code":N}, {"kind":"signaled","signal":N} or {"kind":"unknown"}: how
 // state.json, the control socket and the observation streams write an exit.
 nlohmann::json exitToJson(const std::optional<ExitInfo>& exit);
+// The inverse: null is nullopt, anything unreadable an exit of unknown kind. The times stay 0.
+std::optional<ExitInfo> exitFromJson(const nlohmann::json& j);
 
 }  // namespace enjin::supervise

@@ -54,9 +54,21 @@ struct StateEvent {
   bool exitEvent = false;  // status.lastExit is the exit that caused this change
 };
 
+class HolderConnection;
+class SpawnRegistry;
+
 struct SupervisorOptions {
+  SupervisorOptions(std::string stateDirectory, std::string holderPath)
+      : stateDir(std::move(stateDirectory)), holderExe(std::move(holderPath)) {}
+
   std::string stateDir;   // holds holder.sock, state.json, logs/, notify/
   std::string holderExe;  // path of enjin-holder
+  // The spawn strategies the holder uses, asked for the identity an exec check runs with
+  // (SpawnStrategy::execIn). Must outlive the supervisor. Null: checks run as this process.
+  const SpawnRegistry* registry = nullptr;
+  // How to reach the holder. Empty: connect to the one at stateDir/holder.sock, launching
+  // holderExe when none answers. Tests hand in a fake.
+  std::function<Result<std::unique_ptr<HolderConnection>>()> connectHolder;
 };
 
 class Supervisor {

@@ -1,0 +1,121 @@
+// The messages between ring2d and its holder, typed, with their one encoding. Both sides (and
+// the fake holder of the tests) go through encode()/decode*() here; nothing else assembles or
+// picks apart the JSON.
+//
+// Wire form: one JSON object per SOCK_SEQPACKET datagram, named by "op"; fds ride along with
+// SCM_RIGHTS in the order their roles are listed in "fds".
+//   ring2d -> holder
+//     {"op":"hello"}                      -> one "slot" per process, then {"op":"hello_done"}
+//     {"op":"spawn","name","spec","env":[..],"notify":PATH|null}
+//                                         -> "spawned" (+ fds out, err[, notify] the first time
+//                                            a name is spawned) or "spawn_failed"
+//     {"op":"respawn","name"}             spawn again with the last spec, env and cwd
+//                                         -> "spawned" or "spawn_failed"
+//     {"op":"signal","name","signal","group":true}   (no reply)
+//     {"op":"close","name"}               forget a stopped process and close its fds
+//     {"op":"shutdown"}                   exit once nothing runs -> {"op":"bye"}
+//   holder -> ring2d
+//     {"op":"slot","name","pid","start_time","running","exit":EXIT|null,"exit_reported",
+//      "fds":["out","err",..]}
+//     {"op":"spawned","name","pid","start_time","fds":[..]}
+//     {"op":"spawn_failed","name","error","fds":[..]}
+//     {"op":"exited","name","pid","exit":EXIT}
+//     {"op":"bye"}
+//     {"op":"error","error"}              a request the holder could not read
+//   EXIT = {"kind":"exited","code":N} | {"kind":"signaled","signal":N} | {"kind":"unknown"}
+#pragma once
+
+#include <signal.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include "enjin/base/result.hpp"
+#include "enjin/supervise/process_spec.hpp"
+#include "enjin/supervise/restart_policy.hpp"
+
+namespace enjin::supervise::holder_proto {
+
+// What an attached fd is for.
+enum class FdRole { kOut, kErr, kNotify };
+
+// --- ring2d -> holder ---------------------------------------------------------------------------
+struct Hello {};
+struct Spawn {
+  std::string name;
+  ProcessSpec spec;
+  std::vector<std::string> env;       // "KEY=VALUE", added to the process's environment
+  std::optional<std::string> notify;  // the notify socket's path, when it uses one
+};
+struct Respawn {
+  std::string name;
+};
+struct Signal {
+  std::string name;
+  int signal = SIGTERM;
+  bool group = true;  // the whole process group
+};
+struct Close {
+  std::string name;
+};
+struct Shutdown {};
+using Request = std::variant<Hello, Spawn, Respawn, Signal, Close, Shutdown>;
+
+// --- holder -> ring2d ---------------------------------------------------------------------------
+struct Slot {
+  std::string name;
+  int pid = 0;
+  uint64_t startTime = 0;
+  bool running = false;
+  std::optional<ExitInfo> exit;  // the last exit, if it ever exited
+  bool exitReported = false;     // a connected ring2d received that exit
+  std::vector<FdRole> fds;
+};
+struct HelloDone {};
+struct Spawned {
+  std::string name;
+  int pid = 0;
+  uint64_t startTime = 0;
+  std::vector<FdRole> fds;  // attached the first time a name is spawned
+};
+struct SpawnFailed {
+  std::string name;
+  std::string error;
+  std::vector<FdRole> fds;
+};
+struct Exited {
+  std::string name;
+  int pid = 0;
+  ExitInfo exit;  // kind, code and signal only: the times are the supervisor's
+};
+struct Bye {};
+struct ErrorReply {
+  std::string error;
+};
+using Reply = std::variant<Slot, HelloDone, Spawned, SpawnFailed, Exited, Bye, ErrorReply>;
+
+std::string encode(const Request& request);
+std::string encode(const Reply& reply);
+// The spawn request from a spec already encoded by specToJson(): ring2d keeps that text per spec
+// so a full spawn does not serialize the spec again.
+std::string encodeSpawn(std::string_view name, std::string_view specJson,
+                        const std::vector<std::string>& env,
+                        const std::optional<std::string>& notify);
+// The respawn request, the restart fast path: no JSON library involved.
+std::string encodeRespawn(std::string_view name);
+
+// Errors name the message and the field; the holder answers them with an ErrorReply, or, when
+// `failedSpawn` is set (a spawn or respawn whose name could be read), with a SpawnFailed for it,
+// so ring2d learns that this process did not start.
+Result<Request> decodeRequest(std::string_view text, std::string* failedSpawn = nullptr);
+Result<Reply> decodeReply(std::string_view text);
+
+// A wait status as the holder collects it. Its JSON form (EXIT) is spec_json's exitToJson and
+// exitFromJson, the one exit codec that state.json and the control socket use too.
+ExitInfo exitFromSiginfo(const siginfo_t& info);
+
+}  // namespace enjin::supervise::holder_proto
