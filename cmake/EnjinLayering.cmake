@@ -10,7 +10,7 @@
 # a scanned file changes, that fails the build on an #include the layering does not allow
 # (cmake/EnjinLayeringCheck.cmake has the rules).
 
-set(ENJIN_LAYERING_CHECKER ${CMAKE_CURRENT_LIST_DIR}/EnjinLayeringCheck.cmake)
+set(ENJIN_LAYERING_CHECKER ${CMAKE_CURRENT_LIST_DIR}/EnjinLayeringCheck.cmake CACHE INTERNAL "")
 
 # enjin_subsystem(NAME <name> SOURCES <file>... [DEPENDS <subsystem>...]
 #                 [PUBLIC_LIBS <target>...] [PRIVATE_LIBS <target>...])
