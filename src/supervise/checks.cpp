@@ -1,0 +1,131 @@
+#include "supervisor_impl.hpp"
+
+#include <pwd.h>
+#include <spdlog/spdlog.h>
+
+#include "enjin/supervise/spawn.hpp"
+
+namespace enjin::supervise {
+
+// ---------------------------------------------------------------------------------------------
+// Readiness, health checks and the watchdog
+
+void Supervisor::Impl::beginReadiness(Proc& p) {
+  const auto& r = p.spec.readiness;
+  p.readyTimer = reactor_.addTimerAfterMillis(r.timeoutMs, [this, name = p.spec.name] {
+    Proc* q = find(name);
+    if (q == nullptr) return;
+    q->readyTimer = 0;
+    const std::string why = "not ready after " + std::to_string(q->spec.readiness.timeoutMs) + " ms";
+    setState(*q, ProcessState::kUnhealthy, why);
+    terminate(*q, why);
+    flushEvents();
+  });
+  if (r.kind == ReadinessConfig::Kind::kTcp) {
+    p.readinessProbe = makeTcpProbe(reactor_, r.host, r.port, 1000);
+  } else if (r.kind == ReadinessConfig::Kind::kHttp) {
+    auto probe = makeHttpProbe(reactor_, r.url, 1000);
+    if (!probe.ok()) {
+      setState(p, ProcessState::kUnhealthy, probe.error().message);
+      return;
+    }
+    p.readinessProbe = std::move(*probe);
+  } else {
+    return;  // notify: READY=1 arrives on the notify socket
+  }
+  probeReadiness(p);
+}
+
+void Supervisor::Impl::probeReadiness(Proc& p) {
+  p.readinessProbe->start([this, name = p.spec.name](ProbeResult r) {
+    Proc* q = find(name);
+    if (q == nullptr || q->ready || q->state != ProcessState::kRunning) return;
+    if (r.healthy) {
+      setReady(*q, "");
+    } else {
+      q->retryTimer = reactor_.addTimerAfterMillis(kReadinessRetryMs, [this, name] {
+        if (Proc* s = find(name); s != nullptr && s->state == ProcessState::kRunning) {
+          s->retryTimer = 0;
+          probeReadiness(*s);
+        }
+      });
+    }
+    flushEvents();
+  });
+}
+
+void Supervisor::Impl::scheduleHealth(Proc& p) {
+  const auto& h = p.spec.health;
+  if (h.kind == HealthConfig::Kind::kNone) return;
+  if (!p.healthProbe) {
+    if (h.kind == HealthConfig::Kind::kTcp) {
+      p.healthProbe = makeTcpProbe(reactor_, h.host, h.port, h.timeoutMs);
+    } else if (h.kind == HealthConfig::Kind::kHttp) {
+      auto probe = makeHttpProbe(reactor_, h.url, h.timeoutMs);
+      if (!probe.ok()) {
+        spdlog::error("process '{}': health check: {}", p.spec.name, probe.error().message);
+        return;
+      }
+      p.healthProbe = std::move(*probe);
+    } else {
+      // The check runs with the process's identity and environment, not ring2d's.
+      ExecIdentity id;
+      id.env.push_back("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+      for (const auto& [k, v] : p.spec.env) id.env.push_back(k + "=" + v);
+      if (!p.spec.user.empty()) {
+        passwd* pw = ::getpwnam(p.spec.user.c_str());
+        if (pw == nullptr) {
+          spdlog::error("process '{}': health check: no user '{}'", p.spec.name, p.spec.user);
+          return;
+        }
+        id.uid = static_cast<int>(pw->pw_uid);
+        id.gid = static_cast<int>(pw->pw_gid);
+      }
+      p.healthProbe = makeExecProbe(reactor_, h.command, h.timeoutMs, std::move(id));
+    }
+  }
+  p.healthTimer = reactor_.addTimerAfterMillis(h.intervalMs, [this, name = p.spec.name] {
+    Proc* q = find(name);
+    if (q == nullptr) return;
+    q->healthTimer = 0;
+    q->healthProbe->start([this, name](ProbeResult r) {
+      Proc* s = find(name);
+      if (s == nullptr || (s->state != ProcessState::kReady && s->state != ProcessState::kUnhealthy)) {
+        return;
+      }
+      if (r.healthy) {
+        s->healthFailures = 0;
+        if (s->state == ProcessState::kUnhealthy) setState(*s, ProcessState::kReady, "healthy again");
+      } else if (++s->healthFailures >= s->spec.health.failures &&
+                 s->state != ProcessState::kUnhealthy) {
+        const std::string why = "health check failed " + std::to_string(s->healthFailures) +
+                                " times: " + r.detail;
+        setState(*s, ProcessState::kUnhealthy, why);
+        if (s->spec.health.restartWhenUnhealthy) {
+          terminate(*s, why);
+          flushEvents();
+          return;
+        }
+      }
+      scheduleHealth(*s);
+      flushEvents();
+    });
+  });
+}
+
+void Supervisor::Impl::armWatchdog(Proc& p) {
+  const int64_t ms = p.spec.readiness.watchdogMs;
+  if (p.spec.readiness.kind != ReadinessConfig::Kind::kNotify || ms <= 0) return;
+  if (p.watchdogTimer != 0) reactor_.cancelTimer(p.watchdogTimer);
+  p.watchdogTimer = reactor_.addTimerAfterMillis(ms, [this, name = p.spec.name] {
+    Proc* q = find(name);
+    if (q == nullptr) return;
+    q->watchdogTimer = 0;
+    const std::string why = "no WATCHDOG=1 for " + std::to_string(q->spec.readiness.watchdogMs) + " ms";
+    setState(*q, ProcessState::kUnhealthy, why);
+    terminate(*q, why);
+    flushEvents();
+  });
+}
+
+}  // namespace enjin::supervise

@@ -1,0 +1,218 @@
+// The supervisor's private parts, shared by the files that implement it: supervisor.cpp (the
+// state machine and the commands), holder_link.cpp (the holder protocol), checks.cpp (readiness,
+// health and watchdog), output.cpp (log pipes), notify.cpp (notify sockets) and state_file.cpp
+// (state.json). Nothing outside src/supervise includes it.
+#pragma once
+
+#include <sys/wait.h>
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "enjin/base/unique_fd.hpp"
+#include "enjin/supervise/holder.hpp"
+#include "enjin/supervise/log_writer.hpp"
+#include "enjin/supervise/probe.hpp"
+#include "enjin/supervise/spec_json.hpp"
+#include "enjin/supervise/supervisor.hpp"
+
+namespace enjin::supervise {
+
+using nlohmann::json;
+
+inline constexpr int64_t kReadinessRetryMs = 100;   // between readiness probes until ready
+inline constexpr int64_t kSaveDelayMs = 50;         // state.json writes are coalesced this long
+inline constexpr size_t kEarlyNotifyKept = 8;       // notify datagrams kept while a spawn is pending
+inline constexpr int64_t kTrimDelayMs = 1000;       // the heap is trimmed after this long without a save
+inline constexpr int64_t kHolderByeTimeoutMs = 5000;
+inline constexpr size_t kLogReadChunk = 64 * 1024;
+inline constexpr size_t kLogReadsPerWakeup = 4;     // then let other fds have a turn
+inline constexpr idtype_t kPidfdIdType = static_cast<idtype_t>(3);  // P_PIDFD (Linux 5.4)
+inline constexpr size_t kNotifyPerWakeup = 16;      // datagrams read per wake-up, then others' turn
+inline constexpr size_t kMaxStatusBytes = 256;
+
+// STATUS= text as the process sent it, made safe to show and to serialize (notify.cpp).
+std::string cleanStatus(std::string_view in);
+// "exit code 3", "signal SIGKILL".
+std::string describeExit(const ExitInfo& e);
+ExitInfo exitFromJson(const json& j, int64_t startedAtNs, int64_t nowNs);
+
+inline bool isLive(ProcessState s) {
+  return s == ProcessState::kRunning || s == ProcessState::kReady ||
+         s == ProcessState::kUnhealthy || s == ProcessState::kStopping;
+}
+
+inline bool isDown(ProcessState s) { return s == ProcessState::kStopped || s == ProcessState::kFailed; }
+
+struct Proc {
+  ProcessSpec spec;
+  std::string specJson;  // spec serialized once per spec change, not once per spawn
+  bool holderHasSpec = false;  // the holder holds this spec: a respawn needs only the name
+  ProcessState state = ProcessState::kStopped;
+  bool wanted = true;     // should be running now (false while stopping or held down)
+  bool heldDown = false;  // an operator's stop or the policy's stop/fail: survives a restart
+  bool spawnPending = false;
+  // Notify datagrams that came while the spawn was on its way, before the holder told us the
+  // new pid: a fast process says READY=1 before that (sender pid, text; a few at most).
+  std::vector<std::pair<pid_t, std::string>> earlyNotify;
+  bool restartAfterStop = false;
+  bool removeAfterStop = false;
+  std::optional<ProcessSpec> nextSpec;
+  int pid = 0;
+  uint64_t startTime = 0;
+  int64_t startedMonoNs = 0;
+  int64_t startedWallMs = 0;
+  uint64_t restarts = 0;
+  RestartHistory history;
+  std::optional<ExitInfo> lastExit;
+  std::string detail;
+  bool ready = false;
+  UniqueFd out, err, notify;
+  std::optional<LogWriter> log;
+  Reactor::TimerId backoffTimer = 0, stopTimer = 0, readyTimer = 0, watchdogTimer = 0,
+                   healthTimer = 0, retryTimer = 0;
+  std::unique_ptr<Probe> readinessProbe, healthProbe;
+  uint32_t healthFailures = 0;
+
+  void setSpec(ProcessSpec s) {
+    spec = std::move(s);
+    specJson = specToJson(spec).dump();
+    holderHasSpec = false;
+    // Checks follow the spec: the next run builds them afresh.
+    readinessProbe.reset();
+    healthProbe.reset();
+  }
+};
+
+class Supervisor::Impl {
+ public:
+  Impl(Reactor& reactor, SupervisorOptions options, std::function<uint64_t()> random)
+      : reactor_(reactor), options_(std::move(options)), random_(std::move(random)) {}
+
+  ~Impl() {
+    for (auto& [name, p] : procs_) detachFds(*p);
+    if (holder_) reactor_.removeFd(holder_->fd());
+    if (holderPidfd_) reactor_.removeFd(holderPidfd_.get());
+  }
+
+  Observer observer_;
+
+  Status start(std::vector<ProcessSpec> specs);
+  Status reload(std::vector<ProcessSpec> specs);
+  void stopAll(std::function<void()> done);
+  Status startProcess(const std::string& name);
+  Status stopProcess(const std::string& name);
+  Status restartProcess(const std::string& name);
+  std::vector<ProcessStatus> status() const;
+  bool settled() const {
+    return std::none_of(procs_.begin(), procs_.end(), [](const auto& entry) {
+      const ProcessState s = entry.second->state;
+      return s == ProcessState::kStarting || s == ProcessState::kRunning ||
+             s == ProcessState::kStopping;
+    });
+  }
+  std::string logPath(const std::string& name) const {
+    return options_.stateDir + "/logs/" + name + ".log";
+  }
+
+ private:
+  // --- holder ---
+  Status connectHolder(const json& previous);
+  void onHolderReadable();
+  void handleHolderMessage(const json& msg, std::vector<UniqueFd>& fds);
+  void holderLost(const std::string& why);
+  void sendHolder(const json& msg);
+  // Every message to the holder goes through here. When its socket is full the message waits in
+  // HolderClient's queue and the fd is watched for EPOLLOUT until the queue is sent.
+  Status sendToHolder(const std::string& text);
+  void flushHolderQueue();
+  void signalGroup(Proc& p, int signal);
+
+  // --- lifecycle ---
+  void maybeStart(Proc& p);
+  void spawn(Proc& p);
+  void onSpawned(Proc& p, const json& msg);
+  void onExit(Proc& p, const ExitInfo& exit);
+  void stop(Proc& p, const std::string& why);
+  void terminate(Proc& p, const std::string& why);
+  void setState(Proc& p, ProcessState s, std::string detail, bool exitEvent = false);
+  void setReady(Proc& p, const std::string& detail);
+  void beginReadiness(Proc& p);
+  void probeReadiness(Proc& p);
+  void scheduleHealth(Proc& p);
+  void armWatchdog(Proc& p);
+  void cancelRunTimers(Proc& p);
+  void advanceStopAll();
+  void finishRemoval(const std::string& name);
+  // Runs the stopAll callback once: after the holder said bye and, if we launched it, exited.
+  void finishStop();
+  Proc* find(const std::string& name) {
+    auto it = procs_.find(name);
+    return it == procs_.end() ? nullptr : it->second.get();
+  }
+  bool dependenciesReady(const Proc& p, std::string& waitingFor) const;
+  std::vector<Proc*> dependentsOf(const std::string& name);
+  void rebuildOrder();
+  // What a previous ring2d recorded about `p` in state.json: counts, history, an operator's or
+  // the policy's decision to keep it down, and the state that decision left it in.
+  void restore(Proc& p, const json& prev);
+
+  // --- fds ---
+  void attachFds(Proc& p, const json& names, std::vector<UniqueFd>& fds);
+  void detachFds(Proc& p);
+  // Writes the whole lines waiting on `stream`; with `final`, the unterminated rest too.
+  void onLogReadable(Proc& p, LogStream stream, bool final = false);
+  void drainLogs(Proc& p);  // the process exited: everything it wrote goes to the log
+  void reopenLog(Proc& p);  // the log settings may have changed
+  void onNotify(Proc& p);
+  void applyNotify(Proc& p, std::string_view text);
+
+  // --- state file and events ---
+  void scheduleSave();
+  void save();
+  void flushEvents();
+  int64_t nowNs() const { return reactor_.clock().monotonicNanos(); }
+  int64_t wallMs() const { return reactor_.clock().wallMillis(); }
+
+  Reactor& reactor_;
+  SupervisorOptions options_;
+  std::function<uint64_t()> random_;
+  std::unique_ptr<HolderClient> holder_;
+  UniqueFd holderPidfd_;  // the holder, when this ring2d launched it (so must reap it)
+  std::map<std::string, std::unique_ptr<Proc>> procs_;
+  std::vector<std::string> order_;      // start order
+  std::vector<std::string> specOrder_;  // names in the order the spec lists them
+  std::set<std::string> dependedOn_;    // every name in some depends_on (rebuildOrder keeps it)
+  std::vector<StateEvent> pending_;
+  Reactor::TimerId saveTimer_ = 0;
+  bool savedOnce_ = false;       // state.json was written (durably) by this run
+  std::string savedDecisions_;   // the held-down and failed processes it last wrote durably
+  Reactor::TimerId trimTimer_ = 0;
+  bool stoppingAll_ = false;
+  bool shutdownSent_ = false;
+  bool holderGone_ = false;
+  bool holderQueueWatched_ = false;  // the holder fd is watched for EPOLLOUT
+  std::function<void()> stopDone_;
+  std::string readBuffer_ = std::string(kLogReadChunk, '\0');
+  // Test builds (ENJIN_FAULT_INJECTION): ENJIN_FAULT_DIE_AFTER_LOG=N makes this process die
+  // right after its Nth write to a log, before it takes those bytes off the socket: the window
+  // a kill -9 can hit. 0: off.
+  long dieAfterLogWrites_ = faultDieAfterLog();
+  static long faultDieAfterLog() {
+#ifdef ENJIN_FAULT_INJECTION
+    if (const char* v = ::getenv("ENJIN_FAULT_DIE_AFTER_LOG")) return std::strtol(v, nullptr, 10);
+#endif
+    return 0;
+  }
+};
+}  // namespace enjin::supervise
