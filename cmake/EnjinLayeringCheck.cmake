@@ -8,7 +8,9 @@
 #   2. a file that includes a private header (src/<T>/**) of another subsystem, or a public
 #      header (include/enjin/**) that includes any private header;
 #   3. a file of tests/ or daemons/ that includes a private header: they see only include/;
-#   4. a file under src/ or include/enjin/ outside every declared subsystem.
+#   4. a file under src/ or include/enjin/ outside every declared subsystem, or a source file
+#      under src/<S>/ missing from S's SOURCES (it would silently not be built; checked where the
+#      rules list SOURCES).
 # Quoted includes are resolved the way the compiler does it, first next to the including file,
 # then in include/, so "../supervise/x.hpp" counts as much as "enjin/supervise/x.hpp". Angle
 # includes other than <enjin/...> are third-party and not checked. On success ENJIN_STAMP is
@@ -119,6 +121,14 @@ foreach(file IN LISTS library_files)
                        "declared with enjin_subsystem() in src/CMakeLists.txt")
     continue()
   endif()
+  if(kind STREQUAL "src" AND DEFINED ENJIN_LAYER_SOURCES_${sub} AND rel MATCHES "\\.(c|cc|cpp)$")
+    string(LENGTH "src/${sub}/" skip)
+    string(SUBSTRING "${rel}" ${skip} -1 in_sub)
+    if(NOT in_sub IN_LIST ENJIN_LAYER_SOURCES_${sub})
+      violation(${rel} 1 "not in the SOURCES of subsystem '${sub}', so it is not built: add it "
+                         "to enjin_subsystem(NAME ${sub} ...) in src/CMakeLists.txt")
+    endif()
+  endif()
   set(allowed ${ENJIN_LAYER_ALLOWED_${sub}})
   read_includes(${file})
   if(inc_count EQUAL 0)
@@ -195,6 +205,9 @@ endforeach()
 if(violation_count GREATER 0)
   # Plain lines in the compiler's "file:line: error:" form, so editors can jump to them.
   message(NOTICE "${violations}")
+  if(DEFINED ENJIN_STAMP)
+    file(REMOVE ${ENJIN_STAMP})  # so the next build checks again, whatever the timestamps say
+  endif()
   message(FATAL_ERROR "${violation_count} layering violation(s) (see above). The layering is "
                       "declared in src/CMakeLists.txt and described in docs/architecture.md.")
 endif()

@@ -17,8 +17,11 @@ set(ENJIN_LAYER_ALLOWED_bus "bus;base")
 set(ENJIN_LAYER_DEPENDS_bus "base")
 set(ENJIN_LAYER_ALLOWED_supervise "supervise;base")
 set(ENJIN_LAYER_DEPENDS_supervise "base")
+set(ENJIN_LAYER_SOURCES_supervise "spawn/exec.cpp;observe.cpp;upward.cpp;sideways.cpp")
 set(ENJIN_LAYER_ALLOWED_ring "ring;base;bus;supervise")
 set(ENJIN_LAYER_DEPENDS_ring "base;bus;supervise")
+set(ENJIN_LAYER_SOURCES_ring "tree.cpp;config.cpp")
+set(ENJIN_LAYER_SOURCES_bus "")
 set(ENJIN_LAYER_CONSUMERS "tests")
 ]])
 
@@ -77,6 +80,7 @@ file(WRITE ${root}/tests/spawn_test.cpp
      "#include <gtest/gtest.h>\n#include \"../src/supervise/spawn/core.hpp\"\n")
 file(WRITE ${root}/src/stray.cpp "int x;\n")
 file(WRITE ${root}/src/newsub/thing.cpp "int y;\n")
+file(WRITE ${root}/src/bus/unlisted.cpp "#include \"enjin/bus/topic.hpp\"\n")
 file(REMOVE ${WORK_DIR}/stamp)
 run_checker(${root} ${root}/rules.cmake rc text)
 expect("violations fail the check" NOT rc EQUAL 0)
@@ -90,7 +94,8 @@ foreach(needle IN ITEMS
     "tests/spawn_test.cpp:2: error: layering: #include \"../src/supervise/spawn/core.hpp\": src/supervise/spawn/core.hpp is private to subsystem 'supervise'"
     "src/stray.cpp:1: error: layering: not in a declared subsystem"
     "src/newsub/thing.cpp:1: error: layering: not in a declared subsystem"
-    "8 layering violation(s)")
+    "src/bus/unlisted.cpp:1: error: layering: not in the SOURCES of subsystem 'bus'"
+    "9 layering violation(s)")
   string(FIND "${text}" "${needle}" at)
   expect("the output names: ${needle}" NOT at EQUAL -1)
 endforeach()
