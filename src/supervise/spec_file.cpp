@@ -1,5 +1,4 @@
 #include "enjin/supervise/spec_file.hpp"
-#include "spec_toml.hpp"
 
 #include <arpa/inet.h>
 
@@ -17,6 +16,7 @@
 
 #include "enjin/base/file.hpp"
 #include "enjin/supervise/spec_json.hpp"
+#include "enjin/supervise/spec_toml.hpp"
 
 namespace enjin::supervise {
 

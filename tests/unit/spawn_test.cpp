@@ -28,9 +28,9 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+// The fork/exec core under the strategies, to run every clone mode, fallbacks included.
+#include "enjin/supervise/fork_exec.hpp"
 #include "fakes/temp_dir.hpp"
-// The internal fork/exec core, to run every clone mode, fallbacks included.
-#include "../../src/supervise/spawn/fork_exec.hpp"
 
 namespace enjin::supervise {
 namespace {

@@ -20,7 +20,7 @@
 #include <utility>
 
 #include "enjin/base/unique_fd.hpp"
-#include "fork_exec.hpp"
+#include "enjin/supervise/fork_exec.hpp"
 
 #if __has_include(<linux/close_range.h>)
 #include <linux/close_range.h>

@@ -10,8 +10,8 @@
 #include <string>
 
 #include "enjin/base/unique_fd.hpp"
+#include "enjin/supervise/fork_exec.hpp"
 #include "enjin/supervise/spawn.hpp"
-#include "fork_exec.hpp"
 
 namespace enjin::supervise {
 

@@ -7,7 +7,7 @@
 #include <utility>
 #include <vector>
 
-#include "fork_exec.hpp"
+#include "enjin/supervise/fork_exec.hpp"
 
 namespace enjin::supervise {
 namespace {

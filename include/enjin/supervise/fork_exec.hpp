@@ -1,4 +1,5 @@
-// The fork/exec core shared by the spawn strategies (internal to src/supervise/spawn).
+// The fork/exec core shared by the spawn strategies (src/supervise/spawn). Not an API for
+// daemons: it is public only so that tests/unit/spawn_test.cpp can drive every clone mode.
 //
 // A strategy turns a SpawnRequest into a ChildPlan in the parent: every string, path, limit and
 // id the child needs is decided there (PATH lookup included), so that between clone and execve

@@ -1,6 +1,7 @@
 // Reading [[process]] tables out of a TOML document that holds more than a spec: ring0d's
-// config embeds the processes of each ring-2 node. Private to libenjin because it exposes
-// toml++ types, which no public header includes.
+// config embeds the processes of each ring-2 node. Under include/ so that the ring subsystem
+// (src/ring/config.cpp) can share it, but it exposes toml++ types: include it only from .cpp
+// files that link toml++, never from another header.
 #pragma once
 
 #include <span>
