@@ -20,6 +20,7 @@
 #include "enjin/ring/tree.hpp"
 #include "enjin/store/store.hpp"
 #include "enjin/supervise/control_server.hpp"
+#include "enjin/supervise/spawn.hpp"
 #include "enjin/supervise/supervisor.hpp"
 
 namespace enjin::ring {
@@ -48,7 +49,24 @@ std::string_view afterFirst(std::string_view topic) {
   return dot == std::string_view::npos ? std::string_view() : topic.substr(dot + 1);
 }
 
+// How a node's daemon is started, as far as its spawn strategy is concerned.
+supervise::ProcessSpec nodeDaemonSpec(const NodeSpec& node, const std::string& exe) {
+  supervise::ProcessSpec p;
+  p.name = node.label;
+  p.command = {exe};
+  p.strategy = node.strategy;
+  p.user = node.user;
+  return p;
+}
+
 }  // namespace
+
+Status checkNodeStrategy(const NodeSpec& node, int ring, const supervise::SpawnRegistry& registry) {
+  if (auto st = registry.validate(nodeDaemonSpec(node, daemonName(ring))); !st.ok()) {
+    return st.error().wrap("ring-" + std::to_string(ring) + " node '" + node.label + "'");
+  }
+  return {};
+}
 
 class NodeParent::Impl {
  public:
@@ -288,10 +306,8 @@ class NodeParent::Impl {
   Status ensureNodes(const std::vector<NodeSpec>& desired) {
     // Everything is checked before anything changes: a refused set leaves the running one.
     for (const NodeSpec& spec : desired) {
-      if (spec.strategy != "exec") {
-        return Error{"node '" + spec.label + "': strategy '" + spec.strategy +
-                     "' is not available for ring-" + std::to_string(cfg_.ring + 1) +
-                     " nodes yet (known: exec)"};
+      if (auto st = checkNodeStrategy(spec, cfg_.ring + 1, *opts_.nodeStrategies); !st.ok()) {
+        return st;
       }
     }
     std::set<std::string> wanted;
@@ -406,11 +422,8 @@ class NodeParent::Impl {
     std::vector<supervise::ProcessSpec> out;
     for (const auto& [label, c] : children_) {
       if (c.rec.revokedWallMs != 0) continue;
-      supervise::ProcessSpec p;
-      p.name = label;
-      p.command = {opts_.childExe, "--config", childConfigPath(label)};
-      p.strategy = c.spec.strategy;
-      p.user = c.spec.user;
+      supervise::ProcessSpec p = nodeDaemonSpec(c.spec, opts_.childExe);
+      p.command.insert(p.command.end(), {"--config", childConfigPath(label)});
       // The child says READY=1 once its own children are up, and WATCHDOG=1 from its reactor
       // every heartbeat: a hung daemon is restarted like a dead one.
       p.readiness.kind = supervise::ReadinessConfig::Kind::kNotify;
