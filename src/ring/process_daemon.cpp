@@ -8,7 +8,7 @@
 #include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
-#include <zmq.hpp>
+#include <optional>
 
 #include "enjin/bus/publisher.hpp"
 #include "enjin/crypto/keys.hpp"
