@@ -442,6 +442,7 @@ class NodeParent::Impl {
     for (const auto& [label, c] : children_) {
       if (c.rec.revokedWallMs != 0) continue;
       supervise::ProcessSpec p = nodeDaemonSpec(c.spec, opts_.childExe);
+      p.name = label;  // c.spec is empty for a node whose spec the store does not have
       p.command.insert(p.command.end(), {"--config", childConfigPath(label)});
       // The child says READY=1 once its own children are up, and WATCHDOG=1 from its reactor
       // every heartbeat: a hung daemon is restarted like a dead one.
