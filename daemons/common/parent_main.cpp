@@ -4,6 +4,7 @@
 #include <string>
 
 #include "enjin/ring/daemon.hpp"
+#include "enjin/supervise/spawn.hpp"
 
 namespace enjin::daemons {
 
@@ -33,6 +34,16 @@ int parentMain(int ring, int argc, char** argv) {
   app.add_option("--log-level", o.logLevel, "Overrides the config's log_level");
   app.add_option("--holder", o.holderExe, "Path of enjin-holder")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
+  // A child node's daemon is started with exec only: one under another user would need its
+  // state dir and this daemon's sockets made reachable for that user, which is not built yet.
+  supervise::SpawnRegistry nodeStrategies;
+  nodeStrategies.add(supervise::makeExecStrategy());
+  // What ring2d checks processes against (daemons/ring2d/main.cpp), for ring0d's config.
+  supervise::SpawnRegistry processStrategies;
+  processStrategies.add(supervise::makeExecStrategy());
+  processStrategies.add(supervise::makeUnixUserStrategy());
+  o.nodeStrategies = &nodeStrategies;
+  o.processStrategies = &processStrategies;
   return ring::runParentDaemon(o);
 }
 

@@ -8,6 +8,7 @@
 #include <cstdlib>
 
 #include "commands.hpp"
+#include "enjin/ring/config.hpp"
 
 int main(int argc, char** argv) {
   CLI::App app{"enjinctl - drive and inspect an enjin ring hierarchy"};
@@ -19,10 +20,7 @@ int main(int argc, char** argv) {
 
   // The daemon to talk to: ring0d's state dir by default (the whole tree), or any ring1d's or
   // ring2d's. ENJIN_STATE_DIR changes the default.
-  std::string stateDir = "/var/lib/enjin/ring0";
-  if (::geteuid() != 0 && ::getenv("HOME") != nullptr) {
-    stateDir = std::string(::getenv("HOME")) + "/.local/state/enjin/ring0";
-  }
+  std::string stateDir = enjin::ring::defaultStateDir(0);
   if (const char* env = ::getenv("ENJIN_STATE_DIR"); env != nullptr && *env != '\0') stateDir = env;
   app.add_option("--state-dir", stateDir, "The state directory of ring0d, ring1d or ring2d")
       ->capture_default_str();

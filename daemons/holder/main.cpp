@@ -56,7 +56,12 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "enjin-holder: %s\n", reactor.error().message.c_str());
     return 1;
   }
-  const auto registry = enjin::supervise::makeStandardRegistry({takeChildNofile()});
+  // Every spawn strategy the holder starts processes with, each giving the processes back the
+  // fd limit ring2d was started with.
+  const enjin::supervise::SpawnDefaults defaults{takeChildNofile()};
+  enjin::supervise::SpawnRegistry registry;
+  registry.add(enjin::supervise::makeExecStrategy(defaults));
+  registry.add(enjin::supervise::makeUnixUserStrategy(defaults));
   enjin::supervise::Holder holder(**reactor, registry, socketPath);
   if (auto st = holder.start(); !st.ok()) {
     std::fprintf(stderr, "enjin-holder: %s\n", st.error().message.c_str());

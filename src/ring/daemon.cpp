@@ -1,12 +1,9 @@
 #include "enjin/ring/daemon.hpp"
 
 #include <fcntl.h>
-#include <signal.h>
-#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 #include <sys/file.h>
 #include <sys/resource.h>
-#include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -14,10 +11,8 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
-#include <random>
 #include <zmq.hpp>
 
-#include "enjin/base/clock.hpp"
 #include "enjin/base/systemd.hpp"
 #include "enjin/crypto/keys.hpp"
 #include "enjin/reactor/reactor.hpp"
@@ -25,6 +20,7 @@
 #include "enjin/ring/node_spec_json.hpp"
 #include "enjin/ring/parent.hpp"
 #include "enjin/ring/parent_link.hpp"
+#include "enjin/ring/runner.hpp"
 #include "enjin/store/store.hpp"
 #include "enjin/supervise/control_server.hpp"
 #include "enjin/supervise/holder.hpp"
@@ -149,14 +145,26 @@ Status ensureRootKey(const std::string& keyFile) {
   return {};
 }
 
-// Every process of every ring-2 node, checked by its spawn strategy as ring2d will check it:
-// a config that passes --check-config does not fail three rings down.
-Status checkProcesses(const DaemonConfig& cfg) {
-  const auto registry = supervise::makeStandardRegistry();
+int fail(const Error& e) {
+  spdlog::error("{}", e.message);
+  return 1;
+}
+
+}  // namespace
+
+Status checkConfig(const DaemonConfig& cfg, const supervise::SpawnRegistry& nodeStrategies,
+                   const supervise::SpawnRegistry& processStrategies) {
   for (const auto& r1 : cfg.nodes) {
+    if (auto st = checkNodeStrategy(r1, cfg.ring + 1, nodeStrategies); !st.ok()) {
+      return st.error().wrap(cfg.source);
+    }
     for (const auto& r2 : r1.nodes) {
+      if (auto st = checkNodeStrategy(r2, cfg.ring + 2, nodeStrategies); !st.ok()) {
+        return st.error().wrap(cfg.source + ": ring-" + std::to_string(cfg.ring + 1) + " node '" +
+                               r1.label + "'");
+      }
       for (const auto& p : r2.processes) {
-        if (auto st = registry.validate(p); !st.ok()) {
+        if (auto st = processStrategies.validate(p); !st.ok()) {
           return st.error().wrap(cfg.source + ": node '" + r1.label + "/" + r2.label +
                                  "': process '" + p.name + "'");
         }
@@ -165,8 +173,6 @@ Status checkProcesses(const DaemonConfig& cfg) {
   }
   return {};
 }
-
-}  // namespace
 
 namespace {
 Status storeAppliedSpec(store::Store& store, const AppliedSpec& spec) {
@@ -215,23 +221,22 @@ int runParentDaemon(const ParentDaemonOptions& opts) {
   const int ring = opts.ring;
   const std::string name = daemonName(ring);
   const std::string& configPath = opts.configPath;
-  const std::string& stateDir = opts.stateDir;
-  const std::string& logLevel = opts.logLevel;
-  const std::string& holderExe = opts.holderExe;
-  const bool checkOnly = opts.checkOnly, initOnly = opts.initOnly;
+  const auto& nodeStrategies = *opts.nodeStrategies;
+  const auto& processStrategies = *opts.processStrategies;
 
-  auto loaded = loadConfig(configPath, ring, stateDir);
+  auto loaded = loadConfig(configPath, ring, opts.stateDir);
+  if (loaded.ok()) {
+    if (auto st = checkConfig(*loaded, nodeStrategies, processStrategies); !st.ok()) {
+      loaded = st.error();
+    }
+  }
   if (!loaded.ok()) {
     std::fprintf(stderr, "%s: %s\n", name.c_str(), loaded.error().message.c_str());
     return 1;
   }
   DaemonConfig cfg = std::move(*loaded);
-  if (!logLevel.empty()) cfg.logLevel = logLevel;
-  if (auto st = checkProcesses(cfg); !st.ok()) {
-    std::fprintf(stderr, "%s: %s\n", name.c_str(), st.error().message.c_str());
-    return 1;
-  }
-  if (checkOnly) {
+  if (!opts.logLevel.empty()) cfg.logLevel = opts.logLevel;
+  if (opts.checkOnly) {
     size_t ring2 = 0, procs = 0;
     for (const auto& n : cfg.nodes) {
       ring2 += n.nodes.size();
@@ -242,82 +247,42 @@ int runParentDaemon(const ParentDaemonOptions& opts) {
                 procs);
     return 0;
   }
-  spdlog::set_default_logger(spdlog::stderr_color_mt(name));
-  spdlog::set_level(spdlog::level::from_str(cfg.logLevel));
 
-  // Signals come through a signalfd; blocked before ZeroMQ starts threads, so all inherit it.
-  sigset_t sigs;
-  sigemptyset(&sigs);
-  for (int s : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&sigs, s);
-  ::sigprocmask(SIG_BLOCK, &sigs, nullptr);
-  ::signal(SIGPIPE, SIG_IGN);
-  raiseFdLimit();
-
-  if (auto st = checkStateDir(cfg.stateDir); !st.ok()) {
-    spdlog::error("{}", st.error().message);
-    return 1;
-  }
-  auto lock = lockStateDir(cfg.stateDir, name);
-  if (!lock.ok()) {
-    spdlog::error("{}", lock.error().message);
-    return 1;
-  }
+  auto started = DaemonRunner::start(name, cfg.stateDir, cfg.logLevel);
+  if (!started.ok()) return fail(started.error());
+  DaemonRunner& runner = **started;
+  Reactor& r = runner.reactor();
   if (ring == 0) {
-    if (auto st = ensureRootKey(cfg.key); !st.ok()) {
-      spdlog::error("{}", st.error().message);
-      return 1;
-    }
+    if (auto st = ensureRootKey(cfg.key); !st.ok()) return fail(st.error());
   }
   auto store = store::Store::open(cfg.stateDir + "/" + name.substr(0, 5) + ".db");
-  if (!store.ok()) {
-    spdlog::error("{}", store.error().message);
-    return 1;
-  }
+  if (!store.ok()) return fail(store.error());
   if (ring == 0) {
     auto uuid = (*store)->meta("uuid");
-    if (!uuid.ok()) {
-      spdlog::error("{}", uuid.error().message);
-      return 1;
-    }
+    if (!uuid.ok()) return fail(uuid.error());
     if (uuid->has_value()) {
       cfg.uuid = **uuid;
     } else {
       cfg.uuid = newUuid();
-      if (auto st = (*store)->setMeta("uuid", cfg.uuid); !st.ok()) {
-        spdlog::error("{}", st.error().message);
-        return 1;
-      }
+      if (auto st = (*store)->setMeta("uuid", cfg.uuid); !st.ok()) return fail(st.error());
     }
   }
 
-  if (initOnly) {
+  if (opts.initOnly) {
     auto key = crypto::SecretKey::load(cfg.key);
-    if (!key.ok()) {
-      spdlog::error("{}", key.error().message);
-      return 1;
-    }
+    if (!key.ok()) return fail(key.error());
     std::printf("ring0d: %s is ready: root key %s (public %s), store schema %d, uuid %s\n",
                 cfg.stateDir.c_str(), cfg.key.c_str(), key->publicKey().hex().c_str(),
                 (*store)->schemaVersion(), cfg.uuid.c_str());
     return 0;
   }
 
-  SystemClock clock;
-  auto reactor = Reactor::create(clock);
-  if (!reactor.ok()) {
-    spdlog::error("{}", reactor.error().message);
-    return 1;
-  }
-  Reactor& r = **reactor;
-  zmq::context_t zmqContext(1);
-  std::random_device seed;
-  std::mt19937_64 rng((uint64_t{seed()} << 32) | seed());
-  auto random = [&] { return rng(); };
-  const double drop = faultDropFraction();
-  if (drop > 0) spdlog::warn("{}: fault injection: dropping {} of received bus messages", name, drop);
-
-  ParentOptions po{cfg, besideSelf(daemonName(ring + 1)), holderExe, drop};
-  NodeParent parent(r, clock, zmqContext, **store, po, random);
+  ParentOptions po{cfg, besideSelf(daemonName(ring + 1)), opts.holderExe, runner.dropFraction(),
+                   &nodeStrategies};
+  NodeParent parent(r, runner.clock(), runner.zmq(), **store, po, runner.random());
+  runner.setStopper("every node", [&](std::function<void()> done) {
+    parent.stopAll(std::move(done));
+  });
 
   // The desired state: ring0d's comes from its config; ring1d's from its parent, and until the
   // parent speaks, from what it last applied (so a restarted ring1d re-adopts, not restarts).
@@ -326,37 +291,16 @@ int runParentDaemon(const ParentDaemonOptions& opts) {
   if (ring == 1) {
     desired.reset();  // until a spec is stored: the nodes the store has, as they are
     auto stored = loadAppliedSpec(**store);
-    if (!stored.ok()) {
-      spdlog::error("{}", stored.error().message);
-      return 1;
-    }
+    if (!stored.ok()) return fail(stored.error());
     applied = std::move(*stored);
     if (!applied.json.empty()) {
       auto parsed = nodeSpecFromJson(json::parse(applied.json, nullptr, false), 1);
-      if (!parsed.ok()) {
-        spdlog::error("{}: stored spec: {}", (*store)->path(), parsed.error().message);
-        return 1;
-      }
+      if (!parsed.ok()) return fail(parsed.error().wrap((*store)->path() + ": stored spec"));
       desired = parsed->nodes;
     }
   }
-  if (auto st = parent.start(desired); !st.ok()) {
-    spdlog::error("{}", st.error().message);
-    return 1;
-  }
+  if (auto st = parent.start(desired); !st.ok()) return fail(st.error());
 
-  int exitCode = 0;
-  bool stopping = false;
-  auto stopEverything = [&](int code) {
-    if (stopping) return;
-    stopping = true;
-    exitCode = code;
-    spdlog::info("{}: stopping every node", name);
-    (void)systemd::notify("STOPPING=1");
-    parent.stopAll([&] { r.stop(); });
-  };
-
-  std::unique_ptr<ParentLink> link;
   // A ring1d reports ready only once it runs what its parent wants (stored, or received).
   auto haveSpec = [&] { return ring == 0 || !applied.digest.empty(); };
   std::function<void(const json&)> report;
@@ -373,25 +317,22 @@ int runParentDaemon(const ParentDaemonOptions& opts) {
       report(parent.tree());
       return {};
     };
-    h.onRevoked = [&] { stopEverything(125); };  // 125: the parent must not restart it
     h.onCommand = [&](const std::string& op, const std::string& path, ParentLink::Reply reply) {
       parent.command(op, path, std::move(reply));
     };
     h.observe = [&] { return parent.tree(); };
-    auto opened = ParentLink::open(r, clock, zmqContext, cfg, std::move(h), drop, random);
-    if (!opened.ok()) {
-      spdlog::error("{}", opened.error().message);
-      return 1;
+    if (auto st = runner.linkToParent(cfg, std::move(h), applied.digest); !st.ok()) {
+      return fail(st.error());
     }
-    link = std::move(*opened);
-    link->setApplied(applied.digest);
   }
 
   auto reload = [&]() -> Status {
     if (ring != 0) return Error{"ring1d's desired state comes from its parent, not from a reload"};
-    auto next = loadConfig(configPath, ring, stateDir);
+    auto next = loadConfig(configPath, ring, opts.stateDir);
     if (next.ok()) {
-      if (auto st = checkProcesses(*next); !st.ok()) next = st.error();
+      if (auto st = checkConfig(*next, nodeStrategies, processStrategies); !st.ok()) {
+        next = st.error();
+      }
     }
     if (!next.ok()) {
       spdlog::error("{}: reload refused, the running config stays: {}", name, next.error().message);
@@ -402,6 +343,7 @@ int runParentDaemon(const ParentDaemonOptions& opts) {
     if (!st.ok()) spdlog::error("{}: reload refused: {}", name, st.error().message);
     return st;
   };
+  runner.setReload(reload);
   supervise::ControlServer control(r, parent.supervisor(), cfg.label, reload);
   control.setExtension([&](const json& req, supervise::ControlServer::Respond respond) {
     const std::string cmd = req.value("cmd", "");
@@ -432,51 +374,30 @@ int runParentDaemon(const ParentDaemonOptions& opts) {
     }
     return false;
   });
-  if (auto st = control.listen(cfg.stateDir + "/control.sock"); !st.ok()) {
-    spdlog::error("{}", st.error().message);
-    return 1;
-  }
+  if (auto st = control.listen(cfg.stateDir + "/control.sock"); !st.ok()) return fail(st.error());
 
   // Whoever started this daemon (systemd for ring0d, the parent's engine for ring1d) hears
   // READY=1 once the children are up, a STATUS= line on every change, and WATCHDOG=1 from the
   // reactor, which proves the loop turns. READY=1 is repeated with each beat: a parent that
   // re-adopted this daemon without having seen the first one learns it within a beat.
-  bool ready = false;
   std::string lastStatus;
   report = [&](const json& t) {
     std::string status = summary(t);
-    if (!ready && haveSpec() && t.value("state", "") != "starting") {
-      ready = true;
+    if (!runner.ready() && haveSpec() && t.value("state", "") != "starting") {
       spdlog::info("{}: ready: {}", name, status);
-      (void)systemd::notify("READY=1\nSTATUS=" + status);
+      runner.notifyReady(status);
       lastStatus = status;
     } else if (status != lastStatus) {
       lastStatus = status;
       (void)systemd::notify("STATUS=" + status);
     }
-    if (link) link->changed();
+    runner.changed();
   };
   parent.setOnChange(report);
   report(parent.tree());
-  startNotifyBeat(r, ring > 0 ? cfg.heartbeatMs : 0, [&] { return ready; });
-
-  UniqueFd sigfd(::signalfd(-1, &sigs, SFD_CLOEXEC | SFD_NONBLOCK));
-  (void)r.addFd(sigfd.get(), EPOLLIN, [&](uint32_t) {
-    signalfd_siginfo si;
-    while (::read(sigfd.get(), &si, sizeof si) == sizeof si) {
-      if (si.ssi_signo == SIGHUP) {
-        (void)reload();
-      } else {
-        stopEverything(0);
-      }
-    }
-  });
-  spdlog::info("{}: {} '{}' ({}) running, state in {}", name, name, cfg.label, cfg.uuid,
-               cfg.stateDir);
-  r.run();
-  link.reset();
-  spdlog::info("{}: stopped", name);
-  return exitCode;
+  runner.startNotifyBeat(ring > 0 ? cfg.heartbeatMs : 0);
+  return runner.run(name + " '" + cfg.label + "' (" + cfg.uuid + ") running, state in " +
+                    cfg.stateDir);
 }
 
 }  // namespace enjin::ring

@@ -20,6 +20,7 @@
 #include "enjin/ring/tree.hpp"
 #include "enjin/store/store.hpp"
 #include "enjin/supervise/control_server.hpp"
+#include "enjin/supervise/spawn.hpp"
 #include "enjin/supervise/supervisor.hpp"
 
 namespace enjin::ring {
@@ -31,6 +32,25 @@ namespace {
 
 constexpr int64_t kChangeCoalesceMs = 5;   // a burst of changes makes one event pass
 constexpr int64_t kSeqMarkSaveEveryMs = 5000;
+
+// How a child node's daemon is supervised. Its own processes may take their readiness timeout
+// (60 s by default) first; each ring above gets 10 s more, and systemd's TimeoutStartSec= for
+// ring0d is above them all.
+constexpr int64_t kRing2ReadyTimeoutMs = 70'000;
+constexpr int64_t kRing1ReadyTimeoutMs = 80'000;
+// Its watchdog: a few heartbeat timeouts, never under 15 s (a hung daemon is restarted like a
+// dead one).
+constexpr int64_t kWatchdogHeartbeatTimeouts = 3;
+constexpr int64_t kMinWatchdogMs = 15'000;
+// Its restart budget: 10 restarts in 60 s, from 100 ms backing off to 10 s.
+constexpr int64_t kNodeRestartDelayMs = 100;
+constexpr int64_t kNodeBackoffMaxMs = 10'000;
+constexpr uint32_t kNodeMaxRestarts = 10;
+constexpr int64_t kNodeRestartWindowS = 60;
+// Stopping a node stops everything under it, in order: a ring1d gets longer than the ring2d
+// nodes it stops, and systemd's TimeoutStopSec= for ring0d is longer still.
+constexpr int64_t kRing2StopTimeoutMs = 45'000;
+constexpr int64_t kRing1StopTimeoutMs = 75'000;
 
 bool settled(ProcessState s) {
   return s == ProcessState::kReady || s == ProcessState::kFailed || s == ProcessState::kStopped ||
@@ -48,7 +68,24 @@ std::string_view afterFirst(std::string_view topic) {
   return dot == std::string_view::npos ? std::string_view() : topic.substr(dot + 1);
 }
 
+// How a node's daemon is started, as far as its spawn strategy is concerned.
+supervise::ProcessSpec nodeDaemonSpec(const NodeSpec& node, const std::string& exe) {
+  supervise::ProcessSpec p;
+  p.name = node.label;
+  p.command = {exe};
+  p.strategy = node.strategy;
+  p.user = node.user;
+  return p;
+}
+
 }  // namespace
+
+Status checkNodeStrategy(const NodeSpec& node, int ring, const supervise::SpawnRegistry& registry) {
+  if (auto st = registry.validate(nodeDaemonSpec(node, daemonName(ring))); !st.ok()) {
+    return st.error().wrap("ring-" + std::to_string(ring) + " node '" + node.label + "'");
+  }
+  return {};
+}
 
 class NodeParent::Impl {
  public:
@@ -288,10 +325,8 @@ class NodeParent::Impl {
   Status ensureNodes(const std::vector<NodeSpec>& desired) {
     // Everything is checked before anything changes: a refused set leaves the running one.
     for (const NodeSpec& spec : desired) {
-      if (spec.strategy != "exec") {
-        return Error{"node '" + spec.label + "': strategy '" + spec.strategy +
-                     "' is not available for ring-" + std::to_string(cfg_.ring + 1) +
-                     " nodes yet (known: exec)"};
+      if (auto st = checkNodeStrategy(spec, cfg_.ring + 1, *opts_.nodeStrategies); !st.ok()) {
+        return st;
       }
     }
     std::set<std::string> wanted;
@@ -406,25 +441,20 @@ class NodeParent::Impl {
     std::vector<supervise::ProcessSpec> out;
     for (const auto& [label, c] : children_) {
       if (c.rec.revokedWallMs != 0) continue;
-      supervise::ProcessSpec p;
-      p.name = label;
-      p.command = {opts_.childExe, "--config", childConfigPath(label)};
-      p.strategy = c.spec.strategy;
-      p.user = c.spec.user;
+      supervise::ProcessSpec p = nodeDaemonSpec(c.spec, opts_.childExe);
+      p.name = label;  // c.spec is empty for a node whose spec the store does not have
+      p.command.insert(p.command.end(), {"--config", childConfigPath(label)});
       // The child says READY=1 once its own children are up, and WATCHDOG=1 from its reactor
       // every heartbeat: a hung daemon is restarted like a dead one.
       p.readiness.kind = supervise::ReadinessConfig::Kind::kNotify;
-      // Its own processes may take their readiness timeout (60 s by default) first; each ring
-      // above gets 10 s more, and systemd's TimeoutStartSec= for ring0d is above them all.
-      p.readiness.timeoutMs = cfg_.ring == 0 ? 80'000 : 70'000;
-      p.readiness.watchdogMs = std::max<int64_t>(3 * cfg_.heartbeatTimeoutMs, 15'000);
-      p.restart.delayMs = 100;
-      p.restart.backoffMaxMs = 10'000;
-      p.restart.maxRestarts = 10;
-      p.restart.windowS = 60;
-      // Stopping a node stops everything under it, in order: a ring1d gets longer than the
-      // ring2d nodes it stops, and systemd's TimeoutStopSec= for ring0d is longer still.
-      p.stopTimeoutMs = cfg_.ring == 0 ? 75'000 : 45'000;
+      p.readiness.timeoutMs = cfg_.ring == 0 ? kRing1ReadyTimeoutMs : kRing2ReadyTimeoutMs;
+      p.readiness.watchdogMs =
+          std::max<int64_t>(kWatchdogHeartbeatTimeouts * cfg_.heartbeatTimeoutMs, kMinWatchdogMs);
+      p.restart.delayMs = kNodeRestartDelayMs;
+      p.restart.backoffMaxMs = kNodeBackoffMaxMs;
+      p.restart.maxRestarts = kNodeMaxRestarts;
+      p.restart.windowS = kNodeRestartWindowS;
+      p.stopTimeoutMs = cfg_.ring == 0 ? kRing1StopTimeoutMs : kRing2StopTimeoutMs;
       // Fault injection reaches the whole tree (the engine gives children a minimal environment).
       if (opts_.dropFraction > 0) p.env["ENJIN_FAULT_DROP"] = std::to_string(opts_.dropFraction);
       out.push_back(std::move(p));

@@ -481,6 +481,9 @@ command = [)" + crasher("sleep:600000") + R"(]
   const std::string endpoint = "ipc://" + (dir_ / "obs");
   startRing2d({"--observe", endpoint, "--key", dir_ / "r2.key", "--node", "envA",
                "--observe-interval-ms", "100"});
+  // The control socket answers before the process is up: a subscriber that came that early
+  // would rightly hear it `running` first.
+  ASSERT_TRUE(waitFor([&] { return stateOf("web") == "ready"; }, 5000)) << ring2dErr();
   auto [rc, out] = run(ctl + " bus sub --connect " + endpoint + " --trust " + (dir_ / "r2.pub") +
                        " --prefix obs.r2.envA --count 3 --timeout-ms 5000");
   ASSERT_EQ(rc, 0) << out;

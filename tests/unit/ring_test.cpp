@@ -2,9 +2,11 @@
 #include <gtest/gtest.h>
 
 #include "enjin/ring/config.hpp"
+#include "enjin/ring/daemon.hpp"
 #include "enjin/ring/messages.hpp"
 #include "enjin/ring/node_spec_json.hpp"
 #include "enjin/ring/tree.hpp"
+#include "enjin/supervise/spawn.hpp"
 
 namespace enjin::ring {
 namespace {
@@ -71,7 +73,7 @@ TEST(RingConfig, ErrorsNameTheFileTheLineAndTheKey) {
       {"state_dir = \"relative\"\n", "must be an absolute path"},
       {"log_level = \"loud\"\n", "log_level: expected one of"},
       {"[ring1\n", "r0.toml:1:"},
-      {"[[ring1]]\nlabel = \"a\"\nstrategy = \"unix-user\"\n", "r0.toml:3: ring1 node 'a': strategy 'unix-user' is not available for nodes yet (known: exec)"},
+      {"[[ring1]]\nlabel = \"a\"\nstrategy = \"\"\n", "r0.toml:3: ring1 node 'a': strategy: must not be empty"},
   };
   for (const auto& c : cases) {
     auto r = parseConfig(c.text, "r0.toml", 0);
@@ -79,6 +81,44 @@ TEST(RingConfig, ErrorsNameTheFileTheLineAndTheKey) {
     EXPECT_NE(r.error().message.find(c.expect), std::string::npos)
         << c.text << "\n  got: " << r.error().message;
   }
+}
+
+// A node's strategy is whatever the registry its parent was given knows: the file only names it.
+TEST(RingConfig, NodeStrategiesAreTheRegistrysToCheck) {
+  supervise::SpawnRegistry nodes;
+  nodes.add(supervise::makeExecStrategy());
+  supervise::SpawnRegistry processes;
+  processes.add(supervise::makeExecStrategy());
+  processes.add(supervise::makeUnixUserStrategy());
+  auto check = [&](const std::string& text) -> Status {
+    auto c = parseConfig(text, "r0.toml", 0);
+    if (!c.ok()) return c.error();
+    return checkConfig(*c, nodes, processes);
+  };
+  EXPECT_TRUE(check(kRing0).ok());
+  auto unknown = check("[[ring1]]\nlabel = \"a\"\nstrategy = \"unix-user\"\n");
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_EQ(unknown.error().message,
+            "r0.toml: ring-1 node 'a': unknown spawn strategy 'unix-user' (known: exec)");
+  auto deeper = check(
+      "[[ring1]]\nlabel = \"a\"\n  [[ring1.ring2]]\n  label = \"s\"\n  strategy = \"vm\"\n");
+  ASSERT_FALSE(deeper.ok());
+  EXPECT_EQ(deeper.error().message,
+            "r0.toml: ring-1 node 'a': ring-2 node 's': unknown spawn strategy 'vm' (known: exec)");
+  // The strategy's own checks apply too: exec runs as the parent's user.
+  auto user = check("[[ring1]]\nlabel = \"a\"\nuser = \"nobody\"\n");
+  ASSERT_FALSE(user.ok());
+  EXPECT_NE(user.error().message.find("ring-1 node 'a': exec strategy cannot run as user 'nobody'"),
+            std::string::npos)
+      << user.error().message;
+  // Processes are checked against the process registry, naming the node path.
+  auto proc = check(
+      "[[ring1]]\nlabel = \"a\"\n  [[ring1.ring2]]\n  label = \"s\"\n"
+      "    [[ring1.ring2.process]]\n    name = \"w\"\n    command = [\"/bin/true\"]\n"
+      "    strategy = \"vm\"\n");
+  ASSERT_FALSE(proc.ok());
+  EXPECT_EQ(proc.error().message,
+            "r0.toml: node 'a/s': process 'w': unknown spawn strategy 'vm' (known: exec, unix-user)");
 }
 
 TEST(RingConfig, ChildConfigRoundTripsAndIsForItsRingOnly) {

@@ -21,7 +21,8 @@ namespace enjin::ring {
 // What a parent wants one child node to be.
 struct NodeSpec {
   std::string label;             // [A-Za-z0-9_-]{1,64}, unique among its siblings
-  std::string strategy = "exec"; // spawn strategy of the child's daemon (supervision_strategy)
+  std::string strategy = "exec"; // spawn strategy of the child's daemon (supervision_strategy),
+                                 // one the parent's node registry knows
   std::string user;              // with strategy "unix-user": the account it runs as
   std::string compartment;       // where it runs; free text until compartments are modelled
   std::vector<supervise::ProcessSpec> processes;  // a ring-2 node: the application's processes
@@ -59,6 +60,10 @@ struct DaemonConfig {
 
 // The daemon names by ring: "ring0d", "ring1d", "ring2d".
 std::string daemonName(int ring);
+
+// The state dir of a daemon of `ring` when neither its config nor a flag names one:
+// /var/lib/enjin/LEAF as root, else ~/.local/state/enjin/LEAF, with LEAF ring0, ring1 or ring2d.
+std::string defaultStateDir(int ring);
 
 // Parses a config for a daemon of `ring`. Unset endpoints default to ipc sockets in the state
 // dir (down.sock, up.sock, out.sock); relative key paths are relative to the state dir. Errors

@@ -1,5 +1,6 @@
-// What the three ring daemons share: their state dir rules, their lock, their limits, and (for
-// ring0d and ring1d, which are the same program at two rings) their whole main.
+// What the three ring daemons share: their state dir rules, their lock, their limits (the
+// steps around them are DaemonRunner's, runner.hpp), and ring0d and ring1d, which are the same
+// program at two rings.
 #pragma once
 
 #include <cstdint>
@@ -14,6 +15,9 @@ namespace enjin {
 class Reactor;
 namespace store {
 class Store;
+}
+namespace supervise {
+class SpawnRegistry;
 }
 }  // namespace enjin
 
@@ -64,7 +68,17 @@ Status applyAndStoreSpec(store::Store& store, AppliedSpec& applied, AppliedSpec 
 // when no one listens. `reactor` must outlive the beat.
 void startNotifyBeat(Reactor& reactor, int64_t nodeHeartbeatMs, std::function<bool()> ready);
 
-// What ring0d's and ring1d's command lines say (parsed in daemons/common/parent_main.cpp).
+struct DaemonConfig;
+
+// ring0d's config checked as far down as it reaches before anything runs: every node's
+// strategy against `nodeStrategies` (the registry its daemon is started with) and every
+// process of every ring-2 node against `processStrategies` (what ring2d will check it
+// against), so a config that passes --check-config does not fail three rings down.
+Status checkConfig(const DaemonConfig& config, const supervise::SpawnRegistry& nodeStrategies,
+                   const supervise::SpawnRegistry& processStrategies);
+
+// What ring0d's and ring1d's command lines say (parsed in daemons/common/parent_main.cpp), and
+// the registries their main() builds.
 struct ParentDaemonOptions {
   int ring = 0;            // 0: ring0d, 1: ring1d
   std::string configPath;  // the config file (TOML)
@@ -73,6 +87,10 @@ struct ParentDaemonOptions {
   std::string holderExe;   // path of enjin-holder
   bool checkOnly = false;  // --check-config: check, print a summary, exit
   bool initOnly = false;   // --init (ring0d): create state dir, root key and store, exit
+  // The strategies a child node's daemon may be started with (ParentOptions::nodeStrategies).
+  const supervise::SpawnRegistry* nodeStrategies = nullptr;
+  // The strategies ring-2 processes are checked against (ring0d's config, see checkConfig).
+  const supervise::SpawnRegistry* processStrategies = nullptr;
 };
 
 // The daemon ring0d (ring 0) and ring1d (ring 1) are: returns the process's exit code.

@@ -34,6 +34,7 @@ namespace enjin::store {
 class Store;
 }
 namespace enjin::supervise {
+class SpawnRegistry;
 class Supervisor;
 }
 
@@ -44,7 +45,15 @@ struct ParentOptions {
   std::string childExe;    // ring1d or ring2d
   std::string holderExe;   // enjin-holder
   double dropFraction = 0; // fault injection (test builds): drop this share of received messages
+  // The spawn strategies a child's daemon may be started with: a node whose strategy it does
+  // not know, or whose strategy refuses it, is refused before anything changes. Required; must
+  // outlive the parent.
+  const supervise::SpawnRegistry* nodeStrategies = nullptr;
 };
+
+// Whether `registry` can start the daemon of `node` (a node of ring `ring`) as the node asks:
+// its strategy is known and accepts the node's settings (user). Errors name the node.
+Status checkNodeStrategy(const NodeSpec& node, int ring, const supervise::SpawnRegistry& registry);
 
 class NodeParent {
  public:

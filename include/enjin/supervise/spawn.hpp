@@ -119,10 +119,6 @@ struct SpawnDefaults {
   std::optional<uint64_t> nofileSoft;
 };
 
-// Every strategy enjin has (exec, unix-user), with `defaults`: what the holder spawns with, and
-// what ring2d and ring0d's --check-config check specs against.
-SpawnRegistry makeStandardRegistry(SpawnDefaults defaults = {});
-
 // fork/exec in a new session; the base of every other strategy.
 std::unique_ptr<SpawnStrategy> makeExecStrategy(SpawnDefaults defaults = {});
 // As exec, then setgroups -> setgid -> setuid to spec.user (every return checked),

@@ -75,13 +75,6 @@ Result<ExecIdentity> SpawnStrategy::execIn(const ProcessSpec& spec) const {
   return identity;
 }
 
-SpawnRegistry makeStandardRegistry(SpawnDefaults defaults) {
-  SpawnRegistry registry;
-  registry.add(makeExecStrategy(defaults));
-  registry.add(makeUnixUserStrategy(defaults));
-  return registry;
-}
-
 Result<uint64_t> parseProcStatStartTime(std::string_view statLine) {
   // "PID (COMM) STATE PPID ... STARTTIME ...": COMM is whatever the process named itself,
   // ')' and spaces included, so the fields start after the last ')'.
