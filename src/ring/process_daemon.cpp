@@ -193,9 +193,7 @@ int runProcessDaemon(ProcessDaemonOptions o) {
     r.addSocket(publisher->socket(), [&] { publisher->pollSubscriptions(); });
   }
 
-  supervise::SupervisorOptions supervisorOptions(o.stateDir, o.holderExe);
-  supervisorOptions.registry = o.registry;
-  supervise::Supervisor supervisor(r, std::move(supervisorOptions), runner.random());
+  supervise::Supervisor supervisor(r, {o.stateDir, o.holderExe}, runner.random());
   runner.setStopper("every process", [&](std::function<void()> done) {
     supervisor.stopAll(std::move(done));
   });

@@ -1,6 +1,5 @@
 #include "supervisor_impl.hpp"
 
-#include <pwd.h>
 #include <spdlog/spdlog.h>
 
 #include "enjin/supervise/spawn.hpp"
@@ -68,20 +67,14 @@ void Supervisor::Impl::scheduleHealth(Proc& p) {
       }
       p.healthProbe = std::move(*probe);
     } else {
-      // The check runs with the process's identity and environment, not ring2d's.
-      ExecIdentity id;
-      id.env.push_back("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
-      for (const auto& [k, v] : p.spec.env) id.env.push_back(k + "=" + v);
-      if (!p.spec.user.empty()) {
-        passwd* pw = ::getpwnam(p.spec.user.c_str());
-        if (pw == nullptr) {
-          spdlog::error("process '{}': health check: no user '{}'", p.spec.name, p.spec.user);
-          return;
-        }
-        id.uid = static_cast<int>(pw->pw_uid);
-        id.gid = static_cast<int>(pw->pw_gid);
+      // The check runs with the process's identity and environment, not ring2d's: its spawn
+      // strategy said which (execIn), through the holder, which resolved it when it spawned.
+      if (!p.execIdentity) {
+        spdlog::error("process '{}': health check: the holder did not say who the process runs as",
+                      p.spec.name);
+        return;
       }
-      p.healthProbe = makeExecProbe(reactor_, h.command, h.timeoutMs, std::move(id));
+      p.healthProbe = makeExecProbe(reactor_, h.command, h.timeoutMs, *p.execIdentity);
     }
   }
   p.healthTimer = reactor_.addTimerAfterMillis(h.intervalMs, [this, name = p.spec.name] {

@@ -32,6 +32,7 @@ struct Holder::Slot {
   // What the last spawn asked for, so a respawn needs no spec on the wire.
   std::optional<ProcessSpec> spec;
   SpawnRequest request;
+  std::optional<ExecIdentity> identity;  // the spec's execIn(), resolved at its full spawn
 };
 
 namespace {
@@ -194,7 +195,7 @@ void Holder::handle(const std::string& text) {
       if (it == h.slots_.end() || !it->second->spec) {
         return h.send(proto::SpawnFailed{m.name, "holder: no spec held for '" + m.name + "'", {}});
       }
-      h.spawnSlot(*it->second, {}, {});
+      h.spawnSlot(*it->second, {}, {}, false);
     }
     void operator()(const proto::Signal& m) { h.opSignal(m.name, m.signal, m.group); }
     void operator()(const proto::Close& m) { h.opClose(m.name); }
@@ -215,7 +216,7 @@ void Holder::opHello() {
       roles.push_back(FdRole::kNotify);
     }
     send(proto::Slot{name, slot->pid, slot->startTime, slot->running, slot->lastExit,
-                     slot->exitReported, std::move(roles)},
+                     slot->exitReported, std::move(roles), slot->identity},
          fds);
   }
   send(proto::HelloDone{});
@@ -239,22 +240,25 @@ void Holder::opSpawn(proto::Spawn& req) {
     newFds = {slot->outRead.get(), slot->errRead.get()};
     roles = {FdRole::kOut, FdRole::kErr};
   }
+  if (slot->running) {
+    return fail("process '" + name + "' is already running as pid " + std::to_string(slot->pid));
+  }
+  // Who the process runs as, resolved here, once per full spawn: for the notify socket's owner,
+  // and for ring2d, whose exec checks run as the process does.
+  auto strategy = registry_.find(req.spec.strategy);
+  if (!strategy.ok()) return fail(strategy.error().message);
+  auto identity = (*strategy)->execIn(req.spec);
+  if (!identity.ok()) return fail(identity.error().message);
+  slot->identity = std::move(*identity);
   // The notify socket follows the spec: made (or remade, for a new user) on a full spawn.
-  if (req.notify && !slot->running) {
-    auto strategy = registry_.find(req.spec.strategy);
-    if (!strategy.ok()) return fail(strategy.error().message);
-    auto owner = (*strategy)->execIn(req.spec);
-    if (!owner.ok()) return fail(owner.error().message);
-    auto sock = makeNotifySocket(*req.notify, *owner);
+  if (req.notify) {
+    auto sock = makeNotifySocket(*req.notify, *slot->identity);
     if (!sock.ok()) return fail(sock.error().message);
     slot->notify = std::move(*sock);
     newFds.push_back(slot->notify.get());
     roles.push_back(FdRole::kNotify);
-  } else if (!req.notify && !slot->running) {
+  } else {
     slot->notify.reset();
-  }
-  if (slot->running) {
-    return fail("process '" + name + "' is already running as pid " + std::to_string(slot->pid));
   }
   slot->spec = std::move(req.spec);
   slot->request = SpawnRequest{};
@@ -263,10 +267,11 @@ void Holder::opSpawn(proto::Spawn& req) {
   slot->request.stderrFd = slot->errWrite.get();
   slot->request.extraEnv = std::move(req.env);
   slot->request.defaultCwd = "/";
-  spawnSlot(*slot, newFds, roles);
+  spawnSlot(*slot, newFds, roles, true);
 }
 
-void Holder::spawnSlot(Slot& slot, const std::vector<int>& newFds, const std::vector<FdRole>& roles) {
+void Holder::spawnSlot(Slot& slot, const std::vector<int>& newFds, const std::vector<FdRole>& roles,
+                       bool full) {
   if (slot.running) {
     return send(proto::SpawnFailed{slot.name,
                                    "process '" + slot.name + "' is already running as pid " +
@@ -284,7 +289,9 @@ void Holder::spawnSlot(Slot& slot, const std::vector<int>& newFds, const std::ve
   byPid_[slot.pid] = &slot;
   // The pidfd is not needed: the holder is the parent and reaps by pid, so the pid cannot be
   // reused before the holder itself collects the exit.
-  send(proto::Spawned{slot.name, slot.pid, slot.startTime, roles}, newFds);
+  send(proto::Spawned{slot.name, slot.pid, slot.startTime, roles,
+                      full ? slot.identity : std::nullopt},
+       newFds);
 }
 
 void Holder::opSignal(const std::string& name, int signal, bool group) {

@@ -116,6 +116,7 @@ void Supervisor::Impl::adopt(const proto::Slot& slot, std::vector<UniqueFd>& fds
     procs_[name] = std::move(orphan);
   }
   attachFds(*p, slot.fds, fds);
+  p->execIdentity = slot.identity;
   if (slot.running) {
     p->pid = slot.pid;
     p->startTime = slot.startTime;

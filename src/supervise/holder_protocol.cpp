@@ -14,6 +14,10 @@ namespace {
 
 constexpr std::string_view kRoleNames[] = {"out", "err", "notify"};
 
+void putIdentity(json& j, const std::optional<ExecIdentity>& id) {
+  if (id) j["exec_in"] = json{{"uid", id->uid}, {"gid", id->gid}, {"env", id->env}};
+}
+
 json rolesToJson(const std::vector<FdRole>& roles) {
   json out = json::array();
   for (FdRole r : roles) out.push_back(kRoleNames[static_cast<size_t>(r)]);
@@ -77,6 +81,18 @@ class Fields {
     if (it == j_.end() || it->is_null()) return std::nullopt;
     if (!it->is_string()) return fail(key, "a string or null"), std::nullopt;
     return it->get<std::string>();
+  }
+  std::optional<ExecIdentity> identity() {
+    const auto it = j_.find("exec_in");
+    if (it == j_.end() || it->is_null()) return std::nullopt;
+    if (!it->is_object()) return fail("exec_in", "an object"), std::nullopt;
+    Fields inner(*it, op_);
+    ExecIdentity id;
+    id.uid = inner.integer<int>("uid", -1);
+    id.gid = inner.integer<int>("gid", -1);
+    id.env = inner.strings("env");
+    if (!inner.error_.empty()) return fail("exec_in", "{uid, gid, env}"), std::nullopt;
+    return id;
   }
   const json& raw(const char* key) const {
     static const json kNull;
@@ -154,22 +170,26 @@ std::string encode(const Reply& reply) {
   return std::visit(
       Overloaded{
           [&](const Slot& m) {
-            return dump(json{{"op", "slot"},
-                             {"name", m.name},
-                             {"pid", m.pid},
-                             {"start_time", m.startTime},
-                             {"running", m.running},
-                             {"exit", exitToJson(m.exit)},
-                             {"exit_reported", m.exitReported},
-                             {"fds", rolesToJson(m.fds)}});
+            json j{{"op", "slot"},
+                   {"name", m.name},
+                   {"pid", m.pid},
+                   {"start_time", m.startTime},
+                   {"running", m.running},
+                   {"exit", exitToJson(m.exit)},
+                   {"exit_reported", m.exitReported},
+                   {"fds", rolesToJson(m.fds)}};
+            putIdentity(j, m.identity);
+            return dump(j);
           },
           [](const HelloDone&) { return std::string(R"({"op":"hello_done"})"); },
           [&](const Spawned& m) {
-            return dump(json{{"op", "spawned"},
-                             {"name", m.name},
-                             {"pid", m.pid},
-                             {"start_time", m.startTime},
-                             {"fds", rolesToJson(m.fds)}});
+            json j{{"op", "spawned"},
+                   {"name", m.name},
+                   {"pid", m.pid},
+                   {"start_time", m.startTime},
+                   {"fds", rolesToJson(m.fds)}};
+            putIdentity(j, m.identity);
+            return dump(j);
           },
           [&](const SpawnFailed& m) {
             return dump(json{{"op", "spawn_failed"},
@@ -246,6 +266,7 @@ Result<Reply> decodeReply(std::string_view text) {
     m.exit = exitFromJson(f.raw("exit"));
     m.exitReported = f.boolean("exit_reported", true, false);
     m.fds = f.roles();
+    m.identity = f.identity();
     if (auto e = f.failed()) return *e;
     return Reply{std::move(m)};
   }
@@ -255,6 +276,7 @@ Result<Reply> decodeReply(std::string_view text) {
     m.pid = f.integer<int>("pid");
     m.startTime = f.integer<uint64_t>("start_time");
     m.fds = f.roles();
+    m.identity = f.identity();
     if (auto e = f.failed()) return *e;
     return Reply{std::move(m)};
   }

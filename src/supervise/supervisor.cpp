@@ -176,6 +176,10 @@ void Supervisor::Impl::onSpawned(Proc& p, const holder_proto::Spawned& msg) {
   p.holderHasSpec = true;
   p.pid = msg.pid;
   p.startTime = msg.startTime;
+  if (msg.identity) {
+    p.execIdentity = msg.identity;
+    p.healthProbe.reset();  // an exec check is built for one identity
+  }
   p.startedMonoNs = nowNs();
   p.startedWallMs = wallMs();
   p.ready = false;

@@ -83,6 +83,8 @@ struct Proc {
   Reactor::TimerId backoffTimer = 0, stopTimer = 0, readyTimer = 0, watchdogTimer = 0,
                    healthTimer = 0, retryTimer = 0;
   std::unique_ptr<Probe> readinessProbe, healthProbe;
+  // What its exec checks run as: the holder's answer from its strategy's execIn().
+  std::optional<ExecIdentity> execIdentity;
   uint32_t healthFailures = 0;
 
   void setSpec(ProcessSpec s) {

@@ -55,7 +55,8 @@ TEST(HolderProtocol, RepliesSurviveTheirTrip) {
   killed.kind = ExitInfo::Kind::kSignaled;
   killed.signal = SIGKILL;
   const auto slot = replyTrip<Slot>(
-      Slot{"db", 42, 7, false, killed, true, {FdRole::kOut, FdRole::kErr, FdRole::kNotify}});
+      Slot{"db", 42, 7, false, killed, true, {FdRole::kOut, FdRole::kErr, FdRole::kNotify},
+           ExecIdentity{1000, 1001, {"PATH=/bin", "A=1"}}});
   EXPECT_EQ(slot.pid, 42);
   EXPECT_EQ(slot.startTime, 7u);
   ASSERT_TRUE(slot.exit);
@@ -63,9 +64,16 @@ TEST(HolderProtocol, RepliesSurviveTheirTrip) {
   EXPECT_EQ(slot.exit->signal, SIGKILL);
   EXPECT_TRUE(slot.exitReported);
   EXPECT_EQ(slot.fds, (std::vector<FdRole>{FdRole::kOut, FdRole::kErr, FdRole::kNotify}));
-  EXPECT_FALSE(replyTrip<Slot>(Slot{"db", 1, 2, true, std::nullopt, false, {}}).exit);
+  ASSERT_TRUE(slot.identity);
+  EXPECT_EQ(slot.identity->uid, 1000);
+  EXPECT_EQ(slot.identity->gid, 1001);
+  EXPECT_EQ(slot.identity->env, (std::vector<std::string>{"PATH=/bin", "A=1"}));
+  const auto bare = replyTrip<Slot>(Slot{"db", 1, 2, true, std::nullopt, false, {}, std::nullopt});
+  EXPECT_FALSE(bare.exit);
+  EXPECT_FALSE(bare.identity);
 
-  const auto spawned = replyTrip<Spawned>(Spawned{"db", 9, 11, {FdRole::kErr}});
+  const auto spawned = replyTrip<Spawned>(Spawned{"db", 9, 11, {FdRole::kErr}, std::nullopt});
+  EXPECT_FALSE(spawned.identity);
   EXPECT_EQ(spawned.pid, 9);
   EXPECT_EQ(spawned.fds, std::vector<FdRole>{FdRole::kErr});
   EXPECT_EQ(replyTrip<SpawnFailed>(SpawnFailed{"db", "no such file", {}}).error, "no such file");

@@ -62,9 +62,10 @@ class Holder {
   void send(const holder_proto::Reply& reply, const std::vector<int>& fds = {});
   void opHello();
   void opSpawn(holder_proto::Spawn& request);
-  // Spawns from what the slot holds; `newFds` (with their `roles`) ride along.
+  // Spawns from what the slot holds; `newFds` (with their `roles`) ride along, and after a
+  // `full` spawn (a new spec) the identity its checks run as.
   void spawnSlot(Slot& slot, const std::vector<int>& newFds,
-                 const std::vector<holder_proto::FdRole>& roles);
+                 const std::vector<holder_proto::FdRole>& roles, bool full);
   void opSignal(const std::string& name, int signal, bool group);
   // Through the slot's spawn strategy, which knows how its processes are signalled.
   Status signalSlot(Slot& slot, int signal, bool group = true);

@@ -16,13 +16,14 @@
 //     {"op":"shutdown"}                   exit once nothing runs -> {"op":"bye"}
 //   holder -> ring2d
 //     {"op":"slot","name","pid","start_time","running","exit":EXIT|null,"exit_reported",
-//      "fds":["out","err",..]}
-//     {"op":"spawned","name","pid","start_time","fds":[..]}
+//      "fds":["out","err",..],"exec_in":ID}
+//     {"op":"spawned","name","pid","start_time","fds":[..],"exec_in":ID (after a full spawn)}
 //     {"op":"spawn_failed","name","error","fds":[..]}
 //     {"op":"exited","name","pid","exit":EXIT}
 //     {"op":"bye"}
 //     {"op":"error","error"}              a request the holder could not read
 //   EXIT = {"kind":"exited","code":N} | {"kind":"signaled","signal":N} | {"kind":"unknown"}
+//   ID   = {"uid":N,"gid":N,"env":["KEY=VALUE",..]}   (uid and gid -1: the holder's own)
 #pragma once
 
 #include <signal.h>
@@ -37,6 +38,7 @@
 #include "enjin/base/result.hpp"
 #include "enjin/supervise/process_spec.hpp"
 #include "enjin/supervise/restart_policy.hpp"
+#include "enjin/supervise/spawn.hpp"
 
 namespace enjin::supervise::holder_proto {
 
@@ -74,6 +76,7 @@ struct Slot {
   std::optional<ExitInfo> exit;  // the last exit, if it ever exited
   bool exitReported = false;     // a connected ring2d received that exit
   std::vector<FdRole> fds;
+  std::optional<ExecIdentity> identity;  // what its exec checks run as (SpawnStrategy::execIn)
 };
 struct HelloDone {};
 struct Spawned {
@@ -81,6 +84,9 @@ struct Spawned {
   int pid = 0;
   uint64_t startTime = 0;
   std::vector<FdRole> fds;  // attached the first time a name is spawned
+  // What its exec checks run as, as its strategy's execIn() said: sent after a full spawn (a
+  // respawn keeps the last), so ring2d never looks up an account itself.
+  std::optional<ExecIdentity> identity;
 };
 struct SpawnFailed {
   std::string name;

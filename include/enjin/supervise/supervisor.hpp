@@ -55,7 +55,6 @@ struct StateEvent {
 };
 
 class HolderConnection;
-class SpawnRegistry;
 
 struct SupervisorOptions {
   SupervisorOptions(std::string stateDirectory, std::string holderPath)
@@ -63,9 +62,6 @@ struct SupervisorOptions {
 
   std::string stateDir;   // holds holder.sock, state.json, logs/, notify/
   std::string holderExe;  // path of enjin-holder
-  // The spawn strategies the holder uses, asked for the identity an exec check runs with
-  // (SpawnStrategy::execIn). Must outlive the supervisor. Null: checks run as this process.
-  const SpawnRegistry* registry = nullptr;
   // How to reach the holder. Empty: connect to the one at stateDir/holder.sock, launching
   // holderExe when none answers. Tests hand in a fake.
   std::function<Result<std::unique_ptr<HolderConnection>>()> connectHolder;
