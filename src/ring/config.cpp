@@ -9,7 +9,7 @@
 #include <sstream>
 #include <toml++/toml.h>
 
-#include "../supervise/spec_toml.hpp"
+#include "enjin/supervise/spec_toml.hpp"
 #include "enjin/base/file.hpp"
 #include "enjin/supervise/spec_file.hpp"
 

@@ -1,5 +1,5 @@
 #include "enjin/supervise/spec_file.hpp"
-#include "spec_toml.hpp"
+#include "enjin/supervise/spec_toml.hpp"
 
 #include <arpa/inet.h>
 

@@ -1,6 +1,7 @@
 // Reading [[process]] tables out of a TOML document that holds more than a spec: ring0d's
-// config embeds the processes of each ring-2 node. Private to libenjin because it exposes
-// toml++ types, which no public header includes.
+// config (enjin/ring) embeds the processes of each ring-2 node, so this is the supervise
+// subsystem's interface for that, not a private header. It exposes toml++ types: include it
+// only from the .cpp files that parse TOML, never from another header.
 #pragma once
 
 #include <span>
