@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "enjin/base/file.hpp"
+#include "enjin/supervise/endpoint.hpp"
 #include "enjin/supervise/spec_json.hpp"
 #include "enjin/supervise/spec_toml.hpp"
 
@@ -130,17 +131,6 @@ std::string_view typeName(const toml::node& node) {
   return "nothing";
 }
 
-std::optional<int> parsePort(std::string_view s) {
-  if (s.empty() || s.size() > 5) return std::nullopt;
-  int port = 0;
-  for (char c : s) {
-    if (c < '0' || c > '9') return std::nullopt;
-    port = port * 10 + (c - '0');
-  }
-  if (port < 1 || port > 65535) return std::nullopt;
-  return port;
-}
-
 // Probes connect without a resolver (the reactor never blocks on DNS): numeric addresses only.
 bool validHost(const std::string& host) {
   if (host == "localhost") return true;
@@ -149,66 +139,36 @@ bool validHost(const std::string& host) {
          ::inet_pton(AF_INET6, host.c_str(), buf) == 1;
 }
 
-// "HOST:PORT" with HOST an IPv4 address, "[IPv6]" or localhost; or a bare "PORT" when
-// `portOnly` is allowed. Returns an error text, or nothing and fills host and port.
-std::optional<std::string> parseHostPort(std::string_view s, bool portOnlyAllowed,
-                                         std::string& host, int& port) {
-  auto colon = s.rfind(':');
-  std::string_view portText = s;
-  std::string_view hostText;
-  if (colon != std::string_view::npos) {
-    hostText = s.substr(0, colon);
-    portText = s.substr(colon + 1);
-  } else if (!portOnlyAllowed) {
-    return "expected HOST:PORT";
+std::string numericOnly(const std::string& host) {
+  return "host '" + host + "': expected a numeric IPv4 or IPv6 address or localhost";
+}
+
+// "HOST:PORT" (see parseHostPort) with a numeric HOST; or a bare "PORT" when `portOnly` is
+// allowed. Returns an error text, or nothing and fills host and port.
+std::optional<std::string> readHostPort(std::string_view s, bool portOnlyAllowed,
+                                        std::string& host, int& port) {
+  if (portOnlyAllowed && s.find(':') == std::string_view::npos) {
+    auto p = parsePort(s);
+    if (!p.ok()) return p.error().message;
+    port = *p;
+    return std::nullopt;
   }
-  auto p = parsePort(portText);
-  if (!p) return "port '" + std::string(portText) + "': expected 1 to 65535";
-  if (colon != std::string_view::npos) {
-    if (hostText.size() >= 2 && hostText.front() == '[' && hostText.back() == ']') {
-      hostText = hostText.substr(1, hostText.size() - 2);
-      if (hostText.find(':') == std::string_view::npos) {
-        return "host '[" + std::string(hostText) + "]': brackets are for IPv6 addresses";
-      }
-    } else if (hostText.find(':') != std::string_view::npos) {
-      return "host '" + std::string(hostText) + "': an IPv6 address goes in brackets, [::1]:PORT";
-    }
-    std::string h(hostText);
-    if (!validHost(h)) {
-      return "host '" + h + "': expected a numeric IPv4 or IPv6 address or localhost";
-    }
-    host = std::move(h);
-  }
-  port = *p;
+  auto hp = parseHostPort(s);
+  if (!hp.ok()) return hp.error().message;
+  if (!validHost(hp->host)) return numericOnly(hp->host);
+  host = std::move(hp->host);
+  port = hp->port;
   return std::nullopt;
 }
 
-// http://HOST[:PORT][/PATH], HOST as for parseHostPort. Returns an error text, or nothing.
+// http://HOST[:PORT][/PATH], HOST numeric. Returns an error text, or nothing.
 std::optional<std::string> checkHttpUrl(std::string_view url) {
-  constexpr std::string_view kScheme = "http://";
+  auto e = parseEndpoint(url);
+  if (!e.ok()) return e.error().message;
   const std::string quoted = "URL '" + std::string(url) + "': ";
-  if (url.substr(0, 8) == "https://") return quoted + "https is not supported, only http://";
-  if (url.substr(0, kScheme.size()) != kScheme) return quoted + "expected http://HOST[:PORT][/PATH]";
-  std::string_view rest = url.substr(kScheme.size());
-  std::string_view authority = rest.substr(0, rest.find_first_of("/?#"));
-  if (authority.empty()) return quoted + "no host";
-  if (authority.find('@') != std::string_view::npos) return quoted + "user info is not supported";
-  // A port is there when a ':' follows the host, the host being [IPv6] or free of ':'.
-  size_t hostEnd = authority.front() == '[' ? authority.find(']') : authority.find(':');
-  if (hostEnd == std::string_view::npos) hostEnd = authority.size() - 1;
-  const bool hasPort = authority.find(':', hostEnd) != std::string_view::npos;
-  std::string host;
-  int port = 0;
-  if (hasPort) {
-    if (auto err = parseHostPort(authority, false, host, port)) return quoted + *err;
-    return std::nullopt;
-  }
-  std::string_view h = authority;
-  if (h.size() >= 2 && h.front() == '[' && h.back() == ']') h = h.substr(1, h.size() - 2);
-  if (!validHost(std::string(h))) {
-    return quoted + "host '" + std::string(h) +
-           "': expected a numeric IPv4 or IPv6 address or localhost";
-  }
+  if (e->scheme == "https") return quoted + "https is not supported, only http://";
+  if (e->scheme != "http") return quoted + "expected http://HOST[:PORT][/PATH]";
+  if (!validHost(e->host)) return quoted + numericOnly(e->host);
   return std::nullopt;
 }
 
@@ -413,7 +373,7 @@ void readReadiness(ProcessReader& r, const toml::table& t, ReadinessConfig& out)
         out.kind = ReadinessConfig::Kind::kNotify;
       } else if (v.substr(0, 4) == "tcp:") {
         out.kind = ReadinessConfig::Kind::kTcp;
-        if (auto err = parseHostPort(v.substr(4), true, out.host, out.port)) {
+        if (auto err = readHostPort(v.substr(4), true, out.host, out.port)) {
           r.fail(n, "readiness", *err);
         }
       } else if (v.substr(0, 5) == "http:") {
@@ -456,7 +416,7 @@ void readHealth(ProcessReader& r, const toml::node& node, HealthConfig& out) {
     std::string_view v = *s;
     if (v.substr(0, 4) == "tcp:") {
       out.kind = HealthConfig::Kind::kTcp;
-      if (auto err = parseHostPort(v.substr(4), true, out.host, out.port)) {
+      if (auto err = readHostPort(v.substr(4), true, out.host, out.port)) {
         r.fail(check, "health.check", *err);
       }
     } else if (v.substr(0, 5) == "http:") {

@@ -410,19 +410,22 @@ TEST(HttpProbeUrl, AcceptsNumericHostsAndLocalhostOnly) {
   };
   for (const Bad& bad : std::vector<Bad>{
            {"https://127.0.0.1/",
-            "http probe 'https://127.0.0.1/': the url must start with http:// (https is not "
+            "http probe: URL 'https://127.0.0.1/': the url must start with http:// (https is not "
             "supported)"},
            {"http://example.com/",
             "http probe 'http://example.com/': address 'example.com' port 80: not a numeric IPv4 "
             "or IPv6 address nor localhost"},
            {"http://127.0.0.1:99999/",
-            "http probe 'http://127.0.0.1:99999/': port '99999' is not in 1..65535"},
-           {"http://127.0.0.1:/", "http probe 'http://127.0.0.1:/': empty port"},
-           {"http:///x", "http probe 'http:///x': no host"},
-           {"http://[::1/", "http probe 'http://[::1/': unterminated [ in the host"},
-           {"http://u@127.0.0.1/", "http probe 'http://u@127.0.0.1/': user info is not supported"},
+            "http probe: URL 'http://127.0.0.1:99999/': port '99999': expected 1 to 65535"},
+           {"http://127.0.0.1:/",
+            "http probe: URL 'http://127.0.0.1:/': port '': expected 1 to 65535"},
+           {"http:///x", "http probe: URL 'http:///x': no host"},
+           {"http://[::1/", "http probe: URL 'http://[::1/': unterminated [ in the host"},
+           {"http://u@127.0.0.1/",
+            "http probe: URL 'http://u@127.0.0.1/': user info is not supported"},
            {"http://127.0.0.1/a b",
-            "http probe 'http://127.0.0.1/a b': the path holds a space or a control character"},
+            "http probe: URL 'http://127.0.0.1/a b': the path holds a space or a control "
+            "character"},
        }) {
     auto p = makeHttpProbe(*reactor, bad.url, 1000);
     ASSERT_FALSE(p.ok()) << bad.url;

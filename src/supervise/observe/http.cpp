@@ -8,6 +8,7 @@
 #include <string_view>
 #include <utility>
 
+#include "enjin/supervise/endpoint.hpp"
 #include "enjin/supervise/probe.hpp"
 #include "stream_probe.hpp"
 
@@ -15,61 +16,11 @@ namespace enjin::supervise {
 
 namespace {
 
-struct HttpUrl {
-  std::string host;  // as written, brackets included for IPv6
-  int port = 80;
-  std::string path;  // with the query, without the fragment
-};
-
-Result<HttpUrl> parseHttpUrl(std::string_view url) {
-  constexpr std::string_view kScheme = "http://";
-  if (url.size() < kScheme.size() ||
-      !std::equal(kScheme.begin(), kScheme.end(), url.begin(), [](char a, char b) {
-        return a == std::tolower(static_cast<unsigned char>(b));
-      })) {
-    return Error{"the url must start with http:// (https is not supported)"};
-  }
-  std::string_view rest = url.substr(kScheme.size());
-  if (auto hash = rest.find('#'); hash != std::string_view::npos) rest = rest.substr(0, hash);
-  const size_t authorityEnd = rest.find_first_of("/?");
-  std::string_view authority = rest.substr(0, authorityEnd);
-  std::string_view path = authorityEnd == std::string_view::npos ? "" : rest.substr(authorityEnd);
-  if (authority.find('@') != std::string_view::npos) return Error{"user info is not supported"};
-
-  HttpUrl out;
-  std::string_view portText;
-  if (!authority.empty() && authority.front() == '[') {
-    const size_t close = authority.find(']');
-    if (close == std::string_view::npos) return Error{"unterminated [ in the host"};
-    out.host = std::string(authority.substr(0, close + 1));
-    std::string_view after = authority.substr(close + 1);
-    if (!after.empty()) {
-      if (after.front() != ':') return Error{"unexpected text after ]"};
-      portText = after.substr(1);
-      if (portText.empty()) return Error{"empty port"};
-    }
-  } else {
-    const size_t colon = authority.find(':');
-    out.host = std::string(authority.substr(0, colon));
-    if (colon != std::string_view::npos) {
-      portText = authority.substr(colon + 1);
-      if (portText.empty()) return Error{"empty port"};
-    }
-  }
-  if (out.host.empty()) return Error{"no host"};
-  if (!portText.empty()) {
-    auto [end, ec] = std::from_chars(portText.data(), portText.data() + portText.size(), out.port);
-    if (ec != std::errc() || end != portText.data() + portText.size() || out.port < 1 ||
-        out.port > 65535) {
-      return Error{"port '" + std::string(portText) + "' is not in 1..65535"};
-    }
-  }
-  out.path = path.empty() ? "/" : path.front() == '?' ? "/" + std::string(path) : std::string(path);
-  for (char c : out.path) {
-    const auto u = static_cast<unsigned char>(c);
-    if (u <= 0x20 || u == 0x7f) return Error{"the path holds a space or a control character"};
-  }
-  return out;
+Result<Endpoint> parseHttpUrl(std::string_view url) {
+  auto e = parseEndpoint(url);
+  if (!e.ok()) return e;
+  if (e->scheme != "http") return Error{"URL '" + std::string(url) + "': the url must start with http:// (https is not supported)"};
+  return e;
 }
 
 // The status line "HTTP/1.1 503 Service Unavailable" decides; the rest is ignored.
@@ -113,11 +64,12 @@ Result<std::unique_ptr<Probe>> makeHttpProbe(Reactor& reactor, const std::string
                                              int64_t timeoutMs) {
   const std::string context = "http probe '" + url + "'";
   auto parsed = parseHttpUrl(url);
-  if (!parsed.ok()) return parsed.error().wrap(context);
-  auto address = detail::numericAddress(parsed->host, parsed->port);
+  // A parse error names the URL already.
+  if (!parsed.ok()) return parsed.error().wrap("http probe");
+  auto address = detail::numericAddress(parsed->hostForUrl(), parsed->port);
   if (!address.ok()) return address.error().wrap(context);
 
-  std::string host = parsed->host;
+  std::string host = parsed->hostForUrl();
   if (parsed->port != 80) host += ":" + std::to_string(parsed->port);
   std::string request = "GET " + parsed->path + " HTTP/1.1\r\nHost: " + host +
                         "\r\nConnection: close\r\nUser-Agent: enjin\r\n\r\n";
