@@ -74,7 +74,8 @@ supervise::ProcessSpec nodeDaemonSpec(const NodeSpec& node, const std::string& e
   p.name = node.label;
   p.command = {exe};
   p.strategy = node.strategy;
-  p.user = node.user;
+  // A node's user is its strategy's business, as a process's is (ProcessSpec::strategyConfig).
+  if (!node.user.empty()) p.strategyConfig = nlohmann::json{{"user", node.user}}.dump();
   return p;
 }
 

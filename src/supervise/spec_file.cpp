@@ -49,11 +49,8 @@ constexpr NamedInt kSignals[] = {
     {"TERM", SIGTERM}, {"WINCH", SIGWINCH},
 };
 
-constexpr std::string_view kRlimits[] = {"as",      "core",   "cpu",   "data",  "fsize",
-                                         "memlock", "nofile", "nproc", "stack"};
-
 constexpr std::string_view kProcessKeys[] = {
-    "name", "command", "env", "cwd", "strategy", "user", "rlimits", "depends_on", "restart",
+    "name", "command", "env", "cwd", "strategy", "depends_on", "restart",
     "restart_delay_ms", "backoff_max_ms", "stable_after_ms", "max_restarts", "restart_window_s",
     "readiness", "readiness_timeout_ms", "watchdog_ms", "health", "log", "stop_signal",
     "stop_timeout_ms",
@@ -65,16 +62,6 @@ constexpr std::string_view kLogKeys[] = {"max_bytes", "keep"};
 template <size_t N>
 bool contains(const std::string_view (&list)[N], std::string_view s) {
   return std::find(std::begin(list), std::end(list), s) != std::end(list);
-}
-
-template <size_t N>
-std::string joined(const std::string_view (&list)[N]) {
-  std::string out;
-  for (size_t i = 0; i < N; ++i) {
-    if (i > 0) out += i + 1 == N ? " or " : ", ";
-    out += list[i];
-  }
-  return out;
 }
 
 // Probes connect without a resolver (the reactor never blocks on DNS): numeric addresses only.
@@ -282,6 +269,76 @@ void readStopSignal(ProcessReader& r, const toml::node& node, int& out) {
   r.fail(&node, "stop_signal", "unknown signal '" + *s + "': expected " + known + " or a number");
 }
 
+// A strategy's table as JSON, for the strategy to read (ProcessSpec::strategyConfig): strings,
+// integers, floats, booleans, arrays and tables. Dates and times have no JSON form: refused.
+std::optional<nlohmann::json> tomlToJson(ProcessReader& r, const toml::node& node,
+                                         const std::string& path) {
+  switch (node.type()) {
+    case toml::node_type::string: {
+      auto s = r.string(node, path);
+      if (!s) return std::nullopt;
+      return nlohmann::json(std::move(*s));
+    }
+    case toml::node_type::integer: return nlohmann::json(node.as_integer()->get());
+    case toml::node_type::floating_point: return nlohmann::json(node.as_floating_point()->get());
+    case toml::node_type::boolean: return nlohmann::json(node.as_boolean()->get());
+    case toml::node_type::array: {
+      nlohmann::json out = nlohmann::json::array();
+      const toml::array& arr = *node.as_array();
+      for (size_t i = 0; i < arr.size(); ++i) {
+        auto v = tomlToJson(r, *arr.get(i), path + "[" + std::to_string(i) + "]");
+        if (!v) return std::nullopt;
+        out.push_back(std::move(*v));
+      }
+      return out;
+    }
+    case toml::node_type::table: {
+      nlohmann::json out = nlohmann::json::object();
+      for (auto&& [key, value] : *node.as_table()) {
+        auto v = tomlToJson(r, value, path + "." + std::string(key.str()));
+        if (!v) return std::nullopt;
+        out[std::string(key.str())] = std::move(*v);
+      }
+      return out;
+    }
+    default:
+      r.fail(&node, path, "expected a string, number, boolean, array or table, got " +
+                              std::string(tomlTypeName(node)));
+      return std::nullopt;
+  }
+}
+
+// The keys of a process table that belong to its spawn strategy: the [process.<strategy>] table,
+// kept as JSON for the strategy to check; the keys that moved there; a table named after another
+// strategy than the process's.
+void readStrategyKeys(ProcessReader& r, const toml::table& t, ProcessSpec& spec) {
+  // Before strategy blocks, "user" and "rlimits" sat in the process table itself.
+  for (std::string_view moved : {"user", "rlimits"}) {
+    const toml::node* n = t.get(moved);
+    if (n == nullptr) continue;
+    const std::string to = moved == "user" ? "unix-user" : spec.strategy;
+    r.fail(n, "", "'" + std::string(moved) + "' moved to [process." + to + "]");
+    return;
+  }
+  for (auto&& [key, node] : t) {
+    const std::string k(key.str());
+    if (k == spec.strategy || contains(kProcessKeys, k) || !node.is_table()) continue;
+    // A typo of a known key is for checkKeys to name ("did you mean").
+    if (!closestKey(k, kProcessKeys).empty()) continue;
+    r.fail(&node, "",
+           "[process." + k + "] holds settings of strategy '" + k + "', but this process's " +
+               "strategy is '" + spec.strategy + "' (set strategy = \"" + k + "\")");
+    return;
+  }
+  const toml::node* n = t.get(spec.strategy);
+  if (n == nullptr) return;
+  const toml::table* block = r.table(*n, spec.strategy);
+  if (block == nullptr) return;
+  auto json = tomlToJson(r, *block, spec.strategy);
+  // No keys is no block: [process.exec] alone changes nothing, and compares equal to nothing.
+  if (json && !json->empty()) spec.strategyConfig = json->dump();
+}
+
 // Reads everything but the cross-process checks (unique names, depends_on targets, cycles).
 ProcessSpec readProcess(ProcessReader& r, ProcessLines& lines) {
   const toml::table& t = r.table();
@@ -299,7 +356,14 @@ ProcessSpec readProcess(ProcessReader& r, ProcessLines& lines) {
   } else {
     r.fail(nullptr, "name", "missing");
   }
-  r.checkKeys(t, "", kProcessKeys);
+  // Read first: the strategy names the table of its own settings.
+  if (const toml::node* n = t.get("strategy")) {
+    if (auto s = r.string(*n, "strategy", false)) spec.strategy = std::move(*s);
+  }
+  readStrategyKeys(r, t, spec);
+  std::vector<std::string_view> known(std::begin(kProcessKeys), std::end(kProcessKeys));
+  known.push_back(spec.strategy);
+  r.checkKeys(t, "", known);
 
   if (const toml::node* n = t.get("command")) {
     if (auto cmd = r.strings(*n, "command", 1)) {
@@ -328,27 +392,6 @@ ProcessSpec readProcess(ProcessReader& r, ProcessLines& lines) {
       // Relative to what? Not guessing: the state dir is the default, anything else absolute.
       if (s->front() != '/') r.fail(n, "cwd", "'" + *s + "': expected an absolute path");
       spec.cwd = std::move(*s);
-    }
-  }
-  if (const toml::node* n = t.get("strategy")) {
-    if (auto s = r.string(*n, "strategy", false)) spec.strategy = std::move(*s);
-  }
-  if (const toml::node* n = t.get("user")) {
-    if (auto s = r.string(*n, "user", false)) spec.user = std::move(*s);
-  }
-
-  if (const toml::node* n = t.get("rlimits")) {
-    if (const toml::table* limits = r.table(*n, "rlimits")) {
-      for (auto&& [key, value] : *limits) {
-        std::string k(key.str());
-        if (!contains(kRlimits, k)) {
-          r.fail(&value, "rlimits." + k, "unknown limit: expected " + joined(kRlimits));
-          continue;
-        }
-        if (auto v = r.integer(value, "rlimits." + k, 0, std::numeric_limits<int64_t>::max())) {
-          spec.rlimits[k] = static_cast<uint64_t>(*v);
-        }
-      }
     }
   }
 

@@ -34,15 +34,31 @@ std::optional<ExitInfo> exitFromJson(const json& j) {
   return e;
 }
 
+namespace {
+
+// A spec from before strategy blocks (a holder that outlived an upgrade of its supervisor, a
+// parent not yet upgraded) carries "user" and "rlimits" at the top: they become the strategy's
+// block, as a spec file writing them in [process.<strategy>] would have made it.
+std::string legacyStrategyConfig(const json& j) {
+  json config = json::object();
+  if (auto it = j.find("user"); it != j.end() && it->is_string() && !it->get<std::string>().empty()) {
+    config["user"] = *it;
+  }
+  if (auto it = j.find("rlimits"); it != j.end() && it->is_object() && !it->empty()) {
+    config["rlimits"] = *it;
+  }
+  return config.empty() ? std::string() : config.dump();
+}
+
+}  // namespace
+
 json specToJson(const ProcessSpec& s) {
-  return json{
+  json j{
       {"name", s.name},
       {"command", s.command},
       {"env", s.env},
       {"cwd", s.cwd},
       {"strategy", s.strategy},
-      {"user", s.user},
-      {"rlimits", s.rlimits},
       {"depends_on", s.dependsOn},
       {"restart",
        {{"mode", static_cast<int>(s.restart.mode)},
@@ -72,6 +88,12 @@ json specToJson(const ProcessSpec& s) {
       {"stop_signal", s.stopSignal},
       {"stop_timeout_ms", s.stopTimeoutMs},
   };
+  // As an object, readable in the holder protocol and in node specs; absent when empty, so that
+  // a spec without a block costs nothing on the wire.
+  if (!s.strategyConfig.empty()) {
+    j["strategy_config"] = json::parse(s.strategyConfig, nullptr, false);
+  }
+  return j;
 }
 
 Result<ProcessSpec> specFromJson(const json& j) {
@@ -82,8 +104,13 @@ Result<ProcessSpec> specFromJson(const json& j) {
     j.at("env").get_to(s.env);
     j.at("cwd").get_to(s.cwd);
     j.at("strategy").get_to(s.strategy);
-    j.at("user").get_to(s.user);
-    j.at("rlimits").get_to(s.rlimits);
+    if (auto it = j.find("strategy_config"); it != j.end()) {
+      if (!it->is_object()) return Error{"process spec: strategy_config: expected an object"};
+      // Canonical text (keys sorted, no spaces): equal blocks compare equal as strings.
+      if (!it->empty()) s.strategyConfig = it->dump();
+    } else {
+      s.strategyConfig = legacyStrategyConfig(j);
+    }
     j.at("depends_on").get_to(s.dependsOn);
     const json& r = j.at("restart");
     s.restart.mode = static_cast<RestartMode>(r.at("mode").get<int>());

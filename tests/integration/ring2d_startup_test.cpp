@@ -204,7 +204,7 @@ TEST_F(Ring2dStartupTest, ProcessesGetTheFdLimitRing2dWasStartedWith) {
   }
   writeSpec("[[process]]\nname = \"inherits\"\ncommand = [\"" + helper("probe_child") +
             "\"]\nrestart = \"never\"\n\n[[process]]\nname = \"own\"\ncommand = [\"" +
-            helper("probe_child") + "\"]\nrestart = \"never\"\nrlimits = { nofile = 100 }\n");
+            helper("probe_child") + "\"]\nrestart = \"never\"\n\n[process.exec]\nrlimits = { nofile = 100 }\n");
   // ring2d inherits a soft limit of 1000 and raises its own to the hard limit.
   rlimit lowered = saved;
   lowered.rlim_cur = 1000;

@@ -249,9 +249,11 @@ TEST_F(Ring2dTest, ExecHealthCheckRunsAsTheProcessUser) {
 name = "svc"
 command = [)" + crasher("sleep:600000") + R"(]
 strategy = "unix-user"
-user = "enjin-test"
 env = { MARK = "yes" }
 health = { check = ["/bin/sh", "-c", "test $(id -u) != 0 && test x$MARK = xyes"], interval_ms = 50, failures = 1 }
+
+[process.unix-user]
+user = "enjin-test"
 )");
   startRing2d();
   ASSERT_TRUE(waitFor([&] { return stateOf("svc") == "ready"; }, 5000)) << ring2dErr();

@@ -542,8 +542,10 @@ TEST_F(Ring2dTest, UnixUserStrategyDropsPrivileges) {
 name = "probe"
 command = [")" + kBinDir + R"(/probe_child"]
 strategy = "unix-user"
-user = "enjin-test"
 restart = "never"
+
+[process.unix-user]
+user = "enjin-test"
 )");
   startRing2d();
   ASSERT_TRUE(waitFor([&] { return stateOf("probe") == "stopped"; }, 5000)) << ring2dErr();

@@ -141,15 +141,15 @@ TEST(SpawnStrategyTest, UnixUserDeclaresItsStrengthAndRunsChecksAsTheAccount) {
   spec.name = "u";
   spec.strategy = "unix-user";
   spec.command = {"/bin/true"};
-  spec.user = "nobody";  // every Debian system has it
+  spec.strategyConfig = R"({"user":"nobody"})";  // every Debian system has it
   auto identity = unixUser->execIn(spec);
   ASSERT_TRUE(identity.ok()) << identity.error().message;
   EXPECT_EQ(identity->uid, 65534);
-  spec.user = "root";
+  spec.strategyConfig = R"({"user":"root"})";
   auto refused = unixUser->execIn(spec);
   ASSERT_FALSE(refused.ok());
   EXPECT_NE(refused.error().message.find("uid 0"), std::string::npos) << refused.error().message;
-  spec.user = "no-such-user-enjin";
+  spec.strategyConfig = R"({"user":"no-such-user-enjin"})";
   auto unknown = unixUser->execIn(spec);
   ASSERT_FALSE(unknown.ok());
   EXPECT_NE(unknown.error().message.find("no-such-user-enjin"), std::string::npos);

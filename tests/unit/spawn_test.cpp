@@ -37,6 +37,13 @@ namespace {
 
 using nlohmann::json;
 
+// Sets `key` of the spec's strategy block (ProcessSpec::strategyConfig).
+void setConfig(ProcessSpec& spec, const std::string& key, json value) {
+  json config = spec.strategyConfig.empty() ? json::object() : json::parse(spec.strategyConfig);
+  config[key] = std::move(value);
+  spec.strategyConfig = config.dump();
+}
+
 constexpr int kTimeoutMs = 10'000;
 constexpr const char* kTestUser = "enjin-test";
 
@@ -420,9 +427,9 @@ TEST_F(SpawnExecTest, BadSpecsAreRefusedBeforeAnythingRuns) {
   ProcessSpec empty = specFor({});
   EXPECT_EQ(strategy_->validate(empty).error().message, "empty command");
   ProcessSpec limits = specFor({"/bin/true"});
-  limits.rlimits["bogus"] = 1;
+  setConfig(limits, "rlimits", {{"bogus", 1}});
   EXPECT_EQ(strategy_->validate(limits).error().message,
-            "unknown rlimit 'bogus' (known: as, core, cpu, data, fsize, memlock, nofile, nproc, "
+            "exec: unknown rlimit 'bogus' (known: as, core, cpu, data, fsize, memlock, nofile, nproc, "
             "stack)");
   SpawnRequest request;
   request.spec = &limits;
@@ -430,16 +437,52 @@ TEST_F(SpawnExecTest, BadSpecsAreRefusedBeforeAnythingRuns) {
   EXPECT_TRUE(strategy_->validate(specFor({"/bin/true"})));
   // A user on the exec strategy would silently run as the supervisor's user: refused.
   ProcessSpec user = specFor({"/bin/true"});
-  user.user = "nobody";
+  setConfig(user, "user", "nobody");
   EXPECT_EQ(strategy_->validate(user).error().message,
             "exec strategy cannot run as user 'nobody' (use strategy unix-user)");
   request.spec = &user;
   EXPECT_FALSE(strategy_->spawn(request));
 }
 
+// What each fork/exec strategy makes of its block (ProcessSpec::strategyConfig).
+TEST_F(SpawnExecTest, StrategyBlockErrorsNameTheStrategyAndKey) {
+  auto check = [&](const SpawnStrategy& strategy, const std::string& config) {
+    ProcessSpec spec = specFor({"/bin/true"});
+    spec.strategy = std::string(strategy.name());
+    spec.strategyConfig = config;
+    auto st = strategy.validate(spec);
+    return st.ok() ? std::string("ok") : st.error().message;
+  };
+  auto unixUser = makeUnixUserStrategy();
+  EXPECT_EQ(check(*strategy_, ""), "ok");
+  EXPECT_EQ(check(*strategy_, R"({"rlimits":{"nofile":64}})"), "ok");
+  EXPECT_EQ(check(*strategy_, R"({"nice":5})"), "exec: unknown key 'nice' (known: rlimits)");
+  EXPECT_EQ(check(*strategy_, R"({"rlimits":{"nofile":-1}})"),
+            "exec: rlimits.nofile: expected an integer of at least 0");
+  EXPECT_EQ(check(*strategy_, R"({"rlimits":{"nofile":"many"}})"),
+            "exec: rlimits.nofile: expected an integer of at least 0");
+  EXPECT_EQ(check(*strategy_, R"({"rlimits":5})"), "exec: rlimits: expected a table");
+  EXPECT_EQ(check(*unixUser, ""), "unix-user: 'user' is required");
+  EXPECT_EQ(check(*unixUser, R"({"rlimits":{"core":0}})"), "unix-user: 'user' is required");
+  EXPECT_EQ(check(*unixUser, R"({"user":7})"), "unix-user: user: expected a non-empty string");
+  EXPECT_EQ(check(*unixUser, R"({"user":"nobody","group":"x"})"),
+            "unix-user: unknown key 'group' (known: user, rlimits)");
+  EXPECT_EQ(check(*unixUser, R"({"user":"nobody","rlimits":{"files":1}})"),
+            "unix-user: unknown rlimit 'files' (known: as, core, cpu, data, fsize, memlock, "
+            "nofile, nproc, stack)");
+  EXPECT_EQ(check(*unixUser, R"({"user":"nobody"})"), "ok");
+  // A registry's validate is what ring2d runs on a spec; it prefixes the process itself.
+  SpawnRegistry registry;
+  registry.add(makeExecStrategy());
+  registry.add(makeUnixUserStrategy());
+  ProcessSpec spec = specFor({"/bin/true"});
+  spec.strategy = "unix-user";
+  EXPECT_EQ(registry.validate(spec).error().message, "unix-user: 'user' is required");
+}
+
 TEST_F(SpawnExecTest, AppliesRlimits) {
   ProcessSpec spec = specFor({});
-  spec.rlimits = {{"nofile", 100}, {"core", 0}};
+  setConfig(spec, "rlimits", json{{"nofile", 100}, {"core", 0}});
   json probe = runProbe(*strategy_, spec);
   EXPECT_EQ(probe["nofile"], 100);
   EXPECT_EQ(probe["core"], 0);
@@ -466,7 +509,7 @@ TEST(SpawnDefaultsTest, NofileSoftLimitUnlessTheSpecSetsOneAndTheHardLimitStays)
   auto strategy = makeExecStrategy(SpawnDefaults{64});
   EXPECT_EQ(runProbe(*strategy, specFor({}))["nofile"], 64);
   ProcessSpec own100 = specFor({});
-  own100.rlimits = {{"nofile", 100}};
+  setConfig(own100, "rlimits", json{{"nofile", 100}});
   EXPECT_EQ(runProbe(*strategy, own100)["nofile"], 100);
 
   ProcessSpec sleeper = specFor({helper("crasher"), "sleep:10000"});
@@ -569,7 +612,10 @@ class SpawnCloneModeTest : public ::testing::TestWithParam<CloneMode> {
     SpawnRequest request;
     request.spec = &spec;
     request.stdoutFd = out.write.get();
-    auto plan = spawn_detail::makePlan(request, {"PATH=/bin", "HOME=/"});
+    auto config = spawn_detail::parseForkExecConfig(spec, "exec", false);
+    EXPECT_TRUE(config.ok());
+    auto plan = spawn_detail::makePlan(request, {"PATH=/bin", "HOME=/"}, {},
+                                       config ? *config : spawn_detail::ForkExecConfig{});
     if (!plan) {
       ADD_FAILURE() << plan.error().message;
       return json();
@@ -591,7 +637,10 @@ class SpawnCloneModeTest : public ::testing::TestWithParam<CloneMode> {
   std::string error(ProcessSpec spec) {
     SpawnRequest request;
     request.spec = &spec;
-    auto plan = spawn_detail::makePlan(request, {"PATH=/bin"});
+    auto config = spawn_detail::parseForkExecConfig(spec, "exec", false);
+    EXPECT_TRUE(config.ok());
+    auto plan = spawn_detail::makePlan(request, {"PATH=/bin"}, {},
+                                       config ? *config : spawn_detail::ForkExecConfig{});
     if (!plan) return plan.error().message;
     auto spawned = spawn_detail::forkExec(*plan, GetParam());
     return spawned ? "no error" : spawned.error().message;
@@ -612,7 +661,7 @@ TEST_P(SpawnCloneModeTest, GivesEveryGuarantee) {
   ProcessSpec spec = specFor({});
   spec.cwd = dir.path();
   spec.env["FOO"] = "bar";
-  spec.rlimits["nofile"] = 77;
+  setConfig(spec, "rlimits", {{"nofile", 77}});
   json result = probe(spec);
 
   ::sigaction(SIGUSR2, &savedUsr2, nullptr);
@@ -723,7 +772,7 @@ class UnixUserTest : public ::testing::Test {
   ProcessSpec userSpec(std::vector<std::string> command = {}) {
     ProcessSpec spec = specFor(std::move(command));
     spec.strategy = "unix-user";
-    spec.user = kTestUser;
+    setConfig(spec, "user", kTestUser);
     return spec;
   }
 
@@ -774,7 +823,7 @@ bool hasCapSysResource() {
 
 TEST_F(UnixUserTest, AppliesRlimits) {
   ProcessSpec spec = userSpec();
-  spec.rlimits = {{"nofile", 64}, {"core", 0}};
+  setConfig(spec, "rlimits", json{{"nofile", 64}, {"core", 0}});
   json probe = runProbe(*strategy_, spec);
   EXPECT_EQ(probe["nofile"], 64);
   EXPECT_EQ(probe["core"], 0);
@@ -784,7 +833,7 @@ TEST_F(UnixUserTest, DefaultNofileSoftLimitUnlessTheSpecSetsOne) {
   auto strategy = makeUnixUserStrategy(SpawnDefaults{64});
   EXPECT_EQ(runProbe(*strategy, userSpec())["nofile"], 64);
   ProcessSpec spec = userSpec();
-  spec.rlimits = {{"nofile", 100}};
+  setConfig(spec, "rlimits", json{{"nofile", 100}});
   EXPECT_EQ(runProbe(*strategy, spec)["nofile"], 100);
 }
 
@@ -797,7 +846,7 @@ TEST_F(UnixUserTest, RaisesAHardLimitBeforeDroppingPrivileges) {
   uint64_t raised = std::min<uint64_t>(nrOpen, current.rlim_max + 1024);
   if (raised <= current.rlim_max) GTEST_SKIP() << "the hard limit is already fs.nr_open";
   ProcessSpec spec = userSpec({helper("crasher"), "exit:0"});
-  spec.rlimits = {{"nofile", raised}};
+  setConfig(spec, "rlimits", json{{"nofile", raised}});
   if (!hasCapSysResource()) {
     // Without the capability the spawn fails, and says which limit and why.
     SpawnRequest request;
@@ -822,7 +871,7 @@ TEST_F(UnixUserTest, ChdirHappensAsTheUser) {
 
 TEST_F(UnixUserTest, RefusesRoot) {
   ProcessSpec spec = userSpec({"/bin/true"});
-  spec.user = "root";
+  setConfig(spec, "user", "root");
   EXPECT_EQ(strategy_->validate(spec).error().message,
             "unix-user strategy refuses to run 'root' (uid 0)");
   SpawnRequest request;
@@ -833,13 +882,15 @@ TEST_F(UnixUserTest, RefusesRoot) {
 
 TEST_F(UnixUserTest, NeedsAKnownUser) {
   ProcessSpec spec = userSpec({"/bin/true"});
-  spec.user = "enjin-no-such-user";
-  EXPECT_EQ(strategy_->validate(spec).error().message, "unknown user 'enjin-no-such-user'");
+  setConfig(spec, "user", "enjin-no-such-user");
+  EXPECT_EQ(strategy_->validate(spec).error().message,
+            "unix-user: unknown user 'enjin-no-such-user'");
   SpawnRequest request;
   request.spec = &spec;
-  EXPECT_EQ(strategy_->spawn(request).error().message, "unknown user 'enjin-no-such-user'");
-  spec.user.clear();
-  EXPECT_EQ(strategy_->validate(spec).error().message, "unix-user strategy needs a user");
+  EXPECT_EQ(strategy_->spawn(request).error().message,
+            "unix-user: unknown user 'enjin-no-such-user'");
+  spec.strategyConfig.clear();
+  EXPECT_EQ(strategy_->validate(spec).error().message, "unix-user: 'user' is required");
 }
 
 TEST_F(UnixUserTest, ExecFailureIsReportedAsForExec) {

@@ -26,8 +26,6 @@ command = ["/usr/bin/web", "--port", "8080", ""]
 env = { MODE = "prod", EMPTY = "" }
 cwd = "/srv/web"
 strategy = "unix-user"
-user = "www"
-rlimits = { nofile = 4096, core = 0, as = 1073741824, cpu = 60, data = 1, fsize = 2, memlock = 3, nproc = 64, stack = 8388608 }
 depends_on = ["db"]
 restart = "on-failure"
 restart_delay_ms = 250
@@ -40,6 +38,10 @@ readiness_timeout_ms = 15000
 watchdog_ms = 2000
 stop_signal = "SIGQUIT"
 stop_timeout_ms = 0
+
+[process.unix-user]
+user = "www"
+rlimits = { nofile = 4096, core = 0, as = 1073741824, cpu = 60, data = 1, fsize = 2, memlock = 3, nproc = 64, stack = 8388608 }
 
 [process.health]
 check = "http://127.0.0.1:8080/healthz"
@@ -69,8 +71,7 @@ TEST(SpecFileParse, FullSpecFieldByField) {
   EXPECT_EQ(db.env, defaults.env);
   EXPECT_EQ(db.cwd, "");
   EXPECT_EQ(db.strategy, "exec");
-  EXPECT_EQ(db.user, "");
-  EXPECT_TRUE(db.rlimits.empty());
+  EXPECT_EQ(db.strategyConfig, "");
   EXPECT_TRUE(db.dependsOn.empty());
   EXPECT_EQ(db.restart, defaults.restart);
   EXPECT_EQ(db.health, defaults.health);
@@ -84,16 +85,10 @@ TEST(SpecFileParse, FullSpecFieldByField) {
   EXPECT_EQ(web.env, (std::map<std::string, std::string>{{"MODE", "prod"}, {"EMPTY", ""}}));
   EXPECT_EQ(web.cwd, "/srv/web");
   EXPECT_EQ(web.strategy, "unix-user");
-  EXPECT_EQ(web.user, "www");
-  EXPECT_EQ(web.rlimits, (std::map<std::string, uint64_t>{{"nofile", 4096},
-                                                          {"core", 0},
-                                                          {"as", 1073741824},
-                                                          {"cpu", 60},
-                                                          {"data", 1},
-                                                          {"fsize", 2},
-                                                          {"memlock", 3},
-                                                          {"nproc", 64},
-                                                          {"stack", 8388608}}));
+  // The strategy's block, as canonical JSON for the strategy to read: keys sorted, no spaces.
+  EXPECT_EQ(web.strategyConfig,
+            R"({"rlimits":{"as":1073741824,"core":0,"cpu":60,"data":1,"fsize":2,"memlock":3,)"
+            R"("nofile":4096,"nproc":64,"stack":8388608},"user":"www"})");
   EXPECT_EQ(web.dependsOn, (std::vector<std::string>{"db"}));
   EXPECT_EQ(web.restart.mode, RestartMode::kOnFailure);
   EXPECT_EQ(web.restart.delayMs, 250);
@@ -168,6 +163,65 @@ TEST(SpecFileParse, StopSignalForms) {
   EXPECT_EQ(parseOne("stop_signal = \"USR2\"").stopSignal, SIGUSR2);
   EXPECT_EQ(parseOne("stop_signal = \"SIGKILL\"").stopSignal, SIGKILL);
   EXPECT_EQ(parseOne("stop_signal = 2").stopSignal, 2);
+}
+
+// [process.<strategy>] after [[process]] is a table of the last process (TOML's rule for arrays
+// of tables); an inline table says the same.
+TEST(SpecFileParse, StrategyBlocksBelongToTheirProcess) {
+  auto specs = parseSpec(R"([[process]]
+name = "a"
+command = ["/bin/a"]
+strategy = "unix-user"
+
+[process.unix-user]
+user = "app"
+rlimits = { nofile = 1024 }
+
+[[process]]
+name = "b"
+command = ["/bin/b"]
+strategy = "unix-user"
+unix-user = { user = "other" }
+
+[[process]]
+name = "c"
+command = ["/bin/c"]
+
+[process.exec]
+)",
+                         "blocks.toml");
+  ASSERT_TRUE(specs.ok()) << specs.error().message;
+  ASSERT_EQ(specs->size(), 3u);
+  EXPECT_EQ((*specs)[0].strategyConfig, R"({"rlimits":{"nofile":1024},"user":"app"})");
+  EXPECT_EQ((*specs)[1].strategyConfig, R"({"user":"other"})");
+  // An empty block is no block: the same spec as without it.
+  EXPECT_EQ((*specs)[2].strategyConfig, "");
+  // And it travels to the holder (and in node specs) as part of the spec's JSON.
+  for (const ProcessSpec& spec : *specs) {
+    auto back = specFromJson(specToJson(spec));
+    ASSERT_TRUE(back.ok()) << back.error().message;
+    EXPECT_EQ(*back, spec);
+  }
+  EXPECT_EQ(specToJson((*specs)[0])["strategy_config"]["user"], "app");
+  EXPECT_FALSE(specToJson((*specs)[2]).contains("strategy_config"));
+}
+
+// A spec from before strategy blocks (an older supervisor or parent) still reads: its "user" and
+// "rlimits" become the block.
+TEST(SpecJson, TopLevelUserAndRlimitsBecomeTheStrategyBlock) {
+  ProcessSpec spec;
+  spec.name = "old";
+  spec.command = {"/bin/old"};
+  spec.strategy = "unix-user";
+  auto j = specToJson(spec);
+  j["user"] = "app";
+  j["rlimits"] = {{"nofile", 64}};
+  auto back = specFromJson(j);
+  ASSERT_TRUE(back.ok()) << back.error().message;
+  EXPECT_EQ(back->strategyConfig, R"({"rlimits":{"nofile":64},"user":"app"})");
+  j["user"] = "";
+  j["rlimits"] = nlohmann::json::object();
+  EXPECT_EQ(specFromJson(j)->strategyConfig, "");
 }
 
 TEST(SpecFileParse, EmptySpecHasNoProcesses) {
@@ -270,15 +324,23 @@ const std::vector<ErrorCase>& errorCases() {
        "web.toml:4: process 'web': cwd: 'srv': expected an absolute path"},
       {"strategyEmpty", kWeb + "strategy = \"\"\n",
        "web.toml:4: process 'web': strategy: must not be empty"},
-      {"userNotString", kWeb + "user = 1001\n",
-       "web.toml:4: process 'web': user: expected a string, got an integer"},
-      {"rlimitUnknown", kWeb + "rlimits = { files = 10 }\n",
-       "web.toml:4: process 'web': rlimits.files: unknown limit: expected as, core, cpu, data, "
-       "fsize, memlock, nofile, nproc or stack"},
-      {"rlimitNegative", kWeb + "rlimits = { nofile = -1 }\n",
-       "web.toml:4: process 'web': rlimits.nofile: expected at least 0, got -1"},
-      {"rlimitString", kWeb + "rlimits = { core = \"unlimited\" }\n",
-       "web.toml:4: process 'web': rlimits.core: expected an integer, got a string"},
+      // Strategy blocks. What is in one is the strategy's to check (spawn_test.cpp).
+      {"userMoved", kWeb + "user = \"www\"\n",
+       "web.toml:4: process 'web': 'user' moved to [process.unix-user]"},
+      {"rlimitsMoved", kWeb + "rlimits = { nofile = 10 }\n",
+       "web.toml:4: process 'web': 'rlimits' moved to [process.exec]"},
+      {"rlimitsMovedUnixUser", kWeb + "strategy = \"unix-user\"\nrlimits = { nofile = 10 }\n",
+       "web.toml:5: process 'web': 'rlimits' moved to [process.unix-user]"},
+      {"blockOfAnotherStrategy", kWeb + "[process.unix-user]\nuser = \"www\"\n",
+       "web.toml:4: process 'web': [process.unix-user] holds settings of strategy 'unix-user', "
+       "but this process's strategy is 'exec' (set strategy = \"unix-user\")"},
+      {"blockNotTable", kWeb + "exec = 1\n",
+       "web.toml:4: process 'web': exec: expected a table, got an integer"},
+      {"blockDate", kWeb + "[process.exec]\nwhen = 1979-05-27\n",
+       "web.toml:5: process 'web': exec.when: expected a string, number, boolean, array or "
+       "table, got a date"},
+      {"blockNul", kWeb + "[process.exec]\nx = [\"a\\u0000b\"]\n",
+       "web.toml:5: process 'web': exec.x[0]: contains a NUL byte"},
       // Restart.
       {"restartBad", kWeb + "restart = \"sometimes\"\n",
        "web.toml:4: process 'web': restart: expected one of always, on-failure, never, got "

@@ -20,6 +20,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -44,8 +45,20 @@ struct RlimitSetting {
 // The RLIMIT_* for a spec name: as, core, cpu, data, fsize, memlock, nofile, nproc, stack.
 Result<int> rlimitResource(std::string_view name);
 
-// What every strategy checks: a command, and rlimit names it knows.
+// What every strategy checks: a command.
 Status validateCommon(const ProcessSpec& spec);
+
+// What the fork/exec strategies read from ProcessSpec::strategyConfig.
+struct ForkExecConfig {
+  std::string user;                         // unix-user: the account to run as
+  std::map<std::string, uint64_t> rlimits;  // "nofile" -> soft = hard; names as rlimitResource
+};
+
+// Parses and checks `spec.strategyConfig` for `strategy` (the name errors start with): keys
+// "rlimits", and "user" (required) when `withUser`; any other key is refused. An empty config is
+// an empty ForkExecConfig, parsed for free.
+Result<ForkExecConfig> parseForkExecConfig(const ProcessSpec& spec, std::string_view strategy,
+                                           bool withUser);
 
 struct Credentials {
   uid_t uid = 0;
@@ -69,9 +82,10 @@ const ProcessSpec& requireSpec(const SpawnRequest& request);
 // Builds the plan for `request`. The environment is `baseEnv` ("KEY=VALUE"), then spec.env, then
 // request.extraEnv, a later entry replacing an earlier one with the same key. A command[0]
 // without '/' is looked up on that environment's PATH, here, in the parent. The limits are
-// spec.rlimits, then what `defaults` sets for a limit the spec leaves out.
+// `config.rlimits`, then what `defaults` sets for a limit the config leaves out.
 Result<ChildPlan> makePlan(const SpawnRequest& request, std::vector<std::string> baseEnv,
-                           const SpawnDefaults& defaults = {});
+                           const SpawnDefaults& defaults = {},
+                           const ForkExecConfig& config = {});
 
 // How the child is created. All three are correct; they differ in speed and in what they need.
 enum class CloneMode {

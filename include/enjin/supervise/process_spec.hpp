@@ -61,8 +61,11 @@ struct ProcessSpec {
   std::map<std::string, std::string> env; // added to a minimal environment (PATH, HOME, ...)
   std::string cwd;                        // empty: /
   std::string strategy = "exec";          // spawn strategy, by registry name
-  std::string user;                       // unix-user: the account to run as
-  std::map<std::string, uint64_t> rlimits;// "nofile", "nproc", "core", "as", "fsize", "stack", ...
+  // The strategy's own settings (a spec file's [process.<strategy>] table), as canonical JSON
+  // text: a JSON object, keys sorted, no spaces; empty when there are none. Opaque here: the
+  // strategy reads and checks it (SpawnStrategy::validate), so a new strategy brings new keys
+  // without a field in every spec. exec knows "rlimits"; unix-user "user" and "rlimits".
+  std::string strategyConfig;
   std::vector<std::string> dependsOn;
   RestartConfig restart;
   ReadinessConfig readiness;

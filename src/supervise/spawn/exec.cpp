@@ -19,6 +19,8 @@
 #include <optional>
 #include <utility>
 
+#include <nlohmann/json.hpp>
+
 #include "enjin/base/unique_fd.hpp"
 #include "enjin/supervise/fork_exec.hpp"
 
@@ -471,10 +473,51 @@ Result<int> rlimitResource(std::string_view name) {
 
 Status validateCommon(const ProcessSpec& spec) {
   if (spec.command.empty() || spec.command[0].empty()) return Error{"empty command"};
-  for (const auto& [name, value] : spec.rlimits) {
-    if (auto resource = rlimitResource(name); !resource) return resource.error();
-  }
   return {};
+}
+
+Result<ForkExecConfig> parseForkExecConfig(const ProcessSpec& spec, std::string_view strategy,
+                                           bool withUser) {
+  ForkExecConfig config;
+  const std::string prefix = std::string(strategy) + ": ";
+  // The common case, and exec's hot path: no block, nothing to parse.
+  if (spec.strategyConfig.empty()) {
+    if (withUser) return Error{prefix + "'user' is required"};
+    return config;
+  }
+  const nlohmann::json j = nlohmann::json::parse(spec.strategyConfig, nullptr, false);
+  if (!j.is_object()) return Error{prefix + "settings: expected a JSON object"};
+  for (const auto& [key, value] : j.items()) {
+    if (key == "rlimits") {
+      if (!value.is_object()) return Error{prefix + "rlimits: expected a table"};
+      for (const auto& [name, limit] : value.items()) {
+        if (auto resource = rlimitResource(name); !resource) {
+          return Error{prefix + resource.error().message};
+        }
+        const bool nonNegative = limit.is_number_unsigned() ||
+                                 (limit.is_number_integer() && limit.get<int64_t>() >= 0);
+        if (!nonNegative) {
+          return Error{prefix + "rlimits." + name + ": expected an integer of at least 0"};
+        }
+        config.rlimits[name] = limit.get<uint64_t>();
+      }
+    } else if (key == "user" && withUser) {
+      if (!value.is_string() || value.get<std::string>().empty()) {
+        return Error{prefix + "user: expected a non-empty string"};
+      }
+      config.user = value.get<std::string>();
+    } else if (key == "user" && value.is_string()) {
+      // A user on the exec strategy would run as the supervisor's own user, root most likely:
+      // refused rather than ignored, naming the strategy that does switch users.
+      return Error{std::string(strategy) + " strategy cannot run as user '" +
+                   value.get<std::string>() + "' (use strategy unix-user)"};
+    } else {
+      return Error{prefix + "unknown key '" + key + "' (known: " +
+                   (withUser ? "user, rlimits" : "rlimits") + ")"};
+    }
+  }
+  if (withUser && config.user.empty()) return Error{prefix + "'user' is required"};
+  return config;
 }
 
 const ProcessSpec& requireSpec(const SpawnRequest& request) {
@@ -486,7 +529,7 @@ const ProcessSpec& requireSpec(const SpawnRequest& request) {
 }
 
 Result<ChildPlan> makePlan(const SpawnRequest& request, std::vector<std::string> baseEnv,
-                           const SpawnDefaults& defaults) {
+                           const SpawnDefaults& defaults, const ForkExecConfig& config) {
   const ProcessSpec& spec = requireSpec(request);
   if (auto st = validateCommon(spec); !st) return st.error();
 
@@ -512,14 +555,14 @@ Result<ChildPlan> makePlan(const SpawnRequest& request, std::vector<std::string>
   }
 
   plan.cwd = spec.cwd.empty() ? request.defaultCwd : spec.cwd;
-  for (const auto& [name, value] : spec.rlimits) {
+  for (const auto& [name, value] : config.rlimits) {
     RlimitSetting limit;
     limit.resource = *rlimitResource(name);
     limit.name = rlimitName(limit.resource);
     limit.value.rlim_cur = limit.value.rlim_max = static_cast<rlim_t>(value);
     plan.rlimits.push_back(limit);
   }
-  if (defaults.nofileSoft && !spec.rlimits.contains("nofile")) {
+  if (defaults.nofileSoft && !config.rlimits.contains("nofile")) {
     // Only the soft limit: the hard one stays what this process has, so the child may raise its
     // soft limit again as far as it could before.
     rlimit current;
@@ -616,26 +659,29 @@ Result<SpawnedProcess> forkExec(const ChildPlan& plan, CloneMode mode) {
 namespace enjin::supervise {
 namespace {
 
-// A spec naming a user but left on the exec strategy would run as the supervisor's own user,
-// root most likely: refused rather than ignored.
-Status refuseUser(const ProcessSpec& spec) {
-  if (spec.user.empty()) return {};
-  return Error{"exec strategy cannot run as user '" + spec.user + "' (use strategy unix-user)"};
-}
-
+// exec understands "rlimits" in its [process.exec] block, and nothing else: a key it does not
+// know (a "user" above all, which would silently run as the supervisor's own user) is refused
+// rather than ignored. An empty block is no block at all.
 class ExecStrategy final : public SpawnStrategy {
  public:
   explicit ExecStrategy(SpawnDefaults defaults) : defaults_(std::move(defaults)) {}
   std::string_view name() const override { return "exec"; }
   SpawnCapabilities capabilities() const override { return {.resourceLimits = true}; }
   Status validate(const ProcessSpec& spec) const override {
-    if (auto st = refuseUser(spec); !st) return st;
-    return spawn_detail::validateCommon(spec);
+    if (auto st = spawn_detail::validateCommon(spec); !st) return st;
+    if (auto config = spawn_detail::parseForkExecConfig(spec, name(), false); !config) {
+      return config.error();
+    }
+    return {};
   }
+  // A spec without a block (nearly all) pays one empty() for it; one with rlimits parses a few
+  // bytes of JSON, next to a clone and an exec.
   Result<SpawnedProcess> spawn(const SpawnRequest& request) const override {
-    if (auto st = refuseUser(spawn_detail::requireSpec(request)); !st) return st.error();
+    auto config = spawn_detail::parseForkExecConfig(spawn_detail::requireSpec(request), name(),
+                                                    false);
+    if (!config) return config.error();
     auto plan = spawn_detail::makePlan(
-        request, {std::string("PATH=") + spawn_detail::kBasePath, "HOME=/"}, defaults_);
+        request, {std::string("PATH=") + spawn_detail::kBasePath, "HOME=/"}, defaults_, *config);
     if (!plan) return plan.error();
     return spawn_detail::forkExec(*plan);
   }

@@ -41,16 +41,24 @@ Result<UserEntry> lookupUser(const std::string& name) {
                    entry.pw_dir && entry.pw_dir[0] ? entry.pw_dir : "/"};
 }
 
-// The account `spec` runs as, or why it may not run.
-Result<UserEntry> resolve(const ProcessSpec& spec) {
+struct Resolved {
+  UserEntry user;
+  spawn_detail::ForkExecConfig config;
+};
+
+// The account `spec` runs as and its limits (its [process.unix-user] block), or why it may not
+// run. The block is parsed at each call rather than cached: it is a few bytes of JSON, and the
+// getpwnam_r next to it costs far more (and must be redone each time, see spawn()).
+Result<Resolved> resolve(const ProcessSpec& spec) {
   if (auto st = spawn_detail::validateCommon(spec); !st) return st.error();
-  if (spec.user.empty()) return Error{"unix-user strategy needs a user"};
-  auto user = lookupUser(spec.user);
-  if (!user) return user.error();
+  auto config = spawn_detail::parseForkExecConfig(spec, "unix-user", true);
+  if (!config) return config.error();
+  auto user = lookupUser(config->user);
+  if (!user) return user.error().wrap("unix-user");
   if (user->uid == 0) {
-    return Error{"unix-user strategy refuses to run '" + spec.user + "' (uid 0)"};
+    return Error{"unix-user strategy refuses to run '" + config->user + "' (uid 0)"};
   }
-  return user;
+  return Resolved{std::move(*user), std::move(*config)};
 }
 
 class UnixUserStrategy final : public SpawnStrategy {
@@ -73,21 +81,22 @@ class UnixUserStrategy final : public SpawnStrategy {
     if (!user) return user.error();
     auto identity = SpawnStrategy::execIn(spec);
     if (!identity) return identity;
-    identity->uid = static_cast<int>(user->uid);
-    identity->gid = static_cast<int>(user->gid);
+    identity->uid = static_cast<int>(user->user.uid);
+    identity->gid = static_cast<int>(user->user.gid);
     return identity;
   }
 
   // The account is looked up again at every spawn: it may have changed since validate().
   Result<SpawnedProcess> spawn(const SpawnRequest& request) const override {
-    auto user = resolve(spawn_detail::requireSpec(request));
-    if (!user) return user.error();
+    auto resolved = resolve(spawn_detail::requireSpec(request));
+    if (!resolved) return resolved.error();
+    const UserEntry& user = resolved->user;
     auto plan = spawn_detail::makePlan(
-        request, {std::string("PATH=") + spawn_detail::kBasePath, "HOME=" + user->home,
-                  "USER=" + user->name, "LOGNAME=" + user->name},
-        defaults_);
+        request, {std::string("PATH=") + spawn_detail::kBasePath, "HOME=" + user.home,
+                  "USER=" + user.name, "LOGNAME=" + user.name},
+        defaults_, resolved->config);
     if (!plan) return plan.error();
-    plan->credentials = spawn_detail::Credentials{user->uid, user->gid};
+    plan->credentials = spawn_detail::Credentials{user.uid, user.gid};
     return spawn_detail::forkExec(*plan);
   }
 
