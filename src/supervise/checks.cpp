@@ -15,9 +15,8 @@ void Supervisor::Impl::beginReadiness(Proc& p) {
     Proc* q = find(name);
     if (q == nullptr) return;
     q->readyTimer = 0;
-    const std::string why = "not ready after " + std::to_string(q->spec.readiness.timeoutMs) + " ms";
-    setState(*q, ProcessState::kUnhealthy, why);
-    terminate(*q, why);
+    dispatch(*q, Event::Kind::kNotReadyInTime,
+             "not ready after " + std::to_string(q->spec.readiness.timeoutMs) + " ms");
     flushEvents();
   });
   if (r.kind == ReadinessConfig::Kind::kTcp) {
@@ -25,8 +24,8 @@ void Supervisor::Impl::beginReadiness(Proc& p) {
   } else if (r.kind == ReadinessConfig::Kind::kHttp) {
     auto probe = makeHttpProbe(reactor_, r.url, 1000);
     if (!probe.ok()) {
-      setState(p, ProcessState::kUnhealthy, probe.error().message);
-      return;
+      // A check that cannot be built can never pass.
+      return dispatch(p, Event::Kind::kNotReadyInTime, "readiness check: " + probe.error().message);
     }
     p.readinessProbe = std::move(*probe);
   } else {
@@ -38,12 +37,12 @@ void Supervisor::Impl::beginReadiness(Proc& p) {
 void Supervisor::Impl::probeReadiness(Proc& p) {
   p.readinessProbe->start([this, name = p.spec.name](ProbeResult r) {
     Proc* q = find(name);
-    if (q == nullptr || q->ready || q->state != ProcessState::kRunning) return;
+    if (q == nullptr || q->phase != Phase::kRunning) return;
     if (r.healthy) {
-      setReady(*q, "");
+      dispatch(*q, Event::Kind::kReady);
     } else {
       q->retryTimer = reactor_.addTimerAfterMillis(kReadinessRetryMs, [this, name] {
-        if (Proc* s = find(name); s != nullptr && s->state == ProcessState::kRunning) {
+        if (Proc* s = find(name); s != nullptr && s->phase == Phase::kRunning) {
           s->retryTimer = 0;
           probeReadiness(*s);
         }
@@ -83,24 +82,15 @@ void Supervisor::Impl::scheduleHealth(Proc& p) {
     q->healthTimer = 0;
     q->healthProbe->start([this, name](ProbeResult r) {
       Proc* s = find(name);
-      if (s == nullptr || (s->state != ProcessState::kReady && s->state != ProcessState::kUnhealthy)) {
-        return;
-      }
+      if (s == nullptr || !isReady(s->phase)) return;
       if (r.healthy) {
         s->healthFailures = 0;
-        if (s->state == ProcessState::kUnhealthy) setState(*s, ProcessState::kReady, "healthy again");
-      } else if (++s->healthFailures >= s->spec.health.failures &&
-                 s->state != ProcessState::kUnhealthy) {
-        const std::string why = "health check failed " + std::to_string(s->healthFailures) +
-                                " times: " + r.detail;
-        setState(*s, ProcessState::kUnhealthy, why);
-        if (s->spec.health.restartWhenUnhealthy) {
-          terminate(*s, why);
-          flushEvents();
-          return;
-        }
+        if (s->phase == Phase::kUnhealthy) dispatch(*s, Event::Kind::kHealthRestored, "healthy again");
+      } else if (++s->healthFailures >= s->spec.health.failures && s->phase == Phase::kReady) {
+        dispatch(*s, Event::Kind::kHealthFailed,
+                 "health check failed " + std::to_string(s->healthFailures) + " times: " + r.detail);
       }
-      scheduleHealth(*s);
+      if (isReady(s->phase)) scheduleHealth(*s);  // not when the failure stopped it
       flushEvents();
     });
   });
@@ -114,11 +104,25 @@ void Supervisor::Impl::armWatchdog(Proc& p) {
     Proc* q = find(name);
     if (q == nullptr) return;
     q->watchdogTimer = 0;
-    const std::string why = "no WATCHDOG=1 for " + std::to_string(q->spec.readiness.watchdogMs) + " ms";
-    setState(*q, ProcessState::kUnhealthy, why);
-    terminate(*q, why);
+    dispatch(*q, Event::Kind::kWatchdog,
+             "no WATCHDOG=1 for " + std::to_string(q->spec.readiness.watchdogMs) + " ms");
     flushEvents();
   });
+}
+
+void Supervisor::Impl::cancelChecks(Proc& p) {
+  for (auto* t : {&p.readyTimer, &p.watchdogTimer, &p.healthTimer, &p.retryTimer}) {
+    if (*t != 0) reactor_.cancelTimer(*t);
+    *t = 0;
+  }
+  if (p.readinessProbe) p.readinessProbe->cancel();
+  if (p.healthProbe) p.healthProbe->cancel();
+}
+
+void Supervisor::Impl::cancelRunTimers(Proc& p) {
+  cancelChecks(p);
+  if (p.stopTimer != 0) reactor_.cancelTimer(p.stopTimer);
+  p.stopTimer = 0;
 }
 
 }  // namespace enjin::supervise
