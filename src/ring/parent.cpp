@@ -33,6 +33,13 @@ namespace {
 constexpr int64_t kChangeCoalesceMs = 5;   // a burst of changes makes one event pass
 constexpr int64_t kSeqMarkSaveEveryMs = 5000;
 
+supervise::SupervisorOptions supervisorOptions(const std::string& stateDir,
+                                               const ParentOptions& opts) {
+  supervise::SupervisorOptions so{stateDir, opts.holderExe};
+  so.observations = opts.nodeObservations;
+  return so;
+}
+
 // How a child node's daemon is supervised. Its own processes may take their readiness timeout
 // (60 s by default) first; each ring above gets 10 s more, and systemd's TimeoutStartSec= for
 // ring0d is above them all.
@@ -98,7 +105,7 @@ class NodeParent::Impl {
         opts_(std::move(options)),
         cfg_(opts_.config),
         random_(random),
-        supervisor_(reactor, {cfg_.stateDir, opts_.holderExe}, std::move(random)) {}
+        supervisor_(reactor, supervisorOptions(cfg_.stateDir, opts_), std::move(random)) {}
 
   ~Impl() {
     for (auto& [id, p] : pending_) reactor_.cancelTimer(p.timer);
@@ -446,7 +453,7 @@ class NodeParent::Impl {
       p.command.insert(p.command.end(), {"--config", childConfigPath(label)});
       // The child says READY=1 once its own children are up, and WATCHDOG=1 from its reactor
       // every heartbeat: a hung daemon is restarted like a dead one.
-      p.readiness.kind = supervise::ReadinessConfig::Kind::kNotify;
+      p.readiness.kind = "notify";
       p.readiness.timeoutMs = cfg_.ring == 0 ? kRing1ReadyTimeoutMs : kRing2ReadyTimeoutMs;
       p.readiness.watchdogMs =
           std::max<int64_t>(kWatchdogHeartbeatTimeouts * cfg_.heartbeatTimeoutMs, kMinWatchdogMs);

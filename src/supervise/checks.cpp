@@ -9,6 +9,14 @@ namespace enjin::supervise {
 // ---------------------------------------------------------------------------------------------
 // Readiness, health checks and the watchdog
 
+Result<std::unique_ptr<Probe>> Supervisor::Impl::makeCheck(const std::string& kind,
+                                                          const CheckTarget& target) {
+  auto strategy = options_.observations->find(kind);
+  if (!strategy.ok()) return strategy.error();
+  if (!(*strategy)->polled()) return std::unique_ptr<Probe>();
+  return (*strategy)->makeProbe(reactor_, target);
+}
+
 void Supervisor::Impl::beginReadiness(Proc& p) {
   const auto& r = p.spec.readiness;
   p.readyTimer = reactor_.addTimerAfterMillis(r.timeoutMs, [this, name = p.spec.name] {
@@ -19,18 +27,18 @@ void Supervisor::Impl::beginReadiness(Proc& p) {
              "not ready after " + std::to_string(q->spec.readiness.timeoutMs) + " ms");
     flushEvents();
   });
-  if (r.kind == ReadinessConfig::Kind::kTcp) {
-    p.readinessProbe = makeTcpProbe(reactor_, r.host, r.port, 1000);
-  } else if (r.kind == ReadinessConfig::Kind::kHttp) {
-    auto probe = makeHttpProbe(reactor_, r.url, 1000);
-    if (!probe.ok()) {
-      // A check that cannot be built can never pass.
-      return dispatch(p, Event::Kind::kNotReadyInTime, "readiness check: " + probe.error().message);
-    }
-    p.readinessProbe = std::move(*probe);
-  } else {
-    return;  // notify: READY=1 arrives on the notify socket
+  CheckTarget target;
+  target.host = r.host;
+  target.port = r.port;
+  target.url = r.url;
+  target.timeoutMs = kReadinessProbeTimeoutMs;
+  auto probe = makeCheck(r.kind, target);
+  if (!probe.ok()) {
+    // A check that cannot be built can never pass.
+    return dispatch(p, Event::Kind::kNotReadyInTime, "readiness check: " + probe.error().message);
   }
+  if (!*probe) return;  // pushed (notify): READY=1 arrives on the notify socket
+  p.readinessProbe = std::move(*probe);
   probeReadiness(p);
 }
 
@@ -54,18 +62,15 @@ void Supervisor::Impl::probeReadiness(Proc& p) {
 
 void Supervisor::Impl::scheduleHealth(Proc& p) {
   const auto& h = p.spec.health;
-  if (h.kind == HealthConfig::Kind::kNone) return;
+  if (h.kind == "none") return;
   if (!p.healthProbe) {
-    if (h.kind == HealthConfig::Kind::kTcp) {
-      p.healthProbe = makeTcpProbe(reactor_, h.host, h.port, h.timeoutMs);
-    } else if (h.kind == HealthConfig::Kind::kHttp) {
-      auto probe = makeHttpProbe(reactor_, h.url, h.timeoutMs);
-      if (!probe.ok()) {
-        spdlog::error("process '{}': health check: {}", p.spec.name, probe.error().message);
-        return;
-      }
-      p.healthProbe = std::move(*probe);
-    } else {
+    CheckTarget target;
+    target.host = h.host;
+    target.port = h.port;
+    target.url = h.url;
+    target.command = h.command;
+    target.timeoutMs = h.timeoutMs;
+    if (h.kind == "exec") {
       // The check runs with the process's identity and environment, not ring2d's: its spawn
       // strategy said which (execIn), through the holder, which resolved it when it spawned.
       if (!p.execIdentity) {
@@ -73,8 +78,15 @@ void Supervisor::Impl::scheduleHealth(Proc& p) {
                       p.spec.name);
         return;
       }
-      p.healthProbe = makeExecProbe(reactor_, h.command, h.timeoutMs, *p.execIdentity);
+      target.identity = *p.execIdentity;
     }
+    auto probe = makeCheck(h.kind, target);
+    if (!probe.ok() || !*probe) {
+      spdlog::error("process '{}': health check: {}", p.spec.name,
+                    probe.ok() ? "'" + h.kind + "' is not polled" : probe.error().message);
+      return;
+    }
+    p.healthProbe = std::move(*probe);
   }
   p.healthTimer = reactor_.addTimerAfterMillis(h.intervalMs, [this, name = p.spec.name] {
     Proc* q = find(name);
@@ -98,7 +110,7 @@ void Supervisor::Impl::scheduleHealth(Proc& p) {
 
 void Supervisor::Impl::armWatchdog(Proc& p) {
   const int64_t ms = p.spec.readiness.watchdogMs;
-  if (p.spec.readiness.kind != ReadinessConfig::Kind::kNotify || ms <= 0) return;
+  if (p.spec.readiness.kind != "notify" || ms <= 0) return;
   if (p.watchdogTimer != 0) reactor_.cancelTimer(p.watchdogTimer);
   p.watchdogTimer = reactor_.addTimerAfterMillis(ms, [this, name = p.spec.name] {
     Proc* q = find(name);

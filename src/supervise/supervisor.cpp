@@ -46,7 +46,21 @@ std::string describeExit(const ExitInfo& e) {
 // ---------------------------------------------------------------------------------------------
 // Start-up and re-adoption
 
+Status Supervisor::Impl::checkObservations(const std::vector<ProcessSpec>& specs) const {
+  if (options_.observations == nullptr) return Error{"the supervisor was given no observations"};
+  for (const auto& s : specs) {
+    if (auto st = options_.observations->check(s.readiness.kind, CheckUse::kReadiness); !st.ok()) {
+      return st.error().wrap("process '" + s.name + "': readiness");
+    }
+    if (auto st = options_.observations->check(s.health.kind, CheckUse::kHealth); !st.ok()) {
+      return st.error().wrap("process '" + s.name + "': health");
+    }
+  }
+  return {};
+}
+
 Status Supervisor::Impl::start(std::vector<ProcessSpec> specs) {
+  if (auto st = checkObservations(specs); !st.ok()) return st;
   for (const char* sub : {"", "/logs", "/notify"}) {
     const std::string dir = options_.stateDir + sub;
     if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) return errnoError("mkdir " + dir, errno);
@@ -156,7 +170,7 @@ void Supervisor::Impl::dispatch(Proc& p, const Event& ev) {
                            p.goal == Goal::kRemove ? "not in the spec any more" : "held down");
         }
         becomeRunning(p, ev.detail);
-        const bool ready = ev.wasReady || p.spec.readiness.kind == ReadinessConfig::Kind::kNone;
+        const bool ready = ev.wasReady || p.spec.readiness.kind == "none";
         return ready ? becomeReady(p, ev.detail) : beginReadiness(p);
       }
       // An exit the holder kept while no ring2d watched: the policy decides, as if seen live.
@@ -179,7 +193,7 @@ void Supervisor::Impl::dispatch(Proc& p, const Event& ev) {
       if (e == K::kSpawned) {
         onSpawned(p, *ev.spawned);
         becomeRunning(p, "");
-        if (p.spec.readiness.kind == ReadinessConfig::Kind::kNone) {
+        if (p.spec.readiness.kind == "none") {
           becomeReady(p, "");
         } else {
           beginReadiness(p);
@@ -348,7 +362,7 @@ void Supervisor::Impl::spawn(Proc& p) {
   // The request is built from the cached spec text.
   std::vector<std::string> env;
   std::optional<std::string> notify;
-  if (p.spec.readiness.kind == ReadinessConfig::Kind::kNotify) {
+  if (p.spec.readiness.kind == "notify") {
     notify = options_.stateDir + "/notify/" + p.spec.name + ".sock";
     env.push_back("NOTIFY_SOCKET=" + *notify);
     if (p.spec.readiness.watchdogMs > 0) {
@@ -566,6 +580,7 @@ void Supervisor::Impl::rebuildOrder() {
 // Commands
 
 Status Supervisor::Impl::reload(std::vector<ProcessSpec> specs) {
+  if (auto st = checkObservations(specs); !st.ok()) return st;  // nothing is changed
   std::map<std::string, ProcessSpec> next;
   specOrder_.clear();
   for (auto& s : specs) {

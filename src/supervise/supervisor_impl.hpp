@@ -23,6 +23,7 @@
 #include "enjin/supervise/holder.hpp"
 #include "enjin/supervise/holder_protocol.hpp"
 #include "enjin/supervise/log_writer.hpp"
+#include "enjin/supervise/observation.hpp"
 #include "enjin/supervise/probe.hpp"
 #include "enjin/supervise/spec_json.hpp"
 #include "enjin/supervise/supervisor.hpp"
@@ -32,6 +33,7 @@ namespace enjin::supervise {
 using nlohmann::json;
 
 inline constexpr int64_t kReadinessRetryMs = 100;   // between readiness probes until ready
+inline constexpr int64_t kReadinessProbeTimeoutMs = 1000;  // one readiness probe's deadline
 inline constexpr int64_t kSaveDelayMs = 50;         // state.json writes are coalesced this long
 inline constexpr size_t kEarlyNotifyKept = 8;       // notify datagrams kept while a spawn is pending
 inline constexpr int64_t kTrimDelayMs = 1000;       // the heap is trimmed after this long without a save
@@ -155,6 +157,8 @@ class Supervisor::Impl {
 
   Observer observer_;
 
+  // Every readiness and health kind of `specs` is a known observation, fit for that use.
+  Status checkObservations(const std::vector<ProcessSpec>& specs) const;
   Status start(std::vector<ProcessSpec> specs);
   Status reload(std::vector<ProcessSpec> specs);
   void stopAll(std::function<void()> done);
@@ -213,6 +217,8 @@ class Supervisor::Impl {
   void settle(Proc& p, bool exited);
 
   // --- checks (checks.cpp) ---
+  // A probe of observation `kind` from the registry; nullptr for a pushed kind (notify).
+  Result<std::unique_ptr<Probe>> makeCheck(const std::string& kind, const CheckTarget& target);
   void beginReadiness(Proc& p);
   void probeReadiness(Proc& p);
   void scheduleHealth(Proc& p);
