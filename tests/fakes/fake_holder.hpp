@@ -180,14 +180,17 @@ class FakeHolder {
       log_.push_back("respawn " + respawnReq->name);
       auto it = slots_.find(respawnReq->name);
       if (it == slots_.end() || !it->second.hasSpec) {
-        return queue(proto::SpawnFailed{respawnReq->name, "holder: no spec held for '" + respawnReq->name + "'", {}});
+        return queue(proto::SpawnFailed{
+            respawnReq->name, "holder: no spec held for '" + respawnReq->name + "'", {}});
       }
       spawn(respawnReq->name, false, false);
     } else if (const auto* signalReq = std::get_if<proto::Signal>(&request)) {
       const char* abbrev = ::sigabbrev_np(signalReq->signal);
-      log_.push_back("signal " + signalReq->name + " " + (abbrev ? abbrev : std::to_string(signalReq->signal)) +
+      log_.push_back("signal " + signalReq->name + " " +
+                     (abbrev ? abbrev : std::to_string(signalReq->signal)) +
                      (signalReq->group ? "" : " (pid only)"));
-      if (!ignored_.contains(signalReq->signal) && running(signalReq->name)) exitSignal(signalReq->name, signalReq->signal);
+      if (!ignored_.contains(signalReq->signal) && running(signalReq->name))
+        exitSignal(signalReq->name, signalReq->signal);
     } else if (const auto* closeReq = std::get_if<proto::Close>(&request)) {
       log_.push_back("close " + closeReq->name);
       slots_.erase(closeReq->name);

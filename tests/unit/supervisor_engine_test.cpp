@@ -1,23 +1,30 @@
 // The supervision engine in process: a Supervisor on a FakeClock, talking to a FakeHolder. No
 // process is forked and no test sleeps, so every delay is checked to the millisecond: a timer
 // that fires 1 ms early or late fails the test.
-#include "enjin/supervise/supervisor.hpp"
-
 #include <gtest/gtest.h>
 #include <signal.h>
 
 #include <cstdint>
+#include <filesystem>
 #include <limits>
 #include <memory>
+#include <ostream>
 #include <string>
 #include <vector>
 
 #include "enjin/reactor/reactor.hpp"
+#include "enjin/supervise/supervisor.hpp"
 #include "fakes/fake_clock.hpp"
 #include "fakes/fake_holder.hpp"
 #include "fakes/temp_dir.hpp"
 
 namespace enjin::supervise {
+
+// Failures name the state rather than print its bytes. Found by gtest through ADL.
+[[maybe_unused]] static void PrintTo(ProcessState s, std::ostream* os) {
+  *os << stateName(s);
+}
+
 namespace {
 
 using Log = std::vector<std::string>;
@@ -100,8 +107,8 @@ class SupervisorEngineTest : public ::testing::Test {
     holder_.exitCode(name, code);
     pump();
     EXPECT_EQ(state(name), ProcessState::kBackoff);
-    EXPECT_EQ(status(name).detail,
-              "exit code " + std::to_string(code) + "; restart in " + std::to_string(delayMs) + " ms");
+    EXPECT_EQ(status(name).detail, "exit code " + std::to_string(code) + "; restart in " +
+                                       std::to_string(delayMs) + " ms");
     advance(delayMs - 1);
     EXPECT_EQ(holder_.take(), Log{});
     EXPECT_EQ(state(name), ProcessState::kBackoff);
@@ -140,8 +147,7 @@ TEST_F(SupervisorEngineTest, RestartsAfterExactlyTheConfiguredDelay) {
   const int firstPid = holder_.pid("a");
 
   expectRespawnAfter("a", 250);
-  EXPECT_EQ(takeStates("a"),
-            (std::vector<std::string>{"backoff", "starting", "running", "ready"}));
+  EXPECT_EQ(takeStates("a"), (std::vector<std::string>{"backoff", "starting", "running", "ready"}));
   EXPECT_EQ(status("a").restarts, 1u);
   EXPECT_NE(holder_.pid("a"), firstPid);
   EXPECT_EQ(status("a").pid, holder_.pid("a"));
@@ -192,8 +198,7 @@ TEST_F(SupervisorEngineTest, RestartIntensityExceededFailsAndStopsSpawning) {
   holder_.exitCode("a", 1);
   pump();
   EXPECT_EQ(state("a"), ProcessState::kFailed);
-  EXPECT_EQ(status("a").detail,
-            "exit code 1; restart intensity exceeded: 3 restarts in 60 s");
+  EXPECT_EQ(status("a").detail, "exit code 1; restart intensity exceeded: 3 restarts in 60 s");
   ASSERT_EQ(events_.size(), 1u);
   EXPECT_EQ(events_[0].status.state, ProcessState::kFailed);
   EXPECT_TRUE(events_[0].exitEvent);
@@ -500,5 +505,177 @@ TEST_F(SupervisorEngineTest, StopAllStopsDependentsFirstThenShutsTheHolderDown) 
   EXPECT_EQ(state("b"), ProcessState::kStopped);
 }
 
+TEST_F(SupervisorEngineTest, StopWhileTheSpawnIsOnItsWaySignalsOnceSpawned) {
+  startOnly({makeSpec("a")});
+  EXPECT_EQ(holder_.take(), (Log{"hello", "spawn a"}));
+  ASSERT_TRUE(sup_->stopProcess("a").ok());
+  EXPECT_EQ(state("a"), ProcessState::kStopping);
+  EXPECT_EQ(holder_.take(), Log{});  // no pid to signal yet
+  pump();
+  EXPECT_EQ(holder_.take(), Log{"signal a TERM"});
+  EXPECT_EQ(state("a"), ProcessState::kStopped);
+  advance(60'000);
+  EXPECT_EQ(holder_.take(), Log{});
+}
+
+// ENGINE BUG (src/supervise/supervisor.cpp, Supervisor::Impl::stop): terminate() promises that "a
+// stop already under way keeps its deadline", but stop() calls cancelRunTimers() before
+// terminate(), which cancels the pending stopTimer; terminate() then sees stopTimer == 0 and arms
+// a fresh stopTimeoutMs. So a stop (operator stop, restart, reload, stopAll) that comes while a
+// readiness-timeout, watchdog or health-check terminate is under way postpones the SIGKILL: here
+// it comes at 1000 ms instead of 800. Skipped until the engine keeps the running stopTimer.
+TEST_F(SupervisorEngineTest, StopRequestDuringAReadinessStopKeepsTheSigkillDeadline) {
+  GTEST_SKIP() << "engine bug: stop() re-arms the SIGKILL deadline of a stop already under way";
+  auto spec = makeSpec("a");
+  spec.readiness.kind = ReadinessConfig::Kind::kNotify;
+  spec.readiness.timeoutMs = 500;
+  spec.stopTimeoutMs = 300;
+  holder_.ignore(SIGTERM);
+  start({spec});
+  (void)holder_.take();
+  advance(500);
+  EXPECT_EQ(holder_.take(), Log{"signal a TERM"});  // not ready: SIGKILL due at 800
+  advance(200);
+  ASSERT_TRUE(sup_->stopProcess("a").ok());
+  (void)holder_.take();  // whether it sends the stop signal again does not matter here
+  EXPECT_EQ(state("a"), ProcessState::kStopping);
+  // "A stop already under way keeps its deadline" (Supervisor::Impl::terminate).
+  advance(99);
+  EXPECT_EQ(holder_.take(), Log{});
+  advance(1);
+  EXPECT_EQ(holder_.take(), Log{"signal a KILL"});
+  EXPECT_EQ(state("a"), ProcessState::kStopped);
+}
+
+TEST_F(SupervisorEngineTest, WatchdogMissedSignalsWithStopSignal) {
+  auto spec = makeSpec("a");
+  spec.readiness.kind = ReadinessConfig::Kind::kNotify;
+  spec.readiness.watchdogMs = 1'000;
+  holder_.useOwnPid("a");
+  holder_.ignore(SIGTERM);
+  start({spec});
+  (void)holder_.take();
+  const auto* spawnReq = std::get_if<holder_proto::Spawn>(&holder_.requests().at(1));
+  ASSERT_NE(spawnReq, nullptr);
+  EXPECT_EQ(spawnReq->env, (std::vector<std::string>{"NOTIFY_SOCKET=" + *spawnReq->notify,
+                                                     "WATCHDOG_USEC=1000000"}));
+  ASSERT_TRUE(holder_.notify("a", "READY=1"));
+  pump();
+  ASSERT_EQ(state("a"), ProcessState::kReady);
+  advance(999);
+  ASSERT_TRUE(holder_.notify("a", "WATCHDOG=1"));  // re-arms: due 1000 ms from now
+  pump();
+  advance(999);
+  EXPECT_EQ(holder_.take(), Log{});
+  EXPECT_EQ(state("a"), ProcessState::kReady);
+  advance(1);
+  EXPECT_EQ(holder_.take(), Log{"signal a TERM"});
+  EXPECT_EQ(state("a"), ProcessState::kUnhealthy);
+  EXPECT_EQ(status("a").detail, "no WATCHDOG=1 for 1000 ms");
+}
+
+TEST_F(SupervisorEngineTest, DependentRestartWaitsForItsDependencyAgain) {
+  auto a = makeSpec("a");
+  a.restart.delayMs = 1'000;
+  auto b = makeSpec("b");
+  b.dependsOn = {"a"};
+  start({a, b});
+  EXPECT_EQ(holder_.take(), (Log{"hello", "spawn a", "spawn b"}));
+  holder_.exitCode("a", 1);  // a: backoff 1000 ms
+  holder_.exitCode("b", 1);  // b: backoff 100 ms, then waits for a
+  pump();
+  advance(100);
+  EXPECT_EQ(holder_.take(), Log{});
+  EXPECT_EQ(state("b"), ProcessState::kStarting);
+  EXPECT_EQ(status("b").detail, "waiting for 'a' to be ready");
+  advance(900);
+  EXPECT_EQ(holder_.take(), (Log{"respawn a", "respawn b"}));
+  EXPECT_EQ(state("b"), ProcessState::kReady);
+}
+
+TEST_F(SupervisorEngineTest, StoppedDependentStaysDownWhenItsDependencyBecomesReady) {
+  auto a = makeSpec("a");
+  a.readiness.kind = ReadinessConfig::Kind::kNotify;
+  auto b = makeSpec("b");
+  b.dependsOn = {"a"};
+  holder_.useOwnPid("a");
+  start({a, b});
+  (void)holder_.take();
+  ASSERT_EQ(state("b"), ProcessState::kStarting);
+  ASSERT_TRUE(sup_->stopProcess("b").ok());
+  EXPECT_EQ(state("b"), ProcessState::kStopped);
+  ASSERT_TRUE(holder_.notify("a", "READY=1"));
+  pump();
+  EXPECT_EQ(state("a"), ProcessState::kReady);
+  EXPECT_EQ(holder_.take(), Log{});
+  EXPECT_EQ(state("b"), ProcessState::kStopped);
+}
+
+TEST_F(SupervisorEngineTest, RestartCommandDuringBackoffRespawnsAtOnce) {
+  start({makeSpec("a")});
+  (void)holder_.take();
+  expectRespawnAfter("a", 100);
+  holder_.exitCode("a", 1);
+  pump();
+  ASSERT_EQ(status("a").detail, "exit code 1; restart in 200 ms");
+  ASSERT_TRUE(sup_->restartProcess("a").ok());
+  EXPECT_EQ(holder_.take(), Log{"respawn a"});
+  pump();
+  EXPECT_EQ(state("a"), ProcessState::kReady);
+  advance(10'000);
+  EXPECT_EQ(holder_.take(), Log{});  // the cancelled backoff timer does not spawn again
+  expectRespawnAfter("a", 100);      // and the history was forgiven
+}
+
+TEST_F(SupervisorEngineTest, StopAllStopsWhatIsInBackoffOrStillSpawning) {
+  start({makeSpec("a")});
+  (void)holder_.take();
+  holder_.exitCode("a", 1);
+  pump();
+  ASSERT_EQ(state("a"), ProcessState::kBackoff);
+  ASSERT_TRUE(sup_->reload({makeSpec("a"), makeSpec("c")}).ok());
+  EXPECT_EQ(holder_.take(), Log{"spawn c"});  // c's spawned is not read yet
+  bool done = false;
+  sup_->stopAll([&] { done = true; });
+  EXPECT_EQ(state("a"), ProcessState::kStopped);
+  EXPECT_EQ(state("c"), ProcessState::kStopping);
+  pump();
+  EXPECT_EQ(holder_.take(), (Log{"signal c TERM", "shutdown"}));
+  EXPECT_TRUE(done);
+  advance(60'000);
+  EXPECT_EQ(holder_.take(), Log{});
+}
+
+TEST_F(SupervisorEngineTest, ReloadRestartsChangedStopsRemovedStartsNew) {
+  start({makeSpec("a"), makeSpec("b"), makeSpec("keep")});
+  EXPECT_EQ(holder_.take(), (Log{"hello", "spawn a", "spawn b", "spawn keep"}));
+  auto changed = makeSpec("a");
+  changed.command = {"/bin/false"};
+  ASSERT_TRUE(sup_->reload({changed, makeSpec("keep"), makeSpec("c")}).ok());
+  pump();
+  // The changed one restarts with its new spec (a full spawn, not a respawn); the removed one
+  // stops and is forgotten; the new one starts; the unchanged one is left alone.
+  EXPECT_EQ(holder_.take(),
+            (Log{"signal b TERM", "signal a TERM", "spawn c", "close b", "spawn a"}));
+  const holder_proto::Spawn* spawnReq = nullptr;  // a's last
+  for (const auto& r : holder_.requests()) {
+    if (const auto* m = std::get_if<holder_proto::Spawn>(&r); m && m->name == "a") spawnReq = m;
+  }
+  ASSERT_NE(spawnReq, nullptr);
+  EXPECT_EQ(spawnReq->spec.command, (std::vector<std::string>{"/bin/false"}));
+  EXPECT_EQ(state("a"), ProcessState::kReady);
+  EXPECT_EQ(state("keep"), ProcessState::kReady);
+  EXPECT_EQ(state("c"), ProcessState::kReady);
+  for (const auto& s : sup_->status()) EXPECT_NE(s.name, "b");
+}
+
+TEST_F(SupervisorEngineTest, StateFileIsWrittenAfterTheSaveDelay) {
+  start({makeSpec("a")});
+  const std::string path = dir_.path() + "/state.json";
+  advance(49);
+  EXPECT_FALSE(std::filesystem::exists(path));
+  advance(1);
+  EXPECT_TRUE(std::filesystem::exists(path));
+}
 }  // namespace
 }  // namespace enjin::supervise
