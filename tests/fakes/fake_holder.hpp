@@ -11,7 +11,8 @@
 //   signal         -> no reply; a signal the test did not ignore() kills the process at once
 //                     (an exited with that signal follows), an ignored one does nothing
 //   shutdown       -> bye, once nothing runs
-// failSpawns() turns the next spawns of a name into spawn_failed, and exit() ends a process.
+// failSpawns() turns the next spawns of a name into spawn_failed, exit() ends a process, hold()
+// keeps replies back until release().
 //
 // Replies wait in a queue; fd() is an eventfd that counts them, so the supervisor's reactor wakes
 // exactly when one waits. The fake must outlive the Supervisor it is handed to.
@@ -70,6 +71,19 @@ class FakeHolder {
   // Spawns of `name` report this test process's pid, so notify() datagrams, which carry the
   // sender's credentials, count as that process's.
   void useOwnPid(const std::string& name) { ownPid_.insert(name); }
+  // The holder never answers shutdown (a holder that hangs on its way out).
+  void neverSayBye() { silentShutdown_ = true; }
+  // Replies are kept back until release(): a spawn (or anything else) still on its way.
+  void hold() { holding_ = true; }
+  void release() {
+    holding_ = false;
+    while (!held_.empty()) {
+      out_.push_back(std::move(held_.front()));
+      held_.pop_front();
+      const uint64_t one = 1;
+      (void)::write(event_.get(), &one, sizeof one);
+    }
+  }
 
   // The current (or last) pid of `name`; 0 if it was never spawned.
   int pid(const std::string& name) const {
@@ -156,6 +170,10 @@ class FakeHolder {
   };
 
   void queue(const Reply& reply, std::vector<UniqueFd> fds = {}) {
+    if (holding_) {
+      held_.push_back({supervise::holder_proto::encode(reply), std::move(fds)});
+      return;
+    }
     out_.push_back({supervise::holder_proto::encode(reply), std::move(fds)});
     const uint64_t one = 1;
     (void)::write(event_.get(), &one, sizeof one);
@@ -254,13 +272,16 @@ class FakeHolder {
     for (const auto& [name, slot] : slots_) {
       if (slot.running) return;
     }
-    if (byeSent_) return;
+    if (byeSent_ || silentShutdown_) return;
     byeSent_ = true;
     queue(supervise::holder_proto::Bye{});
   }
 
   UniqueFd event_;
   std::deque<Outgoing> out_;
+  std::deque<Outgoing> held_;
+  bool holding_ = false;
+  bool silentShutdown_ = false;
   std::vector<Request> requests_;
   std::vector<std::string> log_;
   std::map<std::string, Slot> slots_;

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <filesystem>
 #include <limits>
@@ -647,16 +648,28 @@ TEST_F(SupervisorEngineTest, StopAllStopsWhatIsInBackoffOrStillSpawning) {
 }
 
 TEST_F(SupervisorEngineTest, ReloadRestartsChangedStopsRemovedStartsNew) {
+  holder_.ignore(SIGTERM);
   start({makeSpec("a"), makeSpec("b"), makeSpec("keep")});
   EXPECT_EQ(holder_.take(), (Log{"hello", "spawn a", "spawn b", "spawn keep"}));
   auto changed = makeSpec("a");
   changed.command = {"/bin/false"};
   ASSERT_TRUE(sup_->reload({changed, makeSpec("keep"), makeSpec("c")}).ok());
   pump();
-  // The changed one restarts with its new spec (a full spawn, not a respawn); the removed one
-  // stops and is forgotten; the new one starts; the unchanged one is left alone.
-  EXPECT_EQ(holder_.take(),
-            (Log{"signal b TERM", "signal a TERM", "spawn c", "close b", "spawn a"}));
+  // The changed one and the removed one are stopped, the new one starts, the unchanged one is
+  // left alone. (Between different processes the order is not part of the contract.)
+  Log first = holder_.take();
+  std::sort(first.begin(), first.end());
+  EXPECT_EQ(first, (Log{"signal a TERM", "signal b TERM", "spawn c"}));
+  EXPECT_EQ(state("a"), ProcessState::kStopping);
+  EXPECT_EQ(state("b"), ProcessState::kStopping);
+  // The removed one is forgotten once stopped, the holder told to close it.
+  holder_.exitSignal("b", SIGTERM);
+  pump();
+  EXPECT_EQ(holder_.take(), Log{"close b"});
+  // The changed one restarts with its new spec: a full spawn, not a respawn.
+  holder_.exitSignal("a", SIGTERM);
+  pump();
+  EXPECT_EQ(holder_.take(), Log{"spawn a"});
   const holder_proto::Spawn* spawnReq = nullptr;  // a's last
   for (const auto& r : holder_.requests()) {
     if (const auto* m = std::get_if<holder_proto::Spawn>(&r); m && m->name == "a") spawnReq = m;
@@ -676,6 +689,133 @@ TEST_F(SupervisorEngineTest, StateFileIsWrittenAfterTheSaveDelay) {
   EXPECT_FALSE(std::filesystem::exists(path));
   advance(1);
   EXPECT_TRUE(std::filesystem::exists(path));
+}
+
+TEST_F(SupervisorEngineTest, ZeroDelayRestartsAtOnce) {
+  auto spec = makeSpec("a");
+  spec.restart.delayMs = 0;
+  start({spec});
+  (void)holder_.take();
+  (void)takeStates("a");
+  for (int i = 0; i < 3; ++i) {
+    holder_.exitCode("a", 1);
+    pump();  // the clock does not move
+    EXPECT_EQ(holder_.take(), Log{"respawn a"});
+    EXPECT_EQ(state("a"), ProcessState::kReady);
+    EXPECT_EQ(status("a").restarts, static_cast<uint64_t>(i + 1));
+  }
+  // The exit is published once per restart, with the exit that caused it.
+  int exitEvents = 0;
+  for (const auto& e : events_) {
+    if (!e.exitEvent) continue;
+    ++exitEvents;
+    EXPECT_EQ(e.status.state, ProcessState::kBackoff);
+    EXPECT_EQ(e.status.detail, "exit code 1; restarting now");
+    ASSERT_TRUE(e.status.lastExit.has_value());
+    EXPECT_EQ(e.status.lastExit->code, 1);
+  }
+  EXPECT_EQ(exitEvents, 3);
+}
+
+TEST_F(SupervisorEngineTest, SecondStopKeepsTheFirstSigkillDeadline) {
+  holder_.ignore(SIGTERM);
+  start({makeSpec("a")});
+  (void)holder_.take();
+  ASSERT_TRUE(sup_->stopProcess("a").ok());
+  EXPECT_EQ(holder_.take(), Log{"signal a TERM"});
+  advance(1'500);
+  ASSERT_TRUE(sup_->stopProcess("a").ok());
+  ASSERT_TRUE(sup_->restartProcess("a").ok());  // restarts once the stop completes
+  EXPECT_EQ(holder_.take(), Log{});
+  advance(499);
+  EXPECT_EQ(holder_.take(), Log{});
+  advance(1);
+  EXPECT_EQ(holder_.take(), (Log{"signal a KILL", "respawn a"}));
+  EXPECT_EQ(state("a"), ProcessState::kReady);
+}
+
+TEST_F(SupervisorEngineTest, StartDuringAStopStartsAgainOnceStopped) {
+  holder_.ignore(SIGTERM);
+  start({makeSpec("a")});
+  (void)holder_.take();
+  ASSERT_TRUE(sup_->stopProcess("a").ok());
+  ASSERT_TRUE(sup_->startProcess("a").ok());
+  EXPECT_EQ(holder_.take(), Log{"signal a TERM"});
+  EXPECT_EQ(state("a"), ProcessState::kStopping);
+  holder_.exitSignal("a", SIGTERM);
+  pump();
+  EXPECT_EQ(holder_.take(), Log{"respawn a"});
+  EXPECT_EQ(state("a"), ProcessState::kReady);
+}
+
+TEST_F(SupervisorEngineTest, StopTimerOfAnEndedRunDoesNotReachTheNextRun) {
+  auto spec = makeSpec("a");
+  spec.readiness.kind = ReadinessConfig::Kind::kNotify;
+  spec.readiness.timeoutMs = 500;
+  spec.stopTimeoutMs = 300;
+  start({spec});
+  (void)holder_.take();
+  advance(500);  // not ready: SIGTERM, which it dies of at once
+  EXPECT_EQ(holder_.take(), Log{"signal a TERM"});
+  EXPECT_EQ(state("a"), ProcessState::kBackoff);
+  advance(100);
+  EXPECT_EQ(holder_.take(), Log{"respawn a"});
+  // 800 ms: the old run's SIGKILL deadline; the new run is not touched.
+  advance(200);
+  EXPECT_EQ(holder_.take(), Log{});
+  // The new run has its own readiness deadline, counted from its spawn.
+  advance(299);
+  EXPECT_EQ(holder_.take(), Log{});
+  advance(1);
+  EXPECT_EQ(holder_.take(), Log{"signal a TERM"});
+}
+
+TEST_F(SupervisorEngineTest, ReadyBeforeTheSpawnReplyCountsOnceThePidIsKnown) {
+  auto spec = makeSpec("a");
+  spec.readiness.kind = ReadinessConfig::Kind::kNotify;
+  holder_.useOwnPid("a");
+  start({spec});
+  (void)holder_.take();
+  ASSERT_TRUE(holder_.notify("a", "READY=1"));
+  pump();
+  ASSERT_EQ(state("a"), ProcessState::kReady);
+  holder_.exitCode("a", 1);
+  pump();
+  holder_.hold();
+  advance(100);
+  EXPECT_EQ(holder_.take(), Log{"respawn a"});
+  // A fast process: READY=1 arrives before the holder's spawned.
+  ASSERT_TRUE(holder_.notify("a", "READY=1"));
+  pump();
+  EXPECT_EQ(state("a"), ProcessState::kStarting);
+  holder_.release();
+  pump();
+  EXPECT_EQ(state("a"), ProcessState::kReady);
+}
+
+TEST_F(SupervisorEngineTest, StopAllFinishesWhenTheHolderNeverSaysBye) {
+  holder_.neverSayBye();
+  start({makeSpec("a")});
+  (void)holder_.take();
+  bool done = false;
+  sup_->stopAll([&] { done = true; });
+  pump();
+  EXPECT_EQ(holder_.take(), (Log{"signal a TERM", "shutdown"}));
+  advance(4'999);  // kHolderByeTimeoutMs
+  EXPECT_FALSE(done);
+  advance(1);
+  EXPECT_TRUE(done);
+}
+
+TEST_F(SupervisorEngineTest, CommandsOnUnknownProcessesFail) {
+  start({makeSpec("a")});
+  EXPECT_FALSE(sup_->startProcess("nope").ok());
+  EXPECT_FALSE(sup_->stopProcess("nope").ok());
+  EXPECT_FALSE(sup_->restartProcess("nope").ok());
+  EXPECT_FALSE(sup_->runCommand("kill", "a").ok());
+  EXPECT_TRUE(sup_->runCommand("stop", "a").ok());
+  pump();
+  EXPECT_EQ(state("a"), ProcessState::kStopped);
 }
 }  // namespace
 }  // namespace enjin::supervise
