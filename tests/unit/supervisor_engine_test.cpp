@@ -1,11 +1,16 @@
 // The supervision engine in process: a Supervisor on a FakeClock, talking to a FakeHolder. No
 // process is forked and no test sleeps, so every delay is checked to the millisecond: a timer
 // that fires 1 ms early or late fails the test.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdint>
+#include <cstring>
 #include <filesystem>
 #include <limits>
 #include <memory>
@@ -80,6 +85,16 @@ class SupervisorEngineTest : public ::testing::Test {
   void advance(int64_t ms) {
     clock_.advanceMillis(ms);
     pump();
+  }
+  // For tests with real sockets (tcp probes on loopback): also gives the kernel a few real
+  // milliseconds to answer, until nothing has happened for 5 ms. The fake clock stands still.
+  void settle() {
+    for (int i = 0, idle = 0; i < 500 && idle < 5; ++i)
+      idle = reactor_->runOnce(1) > 0 ? 0 : idle + 1;
+  }
+  void advanceSettled(int64_t ms) {
+    clock_.advanceMillis(ms);
+    settle();
   }
 
   ProcessStatus status(const std::string& name) const {
@@ -816,6 +831,124 @@ TEST_F(SupervisorEngineTest, CommandsOnUnknownProcessesFail) {
   EXPECT_TRUE(sup_->runCommand("stop", "a").ok());
   pump();
   EXPECT_EQ(state("a"), ProcessState::kStopped);
+}
+
+// A loopback port that refuses connections until listen() is called on it: bound, not listening.
+class ClosedPort {
+ public:
+  ClosedPort() : fd_(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)) {
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof addr;
+    if (::bind(fd_.get(), reinterpret_cast<sockaddr*>(&addr), len) != 0 ||
+        ::getsockname(fd_.get(), reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+      ADD_FAILURE() << "bind: " << ::strerror(errno);
+    }
+    port_ = ntohs(addr.sin_port);
+  }
+  int port() const { return port_; }
+  void open() { ASSERT_EQ(::listen(fd_.get(), 16), 0); }
+
+ private:
+  UniqueFd fd_;
+  int port_ = 0;
+};
+
+TEST_F(SupervisorEngineTest, HealthCheckFailuresMakeItUnhealthyAndStopIt) {
+  ClosedPort port;
+  auto spec = makeSpec("a");
+  spec.health.kind = HealthConfig::Kind::kTcp;
+  spec.health.port = port.port();
+  spec.health.intervalMs = 1'000;
+  spec.health.timeoutMs = 500;
+  spec.health.failures = 3;
+  holder_.ignore(SIGTERM);
+  start({spec});
+  (void)holder_.take();
+  ASSERT_EQ(state("a"), ProcessState::kReady);
+  advanceSettled(1'000);  // failure 1
+  advanceSettled(1'000);  // failure 2
+  advanceSettled(999);
+  EXPECT_EQ(holder_.take(), Log{});
+  EXPECT_EQ(state("a"), ProcessState::kReady);
+  advanceSettled(1);  // failure 3
+  EXPECT_EQ(holder_.take(), Log{"signal a TERM"});
+  EXPECT_EQ(state("a"), ProcessState::kUnhealthy);
+  EXPECT_EQ(status("a").detail.rfind("health check failed 3 times: connect 127.0.0.1:", 0), 0u)
+      << status("a").detail;
+  // It ignores SIGTERM: SIGKILL after stopTimeoutMs, then the policy restarts it.
+  advanceSettled(2'000);
+  EXPECT_EQ(holder_.take(), Log{"signal a KILL"});
+  EXPECT_EQ(state("a"), ProcessState::kBackoff);
+}
+
+TEST_F(SupervisorEngineTest, HealthyAgainWhenRestartWhenUnhealthyIsOff) {
+  ClosedPort port;
+  auto spec = makeSpec("a");
+  spec.health.kind = HealthConfig::Kind::kTcp;
+  spec.health.port = port.port();
+  spec.health.intervalMs = 1'000;
+  spec.health.failures = 1;
+  spec.health.restartWhenUnhealthy = false;
+  start({spec});
+  (void)holder_.take();
+  advanceSettled(1'000);
+  EXPECT_EQ(state("a"), ProcessState::kUnhealthy);
+  EXPECT_EQ(holder_.take(), Log{});  // left running
+  port.open();
+  advanceSettled(999);
+  EXPECT_EQ(state("a"), ProcessState::kUnhealthy);
+  advanceSettled(1);
+  EXPECT_EQ(state("a"), ProcessState::kReady);
+  EXPECT_EQ(status("a").detail, "healthy again");
+  EXPECT_EQ(holder_.take(), Log{});
+}
+
+TEST_F(SupervisorEngineTest, TcpReadinessRetriesUntilThePortAnswers) {
+  ClosedPort port;
+  auto a = makeSpec("a");
+  a.readiness.kind = ReadinessConfig::Kind::kTcp;
+  a.readiness.port = port.port();
+  a.readiness.timeoutMs = 1'000;
+  auto b = makeSpec("b");
+  b.dependsOn = {"a"};
+  startOnly({a, b});
+  settle();
+  EXPECT_EQ(holder_.take(), (Log{"hello", "spawn a"}));
+  ASSERT_EQ(state("a"), ProcessState::kRunning);
+  // Probes at 0, 100, 200, 300 are refused; the port opens at 350; the probe at 400 connects.
+  advanceSettled(100);
+  advanceSettled(100);
+  advanceSettled(100);
+  advanceSettled(50);
+  port.open();
+  advanceSettled(49);
+  EXPECT_EQ(state("a"), ProcessState::kRunning);
+  EXPECT_EQ(holder_.take(), Log{});
+  advanceSettled(1);
+  EXPECT_EQ(state("a"), ProcessState::kReady);
+  EXPECT_EQ(holder_.take(), Log{"spawn b"});
+  advanceSettled(1'000);  // the readiness deadline is gone
+  EXPECT_EQ(holder_.take(), Log{});
+}
+
+TEST_F(SupervisorEngineTest, TcpReadinessTimeoutSignalsWithStopSignal) {
+  ClosedPort port;
+  auto spec = makeSpec("a");
+  spec.readiness.kind = ReadinessConfig::Kind::kTcp;
+  spec.readiness.port = port.port();
+  spec.readiness.timeoutMs = 1'000;
+  spec.stopSignal = SIGHUP;
+  start({spec});
+  settle();
+  (void)holder_.take();
+  for (int i = 0; i < 9; ++i) advanceSettled(100);
+  advanceSettled(99);
+  EXPECT_EQ(holder_.take(), Log{});
+  advanceSettled(1);
+  EXPECT_EQ(holder_.take(), Log{"signal a HUP"});
+  EXPECT_EQ(state("a"), ProcessState::kBackoff);  // it died of SIGHUP: a failed start
 }
 }  // namespace
 }  // namespace enjin::supervise
