@@ -3,7 +3,7 @@
 // order, and decides what the "processes" do.
 //
 // It answers as the real holder (src/supervise/holder.cpp) does:
-//   hello          -> hello_done (it holds nothing at start-up)
+//   hello          -> a slot for each preload()ed process, then hello_done
 //   spawn          -> spawned with a fresh pid; the first spawn of a name also carries the read
 //                     ends of an out and an err stream socket, and every full spawn that names a
 //                     notify path a datagram socket with SO_PASSCRED (roles out, err[, notify])
@@ -18,6 +18,7 @@
 // exactly when one waits. The fake must outlive the Supervisor it is handed to.
 #pragma once
 
+#include <fcntl.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -28,6 +29,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <utility>
@@ -85,6 +87,21 @@ class FakeHolder {
     }
   }
 
+  // Before the supervisor starts: the holder already holds `name`, left by an earlier ring2d,
+  // running or (with `exit`) ended; `exitReported`: that ring2d saw the exit. Hello reports it
+  // as a slot with its out and err streams.
+  void preload(const std::string& name, std::optional<ExitInfo> exit = std::nullopt,
+               bool exitReported = false) {
+    Slot& slot = slots_[name];
+    slot.pid = nextPid_++;
+    slot.running = !exit.has_value();
+    slot.hasSpec = true;
+    slot.lastExit = exit;
+    slot.exitReported = exitReported;
+    slot.outRead = streamPair(slot.outWrite);
+    slot.errRead = streamPair(slot.errWrite);
+  }
+
   // The current (or last) pid of `name`; 0 if it was never spawned.
   int pid(const std::string& name) const {
     auto it = slots_.find(name);
@@ -137,6 +154,9 @@ class FakeHolder {
     bool running = false;
     bool hasSpec = false;
     UniqueFd outWrite, errWrite, notifyWrite;  // the process's ends
+    UniqueFd outRead, errRead;                 // kept only for a preloaded slot's hello
+    std::optional<ExitInfo> lastExit;
+    bool exitReported = false;
   };
   struct Outgoing {
     std::string text;
@@ -190,6 +210,21 @@ class FakeHolder {
     const Request& request = requests_.back();
     if (std::holds_alternative<proto::Hello>(request)) {
       log_.push_back("hello");
+      for (auto& [name, slot] : slots_) {
+        if (!slot.outRead) continue;
+        std::vector<UniqueFd> fds;
+        fds.emplace_back(::fcntl(slot.outRead.get(), F_DUPFD_CLOEXEC, 0));
+        fds.emplace_back(::fcntl(slot.errRead.get(), F_DUPFD_CLOEXEC, 0));
+        queue(proto::Slot{name,
+                          slot.pid,
+                          1000 + static_cast<uint64_t>(slot.pid),
+                          slot.running,
+                          slot.lastExit,
+                          slot.exitReported,
+                          {proto::FdRole::kOut, proto::FdRole::kErr},
+                          supervise::ExecIdentity{}},
+              std::move(fds));
+      }
       queue(proto::HelloDone{});
     } else if (const auto* spawnReq = std::get_if<proto::Spawn>(&request)) {
       log_.push_back("spawn " + spawnReq->name);

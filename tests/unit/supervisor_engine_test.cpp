@@ -975,5 +975,43 @@ TEST_F(SupervisorEngineTest, DependentWithZeroDelayWaitsForItsDependencyToo) {
   advance(1'000);
   EXPECT_EQ(holder_.take(), (Log{"respawn a", "respawn b"}));
 }
+
+TEST_F(SupervisorEngineTest, ReadoptsARunningProcessWithoutSpawningIt) {
+  holder_.preload("a");
+  start({makeSpec("a")});
+  EXPECT_EQ(holder_.take(), Log{"hello"});
+  EXPECT_EQ(state("a"), ProcessState::kReady);
+  EXPECT_EQ(status("a").detail, "re-adopted");
+  EXPECT_EQ(status("a").pid, holder_.pid("a"));
+  // This ring2d never sent the holder its spec: the restart sends it in full.
+  holder_.exitCode("a", 1);
+  pump();
+  advance(100);
+  EXPECT_EQ(holder_.take(), Log{"spawn a"});
+  EXPECT_EQ(state("a"), ProcessState::kReady);
+}
+
+TEST_F(SupervisorEngineTest, ActsOnAnExitThatHappenedWhileNoRing2dWasThere) {
+  ExitInfo crashed;
+  crashed.kind = ExitInfo::Kind::kSignaled;
+  crashed.signal = SIGSEGV;
+  holder_.preload("a", crashed, /*exitReported=*/false);
+  start({makeSpec("a")});
+  EXPECT_EQ(holder_.take(), Log{"hello"});
+  EXPECT_EQ(state("a"), ProcessState::kBackoff);
+  EXPECT_EQ(status("a").detail, "signal SIGSEGV; restart in 100 ms");
+  advance(99);
+  EXPECT_EQ(holder_.take(), Log{});
+  advance(1);
+  EXPECT_EQ(holder_.take(), Log{"spawn a"});
+}
+
+TEST_F(SupervisorEngineTest, StopsAndForgetsAHeldProcessThatLeftTheSpec) {
+  holder_.preload("old");
+  start({makeSpec("a")});
+  EXPECT_EQ(holder_.take(), (Log{"hello", "signal old TERM", "spawn a", "close old"}));
+  for (const auto& s : sup_->status()) EXPECT_NE(s.name, "old");
+  EXPECT_EQ(state("a"), ProcessState::kReady);
+}
 }  // namespace
 }  // namespace enjin::supervise
