@@ -224,10 +224,12 @@ void Holder::opHello() {
 
 void Holder::opSpawn(proto::Spawn& req) {
   const std::string& name = req.name;
-  auto fail = [&](const std::string& error) { send(proto::SpawnFailed{name, error, {}}); };
-  auto& slot = slots_[name];
   std::vector<int> newFds;
   std::vector<FdRole> roles;
+  // The output channels made for a new slot go with the failure too: later spawns of the name
+  // find the slot and send none, and its output would never reach ring2d.
+  auto fail = [&](const std::string& error) { send(proto::SpawnFailed{name, error, roles}, newFds); };
+  auto& slot = slots_[name];
   if (!slot) {
     slot = std::make_unique<Slot>();
     slot->name = name;

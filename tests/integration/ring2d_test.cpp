@@ -340,6 +340,34 @@ command = [)" + crasher("sleep:600003") + R"(]
   EXPECT_TRUE(waitFor([&] { return !processAlive(drop); }, 2000));
 }
 
+// The first spawn of a name fails before anything runs (its notify socket cannot be made): the
+// output channels the holder made for it still reach ring2d, so a later run's output is logged.
+TEST_F(Ring2dTest, OutputOfARunAfterAFailedFirstSpawnIsLogged) {
+  std::filesystem::create_directories(state() + "/notify/late.sock/in-the-way");
+  writeSpec(R"(
+[[process]]
+name = "late"
+command = ["/bin/sh", "-c", "echo first; exec sleep 600"]
+readiness = "notify"
+)");
+  startRing2d();
+  ASSERT_TRUE(waitFor([&] { return stateOf("late") == "backoff" || stateOf("late") == "failed"; }, 5000))
+      << ring2dErr();
+  EXPECT_NE(proc("late")["detail"].get<std::string>().find("late.sock"), std::string::npos)
+      << proc("late").dump();
+  writeSpec(R"(
+[[process]]
+name = "late"
+command = ["/bin/sh", "-c", "echo hello from the second spec; exec sleep 600"]
+)");
+  ::kill(ring2d_, SIGHUP);
+  EXPECT_TRUE(waitFor([&] {
+    std::ifstream in(state() + "/logs/late.log");
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    return text.find("hello from the second spec") != std::string::npos;
+  }, 5000)) << call({{"cmd", "status"}}).dump();
+}
+
 TEST_F(Ring2dTest, SigtermStopsInReverseDependencyOrderAndExits0) {
   writeSpec(R"(
 [[process]]
