@@ -94,10 +94,7 @@ label = "infra"
     ring0d_ = -1;
   }
 
-  std::string err() const {
-    std::ifstream in(dir_ / "ring0d.err");
-    return std::string((std::istreambuf_iterator<char>(in)), {});
-  }
+  std::string err() const { return readFile(dir_ / "ring0d.err"); }
 
   json call(const std::string& stateDir, const json& req) {
     auto r = supervise::controlCall(stateDir + "/control.sock", req);
@@ -312,7 +309,7 @@ TEST_F(HierarchyTest, RevokedKeyIsRefusedAsUnknownKey) {
                                   15'000));
   EXPECT_TRUE(waitFor(
       [&] {
-        return readProcFile(infra + "/logs/shop.log").find("revoked this node's key") !=
+        return readFile(infra + "/logs/shop.log").find("revoked this node's key") !=
                std::string::npos;
       },
       5000));
@@ -379,7 +376,7 @@ TEST_F(HierarchyTest, MalformedObservationIsRefusedNotFatal) {
   }
   EXPECT_TRUE(waitFor(
       [&] {
-        return readProcFile(state() + "/logs/infra.log").find("refused a message from node 'blog'") !=
+        return readFile(state() + "/logs/infra.log").find("refused a message from node 'blog'") !=
                std::string::npos;
       },
       5000));
@@ -420,7 +417,7 @@ TEST_F(HierarchyTest, NoLogLineLostWhileEachRingDies) {
   ASSERT_EQ(r["ok"], true) << r.dump();
   ASSERT_TRUE(waitFor([&] { return stateAt("infra/blog/talker") == "stopped"; }, 10'000));
   std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  const NumberedLog log = readNumberedLog(readProcFile(state() + "/nodes/infra/nodes/blog/logs/talker.log"));
+  const NumberedLog log = readNumberedLog(readFile(state() + "/nodes/infra/nodes/blog/logs/talker.log"));
   ASSERT_EQ(log.error, "");
   EXPECT_LE(log.stepsBack, 1) << "more repeats than deaths of the talker's ring2d";
   EXPECT_GT(log.last, 100);
@@ -520,7 +517,7 @@ TEST_F(HierarchyTest, OutsideSubscriberVerifiesAndDecodesTheStream) {
   // Once the subscriber has its first tree (it is connected and verifying), an app dies and
   // comes back: two events.
   const bool subscribed =
-      waitFor([&] { return readProcFile(out).find("tree root") != std::string::npos; }, 20'000);
+      waitFor([&] { return readFile(out).find("tree root") != std::string::npos; }, 20'000);
   ::kill(pidOf("infra/blog/web"), SIGKILL);
   subscriber.join();
   ASSERT_TRUE(subscribed) << result.second;

@@ -18,6 +18,7 @@
 #include <dirent.h>
 #include <fstream>
 #include <functional>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
@@ -26,7 +27,9 @@
 
 #include "enjin/supervise/control_server.hpp"
 #include "enjin/supervise/spawn.hpp"
+#include "fakes/read_file.hpp"
 #include "fakes/temp_dir.hpp"
+#include "fakes/throwaway_user.hpp"
 
 namespace enjin::testing {
 
@@ -37,26 +40,13 @@ inline std::string crasher(const std::string& mode) {
   return "\"" + kBinDir + "/crasher\", \"" + mode + "\"";
 }
 
-// A /proc file, or "" if the process is gone (libstdc++'s streams throw on the ESRCH a read of
-// a vanished process's file gets).
-inline std::string readProcFile(const std::string& path) {
-  std::string out;
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return out;
-  char buf[4096];
-  ssize_t n;
-  while ((n = ::read(fd, buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
-  ::close(fd);
-  return out;
-}
-
 // Every process on the machine whose parent is `ppid` and that is a zombie.
 inline int countZombiesOf(pid_t ppid) {
   int zombies = 0;
   DIR* d = ::opendir("/proc");
   while (dirent* e = ::readdir(d)) {
     if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
-    const std::string stat = readProcFile(std::string("/proc/") + e->d_name + "/stat");
+    const std::string stat = readFile(std::string("/proc/") + e->d_name + "/stat");
     auto close = stat.rfind(')');
     if (close == std::string::npos || close + 4 >= stat.size()) continue;
     const char state = stat[close + 2];
@@ -73,7 +63,7 @@ inline std::vector<pid_t> pidsWithCmdline(const std::string& needle) {
   DIR* d = ::opendir("/proc");
   while (dirent* e = ::readdir(d)) {
     if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
-    std::string c = readProcFile(std::string("/proc/") + e->d_name + "/cmdline");
+    std::string c = readFile(std::string("/proc/") + e->d_name + "/cmdline");
     for (auto& ch : c) ch = ch == '\0' ? ' ' : ch;
     if (c.find(needle) != std::string::npos) out.push_back(std::atoi(e->d_name));
   }
@@ -83,7 +73,7 @@ inline std::vector<pid_t> pidsWithCmdline(const std::string& needle) {
 
 // The parent of `pid` from /proc, or 0 if it is gone.
 inline pid_t parentOf(pid_t pid) {
-  const std::string stat = readProcFile("/proc/" + std::to_string(pid) + "/stat");
+  const std::string stat = readFile("/proc/" + std::to_string(pid) + "/stat");
   const size_t close = stat.rfind(')');
   if (close == std::string::npos || close + 4 >= stat.size()) return 0;
   return static_cast<pid_t>(std::atoi(stat.c_str() + close + 4));  // ") S PPID"
@@ -132,7 +122,7 @@ inline int freeTcpPort() {
 // Alive and not a zombie (a zombie still answers kill(pid, 0)).
 inline bool processAlive(pid_t pid) {
   if (pid <= 0 || ::kill(pid, 0) != 0) return false;
-  const std::string stat = readProcFile("/proc/" + std::to_string(pid) + "/stat");
+  const std::string stat = readFile("/proc/" + std::to_string(pid) + "/stat");
   const auto close = stat.rfind(')');
   return close != std::string::npos && close + 2 < stat.size() && stat[close + 2] != 'Z';
 }
@@ -239,10 +229,7 @@ class Ring2dTest : public ::testing::Test {
     }
   }
 
-  std::string ring2dErr() const {
-    std::ifstream in(dir_ / "ring2d.err");
-    return std::string((std::istreambuf_iterator<char>(in)), {});
-  }
+  std::string ring2dErr() const { return readFile(dir_ / "ring2d.err"); }
 
   bool controlOk() { return supervise::controlCall(state() + "/control.sock", {{"cmd", "status"}}).ok(); }
 
@@ -312,8 +299,16 @@ class Ring2dTest : public ::testing::Test {
     return out;
   }
 
+  // An account for the unix-user strategy, made on first use. A member, so that it goes only
+  // after TearDown has stopped everything that runs as it.
+  const ThrowawayUser& throwawayUser() {
+    if (!user_) user_.emplace();
+    return *user_;
+  }
+
   TempDir dir_;
   pid_t ring2d_ = -1;
+  std::optional<ThrowawayUser> user_;
 };
 
 }  // namespace enjin::testing

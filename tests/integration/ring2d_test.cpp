@@ -18,26 +18,49 @@ using nlohmann::json;
 bool isDownState(const std::string& s) { return s == "stopped" || s == "failed"; }
 
 TEST_F(Ring2dTest, CrashLoopBacksOffThenFails) {
+  // Each run writes down when it started (wall clock, ns), then crashes.
+  const std::string runs = dir_ / "runs";
   writeSpec(R"(
 [[process]]
 name = "crashy"
-command = [)" + crasher("exit:3") + R"(]
-restart_delay_ms = 20
-backoff_max_ms = 80
-max_restarts = 4
+command = ["/bin/sh", "-c", "date +%s%N >> )" + runs + R"(; exit 3"]
+restart_delay_ms = 100
+backoff_max_ms = 1000
+max_restarts = 3
 restart_window_s = 60
 )");
   startRing2d();
   ASSERT_TRUE(waitFor([&] { return stateOf("crashy") == "failed"; }, 10'000)) << ring2dErr();
   json p = proc("crashy");
-  EXPECT_EQ(p["restarts"], 4);
+  EXPECT_EQ(p["restarts"], 3);
   EXPECT_EQ(p["last_exit"]["kind"], "exited");
   EXPECT_EQ(p["last_exit"]["code"], 3);
   EXPECT_NE(p["detail"].get<std::string>().find("restart intensity exceeded"), std::string::npos)
       << p.dump();
-  // The backoff showed in the log: the delays doubled up to the cap.
-  const std::string err = ring2dErr();
-  EXPECT_NE(err.find("restart in"), std::string::npos);
+
+  // The backoff: the gaps between runs double (100, 200, 400 ms). The policy jitters each delay
+  // down to 3/4 of its step, so a gap is at least 3/4 of its step (less 2 ms of clock slop) and,
+  // with the time a start takes on top, at least 1.3 times the gap before it: a backoff that
+  // did not grow fails both.
+  std::vector<int64_t> startsNs;
+  {
+    std::ifstream in(runs);
+    for (int64_t ns; in >> ns;) startsNs.push_back(ns);
+  }
+  ASSERT_EQ(startsNs.size(), 4u) << readFile(runs);
+  std::vector<double> gapsMs;
+  for (size_t i = 1; i < startsNs.size(); ++i) gapsMs.push_back((startsNs[i] - startsNs[i - 1]) / 1e6);
+  for (size_t i = 0; i < gapsMs.size(); ++i) {
+    const double stepMs = 100 << i;
+    EXPECT_GE(gapsMs[i], 0.75 * stepMs - 2) << "gap " << i;
+    if (i > 0) {
+      EXPECT_GE(gapsMs[i], 1.3 * gapsMs[i - 1]) << "gap " << i;
+    }
+  }
+  std::ostringstream gaps;
+  for (double g : gapsMs) gaps << g << " ms ";
+  RecordProperty("gaps", gaps.str());
+  EXPECT_NE(ring2dErr().find("restart in"), std::string::npos);
 }
 
 TEST_F(Ring2dTest, Exit125MeansDoNotRestart) {
@@ -239,7 +262,7 @@ TEST_F(Ring2dTest, NoLogLineLostAcrossThreeDeaths) {
   ASSERT_TRUE(waitFor([&] { return stateOf("talker") == "stopped"; }, 30'000)) << proc("talker").dump();
   EXPECT_EQ(proc("talker")["last_exit"], json::parse(R"({"kind":"exited","code":0})"));
   EXPECT_EQ(proc("talker")["restarts"], 0);  // it ran once: a step back is a repeat, not a rerun
-  const NumberedLog log = readNumberedLog(readProcFile(state() + "/logs/talker.log"));
+  const NumberedLog log = readNumberedLog(readFile(state() + "/logs/talker.log"));
   ASSERT_EQ(log.error, "");
   EXPECT_EQ(log.last, 1500) << "the last lines are missing";
   EXPECT_LE(log.stepsBack, 3) << "more repeats than deaths";
@@ -262,7 +285,7 @@ TEST_F(Ring2dTest, DeathBetweenWritingAndConsumingRepeatsInsteadOfLosing) {
   startRing2d();
   ASSERT_TRUE(waitFor([&] { return stateOf("talker") == "stopped"; }, 30'000)) << proc("talker").dump();
   EXPECT_EQ(proc("talker")["restarts"], 0);
-  const NumberedLog log = readNumberedLog(readProcFile(state() + "/logs/talker.log"));
+  const NumberedLog log = readNumberedLog(readFile(state() + "/logs/talker.log"));
   ASSERT_EQ(log.error, "");
   EXPECT_EQ(log.last, 600);
   EXPECT_EQ(log.stepsBack, 1) << "the read written before the death is written again";
@@ -562,15 +585,14 @@ command = [")" + kBinDir + R"(/crasher", "sleep:600000"]
 
 TEST_F(Ring2dTest, UnixUserStrategyDropsPrivileges) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root to switch users";
-  if (::system("id enjin-test >/dev/null 2>&1 || useradd -r -M -s /usr/sbin/nologin enjin-test >/dev/null 2>&1") != 0) {
-    GTEST_SKIP() << "cannot create the enjin-test user";
-  }
+  const ThrowawayUser& user = throwawayUser();
+  ASSERT_TRUE(user.ok()) << "could not add a throwaway user: " << user.error();
   writeSpec(R"(
 [[process]]
 name = "probe"
 command = [")" + kBinDir + R"(/probe_child"]
 strategy = "unix-user"
-user = "enjin-test"
+user = ")" + user.name() + R"("
 restart = "never"
 )");
   startRing2d();
@@ -581,7 +603,8 @@ restart = "never"
   const auto brace = line.find('{');
   ASSERT_NE(brace, std::string::npos) << line;
   json facts = json::parse(line.substr(brace));
-  EXPECT_NE(facts["uid"], 0);
+  EXPECT_EQ(facts["uid"], user.uid());
+  EXPECT_EQ(facts["gid"], user.gid());
   EXPECT_EQ(facts["groups"], 0) << facts.dump();
   EXPECT_EQ(facts["no_new_privs"], 1) << facts.dump();
 }
