@@ -12,77 +12,16 @@
 #include "enjin/base/file.hpp"
 #include "enjin/supervise/spec_file.hpp"
 #include "enjin/supervise/spec_toml.hpp"
+#include "enjin/supervise/toml_fields.hpp"
 
 namespace enjin::ring {
 namespace {
 
-// "SOURCE:LINE: what". The first error wins.
-class Reader {
- public:
-  explicit Reader(std::string source) : source_(std::move(source)) {}
-  const std::string& source() const { return source_; }
-  bool failed() const { return error_.has_value(); }
-  Error error() const { return *error_; }
-
-  void fail(const toml::node* node, std::string_view what) {
-    failAt(node != nullptr ? node->source().begin.line : 0, what);
-  }
-  void failWith(Error e) {
-    if (!error_) error_ = std::move(e);
-  }
-  void failAt(uint32_t line, std::string_view what) {
-    if (error_) return;
-    error_ = Error{source_ + ":" + std::to_string(line) + ": " + std::string(what)};
-  }
-
-  // Every key of `table` must be one of `known`.
-  void checkKeys(const toml::table& table, std::string_view where,
-                 std::initializer_list<std::string_view> known) {
-    for (auto&& [key, node] : table) {
-      if (std::find(known.begin(), known.end(), key.str()) != known.end()) continue;
-      std::string list;
-      for (auto k : known) {
-        if (!list.empty()) list += ", ";
-        list += k;
-      }
-      const std::string_view guess =
-          supervise::closestKey(key.str(), std::span(known.begin(), known.size()));
-      failAt(key.source().begin.line,
-             std::string(where) + std::string(where.empty() ? "" : ": ") + "unknown key '" +
-                 std::string(key.str()) + "'" +
-                 (guess.empty() ? "" : " (did you mean " + std::string(guess) + "?)") +
-                 " (known: " + list + ")");
-    }
-  }
-
-  void str(const toml::table& t, std::string_view key, std::string& out) {
-    const toml::node* n = t.get(key);
-    if (n == nullptr) return;
-    if (const auto* s = n->as_string()) {
-      out = s->get();
-    } else {
-      fail(n, std::string(key) + ": expected a string");
-    }
-  }
-
-  void ms(const toml::table& t, std::string_view key, int64_t& out, int64_t min, int64_t max) {
-    const toml::node* n = t.get(key);
-    if (n == nullptr) return;
-    const auto* i = n->as_integer();
-    if (i == nullptr) {
-      fail(n, std::string(key) + ": expected an integer (milliseconds)");
-    } else if (i->get() < min || i->get() > max) {
-      fail(n, std::string(key) + ": " + std::to_string(i->get()) + " is out of range [" +
-                  std::to_string(min) + ", " + std::to_string(max) + "]");
-    } else {
-      out = i->get();
-    }
-  }
-
- private:
-  std::string source_;
-  std::optional<Error> error_;
-};
+// Daemon configs word their errors as they did before they shared the spec files' reader:
+// unknown keys quoted, with the known ones listed.
+constexpr supervise::TomlWording kWording{
+    .sayGot = false, .quoteUnknownKeys = true, .bracketRanges = true};
+constexpr std::string_view kMs = "milliseconds";
 
 std::string underStateDir(const std::string& stateDir, const std::string& path) {
   if (path.empty() || path[0] == '/') return path;
@@ -91,14 +30,17 @@ std::string underStateDir(const std::string& stateDir, const std::string& path) 
 
 // Reads [[ring1]] tables (ring 1, each with its [[ring1.ring2]] tables) or [[ring1.ring2]]
 // tables (ring 2, each with its processes) into `out`. `of` names the enclosing node.
-bool readNodes(Reader& r, const toml::node* tables, int ring, const std::string& of,
+uint32_t lineOf(const toml::node* node) { return node != nullptr ? node->source().begin.line : 0; }
+
+bool readNodes(supervise::TomlFields& r, const toml::node* tables, int ring, const std::string& of,
                std::vector<NodeSpec>& out) {
   if (tables == nullptr) return true;
   const std::string ringName = "ring" + std::to_string(ring);
   const toml::array* arr = tables->as_array();
   if (arr == nullptr || !arr->is_array_of_tables()) {
-    r.fail(tables, (of.empty() ? "" : of + ": ") + ringName + ": expected [[" +
-                       (ring == 1 ? "ring1" : "ring1.ring2") + "]] tables");
+    r.failAt(lineOf(tables), "", "",
+             (of.empty() ? "" : of + ": ") + ringName + ": expected [[" +
+                 (ring == 1 ? "ring1" : "ring1.ring2") + "]] tables");
     return false;
   }
   const char* childKey = ring == 1 ? "ring2" : "process";
@@ -106,20 +48,24 @@ bool readNodes(Reader& r, const toml::node* tables, int ring, const std::string&
   for (const toml::node& n : *arr) {
     const toml::table& t = *n.as_table();
     NodeSpec node;
-    r.str(t, "label", node.label);
+    // Type errors name the key alone; the rest name the node too.
+    supervise::TomlTable fields(r, t, "");
+    fields.read("label", node.label);
     std::string where = ringName + " node" + (node.label.empty() ? "" : " '" + node.label + "'");
     if (!of.empty()) where += " of " + of;
-    r.checkKeys(t, where, {"label", "strategy", "user", "compartment", childKey});
+    supervise::TomlTable nodeFields(r, t, where);
+    const std::string_view known[] = {"label", "strategy", "user", "compartment", childKey};
+    nodeFields.checkKeys(known);
     if (!r.failed() && !supervise::validName(node.label)) {
-      r.fail(&t, where + ": label: expected 1 to 64 of A-Z a-z 0-9 _ -");
+      nodeFields.fail(&t, "label", "expected 1 to 64 of A-Z a-z 0-9 _ -");
     }
-    r.str(t, "strategy", node.strategy);
-    r.str(t, "user", node.user);
-    r.str(t, "compartment", node.compartment);
+    fields.read("strategy", node.strategy);
+    fields.read("user", node.user);
+    fields.read("compartment", node.compartment);
     // Which strategies exist is the registry's to say (the parent's daemon checks every node
     // against it, see checkConfig in daemon.hpp); the file only names one.
     if (!r.failed() && node.strategy.empty()) {
-      r.fail(t.get("strategy"), where + ": strategy: must not be empty");
+      nodeFields.fail(t.get("strategy"), "strategy", "must not be empty");
     }
     if (r.failed()) return false;
     if (ring == 1) {
@@ -127,7 +73,7 @@ bool readNodes(Reader& r, const toml::node* tables, int ring, const std::string&
     } else if (const toml::node* procs = t.get("process")) {
       const toml::array* parr = procs->as_array();
       if (parr == nullptr) {
-        r.fail(procs, where + ": process: expected [[ring1.ring2.process]] tables");
+        nodeFields.fail(procs, "process", "expected [[ring1.ring2.process]] tables");
         return false;
       }
       auto specs = supervise::readProcessTables(*parr, r.source());
@@ -139,7 +85,7 @@ bool readNodes(Reader& r, const toml::node* tables, int ring, const std::string&
     }
     auto [it, inserted] = seen.emplace(node.label, n.source().begin.line);
     if (!inserted) {
-      r.fail(&n, where + ": label: duplicate, already used at line " + std::to_string(it->second));
+      nodeFields.fail(&n, "label", "duplicate, already used at line " + std::to_string(it->second));
       return false;
     }
     out.push_back(std::move(node));
@@ -168,53 +114,57 @@ Result<DaemonConfig> parseConfig(std::string_view text, const std::string& sourc
   DaemonConfig c;
   c.ring = ring;
   c.source = source;
-  Reader r(source);
+  supervise::TomlFields r(source, kWording);
+  supervise::TomlTable f(r, root, "");
   if (ring == 0) {
-    r.checkKeys(root, "", {"state_dir", "log_level", "key", "down", "up", "observe",
-                           "heartbeat_ms", "heartbeat_timeout_ms", "ring1"});
+    static constexpr std::string_view kKeys[] = {
+        "state_dir", "log_level", "key", "down", "up", "observe", "heartbeat_ms",
+        "heartbeat_timeout_ms", "ring1"};
+    f.checkKeys(kKeys);
   } else {
-    r.checkKeys(root, "", {"ring", "uuid", "label", "state_dir", "log_level", "key", "parent_key",
-                           "parent_down", "parent_up", "down", "up", "observe", "heartbeat_ms",
-                           "heartbeat_timeout_ms"});
+    static constexpr std::string_view kKeys[] = {
+        "ring", "uuid", "label", "state_dir", "log_level", "key", "parent_key", "parent_down",
+        "parent_up", "down", "up", "observe", "heartbeat_ms", "heartbeat_timeout_ms"};
+    f.checkKeys(kKeys);
   }
-  r.str(root, "state_dir", c.stateDir);
-  r.str(root, "log_level", c.logLevel);
-  r.str(root, "key", c.key);
-  r.str(root, "down", c.down);
-  r.str(root, "up", c.up);
-  r.str(root, "observe", c.observe);
-  r.ms(root, "heartbeat_ms", c.heartbeatMs, 10, 3'600'000);
-  r.ms(root, "heartbeat_timeout_ms", c.heartbeatTimeoutMs, 10, 24 * 3'600'000LL);
+  f.read("state_dir", c.stateDir);
+  f.read("log_level", c.logLevel);
+  f.read("key", c.key);
+  f.read("down", c.down);
+  f.read("up", c.up);
+  f.read("observe", c.observe);
+  f.read("heartbeat_ms", c.heartbeatMs, 10, 3'600'000, kMs);
+  f.read("heartbeat_timeout_ms", c.heartbeatTimeoutMs, 10, 24 * 3'600'000LL, kMs);
   if (ring != 0) {
-    r.str(root, "uuid", c.uuid);
-    r.str(root, "label", c.label);
-    r.str(root, "parent_key", c.parentKey);
-    r.str(root, "parent_down", c.parentDown);
-    r.str(root, "parent_up", c.parentUp);
+    f.read("uuid", c.uuid);
+    f.read("label", c.label);
+    f.read("parent_key", c.parentKey);
+    f.read("parent_down", c.parentDown);
+    f.read("parent_up", c.parentUp);
     int64_t fileRing = ring;
     if (const toml::node* n = root.get("ring"); n != nullptr && !n->is_integer()) {
-      r.fail(n, "ring: expected 1 or 2");
+      f.fail(n, "ring", "expected 1 or 2");
     }
-    r.ms(root, "ring", fileRing, 0, 9);
+    f.read("ring", fileRing, 0, 9);
     if (!r.failed() && fileRing != ring) {
-      r.fail(root.get("ring"), "ring: this file is for ring" + std::to_string(fileRing) +
-                                   "d, not " + daemonName(ring));
+      f.fail(root.get("ring"), "ring",
+             "this file is for ring" + std::to_string(fileRing) + "d, not " + daemonName(ring));
     }
     for (auto [key, value] : {std::pair<const char*, std::string*>{"uuid", &c.uuid},
                               {"label", &c.label},
                               {"parent_key", &c.parentKey},
                               {"parent_down", &c.parentDown},
                               {"parent_up", &c.parentUp}}) {
-      if (!r.failed() && value->empty()) r.failAt(1, std::string(key) + ": required");
+      if (!r.failed() && value->empty()) r.failAt(1, "", key, "required");
     }
   }
   static const std::set<std::string> kLevels = {"trace", "debug", "info", "warn", "error", "off"};
   if (!r.failed() && !kLevels.contains(c.logLevel)) {
-    r.fail(root.get("log_level"), "log_level: expected one of trace, debug, info, warn, error, off");
+    f.fail(root.get("log_level"), "log_level", "expected one of trace, debug, info, warn, error, off");
   }
   if (!r.failed() && c.heartbeatTimeoutMs <= c.heartbeatMs) {
-    r.fail(root.get("heartbeat_timeout_ms"),
-           "heartbeat_timeout_ms: must be longer than heartbeat_ms (" +
+    f.fail(root.get("heartbeat_timeout_ms"), "heartbeat_timeout_ms",
+           "must be longer than heartbeat_ms (" +
                std::to_string(c.heartbeatMs) + "), or every child would be lost between beats");
   }
   // Process tables are read by the spec reader, whose errors carry their own file:line.

@@ -18,6 +18,7 @@
 #include "enjin/supervise/endpoint.hpp"
 #include "enjin/supervise/spec_json.hpp"
 #include "enjin/supervise/spec_toml.hpp"
+#include "enjin/supervise/toml_fields.hpp"
 
 namespace enjin::supervise {
 
@@ -76,61 +77,6 @@ std::string joined(const std::string_view (&list)[N]) {
   return out;
 }
 
-// Levenshtein distance, for "did you mean" on unknown keys.
-size_t editDistance(std::string_view a, std::string_view b) {
-  std::vector<size_t> row(b.size() + 1);
-  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
-  for (size_t i = 1; i <= a.size(); ++i) {
-    size_t diag = row[0];
-    row[0] = i;
-    for (size_t j = 1; j <= b.size(); ++j) {
-      size_t up = row[j];
-      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
-      diag = up;
-    }
-  }
-  return row[b.size()];
-}
-
-}  // namespace
-
-std::string_view closestKey(std::string_view key, std::span<const std::string_view> known) {
-  std::string_view best;
-  size_t bestDistance = 3;  // suggest only close matches
-  for (std::string_view k : known) {
-    size_t d = editDistance(key, k);
-    if (d < bestDistance) {
-      bestDistance = d;
-      best = k;
-    }
-  }
-  return best;
-}
-
-namespace {
-
-template <size_t N>
-std::string unknownKey(std::string_view key, const std::string_view (&known)[N]) {
-  const std::string_view best = closestKey(key, known);
-  return best.empty() ? "unknown key" : "unknown key (did you mean " + std::string(best) + "?)";
-}
-
-std::string_view typeName(const toml::node& node) {
-  switch (node.type()) {
-    case toml::node_type::table: return "a table";
-    case toml::node_type::array: return "an array";
-    case toml::node_type::string: return "a string";
-    case toml::node_type::integer: return "an integer";
-    case toml::node_type::floating_point: return "a float";
-    case toml::node_type::boolean: return "a boolean";
-    case toml::node_type::date: return "a date";
-    case toml::node_type::time: return "a time";
-    case toml::node_type::date_time: return "a date-time";
-    case toml::node_type::none: break;
-  }
-  return "nothing";
-}
-
 // Probes connect without a resolver (the reactor never blocks on DNS): numeric addresses only.
 bool validHost(const std::string& host) {
   if (host == "localhost") return true;
@@ -172,148 +118,7 @@ std::optional<std::string> checkHttpUrl(std::string_view url) {
   return std::nullopt;
 }
 
-// Reads one spec. The first error wins: later reads still run but change nothing that matters,
-// since the result is thrown away; this keeps each field's code a straight line.
-class SpecReader {
- public:
-  explicit SpecReader(const std::string& source) : source_(source) {}
-
-  bool failed() const { return error_.has_value(); }
-  Error takeError() { return std::move(*error_); }
-
-  // "SOURCE:LINE: CONTEXT: KEY: WHAT"; context and key may be empty.
-  void fail(uint32_t line, std::string_view context, std::string_view key, std::string_view what) {
-    if (error_) return;
-    std::string msg = source_ + ":" + std::to_string(line) + ": ";
-    if (!context.empty()) {
-      msg += context;
-      msg += ": ";
-    }
-    if (!key.empty()) {
-      msg += key;
-      msg += ": ";
-    }
-    msg += what;
-    error_ = Error{std::move(msg)};
-  }
-
- private:
-  const std::string& source_;
-  std::optional<Error> error_;
-};
-
-// Where one [[process]] table is being read: for error messages and line numbers.
-class ProcessReader {
- public:
-  ProcessReader(SpecReader& spec, const toml::table& table, std::string label)
-      : spec_(spec), table_(table), label_(std::move(label)) {}
-
-  uint32_t lineOf(const toml::node* node) const {
-    if (node != nullptr && node->source().begin.line != 0) return node->source().begin.line;
-    return table_.source().begin.line;
-  }
-
-  void fail(const toml::node* node, std::string_view key, std::string_view what) {
-    spec_.fail(lineOf(node), label_, key, what);
-  }
-  void failAt(uint32_t line, std::string_view key, std::string_view what) {
-    spec_.fail(line, label_, key, what);
-  }
-
-  template <size_t N>
-  void checkKeys(const toml::table& table, std::string_view prefix,
-                 const std::string_view (&known)[N]) {
-    for (auto&& [key, node] : table) {
-      if (contains(known, key.str())) continue;
-      uint32_t line = key.source().begin.line != 0 ? key.source().begin.line : lineOf(&node);
-      failAt(line, std::string(prefix) + std::string(key.str()), unknownKey(key.str(), known));
-    }
-  }
-
-  std::optional<std::string> string(const toml::node& node, std::string_view key,
-                                    bool allowEmpty = true) {
-    const auto* s = node.as_string();
-    if (s == nullptr) {
-      fail(&node, key, "expected a string, got " + std::string(typeName(node)));
-      return std::nullopt;
-    }
-    const std::string& v = s->get();
-    // The value ends up in argv, envp or a path: a NUL would silently cut it.
-    if (v.find('\0') != std::string::npos) {
-      fail(&node, key, "contains a NUL byte");
-      return std::nullopt;
-    }
-    if (!allowEmpty && v.empty()) {
-      fail(&node, key, "must not be empty");
-      return std::nullopt;
-    }
-    return v;
-  }
-
-  std::optional<int64_t> integer(const toml::node& node, std::string_view key, int64_t min,
-                                 int64_t max) {
-    const auto* i = node.as_integer();
-    if (i == nullptr) {
-      fail(&node, key, "expected an integer, got " + std::string(typeName(node)));
-      return std::nullopt;
-    }
-    int64_t v = i->get();
-    if (v < min || v > max) {
-      std::string what = "expected ";
-      if (max == std::numeric_limits<int64_t>::max()) {
-        what += "at least " + std::to_string(min);
-      } else {
-        what += std::to_string(min) + " to " + std::to_string(max);
-      }
-      fail(&node, key, what + ", got " + std::to_string(v));
-      return std::nullopt;
-    }
-    return v;
-  }
-
-  std::optional<bool> boolean(const toml::node& node, std::string_view key) {
-    const auto* b = node.as_boolean();
-    if (b == nullptr) {
-      fail(&node, key, "expected true or false, got " + std::string(typeName(node)));
-      return std::nullopt;
-    }
-    return b->get();
-  }
-
-  // An array of strings; `minSize` elements at least.
-  std::optional<std::vector<std::string>> strings(const toml::node& node, std::string_view key,
-                                                  size_t minSize) {
-    const auto* arr = node.as_array();
-    if (arr == nullptr) {
-      fail(&node, key, "expected an array of strings, got " + std::string(typeName(node)));
-      return std::nullopt;
-    }
-    if (arr->size() < minSize) {
-      fail(&node, key, "must not be empty");
-      return std::nullopt;
-    }
-    std::vector<std::string> out;
-    for (size_t i = 0; i < arr->size(); ++i) {
-      auto s = string(*arr->get(i), std::string(key) + "[" + std::to_string(i) + "]");
-      if (!s) return std::nullopt;
-      out.push_back(std::move(*s));
-    }
-    return out;
-  }
-
-  const toml::table* table(const toml::node& node, std::string_view key) {
-    const auto* t = node.as_table();
-    if (t == nullptr) fail(&node, key, "expected a table, got " + std::string(typeName(node)));
-    return t;
-  }
-
-  const toml::table& processTable() const { return table_; }
-
- private:
-  SpecReader& spec_;
-  const toml::table& table_;
-  std::string label_;
-};
+using ProcessReader = TomlTable;
 
 // Lines kept for the checks that span processes.
 struct ProcessLines {
@@ -479,7 +284,7 @@ void readStopSignal(ProcessReader& r, const toml::node& node, int& out) {
 
 // Reads everything but the cross-process checks (unique names, depends_on targets, cycles).
 ProcessSpec readProcess(ProcessReader& r, ProcessLines& lines) {
-  const toml::table& t = r.processTable();
+  const toml::table& t = r.table();
   ProcessSpec spec;
   lines.table = r.lineOf(nullptr);
 
@@ -631,14 +436,14 @@ Result<std::vector<ProcessSpec>> parseSpec(std::string_view text, const std::str
   if (!parsed.ok()) return parsed.error();
   toml::table& root = *parsed;
 
-  SpecReader reader(source);
+  TomlFields reader(source);
   for (auto&& [key, node] : root) {
     if (key.str() != "process") {
-      reader.fail(key.source().begin.line, "", key.str(),
+      reader.failAt(key.source().begin.line, "", key.str(),
                   "unknown key: a spec holds only [[process]] tables");
     } else if (!node.is_array_of_tables()) {
-      reader.fail(node.source().begin.line, "", "process",
-                  "expected [[process]] tables, got " + std::string(typeName(node)));
+      reader.failAt(node.source().begin.line, "", "process",
+                  "expected [[process]] tables, got " + std::string(tomlTypeName(node)));
     }
   }
   if (reader.failed()) return reader.takeError();
@@ -650,15 +455,15 @@ Result<std::vector<ProcessSpec>> parseSpec(std::string_view text, const std::str
 
 Result<std::vector<ProcessSpec>> readProcessTables(const toml::array& processes,
                                                    const std::string& source) {
-  SpecReader reader(source);
+  TomlFields reader(source);
   std::vector<ProcessSpec> specs;
   std::vector<ProcessLines> lines;
   {
     for (size_t i = 0; i < processes.size(); ++i) {
       const toml::table* tablePtr = processes.get(i)->as_table();
       if (tablePtr == nullptr) {
-        reader.fail(processes.get(i)->source().begin.line, "", "process",
-                    "expected a table, got " + std::string(typeName(*processes.get(i))));
+        reader.failAt(processes.get(i)->source().begin.line, "", "process",
+                    "expected a table, got " + std::string(tomlTypeName(*processes.get(i))));
         return reader.takeError();
       }
       const toml::table& table = *tablePtr;
@@ -675,7 +480,7 @@ Result<std::vector<ProcessSpec>> readProcessTables(const toml::array& processes,
       // The same serialization the supervisor sends to the holder.
       const size_t bytes = specToJson(specs.back()).dump().size();
       if (bytes > kMaxSerializedSpecBytes) {
-        reader.fail(lines.back().table, "process '" + specs.back().name + "'", "",
+        reader.failAt(lines.back().table, "process '" + specs.back().name + "'", "",
                     "spec is " + std::to_string(bytes) + " bytes serialized, more than " +
                         std::to_string(kMaxSerializedSpecBytes) +
                         " (large env values belong in files)");
@@ -688,7 +493,7 @@ Result<std::vector<ProcessSpec>> readProcessTables(const toml::array& processes,
   for (size_t i = 0; i < specs.size(); ++i) {
     auto [it, inserted] = index.emplace(specs[i].name, i);
     if (!inserted) {
-      reader.fail(lines[i].name, "process '" + specs[i].name + "'", "name",
+      reader.failAt(lines[i].name, "process '" + specs[i].name + "'", "name",
                   "duplicate: already used at line " + std::to_string(lines[it->second].name));
       return reader.takeError();
     }
@@ -697,7 +502,7 @@ Result<std::vector<ProcessSpec>> readProcessTables(const toml::array& processes,
     for (size_t k = 0; k < specs[i].dependsOn.size(); ++k) {
       const std::string& dep = specs[i].dependsOn[k];
       if (!index.contains(dep)) {
-        reader.fail(lines[i].dependsOn[k], "process '" + specs[i].name + "'", "depends_on",
+        reader.failAt(lines[i].dependsOn[k], "process '" + specs[i].name + "'", "depends_on",
                     "no process named '" + dep + "'");
         return reader.takeError();
       }
@@ -713,7 +518,7 @@ Result<std::vector<ProcessSpec>> readProcessTables(const toml::array& processes,
       if (!path.empty()) path += " -> ";
       path += specs[i].name;
     }
-    reader.fail(lines[cycle[0]].dependsOn[k], "process '" + first.name + "'", "depends_on",
+    reader.failAt(lines[cycle[0]].dependsOn[k], "process '" + first.name + "'", "depends_on",
                 "cycle " + path);
     return reader.takeError();
   }

@@ -4,7 +4,6 @@
 // files that link toml++, never from another header.
 #pragma once
 
-#include <span>
 #include <string>
 #include <string_view>
 #include <toml++/toml.h>
@@ -15,14 +14,11 @@
 
 namespace enjin::supervise {
 
-// Every check parseSpec makes of its [[process]] tables (keys, values, unique names,
-// depends_on, cycles, serialized size), over `processes`. Errors read "SOURCE:LINE: ...".
-// The key of `known` within two edits of `key` ("" if none): "did you mean" for unknown keys.
-std::string_view closestKey(std::string_view key, std::span<const std::string_view> known);
-
 // Parses TOML text; a syntax error reads "SOURCE:LINE: what".
 Result<toml::table> parseToml(std::string_view text, const std::string& source);
 
+// Every check parseSpec makes of its [[process]] tables (keys, values, unique names,
+// depends_on, cycles, serialized size), over `processes`. Errors read "SOURCE:LINE: ...".
 Result<std::vector<ProcessSpec>> readProcessTables(const toml::array& processes,
                                                    const std::string& source);
 
