@@ -32,7 +32,7 @@ struct Holder::Slot {
   // What the last spawn asked for, so a respawn needs no spec on the wire.
   std::optional<ProcessSpec> spec;
   SpawnRequest request;
-  std::optional<ExecIdentity> identity;  // the spec's execIn(), resolved at its full spawn
+  std::optional<ExecIdentity> identity;  // the spec's execIn() at its full spawn, if it has an exec check
 };
 
 namespace {
@@ -262,6 +262,9 @@ void Holder::opSpawn(proto::Spawn& req) {
   } else {
     slot->notify.reset();
   }
+  // Only an exec check needs it beyond this point: 1000 processes without one keep (and send)
+  // no environment copies.
+  if (req.spec.health.kind != "exec") slot->identity.reset();
   slot->spec = std::move(req.spec);
   slot->request = SpawnRequest{};
   slot->request.spec = &*slot->spec;
