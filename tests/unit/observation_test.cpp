@@ -3,20 +3,12 @@
 
 #include "enjin/base/clock.hpp"
 #include "enjin/supervise/observation.hpp"
+#include "fakes/observations.hpp"
 
 namespace enjin::supervise {
 namespace {
 
-ObservationRegistry standard() {
-  ObservationRegistry r;
-  r.add(makeProcessObservation());
-  r.add(makeNotifyObservation());
-  r.add(makeHeartbeatObservation());
-  r.add(makeTcpObservation());
-  r.add(makeHttpObservation());
-  r.add(makeExecObservation());
-  return r;
-}
+ObservationRegistry standard() { return testing::allObservations(); }
 
 TEST(ObservationRegistry, FindsEachKindByNameAndListsTheKnownOnesOtherwise) {
   const auto r = standard();

@@ -24,6 +24,7 @@
 #include "enjin/supervise/supervisor.hpp"
 #include "fakes/fake_clock.hpp"
 #include "fakes/fake_holder.hpp"
+#include "fakes/observations.hpp"
 #include "fakes/temp_dir.hpp"
 
 namespace enjin::supervise {
@@ -140,16 +141,7 @@ class SupervisorEngineTest : public ::testing::Test {
   std::unique_ptr<Reactor> reactor_;
   testing::TempDir dir_;
   testing::FakeHolder holder_;
-  ObservationRegistry observations_ = [] {
-    ObservationRegistry r;
-    r.add(makeProcessObservation());
-    r.add(makeNotifyObservation());
-    r.add(makeHeartbeatObservation());
-    r.add(makeTcpObservation());
-    r.add(makeHttpObservation());
-    r.add(makeExecObservation());
-    return r;
-  }();
+  ObservationRegistry observations_ = testing::allObservations();
   // The top of the jitter range: each backoff delay is exactly its step.
   uint64_t random_ = std::numeric_limits<uint64_t>::max();
   std::vector<StateEvent> events_;
