@@ -26,7 +26,7 @@ using nlohmann::json;
 // sleep, in ms, is the tag, unique to this test process (ctest runs tests side by side).
 std::string tag(int k) { return std::to_string(7'000'000 + (::getpid() % 100'000) * 10 + k); }
 std::string sleeper(int k) {
-  return "[\"" + kBinDir + "/crasher\", \"sleep:" + tag(k) + "\"]";
+  return "[" + crasher("sleep:" + tag(k)) + "]";
 }
 
 // Borrows ring2d's fixture for its temp dir, subreaper and process helpers.
@@ -176,8 +176,7 @@ TEST_F(HierarchyTest, ColdStartBringsUpTheWholeTreeWithKeysOwnedByTheRingAbove) 
   EXPECT_EQ(firstLine(infra + "/nodes/shop/parent.pub"), firstLine(infra + "/node.pub"));
   // No secret on any command line.
   for (pid_t pid : pidsWithCmdline(dir_.path())) {
-    std::ifstream in("/proc/" + std::to_string(pid) + "/cmdline");
-    std::string cmd((std::istreambuf_iterator<char>(in)), {});
+    const std::string cmd = readFile("/proc/" + std::to_string(pid) + "/cmdline");
     EXPECT_EQ(cmd.find(".key"), std::string::npos) << cmd;
   }
   // Each daemon keeps its ring in SQLite, in its own state dir.

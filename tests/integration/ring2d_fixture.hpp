@@ -3,10 +3,7 @@
 // is reaped here: no test leaves a zombie behind.
 #pragma once
 
-#include <arpa/inet.h>
 #include <fcntl.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -27,9 +24,11 @@
 
 #include "enjin/supervise/control_server.hpp"
 #include "enjin/supervise/spawn.hpp"
+#include "fakes/free_port.hpp"
 #include "fakes/read_file.hpp"
 #include "fakes/temp_dir.hpp"
 #include "fakes/throwaway_user.hpp"
+#include "fakes/wait.hpp"
 
 namespace enjin::testing {
 
@@ -38,6 +37,15 @@ inline const std::string kBinDir = ENJIN_BIN_DIR;
 // A TOML array's elements that run tests/helpers/crasher in `mode` ("exit:3", "sleep:600000").
 inline std::string crasher(const std::string& mode) {
   return "\"" + kBinDir + "/crasher\", \"" + mode + "\"";
+}
+
+// The first JSON object probe_child (tests/helpers) wrote to the log at `logPath`, or null.
+inline nlohmann::json probeFacts(const std::string& logPath) {
+  const std::string log = readFile(logPath);
+  const std::string line = log.substr(0, log.find('\n'));
+  const auto brace = line.find('{');
+  if (brace == std::string::npos) return nullptr;
+  return nlohmann::json::parse(line.substr(brace), nullptr, false);
 }
 
 // Every process on the machine whose parent is `ppid` and that is a zombie.
@@ -104,19 +112,6 @@ inline std::pair<int, std::string> run(const std::string& cmd) {
   while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
   const int status = ::pclose(p);
   return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
-}
-
-// A loopback TCP port that was free a moment ago.
-inline int freeTcpPort() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(fd);
-  return ntohs(a.sin_port);
 }
 
 // Alive and not a zombie (a zombie still answers kill(pid, 0)).
@@ -208,17 +203,6 @@ class Ring2dTest : public ::testing::Test {
     ring2d_ = -1;
   }
 
-  // Waits for `pid` (our child) to exit; returns its wait status, or -1 on timeout.
-  static int waitExit(pid_t pid, int timeoutMs) {
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeoutMs);
-    while (std::chrono::steady_clock::now() < deadline) {
-      int status;
-      if (::waitpid(pid, &status, WNOHANG) == pid) return status;
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
-    return -1;
-  }
-
   static void reapAll(int timeoutMs) {
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeoutMs);
     while (std::chrono::steady_clock::now() < deadline) {
@@ -251,15 +235,6 @@ class Ring2dTest : public ::testing::Test {
   std::string stateOf(const std::string& name) {
     auto p = proc(name);
     return p.is_object() ? p["state"].get<std::string>() : "";
-  }
-
-  static bool waitFor(const std::function<bool()>& cond, int timeoutMs) {
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeoutMs);
-    while (!cond()) {
-      if (std::chrono::steady_clock::now() > deadline) return false;
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    return true;
   }
 
   pid_t holderPid() {

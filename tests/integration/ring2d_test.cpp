@@ -162,12 +162,9 @@ stop_timeout_ms = 300
 )");
   startRing2d();
   ASSERT_TRUE(waitFor([&] {
-    std::ifstream in(state() + "/logs/stubborn.log");
-    std::string s((std::istreambuf_iterator<char>(in)), {});
-    return s.find("grandchild ") != std::string::npos;
+    return readFile(state() + "/logs/stubborn.log").find("grandchild ") != std::string::npos;
   }, 5000));
-  std::ifstream in(state() + "/logs/stubborn.log");
-  std::string log((std::istreambuf_iterator<char>(in)), {});
+  const std::string log = readFile(state() + "/logs/stubborn.log");
   const pid_t grandchild = std::atoi(log.c_str() + log.find("grandchild ") + 11);
   ASSERT_GT(grandchild, 0);
   ASSERT_TRUE(processAlive(grandchild));
@@ -175,9 +172,7 @@ stop_timeout_ms = 300
   ASSERT_TRUE(waitFor([&] { return stateOf("deaf") == "ready"; }, 5000));
   // "ready" once SIGTERM is ignored: stopping it before that would kill it with the SIGTERM.
   ASSERT_TRUE(waitFor([&] {
-    std::ifstream deafLog(state() + "/logs/deaf.log");
-    std::string s((std::istreambuf_iterator<char>(deafLog)), {});
-    return s.find("stdout ready") != std::string::npos;
+    return readFile(state() + "/logs/deaf.log").find("stdout ready") != std::string::npos;
   }, 5000));
 
   const auto t0 = std::chrono::steady_clock::now();
@@ -562,7 +557,7 @@ TEST_F(Ring2dTest, LostHolderMeansKilledOrphansAndUnknownExits) {
   writeSpec(R"(
 [[process]]
 name = "a"
-command = [")" + kBinDir + R"(/crasher", "sleep:600000"]
+command = [)" + crasher("sleep:600000") + R"(]
 )");
   startRing2d();
   ASSERT_TRUE(waitFor([&] { return stateOf("a") == "ready"; }, 5000));
@@ -596,12 +591,8 @@ restart = "never"
 )");
   startRing2d();
   ASSERT_TRUE(waitFor([&] { return stateOf("probe") == "stopped"; }, 5000)) << ring2dErr();
-  std::ifstream in(state() + "/logs/probe.log");
-  std::string line;
-  std::getline(in, line);
-  const auto brace = line.find('{');
-  ASSERT_NE(brace, std::string::npos) << line;
-  json facts = json::parse(line.substr(brace));
+  const json facts = probeFacts(state() + "/logs/probe.log");
+  ASSERT_TRUE(facts.is_object()) << readFile(state() + "/logs/probe.log");
   EXPECT_EQ(facts["uid"], user.uid());
   EXPECT_EQ(facts["gid"], user.gid());
   EXPECT_EQ(facts["groups"], 0) << facts.dump();
