@@ -37,6 +37,9 @@ struct Holder::Slot {
 
 namespace {
 
+// A holder stopped by SIGTERM (system shutdown) gives what it holds this long, then SIGKILL.
+constexpr int64_t kShutdownKillAfterMs = 10'000;
+
 // The output channel of one process: a unix stream socket pair rather than a pipe (as journald
 // does), because a reader can MSG_PEEK it. ring2d consumes only whole lines, so a line the
 // process has half written stays in the kernel, not in ring2d's memory, when ring2d dies.
@@ -336,7 +339,7 @@ void Holder::onSignal() {
       for (auto& [name, slot] : slots_) {
         if (slot->running) (void)signalSlot(*slot, SIGTERM);
       }
-      reactor_.addTimerAfterMillis(10'000, [this] {
+      reactor_.addTimerAfterMillis(kShutdownKillAfterMs, [this] {
         for (auto& [name, slot] : slots_) {
           if (slot->running) {
             (void)signalSlot(*slot, SIGKILL);
