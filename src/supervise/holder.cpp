@@ -212,6 +212,17 @@ void Holder::handle(const std::string& text) {
 
 void Holder::opHello() {
   for (auto& [name, slot] : slots_) {
+    // A new ring2d takes back what the last one left running: re-adoption, the strategy's cue to
+    // re-attach what it keeps per process. A failure is reported; the process runs on.
+    if (slot->running && slot->spec) {
+      auto strategy = registry_.find(slot->spec->strategy);
+      Status st = strategy.ok() ? (*strategy)->recover(*slot->spec, {slot->pid, slot->startTime})
+                                : Status(strategy.error());
+      if (!st.ok()) {
+        std::fprintf(stderr, "enjin-holder: process '%s': recover: %s\n", name.c_str(),
+                     st.error().message.c_str());
+      }
+    }
     std::vector<int> fds{slot->outRead.get(), slot->errRead.get()};
     std::vector<FdRole> roles{FdRole::kOut, FdRole::kErr};
     if (slot->notify) {
