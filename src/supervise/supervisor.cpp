@@ -278,7 +278,7 @@ void Supervisor::Impl::dispatch(Proc& p, const Event& ev) {
         return startOrWait(p);
       }
       if (e == K::kStop) {
-        reactor_.cancelTimer(p.backoffTimer);
+        if (p.backoffTimer != 0) reactor_.cancelTimer(p.backoffTimer);
         p.backoffTimer = 0;
         enter(p, Phase::kDown, ev.detail);
         return settle(p, false);
