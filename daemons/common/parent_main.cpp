@@ -4,6 +4,7 @@
 #include <string>
 
 #include "enjin/ring/daemon.hpp"
+#include "enjin/supervise/observation.hpp"
 #include "enjin/supervise/spawn.hpp"
 
 namespace enjin::daemons {
@@ -42,7 +43,12 @@ int parentMain(int ring, int argc, char** argv) {
   supervise::SpawnRegistry processStrategies;
   processStrategies.add(supervise::makeExecStrategy());
   processStrategies.add(supervise::makeUnixUserStrategy());
+  // A child node's daemon is watched by its exit and by READY=1 on its notify socket.
+  supervise::ObservationRegistry nodeObservations;
+  nodeObservations.add(supervise::makeProcessObservation());
+  nodeObservations.add(supervise::makeNotifyObservation());
   o.nodeStrategies = &nodeStrategies;
+  o.nodeObservations = &nodeObservations;
   o.processStrategies = &processStrategies;
   return ring::runParentDaemon(o);
 }

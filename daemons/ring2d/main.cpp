@@ -7,6 +7,7 @@
 #include "enjin/ring/config.hpp"
 #include "enjin/ring/daemon.hpp"
 #include "enjin/ring/process_daemon.hpp"
+#include "enjin/supervise/observation.hpp"
 #include "enjin/supervise/spawn.hpp"
 
 int main(int argc, char** argv) {
@@ -41,5 +42,15 @@ int main(int argc, char** argv) {
   registry.add(supervise::makeExecStrategy());
   registry.add(supervise::makeUnixUserStrategy());
   o.registry = &registry;
+  // Every observation a spec's readiness and health checks may name, and the pushed ones the
+  // supervisor always uses (the process's exit; WATCHDOG=1).
+  supervise::ObservationRegistry observations;
+  observations.add(supervise::makeProcessObservation());
+  observations.add(supervise::makeNotifyObservation());
+  observations.add(supervise::makeHeartbeatObservation());
+  observations.add(supervise::makeTcpObservation());
+  observations.add(supervise::makeHttpObservation());
+  observations.add(supervise::makeExecObservation());
+  o.observations = &observations;
   return ring::runProcessDaemon(std::move(o));
 }

@@ -278,7 +278,7 @@ int runParentDaemon(const ParentDaemonOptions& opts) {
   }
 
   ParentOptions po{cfg, besideSelf(daemonName(ring + 1)), opts.holderExe, runner.dropFraction(),
-                   &nodeStrategies};
+                   &nodeStrategies, opts.nodeObservations};
   NodeParent parent(r, runner.clock(), runner.zmq(), **store, po, runner.random());
   runner.setStopper("every node", [&](std::function<void()> done) {
     parent.stopAll(std::move(done));

@@ -32,6 +32,20 @@ namespace {
 
 constexpr int64_t kChangeCoalesceMs = 5;   // a burst of changes makes one event pass
 constexpr int64_t kSeqMarkSaveEveryMs = 5000;
+// Messages a bus queues per subscriber before it drops: a whole tree's specs at once fit.
+constexpr int kBusSendHighWater = 10'000;
+// A command waits this long at ring 0, a second less at each ring below (at least the minimum),
+// so an answer, if only "timed out", always reaches the control socket above in time.
+constexpr int64_t kCommandTimeoutRing0Ms = 4000;
+constexpr int64_t kCommandTimeoutStepMs = 1000;
+constexpr int64_t kCommandTimeoutMinMs = 1000;
+
+supervise::SupervisorOptions supervisorOptions(const std::string& stateDir,
+                                               const ParentOptions& opts) {
+  supervise::SupervisorOptions so{stateDir, opts.holderExe};
+  so.observations = opts.nodeObservations;
+  return so;
+}
 
 // How a child node's daemon is supervised. Its own processes may take their readiness timeout
 // (60 s by default) first; each ring above gets 10 s more, and systemd's TimeoutStartSec= for
@@ -99,7 +113,7 @@ class NodeParent::Impl {
         opts_(std::move(options)),
         cfg_(opts_.config),
         random_(random),
-        supervisor_(reactor, {cfg_.stateDir, opts_.holderExe}, std::move(random)) {}
+        supervisor_(reactor, supervisorOptions(cfg_.stateDir, opts_), std::move(random)) {}
 
   ~Impl() {
     for (auto& [id, p] : pending_) reactor_.cancelTimer(p.timer);
@@ -180,10 +194,10 @@ class NodeParent::Impl {
       return reply(st.ok() ? json{{"ok", true}} : errorReply(st.error().message));
     }
     if (c.rec.revokedWallMs != 0) return reply(errorReply("node '" + label + "' is revoked"));
-    // Deeper: down the bus, answered on the up bus. Each ring waits a second less than the one
-    // above it, so an answer (if only "timed out") always reaches the control socket in time.
+    // Deeper: down the bus, answered on the up bus, each ring waiting less than the one above.
     const std::string id = newUuid();
-    const int64_t timeoutMs = std::max<int64_t>(1000, 4000 - 1000 * cfg_.ring);
+    const int64_t timeoutMs = std::max<int64_t>(
+        kCommandTimeoutMinMs, kCommandTimeoutRing0Ms - kCommandTimeoutStepMs * cfg_.ring);
     Pending p;
     p.reply = std::move(reply);
     p.uuid = c.rec.uuid;
@@ -253,13 +267,13 @@ class NodeParent::Impl {
     if (!k1.ok()) return k1.error();
     ownPublic_ = k1->publicKey();
     auto down = bus::Publisher::open(zmq_, std::move(*k1), clock_,
-                                     {cfg_.down, true, cfg_.stateDir + "/down.seq", 10'000});
+                                     {cfg_.down, true, cfg_.stateDir + "/down.seq", kBusSendHighWater});
     if (!down.ok()) return down.error().wrap("down bus");
     down_ = std::move(*down);
     auto k2 = loadKey();
     if (!k2.ok()) return k2.error();
     auto out = bus::Publisher::open(zmq_, std::move(*k2), clock_,
-                                    {cfg_.observe, true, cfg_.stateDir + "/out.seq", 10'000});
+                                    {cfg_.observe, true, cfg_.stateDir + "/out.seq", kBusSendHighWater});
     if (!out.ok()) return out.error().wrap("observation bus");
     out_ = std::move(*out);
     bus::SubscriberOptions so;
@@ -447,7 +461,7 @@ class NodeParent::Impl {
       p.command.insert(p.command.end(), {"--config", childConfigPath(label)});
       // The child says READY=1 once its own children are up, and WATCHDOG=1 from its reactor
       // every heartbeat: a hung daemon is restarted like a dead one.
-      p.readiness.kind = supervise::ReadinessConfig::Kind::kNotify;
+      p.readiness.kind = "notify";
       p.readiness.timeoutMs = cfg_.ring == 0 ? kRing1ReadyTimeoutMs : kRing2ReadyTimeoutMs;
       p.readiness.watchdogMs =
           std::max<int64_t>(kWatchdogHeartbeatTimeouts * cfg_.heartbeatTimeoutMs, kMinWatchdogMs);

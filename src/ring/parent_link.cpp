@@ -17,6 +17,9 @@ namespace enjin::ring {
 using nlohmann::json;
 
 namespace {
+
+// Messages the up bus queues before it drops (as the parent's buses: parent.cpp).
+constexpr int kBusSendHighWater = 10'000;
 constexpr int64_t kChangeCoalesceMs = 5;
 }
 
@@ -46,7 +49,7 @@ class ParentLink::Impl {
     auto key = crypto::SecretKey::load(cfg_.key);
     if (!key.ok()) return key.error();
     auto up = bus::Publisher::open(zmq, std::move(*key), clock_,
-                                   {cfg_.parentUp, false, cfg_.stateDir + "/up.seq", 10'000});
+                                   {cfg_.parentUp, false, cfg_.stateDir + "/up.seq", kBusSendHighWater});
     if (!up.ok()) return up.error().wrap("parent's up bus");
     up_ = std::move(*up);
     bus::SubscriberOptions so;

@@ -193,7 +193,9 @@ int runProcessDaemon(ProcessDaemonOptions o) {
     r.addSocket(publisher->socket(), [&] { publisher->pollSubscriptions(); });
   }
 
-  supervise::Supervisor supervisor(r, {o.stateDir, o.holderExe}, runner.random());
+  supervise::SupervisorOptions so{o.stateDir, o.holderExe};
+  so.observations = o.observations;
+  supervise::Supervisor supervisor(r, std::move(so), runner.random());
   runner.setStopper("every process", [&](std::function<void()> done) {
     supervisor.stopAll(std::move(done));
   });

@@ -9,41 +9,48 @@ namespace enjin::supervise {
 // ---------------------------------------------------------------------------------------------
 // Readiness, health checks and the watchdog
 
+Result<std::unique_ptr<Probe>> Supervisor::Impl::makeCheck(const std::string& kind,
+                                                          const CheckTarget& target) {
+  auto strategy = options_.observations->find(kind);
+  if (!strategy.ok()) return strategy.error();
+  if (!(*strategy)->polled()) return std::unique_ptr<Probe>();
+  return (*strategy)->makeProbe(reactor_, target);
+}
+
 void Supervisor::Impl::beginReadiness(Proc& p) {
   const auto& r = p.spec.readiness;
   p.readyTimer = reactor_.addTimerAfterMillis(r.timeoutMs, [this, name = p.spec.name] {
     Proc* q = find(name);
     if (q == nullptr) return;
     q->readyTimer = 0;
-    const std::string why = "not ready after " + std::to_string(q->spec.readiness.timeoutMs) + " ms";
-    setState(*q, ProcessState::kUnhealthy, why);
-    terminate(*q, why);
+    dispatch(*q, Event::Kind::kNotReadyInTime,
+             "not ready after " + std::to_string(q->spec.readiness.timeoutMs) + " ms");
     flushEvents();
   });
-  if (r.kind == ReadinessConfig::Kind::kTcp) {
-    p.readinessProbe = makeTcpProbe(reactor_, r.host, r.port, 1000);
-  } else if (r.kind == ReadinessConfig::Kind::kHttp) {
-    auto probe = makeHttpProbe(reactor_, r.url, 1000);
-    if (!probe.ok()) {
-      setState(p, ProcessState::kUnhealthy, probe.error().message);
-      return;
-    }
-    p.readinessProbe = std::move(*probe);
-  } else {
-    return;  // notify: READY=1 arrives on the notify socket
+  CheckTarget target;
+  target.host = r.host;
+  target.port = r.port;
+  target.url = r.url;
+  target.timeoutMs = kReadinessProbeTimeoutMs;
+  auto probe = makeCheck(r.kind, target);
+  if (!probe.ok()) {
+    // A check that cannot be built can never pass.
+    return dispatch(p, Event::Kind::kNotReadyInTime, "readiness check: " + probe.error().message);
   }
+  if (!*probe) return;  // pushed (notify): READY=1 arrives on the notify socket
+  p.readinessProbe = std::move(*probe);
   probeReadiness(p);
 }
 
 void Supervisor::Impl::probeReadiness(Proc& p) {
   p.readinessProbe->start([this, name = p.spec.name](ProbeResult r) {
     Proc* q = find(name);
-    if (q == nullptr || q->ready || q->state != ProcessState::kRunning) return;
+    if (q == nullptr || q->phase != Phase::kRunning) return;
     if (r.healthy) {
-      setReady(*q, "");
+      dispatch(*q, Event::Kind::kReady);
     } else {
       q->retryTimer = reactor_.addTimerAfterMillis(kReadinessRetryMs, [this, name] {
-        if (Proc* s = find(name); s != nullptr && s->state == ProcessState::kRunning) {
+        if (Proc* s = find(name); s != nullptr && s->phase == Phase::kRunning) {
           s->retryTimer = 0;
           probeReadiness(*s);
         }
@@ -55,18 +62,15 @@ void Supervisor::Impl::probeReadiness(Proc& p) {
 
 void Supervisor::Impl::scheduleHealth(Proc& p) {
   const auto& h = p.spec.health;
-  if (h.kind == HealthConfig::Kind::kNone) return;
+  if (h.kind == "none") return;
   if (!p.healthProbe) {
-    if (h.kind == HealthConfig::Kind::kTcp) {
-      p.healthProbe = makeTcpProbe(reactor_, h.host, h.port, h.timeoutMs);
-    } else if (h.kind == HealthConfig::Kind::kHttp) {
-      auto probe = makeHttpProbe(reactor_, h.url, h.timeoutMs);
-      if (!probe.ok()) {
-        spdlog::error("process '{}': health check: {}", p.spec.name, probe.error().message);
-        return;
-      }
-      p.healthProbe = std::move(*probe);
-    } else {
+    CheckTarget target;
+    target.host = h.host;
+    target.port = h.port;
+    target.url = h.url;
+    target.command = h.command;
+    target.timeoutMs = h.timeoutMs;
+    if (h.kind == "exec") {
       // The check runs with the process's identity and environment, not ring2d's: its spawn
       // strategy said which (execIn), through the holder, which resolved it when it spawned.
       if (!p.execIdentity) {
@@ -74,8 +78,15 @@ void Supervisor::Impl::scheduleHealth(Proc& p) {
                       p.spec.name);
         return;
       }
-      p.healthProbe = makeExecProbe(reactor_, h.command, h.timeoutMs, *p.execIdentity);
+      target.identity = *p.execIdentity;
     }
+    auto probe = makeCheck(h.kind, target);
+    if (!probe.ok() || !*probe) {
+      spdlog::error("process '{}': health check: {}", p.spec.name,
+                    probe.ok() ? "'" + h.kind + "' is not polled" : probe.error().message);
+      return;
+    }
+    p.healthProbe = std::move(*probe);
   }
   p.healthTimer = reactor_.addTimerAfterMillis(h.intervalMs, [this, name = p.spec.name] {
     Proc* q = find(name);
@@ -83,24 +94,15 @@ void Supervisor::Impl::scheduleHealth(Proc& p) {
     q->healthTimer = 0;
     q->healthProbe->start([this, name](ProbeResult r) {
       Proc* s = find(name);
-      if (s == nullptr || (s->state != ProcessState::kReady && s->state != ProcessState::kUnhealthy)) {
-        return;
-      }
+      if (s == nullptr || !isReady(s->phase)) return;
       if (r.healthy) {
         s->healthFailures = 0;
-        if (s->state == ProcessState::kUnhealthy) setState(*s, ProcessState::kReady, "healthy again");
-      } else if (++s->healthFailures >= s->spec.health.failures &&
-                 s->state != ProcessState::kUnhealthy) {
-        const std::string why = "health check failed " + std::to_string(s->healthFailures) +
-                                " times: " + r.detail;
-        setState(*s, ProcessState::kUnhealthy, why);
-        if (s->spec.health.restartWhenUnhealthy) {
-          terminate(*s, why);
-          flushEvents();
-          return;
-        }
+        if (s->phase == Phase::kUnhealthy) dispatch(*s, Event::Kind::kHealthRestored, "healthy again");
+      } else if (++s->healthFailures >= s->spec.health.failures && s->phase == Phase::kReady) {
+        dispatch(*s, Event::Kind::kHealthFailed,
+                 "health check failed " + std::to_string(s->healthFailures) + " times: " + r.detail);
       }
-      scheduleHealth(*s);
+      if (isReady(s->phase)) scheduleHealth(*s);  // not when the failure stopped it
       flushEvents();
     });
   });
@@ -108,17 +110,31 @@ void Supervisor::Impl::scheduleHealth(Proc& p) {
 
 void Supervisor::Impl::armWatchdog(Proc& p) {
   const int64_t ms = p.spec.readiness.watchdogMs;
-  if (p.spec.readiness.kind != ReadinessConfig::Kind::kNotify || ms <= 0) return;
+  if (p.spec.readiness.kind != "notify" || ms <= 0) return;
   if (p.watchdogTimer != 0) reactor_.cancelTimer(p.watchdogTimer);
   p.watchdogTimer = reactor_.addTimerAfterMillis(ms, [this, name = p.spec.name] {
     Proc* q = find(name);
     if (q == nullptr) return;
     q->watchdogTimer = 0;
-    const std::string why = "no WATCHDOG=1 for " + std::to_string(q->spec.readiness.watchdogMs) + " ms";
-    setState(*q, ProcessState::kUnhealthy, why);
-    terminate(*q, why);
+    dispatch(*q, Event::Kind::kWatchdog,
+             "no WATCHDOG=1 for " + std::to_string(q->spec.readiness.watchdogMs) + " ms");
     flushEvents();
   });
+}
+
+void Supervisor::Impl::cancelChecks(Proc& p) {
+  for (auto* t : {&p.readyTimer, &p.watchdogTimer, &p.healthTimer, &p.retryTimer}) {
+    if (*t != 0) reactor_.cancelTimer(*t);
+    *t = 0;
+  }
+  if (p.readinessProbe) p.readinessProbe->cancel();
+  if (p.healthProbe) p.healthProbe->cancel();
+}
+
+void Supervisor::Impl::cancelRunTimers(Proc& p) {
+  cancelChecks(p);
+  if (p.stopTimer != 0) reactor_.cancelTimer(p.stopTimer);
+  p.stopTimer = 0;
 }
 
 }  // namespace enjin::supervise

@@ -32,10 +32,13 @@ struct Holder::Slot {
   // What the last spawn asked for, so a respawn needs no spec on the wire.
   std::optional<ProcessSpec> spec;
   SpawnRequest request;
-  std::optional<ExecIdentity> identity;  // the spec's execIn(), resolved at its full spawn
+  std::optional<ExecIdentity> identity;  // the spec's execIn() at its full spawn, if it has an exec check
 };
 
 namespace {
+
+// A holder stopped by SIGTERM (system shutdown) gives what it holds this long, then SIGKILL.
+constexpr int64_t kShutdownKillAfterMs = 10'000;
 
 // The output channel of one process: a unix stream socket pair rather than a pipe (as journald
 // does), because a reader can MSG_PEEK it. ring2d consumes only whole lines, so a line the
@@ -209,6 +212,17 @@ void Holder::handle(const std::string& text) {
 
 void Holder::opHello() {
   for (auto& [name, slot] : slots_) {
+    // A new ring2d takes back what the last one left running: re-adoption, the strategy's cue to
+    // re-attach what it keeps per process. A failure is reported; the process runs on.
+    if (slot->running && slot->spec) {
+      auto strategy = registry_.find(slot->spec->strategy);
+      Status st = strategy.ok() ? (*strategy)->recover(*slot->spec, {slot->pid, slot->startTime})
+                                : Status(strategy.error());
+      if (!st.ok()) {
+        std::fprintf(stderr, "enjin-holder: process '%s': recover: %s\n", name.c_str(),
+                     st.error().message.c_str());
+      }
+    }
     std::vector<int> fds{slot->outRead.get(), slot->errRead.get()};
     std::vector<FdRole> roles{FdRole::kOut, FdRole::kErr};
     if (slot->notify) {
@@ -224,10 +238,12 @@ void Holder::opHello() {
 
 void Holder::opSpawn(proto::Spawn& req) {
   const std::string& name = req.name;
-  auto fail = [&](const std::string& error) { send(proto::SpawnFailed{name, error, {}}); };
-  auto& slot = slots_[name];
   std::vector<int> newFds;
   std::vector<FdRole> roles;
+  // The output channels made for a new slot go with the failure too: later spawns of the name
+  // find the slot and send none, and its output would never reach ring2d.
+  auto fail = [&](const std::string& error) { send(proto::SpawnFailed{name, error, roles}, newFds); };
+  auto& slot = slots_[name];
   if (!slot) {
     slot = std::make_unique<Slot>();
     slot->name = name;
@@ -260,6 +276,9 @@ void Holder::opSpawn(proto::Spawn& req) {
   } else {
     slot->notify.reset();
   }
+  // Only an exec check needs it beyond this point: 1000 processes without one keep (and send)
+  // no environment copies.
+  if (req.spec.health.kind != "exec") slot->identity.reset();
   slot->spec = std::move(req.spec);
   slot->request = SpawnRequest{};
   slot->request.spec = &*slot->spec;
@@ -331,7 +350,7 @@ void Holder::onSignal() {
       for (auto& [name, slot] : slots_) {
         if (slot->running) (void)signalSlot(*slot, SIGTERM);
       }
-      reactor_.addTimerAfterMillis(10'000, [this] {
+      reactor_.addTimerAfterMillis(kShutdownKillAfterMs, [this] {
         for (auto& [name, slot] : slots_) {
           if (slot->running) {
             (void)signalSlot(*slot, SIGKILL);

@@ -110,8 +110,7 @@ void Supervisor::Impl::adopt(const proto::Slot& slot, std::vector<UniqueFd>& fds
     // Held, but no longer in the spec: stop it, then let the holder forget it.
     auto orphan = std::make_unique<Proc>();
     orphan->spec.name = name;
-    orphan->wanted = false;
-    orphan->removeAfterStop = true;
+    orphan->goal = Goal::kRemove;
     p = orphan.get();
     procs_[name] = std::move(orphan);
   }
@@ -122,24 +121,17 @@ void Supervisor::Impl::adopt(const proto::Slot& slot, std::vector<UniqueFd>& fds
     p->startTime = slot.startTime;
     p->startedMonoNs = nowNs();
     p->startedWallMs = prev.is_object() ? prev.value("started_wall_ms", wallMs()) : wallMs();
-    if (!p->wanted) {
-      p->state = ProcessState::kRunning;
-      stop(*p, "not in the spec any more");
-      return;
-    }
-    setState(*p, ProcessState::kRunning, "re-adopted");
-    const bool wasReady = prev.is_object() && prev.value("ready", false);
-    if (p->spec.readiness.kind == ReadinessConfig::Kind::kNone || wasReady) {
-      setReady(*p, "re-adopted");
-    } else {
-      beginReadiness(*p);
-    }
-  } else if (p->removeAfterStop) {
+    Event ev{Event::Kind::kAdopted, "re-adopted"};
+    ev.wasReady = prev.is_object() && prev.value("ready", false);
+    dispatch(*p, ev);
+  } else if (p->goal == Goal::kRemove) {
     finishRemoval(name);
-  } else if (p->wanted && slot.exit && !slot.exitReported) {
+  } else if (slot.exit && !slot.exitReported) {
     // It exited while no ring2d was there; the holder kept its status for us to act on.
-    p->state = ProcessState::kRunning;  // it was running when we lost sight of it
-    onExit(*p, timedExit(*slot.exit, nowNs(), nowNs()));
+    const ExitInfo exit = timedExit(*slot.exit, nowNs(), nowNs());
+    Event ev{Event::Kind::kExited, ""};
+    ev.exit = &exit;
+    dispatch(*p, ev);
   }
   // Otherwise the last ring2d saw the exit and acted on it: state.json says what it decided.
 }
@@ -205,19 +197,25 @@ void Supervisor::Impl::handleHolderMessage(proto::Reply& reply, std::vector<Uniq
     void operator()(const proto::Spawned& m) {
       if (Proc* p = s.find(m.name)) {
         s.attachFds(*p, m.fds, fds);
-        s.onSpawned(*p, m);
+        Event ev{Event::Kind::kSpawned, ""};
+        ev.spawned = &m;
+        s.dispatch(*p, ev);
       }
     }
     void operator()(const proto::SpawnFailed& m) {
       if (Proc* p = s.find(m.name)) {
         s.attachFds(*p, m.fds, fds);
-        s.onSpawnFailed(*p, m.error);
+        p->holderHasSpec = false;  // the next attempt sends the whole spec again
+        s.dispatch(*p, Event::Kind::kSpawnFailed, m.error);
       }
     }
     void operator()(const proto::Exited& m) {
       Proc* p = s.find(m.name);
       if (p == nullptr || m.pid != p->pid) return;  // not the run we know: stale
-      s.onExit(*p, timedExit(m.exit, p->startedMonoNs, s.nowNs()));
+      const ExitInfo exit = timedExit(m.exit, p->startedMonoNs, s.nowNs());
+      Event ev{Event::Kind::kExited, ""};
+      ev.exit = &exit;
+      s.dispatch(*p, ev);
     }
     // Only answers to hello, which connectHolder reads.
     void operator()(const proto::Slot&) {}

@@ -56,7 +56,7 @@ void Supervisor::Impl::onNotify(Proc& p) {
     if (c == nullptr || c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_CREDENTIALS) continue;
     ucred cred;
     std::memcpy(&cred, CMSG_DATA(c), sizeof cred);
-    if (p.spawnPending) {
+    if (p.phase == Phase::kSpawning || p.phase == Phase::kCancelling) {
       // Judged once the holder says which pid the new run has (onSpawned).
       if (p.earlyNotify.size() < kEarlyNotifyKept) {
         p.earlyNotify.emplace_back(cred.pid, std::string(buf, static_cast<size_t>(n)));
@@ -72,23 +72,20 @@ void Supervisor::Impl::onNotify(Proc& p) {
 void Supervisor::Impl::applyNotify(Proc& p, std::string_view text) {
   {
     // A process that is being stopped, or not running, has nothing more to say.
-    const bool live = p.state == ProcessState::kRunning || p.state == ProcessState::kReady ||
-                      p.state == ProcessState::kUnhealthy;
-    if (!live) return;
+    if (p.phase != Phase::kRunning && !isReady(p.phase)) return;
     while (!text.empty()) {
       const size_t nl = text.find('\n');
       std::string_view line = text.substr(0, nl);
       text.remove_prefix(nl == std::string_view::npos ? text.size() : nl + 1);
       if (line == "READY=1") {
-        if (!p.ready && p.state == ProcessState::kRunning) setReady(p, p.detail);
+        dispatch(p, Event::Kind::kReady, p.detail);  // the STATUS= it sent stays shown
       } else if (line.starts_with("STATUS=")) {
         p.detail = cleanStatus(line.substr(7));
         scheduleSave();
       } else if (line == "WATCHDOG=1") {
-        if (p.ready) armWatchdog(p);
-      } else if (line == "WATCHDOG=trigger" && p.stopTimer == 0) {
-        setState(p, ProcessState::kUnhealthy, "WATCHDOG=trigger");
-        terminate(p, "WATCHDOG=trigger");
+        if (isReady(p.phase)) armWatchdog(p);
+      } else if (line == "WATCHDOG=trigger") {
+        dispatch(p, Event::Kind::kWatchdog, "WATCHDOG=trigger");
       }
     }
   }

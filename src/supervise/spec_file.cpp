@@ -160,16 +160,16 @@ void readReadiness(ProcessReader& r, const toml::table& t, ReadinessConfig& out)
     if (auto s = r.string(*n, "readiness")) {
       std::string_view v = *s;
       if (v == "none") {
-        out.kind = ReadinessConfig::Kind::kNone;
+        out.kind = "none";
       } else if (v == "notify") {
-        out.kind = ReadinessConfig::Kind::kNotify;
+        out.kind = "notify";
       } else if (v.substr(0, 4) == "tcp:") {
-        out.kind = ReadinessConfig::Kind::kTcp;
+        out.kind = "tcp";
         if (auto err = readHostPort(v.substr(4), true, out.host, out.port)) {
           r.fail(n, "readiness", *err);
         }
       } else if (v.substr(0, 5) == "http:") {
-        out.kind = ReadinessConfig::Kind::kHttp;
+        out.kind = "http";
         // "http:http://..." and a bare "http://..." both name the URL.
         out.url = std::string(v.substr(0, 7) == "http://" ? v : v.substr(5));
         if (auto err = checkHttpUrl(out.url)) r.fail(n, "readiness", *err);
@@ -181,7 +181,7 @@ void readReadiness(ProcessReader& r, const toml::table& t, ReadinessConfig& out)
   }
   readMs(r, t, "readiness_timeout_ms", "readiness_timeout_ms", 1, out.timeoutMs);
   if (const toml::node* n = t.get("watchdog_ms")) {
-    if (out.kind != ReadinessConfig::Kind::kNotify) {
+    if (out.kind != "notify") {
       r.fail(n, "watchdog_ms", "only with readiness = \"notify\"");
     } else if (auto v = r.integer(*n, "watchdog_ms", 0, kMaxMs)) {
       out.watchdogMs = *v;
@@ -199,7 +199,7 @@ void readHealth(ProcessReader& r, const toml::node& node, HealthConfig& out) {
     return;
   }
   if (check->is_array()) {
-    out.kind = HealthConfig::Kind::kExec;
+    out.kind = "exec";
     if (auto cmd = r.strings(*check, "health.check", 1)) {
       out.command = std::move(*cmd);
       if (out.command[0].empty()) r.fail(check, "health.check[0]", "must not be empty");
@@ -207,12 +207,12 @@ void readHealth(ProcessReader& r, const toml::node& node, HealthConfig& out) {
   } else if (auto s = r.string(*check, "health.check")) {
     std::string_view v = *s;
     if (v.substr(0, 4) == "tcp:") {
-      out.kind = HealthConfig::Kind::kTcp;
+      out.kind = "tcp";
       if (auto err = readHostPort(v.substr(4), true, out.host, out.port)) {
         r.fail(check, "health.check", *err);
       }
     } else if (v.substr(0, 5) == "http:") {
-      out.kind = HealthConfig::Kind::kHttp;
+      out.kind = "http";
       out.url = std::string(v.substr(0, 7) == "http://" ? v : v.substr(5));
       if (auto err = checkHttpUrl(out.url)) r.fail(check, "health.check", *err);
     } else {

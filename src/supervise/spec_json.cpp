@@ -1,5 +1,8 @@
 #include "enjin/supervise/spec_json.hpp"
 
+#include <initializer_list>
+#include <stdexcept>
+
 namespace enjin::supervise {
 
 using nlohmann::json;
@@ -68,14 +71,14 @@ json specToJson(const ProcessSpec& s) {
         {"max_restarts", s.restart.maxRestarts},
         {"window_s", s.restart.windowS}}},
       {"readiness",
-       {{"kind", static_cast<int>(s.readiness.kind)},
+       {{"kind", s.readiness.kind},
         {"host", s.readiness.host},
         {"port", s.readiness.port},
         {"url", s.readiness.url},
         {"timeout_ms", s.readiness.timeoutMs},
         {"watchdog_ms", s.readiness.watchdogMs}}},
       {"health",
-       {{"kind", static_cast<int>(s.health.kind)},
+       {{"kind", s.health.kind},
         {"host", s.health.host},
         {"port", s.health.port},
         {"url", s.health.url},
@@ -95,6 +98,25 @@ json specToJson(const ProcessSpec& s) {
   }
   return j;
 }
+
+namespace {
+
+// A check's kind: its observation's name, one of `known`. A holder that outlived an upgrade of
+// ring2d holds specs from before kinds had names, when they were the index into this list.
+std::string checkKind(const json& v, std::initializer_list<const char*> known) {
+  if (v.is_number_integer()) {
+    const auto i = v.get<int64_t>();
+    if (i >= 0 && static_cast<size_t>(i) < known.size()) return known.begin()[i];
+  } else if (v.is_string()) {
+    const std::string name = v.get<std::string>();
+    for (const char* k : known) {
+      if (name == k) return name;
+    }
+  }
+  throw std::invalid_argument("unknown check kind " + v.dump());
+}
+
+}  // namespace
 
 Result<ProcessSpec> specFromJson(const json& j) {
   try {
@@ -120,14 +142,14 @@ Result<ProcessSpec> specFromJson(const json& j) {
     r.at("max_restarts").get_to(s.restart.maxRestarts);
     r.at("window_s").get_to(s.restart.windowS);
     const json& rd = j.at("readiness");
-    s.readiness.kind = static_cast<ReadinessConfig::Kind>(rd.at("kind").get<int>());
+    s.readiness.kind = checkKind(rd.at("kind"), {"none", "notify", "tcp", "http"});
     rd.at("host").get_to(s.readiness.host);
     rd.at("port").get_to(s.readiness.port);
     rd.at("url").get_to(s.readiness.url);
     rd.at("timeout_ms").get_to(s.readiness.timeoutMs);
     rd.at("watchdog_ms").get_to(s.readiness.watchdogMs);
     const json& h = j.at("health");
-    s.health.kind = static_cast<HealthConfig::Kind>(h.at("kind").get<int>());
+    s.health.kind = checkKind(h.at("kind"), {"none", "tcp", "http", "exec"});
     h.at("host").get_to(s.health.host);
     h.at("port").get_to(s.health.port);
     h.at("url").get_to(s.health.url);
@@ -142,6 +164,8 @@ Result<ProcessSpec> specFromJson(const json& j) {
     j.at("stop_timeout_ms").get_to(s.stopTimeoutMs);
     return s;
   } catch (const json::exception& e) {
+    return Error{std::string("process spec: ") + e.what()};
+  } catch (const std::invalid_argument& e) {
     return Error{std::string("process spec: ") + e.what()};
   }
 }

@@ -15,10 +15,10 @@ void Supervisor::Impl::restore(Proc& p, const json& prev) {
   if (!prev.is_object()) return;
   try {
     p.restarts = prev.value("restarts", uint64_t{0});
-    p.heldDown = prev.value("held_down", false);
-    p.wanted = !p.heldDown;
-    if (p.heldDown) {
-      p.state = prev.value("state", "stopped") == "failed" ? ProcessState::kFailed : ProcessState::kStopped;
+    if (prev.value("held_down", false)) {
+      // The machine starts where that decision left it.
+      p.goal = Goal::kHold;
+      p.phase = prev.value("state", "stopped") == "failed" ? Phase::kFailed : Phase::kDown;
       p.detail = prev.value("detail", "");
     }
     const json& exit = prev.contains("last_exit") ? prev["last_exit"] : json();
@@ -110,12 +110,13 @@ void Supervisor::Impl::save() {
     appendInt(text, p->startedWallMs);
     text += ",\"restarts\":";
     appendInt(text, p->restarts);
-    text += p->ready ? ",\"ready\":true" : ",\"ready\":false";
+    text += isReady(p->phase) ? ",\"ready\":true" : ",\"ready\":false";
     text += ",\"state\":\"";
-    text += stateName(p->state);
+    text += stateName(published(p->phase));
     text += "\",\"detail\":";
     appendJsonString(text, p->detail);
-    text += p->heldDown ? ",\"held_down\":true" : ",\"held_down\":false";
+    const bool held = p->goal == Goal::kHold;
+    text += held ? ",\"held_down\":true" : ",\"held_down\":false";
     text += ",\"last_exit\":";
     text += exitToJson(p->lastExit).dump();
     text += ",\"history\":{\"backoff_step\":";
@@ -126,9 +127,9 @@ void Supervisor::Impl::save() {
       appendInt(text, nowWall - (now - p->history.restartsAtNs[i]) / 1'000'000);
     }
     text += "]}}";
-    if (p->heldDown || p->state == ProcessState::kFailed) {
+    if (held || p->phase == Phase::kFailed) {
       decisions += name;
-      decisions += p->heldDown ? "\n" : "\t";
+      decisions += held ? "\n" : "\t";
     }
   }
   text += "\n}}\n";

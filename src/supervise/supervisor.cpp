@@ -46,7 +46,21 @@ std::string describeExit(const ExitInfo& e) {
 // ---------------------------------------------------------------------------------------------
 // Start-up and re-adoption
 
+Status Supervisor::Impl::checkObservations(const std::vector<ProcessSpec>& specs) const {
+  if (options_.observations == nullptr) return Error{"the supervisor was given no observations"};
+  for (const auto& s : specs) {
+    if (auto st = options_.observations->check(s.readiness.kind, CheckUse::kReadiness); !st.ok()) {
+      return st.error().wrap("process '" + s.name + "': readiness");
+    }
+    if (auto st = options_.observations->check(s.health.kind, CheckUse::kHealth); !st.ok()) {
+      return st.error().wrap("process '" + s.name + "': health");
+    }
+  }
+  return {};
+}
+
 Status Supervisor::Impl::start(std::vector<ProcessSpec> specs) {
+  if (auto st = checkObservations(specs); !st.ok()) return st;
   for (const char* sub : {"", "/logs", "/notify"}) {
     const std::string dir = options_.stateDir + sub;
     if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) return errnoError("mkdir " + dir, errno);
@@ -79,26 +93,236 @@ Status Supervisor::Impl::start(std::vector<ProcessSpec> specs) {
   rebuildOrder();
   if (auto st = connectHolder(previous); !st.ok()) return st;
   for (const auto& name : order_) {
-    if (Proc* p = find(name); p != nullptr && p->state == ProcessState::kStopped && p->wanted) {
-      maybeStart(*p);
+    if (Proc* p = find(name); p != nullptr && p->phase == Phase::kDown && p->goal == Goal::kRun) {
+      dispatch(*p, Event::Kind::kStart);
     }
   }
   flushEvents();
   return {};
 }
 // ---------------------------------------------------------------------------------------------
-// Lifecycle
+// The machine
 
-bool Supervisor::Impl::dependenciesReady(const Proc& p, std::string& waitingFor) const {
+std::string_view phaseName(Phase phase) {
+  switch (phase) {
+    case Phase::kDown: return "down";
+    case Phase::kFailed: return "failed";
+    case Phase::kWaiting: return "waiting";
+    case Phase::kSpawning: return "spawning";
+    case Phase::kRunning: return "running";
+    case Phase::kReady: return "ready";
+    case Phase::kUnhealthy: return "unhealthy";
+    case Phase::kTerminating: return "terminating";
+    case Phase::kBackoff: return "backoff";
+    case Phase::kStopping: return "stopping";
+    case Phase::kCancelling: return "cancelling";
+  }
+  return "unknown";
+}
+
+ProcessState published(Phase phase) {
+  switch (phase) {
+    case Phase::kDown: return ProcessState::kStopped;
+    case Phase::kFailed: return ProcessState::kFailed;
+    case Phase::kWaiting:
+    case Phase::kSpawning: return ProcessState::kStarting;
+    case Phase::kRunning: return ProcessState::kRunning;
+    case Phase::kReady: return ProcessState::kReady;
+    case Phase::kUnhealthy:
+    case Phase::kTerminating: return ProcessState::kUnhealthy;
+    case Phase::kBackoff: return ProcessState::kBackoff;
+    case Phase::kStopping:
+    case Phase::kCancelling: return ProcessState::kStopping;
+  }
+  return ProcessState::kStopped;
+}
+
+std::string_view eventName(Event::Kind kind) {
+  using K = Event::Kind;
+  switch (kind) {
+    case K::kStart: return "start";
+    case K::kAdopted: return "adopted";
+    case K::kSpawned: return "spawned";
+    case K::kSpawnFailed: return "spawn-failed";
+    case K::kReady: return "ready";
+    case K::kNotReadyInTime: return "not-ready-in-time";
+    case K::kHealthFailed: return "health-failed";
+    case K::kHealthRestored: return "health-restored";
+    case K::kWatchdog: return "watchdog";
+    case K::kExited: return "exited";
+    case K::kStop: return "stop";
+    case K::kStopTimeout: return "stop-timeout";
+    case K::kBackoffElapsed: return "backoff-elapsed";
+  }
+  return "unknown";
+}
+
+void Supervisor::Impl::dispatch(Proc& p, const Event& ev) {
+  using K = Event::Kind;
+  const K e = ev.kind;
+  switch (p.phase) {
+    case Phase::kDown:
+    case Phase::kFailed:
+      if (e == K::kStart) return startOrWait(p);
+      if (e == K::kAdopted) {
+        if (p.goal != Goal::kRun) {
+          return terminate(p, Phase::kStopping,
+                           p.goal == Goal::kRemove ? "not in the spec any more" : "held down");
+        }
+        becomeRunning(p, ev.detail);
+        const bool ready = ev.wasReady || p.spec.readiness.kind == "none";
+        return ready ? becomeReady(p, ev.detail) : beginReadiness(p);
+      }
+      // An exit the holder kept while no ring2d watched: the policy decides, as if seen live.
+      if (e == K::kExited && p.goal == Goal::kRun) {
+        noteExit(p, *ev.exit);
+        return afterExit(p, describeExit(*ev.exit));
+      }
+      if (e == K::kStop) return settle(p, false);  // already down: only a removal to complete
+      break;
+
+    case Phase::kWaiting:
+      if (e == K::kStart) return startOrWait(p);
+      if (e == K::kStop) {
+        enter(p, Phase::kDown, ev.detail);
+        return settle(p, false);
+      }
+      break;
+
+    case Phase::kSpawning:
+      if (e == K::kSpawned) {
+        onSpawned(p, *ev.spawned);
+        becomeRunning(p, "");
+        if (p.spec.readiness.kind == "none") {
+          becomeReady(p, "");
+        } else {
+          beginReadiness(p);
+        }
+        // What the new run said before we knew its pid counts now, if it was the new run.
+        auto early = std::move(p.earlyNotify);
+        p.earlyNotify.clear();
+        for (const auto& [pid, text] : early) {
+          if (pid == p.pid || ::getpgid(pid) == p.pid) applyNotify(p, text);
+        }
+        return;
+      }
+      if (e == K::kSpawnFailed) {
+        // A start that failed is a run that failed at once: exit code 127, as a shell says.
+        ExitInfo exit;
+        exit.kind = ExitInfo::Kind::kExited;
+        exit.code = 127;
+        exit.startedAtNs = exit.exitedAtNs = nowNs();
+        spdlog::warn("process '{}': {}", p.spec.name, ev.detail);
+        noteExit(p, exit);
+        return afterExit(p, ev.detail);
+      }
+      if (e == K::kStop) return enter(p, Phase::kCancelling, ev.detail);
+      break;
+
+    case Phase::kCancelling:
+      if (e == K::kSpawned) {
+        onSpawned(p, *ev.spawned);
+        p.earlyNotify.clear();
+        return terminate(p, Phase::kStopping, "stopped while starting");
+      }
+      if (e == K::kSpawnFailed) {
+        enter(p, Phase::kDown, ev.detail);
+        return settle(p, true);
+      }
+      if (e == K::kStop) return;  // on its way down already
+      break;
+
+    case Phase::kRunning:
+      if (e == K::kReady) return becomeReady(p, ev.detail);
+      if (e == K::kNotReadyInTime) return terminate(p, Phase::kTerminating, ev.detail);
+      if (e == K::kExited) {
+        noteExit(p, *ev.exit);
+        return afterExit(p, describeExit(*ev.exit));
+      }
+      if (e == K::kStop) return terminate(p, Phase::kStopping, ev.detail);
+      break;
+
+    case Phase::kReady:
+    case Phase::kUnhealthy:
+      if (e == K::kHealthFailed && p.phase == Phase::kReady) {
+        if (p.spec.health.restartWhenUnhealthy) {
+          return terminate(p, Phase::kTerminating, ev.detail);
+        }
+        return enter(p, Phase::kUnhealthy, ev.detail);
+      }
+      if (e == K::kHealthRestored && p.phase == Phase::kUnhealthy) {
+        return enter(p, Phase::kReady, ev.detail);
+      }
+      if (e == K::kWatchdog) return terminate(p, Phase::kTerminating, ev.detail);
+      if (e == K::kExited) {
+        noteExit(p, *ev.exit);
+        return afterExit(p, describeExit(*ev.exit));
+      }
+      if (e == K::kStop) return terminate(p, Phase::kStopping, ev.detail);
+      break;
+
+    case Phase::kTerminating:
+      if (e == K::kExited) {
+        noteExit(p, *ev.exit);
+        return afterExit(p, describeExit(*ev.exit));
+      }
+      if (e == K::kStopTimeout) return signalGroup(p, SIGKILL);
+      if (e == K::kStop) return enter(p, Phase::kStopping, ev.detail);  // the deadline stands
+      break;
+
+    case Phase::kBackoff:
+      // The timer ends the delay; an operator's start or a changed spec ends it early.
+      if (e == K::kBackoffElapsed || e == K::kStart) {
+        if (p.backoffTimer != 0) reactor_.cancelTimer(p.backoffTimer);
+        p.backoffTimer = 0;
+        return startOrWait(p);
+      }
+      if (e == K::kStop) {
+        if (p.backoffTimer != 0) reactor_.cancelTimer(p.backoffTimer);
+        p.backoffTimer = 0;
+        enter(p, Phase::kDown, ev.detail);
+        return settle(p, false);
+      }
+      break;
+
+    case Phase::kStopping:
+      if (e == K::kExited) {
+        noteExit(p, *ev.exit);
+        enter(p, Phase::kDown, describeExit(*ev.exit), true);
+        return settle(p, true);
+      }
+      if (e == K::kStopTimeout) return signalGroup(p, SIGKILL);
+      if (e == K::kStop) return;  // the first stop's deadline stands
+      break;
+  }
+  spdlog::debug("process '{}': {} ignored while {}", p.spec.name, eventName(e),
+                phaseName(p.phase));
+}
+
+// --- the actions ---
+
+void Supervisor::Impl::enter(Proc& p, Phase phase, std::string detail, bool exitEvent) {
+  p.phase = phase;
+  p.detail = std::move(detail);
+  StateEvent ev;
+  ev.status.name = p.spec.name;
+  ev.status.state = published(phase);
+  ev.status.pid = p.pid;
+  ev.status.startedAtWallMs = hasProcess(phase) ? p.startedWallMs : 0;
+  ev.status.restarts = p.restarts;
+  ev.status.lastExit = p.lastExit;
+  ev.status.detail = p.detail;
+  ev.exitEvent = exitEvent;
+  pending_.push_back(std::move(ev));
+}
+
+const std::string* Supervisor::Impl::unreadyDependency(const Proc& p) const {
   for (const auto& dep : p.spec.dependsOn) {
     auto it = procs_.find(dep);
     if (it == procs_.end()) continue;  // validated at parse time; a removed dependency is gone
-    if (!it->second->ready) {
-      waitingFor = dep;
-      return false;
-    }
+    if (!isReady(it->second->phase)) return &dep;
   }
-  return true;
+  return nullptr;
 }
 
 std::vector<Proc*> Supervisor::Impl::dependentsOf(const std::string& name) {
@@ -114,36 +338,31 @@ std::vector<Proc*> Supervisor::Impl::dependentsOf(const std::string& name) {
   return out;
 }
 
-void Supervisor::Impl::maybeStart(Proc& p) {
-  if (!p.wanted || p.spawnPending || isLive(p.state) || stoppingAll_) return;
-  if (p.state == ProcessState::kBackoff && p.backoffTimer != 0) return;  // its timer will
-  std::string waitingFor;
-  if (!dependenciesReady(p, waitingFor)) {
-    const std::string detail = "waiting for '" + waitingFor + "' to be ready";
-    if (p.state != ProcessState::kStarting || p.detail != detail) {
-      setState(p, ProcessState::kStarting, detail);
-    }
+void Supervisor::Impl::startOrWait(Proc& p) {
+  if (stoppingAll_) return;
+  if (const std::string* dep = unreadyDependency(p)) {
+    std::string detail = "waiting for '" + *dep + "' to be ready";
+    if (p.phase != Phase::kWaiting || p.detail != detail) enter(p, Phase::kWaiting, std::move(detail));
     return;
   }
   spawn(p);
 }
 
 void Supervisor::Impl::spawn(Proc& p) {
-  p.spawnPending = true;
+  // The request goes out before anything is logged or published: the fast path of a restart.
   if (p.holderHasSpec) {
-    // The fast path: the holder already has everything but the word.
+    // The holder already has everything but the word.
     if (holder_) {
       if (auto st = sendToHolder(holder_proto::encodeRespawn(p.spec.name)); !st.ok()) {
         return holderLost(st.error().message);
       }
     }
-    setState(p, ProcessState::kStarting, "");
-    return;
+    return enter(p, Phase::kSpawning, "");
   }
   // The request is built from the cached spec text.
   std::vector<std::string> env;
   std::optional<std::string> notify;
-  if (p.spec.readiness.kind == ReadinessConfig::Kind::kNotify) {
+  if (p.spec.readiness.kind == "notify") {
     notify = options_.stateDir + "/notify/" + p.spec.name + ".sock";
     env.push_back("NOTIFY_SOCKET=" + *notify);
     if (p.spec.readiness.watchdogMs > 0) {
@@ -156,23 +375,10 @@ void Supervisor::Impl::spawn(Proc& p) {
       return holderLost(st.error().message);
     }
   }
-  setState(p, ProcessState::kStarting, "");
-}
-
-void Supervisor::Impl::onSpawnFailed(Proc& p, const std::string& error) {
-  p.spawnPending = false;
-  p.holderHasSpec = false;  // the next attempt sends the whole spec again
-  p.detail = error;
-  spdlog::warn("process '{}': {}", p.spec.name, p.detail);
-  ExitInfo e;
-  e.kind = ExitInfo::Kind::kExited;
-  e.code = 127;
-  e.startedAtNs = e.exitedAtNs = nowNs();
-  onExit(p, e);
+  enter(p, Phase::kSpawning, "");
 }
 
 void Supervisor::Impl::onSpawned(Proc& p, const holder_proto::Spawned& msg) {
-  p.spawnPending = false;
   p.holderHasSpec = true;
   p.pid = msg.pid;
   p.startTime = msg.startTime;
@@ -182,201 +388,137 @@ void Supervisor::Impl::onSpawned(Proc& p, const holder_proto::Spawned& msg) {
   }
   p.startedMonoNs = nowNs();
   p.startedWallMs = wallMs();
-  p.ready = false;
+}
+
+void Supervisor::Impl::becomeRunning(Proc& p, const std::string& detail) {
   p.healthFailures = 0;
-  if (!p.wanted || p.state == ProcessState::kStopping) {
-    // Stopped while the spawn was on its way.
-    p.state = ProcessState::kRunning;
-    stop(p, "stopped while starting");
-    return;
-  }
-  setState(p, ProcessState::kRunning, "");
-  if (p.spec.readiness.kind == ReadinessConfig::Kind::kNone) {
-    setReady(p, "");
-  } else {
-    beginReadiness(p);
-  }
-  // What the new run said before we knew its pid counts now, if it was the new run that said it.
-  auto early = std::move(p.earlyNotify);
-  p.earlyNotify.clear();
-  for (const auto& [pid, text] : early) {
-    if (pid == p.pid || ::getpgid(pid) == p.pid) applyNotify(p, text);
+  enter(p, Phase::kRunning, detail);
+  scheduleSave();
+}
+
+void Supervisor::Impl::becomeReady(Proc& p, const std::string& detail) {
+  if (p.readyTimer != 0) reactor_.cancelTimer(p.readyTimer);
+  if (p.retryTimer != 0) reactor_.cancelTimer(p.retryTimer);
+  p.readyTimer = p.retryTimer = 0;
+  enter(p, Phase::kReady, detail);
+  scheduleHealth(p);
+  armWatchdog(p);
+  for (Proc* d : dependentsOf(p.spec.name)) {
+    // Only a dependent that waits for this; one the policy or an operator stopped stays down.
+    if (d->phase == Phase::kWaiting) dispatch(*d, Event::Kind::kStart);
   }
   scheduleSave();
 }
 
-void Supervisor::Impl::cancelRunTimers(Proc& p) {
-  for (auto* t : {&p.stopTimer, &p.readyTimer, &p.watchdogTimer, &p.healthTimer, &p.retryTimer}) {
-    if (*t != 0) reactor_.cancelTimer(*t);
-    *t = 0;
-  }
-  if (p.readinessProbe) p.readinessProbe->cancel();
-  if (p.healthProbe) p.healthProbe->cancel();
-}
-
-void Supervisor::Impl::onExit(Proc& p, const ExitInfo& exit) {
-  cancelRunTimers(p);
-  // The holder already killed what was left of its process group, before reaping it.
-  drainLogs(p);
-  p.pid = 0;
-  p.startTime = 0;
-  p.ready = false;
-  p.spawnPending = false;
-  p.lastExit = exit;
-  const std::string what = describeExit(exit);
-
-  if (p.state == ProcessState::kStopping || !p.wanted) {
-    setState(p, ProcessState::kStopped, what, true);
-    if (p.restartAfterStop) {
-      p.restartAfterStop = false;
-      if (p.nextSpec) {
-        p.setSpec(std::move(*p.nextSpec));
-        p.nextSpec.reset();
-        reopenLog(p);
-      }
-      p.wanted = true;
-      p.heldDown = false;
-      maybeStart(p);
-    } else if (p.removeAfterStop) {
-      finishRemoval(p.spec.name);
-    }
-    if (stoppingAll_) advanceStopAll();
-    scheduleSave();
-    return;
-  }
-
-  const RestartDecision d = decideRestart(p.spec.restart, p.history, exit, random_());
-  p.history = d.next;
-  switch (d.action) {
-    case RestartDecision::Action::kRestart:
-      ++p.restarts;
-      if (d.delayMs == 0) {
-        // The fast path: the spawn request goes out before anything is logged or published.
-        setState(p, ProcessState::kBackoff, what + "; restarting now", true);
-        spawn(p);
-      } else {
-        setState(p, ProcessState::kBackoff,
-                 what + "; restart in " + std::to_string(d.delayMs) + " ms", true);
-        p.backoffTimer = reactor_.addTimerAfterMillis(d.delayMs, [this, name = p.spec.name] {
-          if (Proc* q = find(name)) {
-            q->backoffTimer = 0;
-            maybeStart(*q);
-            flushEvents();
-          }
-        });
-      }
-      break;
-    case RestartDecision::Action::kStop:
-      p.wanted = false;
-      p.heldDown = true;
-      setState(p, ProcessState::kStopped, what + " (" + std::string(d.reason) + ")", true);
-      break;
-    case RestartDecision::Action::kFail:
-      p.wanted = false;
-      p.heldDown = true;
-      setState(p, ProcessState::kFailed,
-               what + "; " + std::string(d.reason) + ": " +
-                   std::to_string(p.spec.restart.maxRestarts) + " restarts in " +
-                   std::to_string(p.spec.restart.windowS) + " s",
-               true);
-      break;
-  }
-  scheduleSave();
-}
-
-void Supervisor::Impl::stop(Proc& p, const std::string& why) {
-  p.wanted = false;
-  if (p.backoffTimer != 0) {
-    reactor_.cancelTimer(p.backoffTimer);
-    p.backoffTimer = 0;
-  }
-  if (p.spawnPending) {
-    setState(p, ProcessState::kStopping, why);  // onSpawned sends the signal
-    return;
-  }
-  if (!isLive(p.state) || p.pid <= 0) {
-    if (!isDown(p.state)) setState(p, ProcessState::kStopped, why);
-    if (p.removeAfterStop) finishRemoval(p.spec.name);
-    return;
-  }
-  if (p.state == ProcessState::kStopping) return;
-  cancelRunTimers(p);
-  setState(p, ProcessState::kStopping, why);
-  terminate(p, why);
-}
-
-void Supervisor::Impl::terminate(Proc& p, const std::string& why) {
+void Supervisor::Impl::terminate(Proc& p, Phase next, const std::string& why) {
+  cancelChecks(p);
   signalGroup(p, p.spec.stopSignal);
-  // A stop already under way keeps its deadline: a process cannot postpone its SIGKILL by
-  // provoking another stop.
+  enter(p, next, why);
   if (p.stopTimer != 0) return;
   p.stopTimer = reactor_.addTimerAfterMillis(p.spec.stopTimeoutMs, [this, name = p.spec.name, why] {
     if (Proc* q = find(name)) {
       q->stopTimer = 0;
       spdlog::warn("process '{}' still running {} ms after its stop signal ({}); SIGKILL",
                    name, q->spec.stopTimeoutMs, why);
-      signalGroup(*q, SIGKILL);
+      dispatch(*q, Event::Kind::kStopTimeout, why);
     }
   });
 }
 
-void Supervisor::Impl::setState(Proc& p, ProcessState s, std::string detail, bool exitEvent) {
-  p.state = s;
-  p.detail = std::move(detail);
-  StateEvent ev;
-  ev.status.name = p.spec.name;
-  ev.status.state = s;
-  ev.status.pid = p.pid;
-  ev.status.startedAtWallMs = isLive(s) ? p.startedWallMs : 0;
-  ev.status.restarts = p.restarts;
-  ev.status.lastExit = p.lastExit;
-  ev.status.detail = p.detail;
-  ev.exitEvent = exitEvent;
-  pending_.push_back(std::move(ev));
+void Supervisor::Impl::noteExit(Proc& p, const ExitInfo& exit) {
+  cancelRunTimers(p);
+  // The holder already killed what was left of its process group, before reaping it.
+  drainLogs(p);
+  p.pid = 0;
+  p.startTime = 0;
+  p.lastExit = exit;
 }
 
-void Supervisor::Impl::setReady(Proc& p, const std::string& detail) {
-  if (p.readyTimer != 0) reactor_.cancelTimer(p.readyTimer);
-  if (p.retryTimer != 0) reactor_.cancelTimer(p.retryTimer);
-  p.readyTimer = p.retryTimer = 0;
-  p.ready = true;
-  setState(p, ProcessState::kReady, detail);
-  scheduleHealth(p);
-  armWatchdog(p);
-  for (Proc* d : dependentsOf(p.spec.name)) {
-    // Only a dependent that waits for this; one the policy or an operator stopped stays down.
-    if (d->state == ProcessState::kStarting && !d->spawnPending) maybeStart(*d);
+void Supervisor::Impl::afterExit(Proc& p, const std::string& what) {
+  if (stoppingAll_) {
+    enter(p, Phase::kDown, what, true);
+    return settle(p, true);
+  }
+  const RestartDecision d = decideRestart(p.spec.restart, p.history, *p.lastExit, random_());
+  p.history = d.next;
+  switch (d.action) {
+    case RestartDecision::Action::kRestart:
+      ++p.restarts;
+      if (d.delayMs == 0) {
+        enter(p, Phase::kBackoff, what + "; restarting now", true);
+        startOrWait(p);
+      } else {
+        enter(p, Phase::kBackoff, what + "; restart in " + std::to_string(d.delayMs) + " ms", true);
+        p.backoffTimer = reactor_.addTimerAfterMillis(d.delayMs, [this, name = p.spec.name] {
+          if (Proc* q = find(name)) {
+            q->backoffTimer = 0;
+            dispatch(*q, Event::Kind::kBackoffElapsed);
+            flushEvents();
+          }
+        });
+      }
+      break;
+    case RestartDecision::Action::kStop:
+      p.goal = Goal::kHold;
+      enter(p, Phase::kDown, what + " (" + std::string(d.reason) + ")", true);
+      break;
+    case RestartDecision::Action::kFail:
+      p.goal = Goal::kHold;
+      enter(p, Phase::kFailed,
+            what + "; " + std::string(d.reason) + ": " +
+                std::to_string(p.spec.restart.maxRestarts) + " restarts in " +
+                std::to_string(p.spec.restart.windowS) + " s",
+            true);
+      break;
   }
   scheduleSave();
+}
+
+void Supervisor::Impl::settle(Proc& p, bool exited) {
+  if (p.nextSpec) {
+    p.setSpec(std::move(*p.nextSpec));
+    p.nextSpec.reset();
+    reopenLog(p);
+  }
+  scheduleSave();
+  if (p.goal == Goal::kRemove) {
+    finishRemoval(p.spec.name);  // p is gone
+  } else if (p.goal == Goal::kRun && !stoppingAll_) {
+    startOrWait(p);
+  }
+  if (exited && stoppingAll_) advanceStopAll();
 }
 
 void Supervisor::Impl::stopAll(std::function<void()> done) {
   stoppingAll_ = true;
   stopDone_ = std::move(done);
-  for (auto& [name, p] : procs_) p->wanted = false;
   advanceStopAll();
   flushEvents();
 }
 
 void Supervisor::Impl::advanceStopAll() {
-  std::vector<std::string> ready;  // stopped after the scan: stop() may reshape order_
+  // Dependents first: a process stops once everything that depends on it is down.
+  std::vector<std::string> ready;  // stopped after the scan: a stop may reshape order_
   for (auto it = order_.rbegin(); it != order_.rend(); ++it) {
     Proc* p = find(*it);
-    if (p == nullptr || isDown(p->state) || p->state == ProcessState::kStopping) continue;
+    if (p == nullptr || isDown(p->phase) || published(p->phase) == ProcessState::kStopping) {
+      continue;
+    }
     bool dependentsDown = true;
-    for (Proc* d : dependentsOf(p->spec.name)) dependentsDown = dependentsDown && isDown(d->state);
+    for (Proc* d : dependentsOf(p->spec.name)) dependentsDown = dependentsDown && isDown(d->phase);
     if (dependentsDown) ready.push_back(*it);
   }
   bool downAtOnce = false;  // a process that was not running stops without an exit to wait for
   for (const auto& name : ready) {
     if (Proc* p = find(name)) {
-      stop(*p, "ring2d is stopping");
-      downAtOnce = downAtOnce || find(name) == nullptr || isDown(p->state);
+      dispatch(*p, Event::Kind::kStop, "ring2d is stopping");
+      p = find(name);
+      downAtOnce = downAtOnce || p == nullptr || isDown(p->phase);
     }
   }
   if (downAtOnce) return advanceStopAll();  // its dependencies may stop now
   bool allDown = true;
-  for (auto& [name, p] : procs_) allDown = allDown && isDown(p->state);
+  for (auto& [name, p] : procs_) allDown = allDown && isDown(p->phase);
   if (allDown && !shutdownSent_) {
     shutdownSent_ = true;
     save();
@@ -438,6 +580,7 @@ void Supervisor::Impl::rebuildOrder() {
 // Commands
 
 Status Supervisor::Impl::reload(std::vector<ProcessSpec> specs) {
+  if (auto st = checkObservations(specs); !st.ok()) return st;  // nothing is changed
   std::map<std::string, ProcessSpec> next;
   specOrder_.clear();
   for (auto& s : specs) {
@@ -450,10 +593,9 @@ Status Supervisor::Impl::reload(std::vector<ProcessSpec> specs) {
   }
   for (const auto& name : removed) {
     Proc* p = find(name);
-    p->removeAfterStop = true;
-    p->restartAfterStop = false;
+    p->goal = Goal::kRemove;
     p->nextSpec.reset();
-    stop(*p, "removed from the spec");
+    dispatch(*p, Event::Kind::kStop, "removed from the spec");
   }
   std::vector<std::string> toStart;  // new, or changed while down
   for (auto& [name, spec] : next) {
@@ -465,31 +607,24 @@ Status Supervisor::Impl::reload(std::vector<ProcessSpec> specs) {
       toStart.push_back(name);
       continue;
     }
-    if (p->spec == spec && !p->removeAfterStop) continue;
-    p->removeAfterStop = false;
-    if (isLive(p->state) || p->spawnPending) {
+    if (p->spec == spec && p->goal != Goal::kRemove) continue;
+    // A changed spec is a new start, as an operator's edit means it: it also ends a hold.
+    p->goal = Goal::kRun;
+    if (hasProcess(p->phase) || p->phase == Phase::kSpawning || p->phase == Phase::kCancelling) {
       spdlog::info("process '{}' changed; restarting it", name);
       p->nextSpec = std::move(spec);
-      p->restartAfterStop = true;
-      stop(*p, "spec changed");
+      dispatch(*p, Event::Kind::kStop, "spec changed");
     } else {
-      // Changed while down: a new spec is a new start, as an operator's edit means it.
       p->setSpec(std::move(spec));
       reopenLog(*p);
       p->history = {};
-      p->heldDown = false;
-      p->wanted = true;
-      if (p->state == ProcessState::kFailed) p->state = ProcessState::kStopped;
       toStart.push_back(name);
     }
   }
   rebuildOrder();
   for (const auto& name : order_) {
     if (std::find(toStart.begin(), toStart.end(), name) == toStart.end()) continue;
-    if (Proc* p = find(name); p != nullptr && (p->state == ProcessState::kStopped ||
-                                               p->state == ProcessState::kStarting)) {
-      maybeStart(*p);
-    }
+    if (Proc* p = find(name)) dispatch(*p, Event::Kind::kStart);
   }
   scheduleSave();
   flushEvents();
@@ -498,34 +633,23 @@ Status Supervisor::Impl::reload(std::vector<ProcessSpec> specs) {
 
 Status Supervisor::Impl::startProcess(const std::string& name) {
   Proc* p = find(name);
-  if (p == nullptr || p->removeAfterStop) return Error{"no process '" + name + "'"};
+  if (p == nullptr || p->goal == Goal::kRemove) return Error{"no process '" + name + "'"};
   if (stoppingAll_) return Error{"ring2d is stopping"};
-  p->heldDown = false;
-  if (p->state == ProcessState::kStopping) {
-    p->restartAfterStop = true;  // start it again once the stop completes
-    flushEvents();
-    return {};
-  }
-  p->wanted = true;
-  if (!isLive(p->state) && !p->spawnPending) {
+  p->goal = Goal::kRun;  // one on its way down starts again once it is down
+  if (isDown(p->phase) || p->phase == Phase::kBackoff || p->phase == Phase::kWaiting) {
     p->history = {};  // an operator's start forgives past failures
-    if (p->backoffTimer != 0) {
-      reactor_.cancelTimer(p->backoffTimer);
-      p->backoffTimer = 0;
-    }
-    p->state = ProcessState::kStopped;
-    maybeStart(*p);
+    dispatch(*p, Event::Kind::kStart);
   }
+  scheduleSave();
   flushEvents();
   return {};
 }
 
 Status Supervisor::Impl::stopProcess(const std::string& name) {
   Proc* p = find(name);
-  if (p == nullptr || p->removeAfterStop) return Error{"no process '" + name + "'"};
-  p->heldDown = true;
-  p->restartAfterStop = false;
-  stop(*p, "stopped by request");
+  if (p == nullptr || p->goal == Goal::kRemove) return Error{"no process '" + name + "'"};
+  p->goal = Goal::kHold;
+  dispatch(*p, Event::Kind::kStop, "stopped by request");
   scheduleSave();
   flushEvents();
   return {};
@@ -533,16 +657,16 @@ Status Supervisor::Impl::stopProcess(const std::string& name) {
 
 Status Supervisor::Impl::restartProcess(const std::string& name) {
   Proc* p = find(name);
-  if (p == nullptr || p->removeAfterStop) return Error{"no process '" + name + "'"};
+  if (p == nullptr || p->goal == Goal::kRemove) return Error{"no process '" + name + "'"};
   if (stoppingAll_) return Error{"ring2d is stopping"};
-  p->heldDown = false;
-  if (isLive(p->state) || p->spawnPending) {
-    p->restartAfterStop = true;
-    stop(*p, "restarted by request");
-    flushEvents();
-    return {};
+  if (!hasProcess(p->phase) && p->phase != Phase::kSpawning && p->phase != Phase::kCancelling) {
+    return startProcess(name);
   }
-  return startProcess(name);
+  p->goal = Goal::kRun;  // so the stop ends in a start
+  dispatch(*p, Event::Kind::kStop, "restarted by request");
+  scheduleSave();
+  flushEvents();
+  return {};
 }
 
 std::vector<ProcessStatus> Supervisor::Impl::status() const {
@@ -553,9 +677,9 @@ std::vector<ProcessStatus> Supervisor::Impl::status() const {
     const Proc& p = *it->second;
     ProcessStatus s;
     s.name = name;
-    s.state = p.state;
+    s.state = published(p.phase);
     s.pid = p.pid;
-    s.startedAtWallMs = isLive(p.state) ? p.startedWallMs : 0;
+    s.startedAtWallMs = hasProcess(p.phase) ? p.startedWallMs : 0;
     s.restarts = p.restarts;
     s.lastExit = p.lastExit;
     s.detail = p.detail;

@@ -23,6 +23,7 @@
 #include "enjin/supervise/holder.hpp"
 #include "enjin/supervise/holder_protocol.hpp"
 #include "enjin/supervise/log_writer.hpp"
+#include "enjin/supervise/observation.hpp"
 #include "enjin/supervise/probe.hpp"
 #include "enjin/supervise/spec_json.hpp"
 #include "enjin/supervise/supervisor.hpp"
@@ -32,6 +33,7 @@ namespace enjin::supervise {
 using nlohmann::json;
 
 inline constexpr int64_t kReadinessRetryMs = 100;   // between readiness probes until ready
+inline constexpr int64_t kReadinessProbeTimeoutMs = 1000;  // one readiness probe's deadline
 inline constexpr int64_t kSaveDelayMs = 50;         // state.json writes are coalesced this long
 inline constexpr size_t kEarlyNotifyKept = 8;       // notify datagrams kept while a spawn is pending
 inline constexpr int64_t kTrimDelayMs = 1000;       // the heap is trimmed after this long without a save
@@ -48,27 +50,73 @@ std::string cleanStatus(std::string_view in);
 // "exit code 3", "signal SIGKILL".
 std::string describeExit(const ExitInfo& e);
 
-inline bool isLive(ProcessState s) {
-  return s == ProcessState::kRunning || s == ProcessState::kReady ||
-         s == ProcessState::kUnhealthy || s == ProcessState::kStopping;
+// Where a process is in its life: the states of the supervisor's machine (the table is in
+// supervisor.cpp's dispatch() and docs/architecture.md). Each is published as one ProcessState;
+// some published states are two phases here, because the machine must tell them apart.
+enum class Phase : uint8_t {
+  kDown,         // stopped: not running, nothing on its way
+  kFailed,       // failed: the restart policy gave up
+  kWaiting,      // starting: wanted, a dependency is not ready yet
+  kSpawning,     // starting: the spawn request is with the holder
+  kRunning,      // running: spawned, not ready yet
+  kReady,        // ready
+  kUnhealthy,    // unhealthy: its health check fails, and it is left running
+  kTerminating,  // unhealthy: stopped by us (readiness, health, watchdog); the policy decides next
+  kBackoff,      // backoff: exited; the restart timer runs
+  kStopping,     // stopping: stop signal sent, the exit awaited
+  kCancelling,   // stopping: stopped while its spawn was on its way; signalled once spawned
+};
+std::string_view phaseName(Phase phase);
+ProcessState published(Phase phase);
+// A process of this run exists: it has a pid and will send an exit.
+inline bool hasProcess(Phase s) {
+  return s == Phase::kRunning || s == Phase::kReady || s == Phase::kUnhealthy ||
+         s == Phase::kTerminating || s == Phase::kStopping;
 }
+// Dependents may start: it said it is ready and has not been condemned since.
+inline bool isReady(Phase s) { return s == Phase::kReady || s == Phase::kUnhealthy; }
+inline bool isDown(Phase s) { return s == Phase::kDown || s == Phase::kFailed; }
 
-inline bool isDown(ProcessState s) { return s == ProcessState::kStopped || s == ProcessState::kFailed; }
+// What the operator, the spec and the policy want of a process; the machine moves its phase
+// toward it. kHold is persisted (held_down): an operator's stop or the policy's stop or failure
+// survives a restart of ring2d and of the machine.
+enum class Goal : uint8_t { kRun, kHold, kRemove };
+
+// What happens to a process: the machine's inputs.
+struct Event {
+  enum class Kind : uint8_t {
+    kStart,           // the goal is to run, or a dependency became ready
+    kAdopted,         // the holder still holds a run of it (re-adoption)
+    kSpawned,         // the holder started it
+    kSpawnFailed,     // the holder could not start it
+    kReady,           // readiness: READY=1, a passing probe, or none configured
+    kNotReadyInTime,  // readiness.timeout passed first
+    kHealthFailed,    // health.failures consecutive failed checks
+    kHealthRestored,  // a passing check after those
+    kWatchdog,        // no WATCHDOG=1 in time, or WATCHDOG=trigger
+    kExited,          // the holder reaped it (or kept its exit while no ring2d watched)
+    kStop,            // an operator, a reload, a restart or ring2d's own stop
+    kStopTimeout,     // stop_timeout after the stop signal, and no exit
+    kBackoffElapsed,  // the restart delay is over
+  };
+  Kind kind;
+  std::string detail;  // why: logged and published
+  const holder_proto::Spawned* spawned = nullptr;  // kSpawned
+  const ExitInfo* exit = nullptr;                  // kExited
+  bool wasReady = false;                           // kAdopted: state.json said it was ready
+};
+std::string_view eventName(Event::Kind kind);
 
 struct Proc {
   ProcessSpec spec;
   std::string specJson;  // spec serialized once per spec change, not once per spawn
   bool holderHasSpec = false;  // the holder holds this spec: a respawn needs only the name
-  ProcessState state = ProcessState::kStopped;
-  bool wanted = true;     // should be running now (false while stopping or held down)
-  bool heldDown = false;  // an operator's stop or the policy's stop/fail: survives a restart
-  bool spawnPending = false;
+  Phase phase = Phase::kDown;
+  Goal goal = Goal::kRun;
   // Notify datagrams that came while the spawn was on its way, before the holder told us the
   // new pid: a fast process says READY=1 before that (sender pid, text; a few at most).
   std::vector<std::pair<pid_t, std::string>> earlyNotify;
-  bool restartAfterStop = false;
-  bool removeAfterStop = false;
-  std::optional<ProcessSpec> nextSpec;
+  std::optional<ProcessSpec> nextSpec;  // a changed spec, applied once this run has stopped
   int pid = 0;
   uint64_t startTime = 0;
   int64_t startedMonoNs = 0;
@@ -77,7 +125,6 @@ struct Proc {
   RestartHistory history;
   std::optional<ExitInfo> lastExit;
   std::string detail;
-  bool ready = false;
   UniqueFd out, err, notify;
   std::optional<LogWriter> log;
   Reactor::TimerId backoffTimer = 0, stopTimer = 0, readyTimer = 0, watchdogTimer = 0,
@@ -110,6 +157,8 @@ class Supervisor::Impl {
 
   Observer observer_;
 
+  // Every readiness and health kind of `specs` is a known observation, fit for that use.
+  Status checkObservations(const std::vector<ProcessSpec>& specs) const;
   Status start(std::vector<ProcessSpec> specs);
   Status reload(std::vector<ProcessSpec> specs);
   void stopAll(std::function<void()> done);
@@ -119,7 +168,7 @@ class Supervisor::Impl {
   std::vector<ProcessStatus> status() const;
   bool settled() const {
     return std::none_of(procs_.begin(), procs_.end(), [](const auto& entry) {
-      const ProcessState s = entry.second->state;
+      const ProcessState s = published(entry.second->phase);
       return s == ProcessState::kStarting || s == ProcessState::kRunning ||
              s == ProcessState::kStopping;
     });
@@ -143,21 +192,39 @@ class Supervisor::Impl {
   void flushHolderQueue();
   void signalGroup(Proc& p, int signal);
 
-  // --- lifecycle ---
-  void maybeStart(Proc& p);
-  void spawn(Proc& p);
-  void onSpawned(Proc& p, const holder_proto::Spawned& msg);
-  void onSpawnFailed(Proc& p, const std::string& error);
-  void onExit(Proc& p, const ExitInfo& exit);
-  void stop(Proc& p, const std::string& why);
-  void terminate(Proc& p, const std::string& why);
-  void setState(Proc& p, ProcessState s, std::string detail, bool exitEvent = false);
-  void setReady(Proc& p, const std::string& detail);
+  // --- the machine (supervisor.cpp) ---
+  // Every change of phase happens here: one switch per phase, each case an event and its action.
+  // `p` may be gone afterwards (a removal completes); callers that go on look it up again.
+  void dispatch(Proc& p, const Event& ev);
+  void dispatch(Proc& p, Event::Kind kind, std::string detail = "") {
+    dispatch(p, Event{kind, std::move(detail)});
+  }
+  // The actions of the table.
+  void enter(Proc& p, Phase phase, std::string detail, bool exitEvent = false);
+  void startOrWait(Proc& p);  // kSpawning, or kWaiting for a dependency
+  void spawn(Proc& p);        // the request to the holder: the whole spec, or a respawn
+  void onSpawned(Proc& p, const holder_proto::Spawned& msg);  // pid, fds' owner, timestamps
+  void becomeRunning(Proc& p, const std::string& detail);
+  void becomeReady(Proc& p, const std::string& detail);
+  // Sends the stop signal and arms the SIGKILL deadline (unless one is armed: a process cannot
+  // postpone its SIGKILL by provoking another stop).
+  void terminate(Proc& p, Phase next, const std::string& why);
+  void noteExit(Proc& p, const ExitInfo& exit);
+  // The restart policy's answer to an exit it did not ask for: backoff, stopped or failed.
+  void afterExit(Proc& p, const std::string& what);
+  // Down after a stop: apply a waiting spec, then move toward the goal (start again, be removed).
+  // `exited`: a run ended (ring2d's own stop may be waiting for it).
+  void settle(Proc& p, bool exited);
+
+  // --- checks (checks.cpp) ---
+  // A probe of observation `kind` from the registry; nullptr for a pushed kind (notify).
+  Result<std::unique_ptr<Probe>> makeCheck(const std::string& kind, const CheckTarget& target);
   void beginReadiness(Proc& p);
   void probeReadiness(Proc& p);
   void scheduleHealth(Proc& p);
   void armWatchdog(Proc& p);
-  void cancelRunTimers(Proc& p);
+  void cancelChecks(Proc& p);    // readiness, health and watchdog timers and probes
+  void cancelRunTimers(Proc& p); // those and the stop deadline
   void advanceStopAll();
   void finishRemoval(const std::string& name);
   // Runs the stopAll callback once: after the holder said bye and, if we launched it, exited.
@@ -166,7 +233,8 @@ class Supervisor::Impl {
     auto it = procs_.find(name);
     return it == procs_.end() ? nullptr : it->second.get();
   }
-  bool dependenciesReady(const Proc& p, std::string& waitingFor) const;
+  // The first dependency of `p` that is not ready, or nullptr.
+  const std::string* unreadyDependency(const Proc& p) const;
   std::vector<Proc*> dependentsOf(const std::string& name);
   void rebuildOrder();
   // What a previous ring2d recorded about `p` in state.json: counts, history, an operator's or

@@ -18,6 +18,7 @@
 #include "enjin/bus/topic.hpp"
 #include "enjin/bus/verifier.hpp"
 #include "fakes/fake_clock.hpp"
+#include "unit/test_util.hpp"
 
 namespace {
 
@@ -26,18 +27,12 @@ using namespace enjin;
 struct Harness {
   testing::FakeClock clock{1'700'000'000'000'000};
   bus::TrustStore trust;
-  crypto::SecretKey signer = seedKey(1);
-
-  static crypto::SecretKey seedKey(uint8_t b) {
-    std::array<uint8_t, crypto::kSeedBytes> seed;
-    seed.fill(b);
-    return crypto::SecretKey::fromSeed(seed);
-  }
+  crypto::SecretKey signer = testing::keyFromByte(1);
 
   Harness() {
     spdlog::set_level(spdlog::level::off);  // rejections are the expected outcome here
     if (!trust.add(signer.publicKey(), "fuzz-a", {"obs", "spec.r2"}).ok()) std::abort();
-    if (!trust.add(seedKey(2).publicKey(), "fuzz-b", {""}).ok()) std::abort();
+    if (!trust.add(testing::keyFromByte(2).publicKey(), "fuzz-b", {""}).ok()) std::abort();
   }
 };
 

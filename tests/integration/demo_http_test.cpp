@@ -20,7 +20,10 @@
 
 #include "enjin/base/unique_fd.hpp"
 #include "enjin/base/unix_socket.hpp"
+#include "fakes/free_port.hpp"
+#include "fakes/read_file.hpp"
 #include "fakes/temp_dir.hpp"
+#include "fakes/wait.hpp"
 
 namespace enjin::testing {
 namespace {
@@ -36,19 +39,6 @@ sockaddr_in loopback(int port) {
   addr.sin_port = htons(static_cast<uint16_t>(port));
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   return addr;
-}
-
-// A port nothing listens on: bound to port 0, read back, released. Another process could take
-// it in between; on a test machine nothing does.
-int freePort() {
-  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  sockaddr_in addr = loopback(0);
-  socklen_t len = sizeof addr;
-  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
-      ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    return -1;
-  }
-  return ntohs(addr.sin_port);
 }
 
 // A blocking connection to 127.0.0.1:PORT whose reads give up after 10 s; empty on failure.
@@ -91,7 +81,7 @@ std::string body(const std::string& response) {
 class DemoHttpTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    port_ = freePort();
+    port_ = freeTcpPort();
     ASSERT_GT(port_, 0);
   }
 
@@ -151,22 +141,12 @@ class DemoHttpTest : public ::testing::Test {
 
   // The wait status of the server, or -1 if it is still running after `timeoutMs`.
   int waitExit(int timeoutMs) {
-    const auto deadline = Clock::now() + std::chrono::milliseconds(timeoutMs);
-    while (Clock::now() < deadline) {
-      int status;
-      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-        pid_ = -1;
-        return status;
-      }
-      std::this_thread::sleep_for(5ms);
-    }
-    return -1;
+    const int status = enjin::testing::waitExit(pid_, timeoutMs);
+    if (status != -1) pid_ = -1;
+    return status;
   }
 
-  std::string file(const std::string& name) const {
-    std::ifstream in(dir_ / name);
-    return std::string((std::istreambuf_iterator<char>(in)), {});
-  }
+  std::string file(const std::string& name) const { return readFile(dir_ / name); }
 
   TempDir dir_;
   int port_ = 0;

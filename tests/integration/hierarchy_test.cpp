@@ -26,7 +26,7 @@ using nlohmann::json;
 // sleep, in ms, is the tag, unique to this test process (ctest runs tests side by side).
 std::string tag(int k) { return std::to_string(7'000'000 + (::getpid() % 100'000) * 10 + k); }
 std::string sleeper(int k) {
-  return "[\"" + kBinDir + "/crasher\", \"sleep:" + tag(k) + "\"]";
+  return "[" + crasher("sleep:" + tag(k)) + "]";
 }
 
 // Borrows ring2d's fixture for its temp dir, subreaper and process helpers.
@@ -94,10 +94,7 @@ label = "infra"
     ring0d_ = -1;
   }
 
-  std::string err() const {
-    std::ifstream in(dir_ / "ring0d.err");
-    return std::string((std::istreambuf_iterator<char>(in)), {});
-  }
+  std::string err() const { return readFile(dir_ / "ring0d.err"); }
 
   json call(const std::string& stateDir, const json& req) {
     auto r = supervise::controlCall(stateDir + "/control.sock", req);
@@ -179,8 +176,7 @@ TEST_F(HierarchyTest, ColdStartBringsUpTheWholeTreeWithKeysOwnedByTheRingAbove) 
   EXPECT_EQ(firstLine(infra + "/nodes/shop/parent.pub"), firstLine(infra + "/node.pub"));
   // No secret on any command line.
   for (pid_t pid : pidsWithCmdline(dir_.path())) {
-    std::ifstream in("/proc/" + std::to_string(pid) + "/cmdline");
-    std::string cmd((std::istreambuf_iterator<char>(in)), {});
+    const std::string cmd = readFile("/proc/" + std::to_string(pid) + "/cmdline");
     EXPECT_EQ(cmd.find(".key"), std::string::npos) << cmd;
   }
   // Each daemon keeps its ring in SQLite, in its own state dir.
@@ -312,7 +308,7 @@ TEST_F(HierarchyTest, RevokedKeyIsRefusedAsUnknownKey) {
                                   15'000));
   EXPECT_TRUE(waitFor(
       [&] {
-        return readProcFile(infra + "/logs/shop.log").find("revoked this node's key") !=
+        return readFile(infra + "/logs/shop.log").find("revoked this node's key") !=
                std::string::npos;
       },
       5000));
@@ -379,7 +375,7 @@ TEST_F(HierarchyTest, MalformedObservationIsRefusedNotFatal) {
   }
   EXPECT_TRUE(waitFor(
       [&] {
-        return readProcFile(state() + "/logs/infra.log").find("refused a message from node 'blog'") !=
+        return readFile(state() + "/logs/infra.log").find("refused a message from node 'blog'") !=
                std::string::npos;
       },
       5000));
@@ -420,7 +416,7 @@ TEST_F(HierarchyTest, NoLogLineLostWhileEachRingDies) {
   ASSERT_EQ(r["ok"], true) << r.dump();
   ASSERT_TRUE(waitFor([&] { return stateAt("infra/blog/talker") == "stopped"; }, 10'000));
   std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  const NumberedLog log = readNumberedLog(readProcFile(state() + "/nodes/infra/nodes/blog/logs/talker.log"));
+  const NumberedLog log = readNumberedLog(readFile(state() + "/nodes/infra/nodes/blog/logs/talker.log"));
   ASSERT_EQ(log.error, "");
   EXPECT_LE(log.stepsBack, 1) << "more repeats than deaths of the talker's ring2d";
   EXPECT_GT(log.last, 100);
@@ -520,7 +516,7 @@ TEST_F(HierarchyTest, OutsideSubscriberVerifiesAndDecodesTheStream) {
   // Once the subscriber has its first tree (it is connected and verifying), an app dies and
   // comes back: two events.
   const bool subscribed =
-      waitFor([&] { return readProcFile(out).find("tree root") != std::string::npos; }, 20'000);
+      waitFor([&] { return readFile(out).find("tree root") != std::string::npos; }, 20'000);
   ::kill(pidOf("infra/blog/web"), SIGKILL);
   subscriber.join();
   ASSERT_TRUE(subscribed) << result.second;

@@ -3,10 +3,7 @@
 // is reaped here: no test leaves a zombie behind.
 #pragma once
 
-#include <arpa/inet.h>
 #include <fcntl.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -18,6 +15,7 @@
 #include <dirent.h>
 #include <fstream>
 #include <functional>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
@@ -26,7 +24,11 @@
 
 #include "enjin/supervise/control_server.hpp"
 #include "enjin/supervise/spawn.hpp"
+#include "fakes/free_port.hpp"
+#include "fakes/read_file.hpp"
 #include "fakes/temp_dir.hpp"
+#include "fakes/throwaway_user.hpp"
+#include "fakes/wait.hpp"
 
 namespace enjin::testing {
 
@@ -37,17 +39,13 @@ inline std::string crasher(const std::string& mode) {
   return "\"" + kBinDir + "/crasher\", \"" + mode + "\"";
 }
 
-// A /proc file, or "" if the process is gone (libstdc++'s streams throw on the ESRCH a read of
-// a vanished process's file gets).
-inline std::string readProcFile(const std::string& path) {
-  std::string out;
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return out;
-  char buf[4096];
-  ssize_t n;
-  while ((n = ::read(fd, buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
-  ::close(fd);
-  return out;
+// The first JSON object probe_child (tests/helpers) wrote to the log at `logPath`, or null.
+inline nlohmann::json probeFacts(const std::string& logPath) {
+  const std::string log = readFile(logPath);
+  const std::string line = log.substr(0, log.find('\n'));
+  const auto brace = line.find('{');
+  if (brace == std::string::npos) return nullptr;
+  return nlohmann::json::parse(line.substr(brace), nullptr, false);
 }
 
 // Every process on the machine whose parent is `ppid` and that is a zombie.
@@ -56,7 +54,7 @@ inline int countZombiesOf(pid_t ppid) {
   DIR* d = ::opendir("/proc");
   while (dirent* e = ::readdir(d)) {
     if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
-    const std::string stat = readProcFile(std::string("/proc/") + e->d_name + "/stat");
+    const std::string stat = readFile(std::string("/proc/") + e->d_name + "/stat");
     auto close = stat.rfind(')');
     if (close == std::string::npos || close + 4 >= stat.size()) continue;
     const char state = stat[close + 2];
@@ -73,7 +71,7 @@ inline std::vector<pid_t> pidsWithCmdline(const std::string& needle) {
   DIR* d = ::opendir("/proc");
   while (dirent* e = ::readdir(d)) {
     if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
-    std::string c = readProcFile(std::string("/proc/") + e->d_name + "/cmdline");
+    std::string c = readFile(std::string("/proc/") + e->d_name + "/cmdline");
     for (auto& ch : c) ch = ch == '\0' ? ' ' : ch;
     if (c.find(needle) != std::string::npos) out.push_back(std::atoi(e->d_name));
   }
@@ -83,7 +81,7 @@ inline std::vector<pid_t> pidsWithCmdline(const std::string& needle) {
 
 // The parent of `pid` from /proc, or 0 if it is gone.
 inline pid_t parentOf(pid_t pid) {
-  const std::string stat = readProcFile("/proc/" + std::to_string(pid) + "/stat");
+  const std::string stat = readFile("/proc/" + std::to_string(pid) + "/stat");
   const size_t close = stat.rfind(')');
   if (close == std::string::npos || close + 4 >= stat.size()) return 0;
   return static_cast<pid_t>(std::atoi(stat.c_str() + close + 4));  // ") S PPID"
@@ -116,23 +114,10 @@ inline std::pair<int, std::string> run(const std::string& cmd) {
   return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
 }
 
-// A loopback TCP port that was free a moment ago.
-inline int freeTcpPort() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
-
 // Alive and not a zombie (a zombie still answers kill(pid, 0)).
 inline bool processAlive(pid_t pid) {
   if (pid <= 0 || ::kill(pid, 0) != 0) return false;
-  const std::string stat = readProcFile("/proc/" + std::to_string(pid) + "/stat");
+  const std::string stat = readFile("/proc/" + std::to_string(pid) + "/stat");
   const auto close = stat.rfind(')');
   return close != std::string::npos && close + 2 < stat.size() && stat[close + 2] != 'Z';
 }
@@ -218,17 +203,6 @@ class Ring2dTest : public ::testing::Test {
     ring2d_ = -1;
   }
 
-  // Waits for `pid` (our child) to exit; returns its wait status, or -1 on timeout.
-  static int waitExit(pid_t pid, int timeoutMs) {
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeoutMs);
-    while (std::chrono::steady_clock::now() < deadline) {
-      int status;
-      if (::waitpid(pid, &status, WNOHANG) == pid) return status;
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
-    return -1;
-  }
-
   static void reapAll(int timeoutMs) {
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeoutMs);
     while (std::chrono::steady_clock::now() < deadline) {
@@ -239,10 +213,7 @@ class Ring2dTest : public ::testing::Test {
     }
   }
 
-  std::string ring2dErr() const {
-    std::ifstream in(dir_ / "ring2d.err");
-    return std::string((std::istreambuf_iterator<char>(in)), {});
-  }
+  std::string ring2dErr() const { return readFile(dir_ / "ring2d.err"); }
 
   bool controlOk() { return supervise::controlCall(state() + "/control.sock", {{"cmd", "status"}}).ok(); }
 
@@ -264,15 +235,6 @@ class Ring2dTest : public ::testing::Test {
   std::string stateOf(const std::string& name) {
     auto p = proc(name);
     return p.is_object() ? p["state"].get<std::string>() : "";
-  }
-
-  static bool waitFor(const std::function<bool()>& cond, int timeoutMs) {
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeoutMs);
-    while (!cond()) {
-      if (std::chrono::steady_clock::now() > deadline) return false;
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    return true;
   }
 
   pid_t holderPid() {
@@ -312,8 +274,16 @@ class Ring2dTest : public ::testing::Test {
     return out;
   }
 
+  // An account for the unix-user strategy, made on first use. A member, so that it goes only
+  // after TearDown has stopped everything that runs as it.
+  const ThrowawayUser& throwawayUser() {
+    if (!user_) user_.emplace();
+    return *user_;
+  }
+
   TempDir dir_;
   pid_t ring2d_ = -1;
+  std::optional<ThrowawayUser> user_;
 };
 
 }  // namespace enjin::testing

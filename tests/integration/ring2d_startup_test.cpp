@@ -42,8 +42,7 @@ class Ring2dStartupTest : public Ring2dTest {
     others_.push_back(pid);
     const int status = waitExit(pid, 5000);
     if (status != -1) others_.pop_back();
-    std::ifstream in(errPath);
-    err.assign(std::istreambuf_iterator<char>(in), {});
+    err = readFile(errPath);
     return status;
   }
 
@@ -54,16 +53,6 @@ class Ring2dStartupTest : public Ring2dTest {
 
   std::vector<pid_t> others_;  // ring2ds started besides ring2d_
 };
-
-// The first JSON object probe_child wrote to NAME's log.
-json probeFacts(const std::string& logPath) {
-  std::ifstream in(logPath);
-  std::string line;
-  std::getline(in, line);
-  const auto brace = line.find('{');
-  if (brace == std::string::npos) return nullptr;
-  return json::parse(line.substr(brace), nullptr, false);
-}
 
 TEST_F(Ring2dStartupTest, ASecondRing2dOnTheSameStateDirIsRefused) {
   writeSleeperSpec();

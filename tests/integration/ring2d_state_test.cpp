@@ -17,11 +17,6 @@ std::string python(const std::string& code) {
   return "\"/usr/bin/python3\", \"-c\", '''" + code + "'''";
 }
 
-std::string readLog(const std::string& path) {
-  std::ifstream in(path);
-  return std::string((std::istreambuf_iterator<char>(in)), {});
-}
-
 TEST_F(Ring2dTest, HostileStatusTextCannotCrashRing2d) {
   writeSpec(R"toml(
 [[process]]
@@ -55,17 +50,20 @@ readiness = "notify"
   EXPECT_TRUE(waitFor([&] {
     return detailSaved("quoting") == "say \"hi\" \\ back" &&
            detailSaved("sly") == "?? ??? ???? \u00e9" && detailSaved("rude") == "?? bad";
-  }, 5000)) << readLog(state() + "/state.json");
+  }, 5000)) << readFile(state() + "/state.json");
   EXPECT_TRUE(processAlive(ring2d_));
 }
 
 TEST_F(Ring2dTest, NotifyFromAStrangerIsIgnored) {
-  writeSpec(R"(
+  // "slow" sends READY=1 itself once the test creates the file `go`: the control that shows
+  // notify works here, so the stranger's message is ignored rather than lost.
+  const std::string go = dir_ / "go";
+  writeSpec(R"toml(
 [[process]]
 name = "slow"
-command = [)" + crasher("sleep:600000") + R"(]
+command = [)toml" + python("import os,socket,time\nwhile not os.path.exists('" + go + "'): time.sleep(0.01)\ns=socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); s.sendto(b'READY=1', os.environ['NOTIFY_SOCKET']); time.sleep(60)") + R"toml(]
 readiness = "notify"
-)");
+)toml");
   startRing2d();
   ASSERT_TRUE(waitFor([&] { return stateOf("slow") == "running"; }, 5000));
   // This test process is not "slow" nor in its process group.
@@ -78,6 +76,9 @@ readiness = "notify"
   ::close(fd);
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
   EXPECT_EQ(stateOf("slow"), "running");
+  // The same message from the process itself is heard.
+  std::ofstream(go).put('\n');
+  EXPECT_TRUE(waitFor([&] { return stateOf("slow") == "ready"; }, 5000)) << ring2dErr();
 }
 
 TEST_F(Ring2dTest, WatchdogTriggerCannotPostponeTheKill) {
@@ -177,7 +178,7 @@ depends_on = ["db"]
   ASSERT_TRUE(waitFor([&] { return stateOf("db") == "ready" && proc("db")["pid"] != db; }, 5000));
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
   EXPECT_EQ(stateOf("job"), "stopped");
-  EXPECT_EQ(readLog(state() + "/logs/job.log"), "");  // crasher exit:125 writes nothing, ran once
+  EXPECT_EQ(readFile(state() + "/logs/job.log"), "");  // crasher exit:125 writes nothing, ran once
   EXPECT_EQ(proc("job")["restarts"], 0);
 }
 
@@ -189,7 +190,7 @@ command = [)" + crasher("ignore-term") + R"(]
 stop_timeout_ms = 300
 )");
   startRing2d();
-  ASSERT_TRUE(waitFor([&] { return readLog(state() + "/logs/deaf.log").find("ready") != std::string::npos; }, 5000));
+  ASSERT_TRUE(waitFor([&] { return readFile(state() + "/logs/deaf.log").find("ready") != std::string::npos; }, 5000));
   const int pid = proc("deaf")["pid"];
   ASSERT_TRUE(call({{"cmd", "stop"}, {"name", "deaf"}})["ok"].get<bool>());
   ASSERT_TRUE(call({{"cmd", "start"}, {"name", "deaf"}})["ok"].get<bool>());
@@ -232,32 +233,38 @@ command = [)toml" + python("import os,time; os.write(1, b'first half, '); time.s
   std::this_thread::sleep_for(std::chrono::milliseconds(300));  // the first half is written
   killRing2d(SIGKILL);
   startRing2d();
-  ASSERT_TRUE(waitFor([&] { return readLog(state() + "/logs/slowpoke.log").find("second half") != std::string::npos; }, 5000));
-  const std::string log = readLog(state() + "/logs/slowpoke.log");
+  ASSERT_TRUE(waitFor([&] { return readFile(state() + "/logs/slowpoke.log").find("second half") != std::string::npos; }, 5000));
+  const std::string log = readFile(state() + "/logs/slowpoke.log");
   EXPECT_NE(log.find("stdout first half, second half\n"), std::string::npos) << log;
   EXPECT_EQ(std::count(log.begin(), log.end(), '\n'), 1) << log;
 }
 
 TEST_F(Ring2dTest, ExecHealthCheckRunsAsTheProcessUser) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root to switch users";
-  if (::system("id enjin-test >/dev/null 2>&1 || useradd -r -M -s /usr/sbin/nologin enjin-test >/dev/null 2>&1") != 0) {
-    GTEST_SKIP() << "cannot create the enjin-test user";
-  }
-  // Healthy only when the check does not run as root and sees the process's environment.
+  const ThrowawayUser& user = throwawayUser();
+  ASSERT_TRUE(user.ok()) << "could not add a throwaway user: " << user.error();
+  // The check writes down who it ran as and what environment it saw, in a directory only that
+  // user may write to: the file appears only if a check ran at all, and as that user.
+  TempDir out;
+  ASSERT_EQ(::chown(out.path().c_str(), user.uid(), user.gid()), 0);
+  const std::string seen = out / "seen";
   writeSpec(R"(
 [[process]]
 name = "svc"
 command = [)" + crasher("sleep:600000") + R"(]
 strategy = "unix-user"
 env = { MARK = "yes" }
-health = { check = ["/bin/sh", "-c", "test $(id -u) != 0 && test x$MARK = xyes"], interval_ms = 50, failures = 1 }
+health = { check = ["/bin/sh", "-c", "echo $(id -u) $(id -g) $MARK > )" + seen + ".tmp && mv " +
+            seen + ".tmp " + seen + R"("], interval_ms = 50, failures = 1 }
 
 [process.unix-user]
-user = "enjin-test"
+user = ")" + user.name() + R"("
 )");
   startRing2d();
-  ASSERT_TRUE(waitFor([&] { return stateOf("svc") == "ready"; }, 5000)) << ring2dErr();
-  std::this_thread::sleep_for(std::chrono::milliseconds(500));  // ten checks
+  const std::string expected =
+      std::to_string(user.uid()) + " " + std::to_string(user.gid()) + " yes\n";
+  EXPECT_TRUE(waitFor([&] { return readFile(seen) == expected; }, 5000))
+      << "saw: '" << readFile(seen) << "'\n" << ring2dErr();
   EXPECT_EQ(stateOf("svc"), "ready") << ring2dErr();
   EXPECT_EQ(proc("svc")["restarts"], 0);
 }

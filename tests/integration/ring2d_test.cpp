@@ -18,26 +18,48 @@ using nlohmann::json;
 bool isDownState(const std::string& s) { return s == "stopped" || s == "failed"; }
 
 TEST_F(Ring2dTest, CrashLoopBacksOffThenFails) {
+  // Each run writes down when it started (wall clock, ns), then crashes.
+  const std::string runs = dir_ / "runs";
   writeSpec(R"(
 [[process]]
 name = "crashy"
-command = [)" + crasher("exit:3") + R"(]
-restart_delay_ms = 20
-backoff_max_ms = 80
-max_restarts = 4
+command = ["/bin/sh", "-c", "date +%s%N >> )" + runs + R"(; exit 3"]
+restart_delay_ms = 100
+backoff_max_ms = 1000
+max_restarts = 3
 restart_window_s = 60
 )");
   startRing2d();
   ASSERT_TRUE(waitFor([&] { return stateOf("crashy") == "failed"; }, 10'000)) << ring2dErr();
   json p = proc("crashy");
-  EXPECT_EQ(p["restarts"], 4);
+  EXPECT_EQ(p["restarts"], 3);
   EXPECT_EQ(p["last_exit"]["kind"], "exited");
   EXPECT_EQ(p["last_exit"]["code"], 3);
   EXPECT_NE(p["detail"].get<std::string>().find("restart intensity exceeded"), std::string::npos)
       << p.dump();
-  // The backoff showed in the log: the delays doubled up to the cap.
-  const std::string err = ring2dErr();
-  EXPECT_NE(err.find("restart in"), std::string::npos);
+
+  // The backoff: the gaps between runs double (100, 200, 400 ms). The policy jitters each delay
+  // down to 3/4 of its step, so a gap is at least 3/4 of its step (less 2 ms of clock slop), and
+  // at most the step plus the time a start takes (generous: 250 ms on a loaded machine). A
+  // backoff that did not grow fails the first bound by the third gap; one that grew too fast, or
+  // started at backoff_max_ms, fails the second.
+  std::vector<int64_t> startsNs;
+  {
+    std::ifstream in(runs);
+    for (int64_t ns; in >> ns;) startsNs.push_back(ns);
+  }
+  ASSERT_EQ(startsNs.size(), 4u) << readFile(runs);
+  std::vector<double> gapsMs;
+  for (size_t i = 1; i < startsNs.size(); ++i) gapsMs.push_back((startsNs[i] - startsNs[i - 1]) / 1e6);
+  for (size_t i = 0; i < gapsMs.size(); ++i) {
+    const double stepMs = 100 << i;
+    EXPECT_GE(gapsMs[i], 0.75 * stepMs - 2) << "gap " << i;
+    EXPECT_LE(gapsMs[i], stepMs + 250) << "gap " << i;
+  }
+  std::ostringstream gaps;
+  for (double g : gapsMs) gaps << g << " ms ";
+  RecordProperty("gaps", gaps.str());
+  EXPECT_NE(ring2dErr().find("restart in"), std::string::npos);
 }
 
 TEST_F(Ring2dTest, Exit125MeansDoNotRestart) {
@@ -140,12 +162,9 @@ stop_timeout_ms = 300
 )");
   startRing2d();
   ASSERT_TRUE(waitFor([&] {
-    std::ifstream in(state() + "/logs/stubborn.log");
-    std::string s((std::istreambuf_iterator<char>(in)), {});
-    return s.find("grandchild ") != std::string::npos;
+    return readFile(state() + "/logs/stubborn.log").find("grandchild ") != std::string::npos;
   }, 5000));
-  std::ifstream in(state() + "/logs/stubborn.log");
-  std::string log((std::istreambuf_iterator<char>(in)), {});
+  const std::string log = readFile(state() + "/logs/stubborn.log");
   const pid_t grandchild = std::atoi(log.c_str() + log.find("grandchild ") + 11);
   ASSERT_GT(grandchild, 0);
   ASSERT_TRUE(processAlive(grandchild));
@@ -153,9 +172,7 @@ stop_timeout_ms = 300
   ASSERT_TRUE(waitFor([&] { return stateOf("deaf") == "ready"; }, 5000));
   // "ready" once SIGTERM is ignored: stopping it before that would kill it with the SIGTERM.
   ASSERT_TRUE(waitFor([&] {
-    std::ifstream deafLog(state() + "/logs/deaf.log");
-    std::string s((std::istreambuf_iterator<char>(deafLog)), {});
-    return s.find("stdout ready") != std::string::npos;
+    return readFile(state() + "/logs/deaf.log").find("stdout ready") != std::string::npos;
   }, 5000));
 
   const auto t0 = std::chrono::steady_clock::now();
@@ -239,7 +256,7 @@ TEST_F(Ring2dTest, NoLogLineLostAcrossThreeDeaths) {
   ASSERT_TRUE(waitFor([&] { return stateOf("talker") == "stopped"; }, 30'000)) << proc("talker").dump();
   EXPECT_EQ(proc("talker")["last_exit"], json::parse(R"({"kind":"exited","code":0})"));
   EXPECT_EQ(proc("talker")["restarts"], 0);  // it ran once: a step back is a repeat, not a rerun
-  const NumberedLog log = readNumberedLog(readProcFile(state() + "/logs/talker.log"));
+  const NumberedLog log = readNumberedLog(readFile(state() + "/logs/talker.log"));
   ASSERT_EQ(log.error, "");
   EXPECT_EQ(log.last, 1500) << "the last lines are missing";
   EXPECT_LE(log.stepsBack, 3) << "more repeats than deaths";
@@ -262,7 +279,7 @@ TEST_F(Ring2dTest, DeathBetweenWritingAndConsumingRepeatsInsteadOfLosing) {
   startRing2d();
   ASSERT_TRUE(waitFor([&] { return stateOf("talker") == "stopped"; }, 30'000)) << proc("talker").dump();
   EXPECT_EQ(proc("talker")["restarts"], 0);
-  const NumberedLog log = readNumberedLog(readProcFile(state() + "/logs/talker.log"));
+  const NumberedLog log = readNumberedLog(readFile(state() + "/logs/talker.log"));
   ASSERT_EQ(log.error, "");
   EXPECT_EQ(log.last, 600);
   EXPECT_EQ(log.stepsBack, 1) << "the read written before the death is written again";
@@ -338,6 +355,34 @@ command = [)" + crasher("sleep:600003") + R"(]
   }, 5000)) << call({{"cmd", "status"}}).dump();
   EXPECT_EQ(proc("keep")["pid"], keep);
   EXPECT_TRUE(waitFor([&] { return !processAlive(drop); }, 2000));
+}
+
+// The first spawn of a name fails before anything runs (its notify socket cannot be made): the
+// output channels the holder made for it still reach ring2d, so a later run's output is logged.
+TEST_F(Ring2dTest, OutputOfARunAfterAFailedFirstSpawnIsLogged) {
+  std::filesystem::create_directories(state() + "/notify/late.sock/in-the-way");
+  writeSpec(R"(
+[[process]]
+name = "late"
+command = ["/bin/sh", "-c", "echo first; exec sleep 600"]
+readiness = "notify"
+)");
+  startRing2d();
+  ASSERT_TRUE(waitFor([&] { return stateOf("late") == "backoff" || stateOf("late") == "failed"; }, 5000))
+      << ring2dErr();
+  EXPECT_NE(proc("late")["detail"].get<std::string>().find("late.sock"), std::string::npos)
+      << proc("late").dump();
+  writeSpec(R"(
+[[process]]
+name = "late"
+command = ["/bin/sh", "-c", "echo hello from the second spec; exec sleep 600"]
+)");
+  ::kill(ring2d_, SIGHUP);
+  EXPECT_TRUE(waitFor([&] {
+    std::ifstream in(state() + "/logs/late.log");
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    return text.find("hello from the second spec") != std::string::npos;
+  }, 5000)) << call({{"cmd", "status"}}).dump();
 }
 
 TEST_F(Ring2dTest, SigtermStopsInReverseDependencyOrderAndExits0) {
@@ -512,7 +557,7 @@ TEST_F(Ring2dTest, LostHolderMeansKilledOrphansAndUnknownExits) {
   writeSpec(R"(
 [[process]]
 name = "a"
-command = [")" + kBinDir + R"(/crasher", "sleep:600000"]
+command = [)" + crasher("sleep:600000") + R"(]
 )");
   startRing2d();
   ASSERT_TRUE(waitFor([&] { return stateOf("a") == "ready"; }, 5000));
@@ -534,9 +579,8 @@ command = [")" + kBinDir + R"(/crasher", "sleep:600000"]
 
 TEST_F(Ring2dTest, UnixUserStrategyDropsPrivileges) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root to switch users";
-  if (::system("id enjin-test >/dev/null 2>&1 || useradd -r -M -s /usr/sbin/nologin enjin-test >/dev/null 2>&1") != 0) {
-    GTEST_SKIP() << "cannot create the enjin-test user";
-  }
+  const ThrowawayUser& user = throwawayUser();
+  ASSERT_TRUE(user.ok()) << "could not add a throwaway user: " << user.error();
   writeSpec(R"(
 [[process]]
 name = "probe"
@@ -545,17 +589,14 @@ strategy = "unix-user"
 restart = "never"
 
 [process.unix-user]
-user = "enjin-test"
+user = ")" + user.name() + R"("
 )");
   startRing2d();
   ASSERT_TRUE(waitFor([&] { return stateOf("probe") == "stopped"; }, 5000)) << ring2dErr();
-  std::ifstream in(state() + "/logs/probe.log");
-  std::string line;
-  std::getline(in, line);
-  const auto brace = line.find('{');
-  ASSERT_NE(brace, std::string::npos) << line;
-  json facts = json::parse(line.substr(brace));
-  EXPECT_NE(facts["uid"], 0);
+  const json facts = probeFacts(state() + "/logs/probe.log");
+  ASSERT_TRUE(facts.is_object()) << readFile(state() + "/logs/probe.log");
+  EXPECT_EQ(facts["uid"], user.uid());
+  EXPECT_EQ(facts["gid"], user.gid());
   EXPECT_EQ(facts["groups"], 0) << facts.dump();
   EXPECT_EQ(facts["no_new_privs"], 1) << facts.dump();
 }

@@ -12,7 +12,9 @@
 #include <gtest/gtest.h>
 
 #include "enjin/supervise/spawn.hpp"
+#include "fakes/read_file.hpp"
 #include "fakes/temp_dir.hpp"
+#include "fakes/wait.hpp"
 
 namespace enjin::supervise {
 namespace {
@@ -36,23 +38,16 @@ class ExampleStrategy final : public SpawnStrategy {
 };
 // ---- end of the example.
 
-// Waits (bounded) for `pid` to end and returns its wait status, or -1.
-int waitFor(pid_t pid) {
-  for (int i = 0; i < 1000; ++i) {
-    int status = 0;
-    pid_t got = ::waitpid(pid, &status, WNOHANG);
-    if (got == pid) return status;
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
+// Waits (bounded) for `pid` to end and returns its wait status, or -1 after killing its group.
+int waitOrKill(pid_t pid) {
+  const int status = testing::waitExit(pid, 10'000);
+  if (status != -1) return status;
   ::kill(-pid, SIGKILL);
   ::waitpid(pid, nullptr, 0);
   return -1;
 }
 
-std::string readAll(const std::string& path) {
-  std::ifstream in(path);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
+using testing::readFile;
 
 TEST(SpawnStrategyTest, ANewStrategyOverridesOnlyWhatItChanges) {
   testing::TempDir dir;
@@ -73,13 +68,11 @@ TEST(SpawnStrategyTest, ANewStrategyOverridesOnlyWhatItChanges) {
   request.spec = &spec;
   auto spawned = (*strategy)->spawn(request);
   ASSERT_TRUE(spawned.ok()) << spawned.error().message;
-  for (int i = 0; i < 500 && readAll(out).empty(); ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  EXPECT_EQ(readAll(out), "1\n");
+  testing::waitFor([&] { return !readFile(out).empty(); }, 5000);
+  EXPECT_EQ(readFile(out), "1\n");
 
   ASSERT_TRUE((*strategy)->signal({spawned->pid, spawned->startTime}, SIGTERM, true).ok());
-  const int status = waitFor(spawned->pid);
+  const int status = waitOrKill(spawned->pid);
   ASSERT_TRUE(WIFEXITED(status)) << "wait status " << status;
   EXPECT_EQ(WEXITSTATUS(status), 0) << "the process saw SIGINT, not SIGTERM";
 
@@ -106,7 +99,7 @@ TEST(SpawnStrategyTest, DefaultSignalReachesTheWholeGroupOrTheLeaderAlone) {
   EXPECT_EQ(::waitpid(spawned->pid, nullptr, WNOHANG), 0) << "the leader ended on a SIGTERM it ignores";
   // The group: sleep dies, and the leader's wait returns, so it exits.
   ASSERT_TRUE(exec->signal({spawned->pid, spawned->startTime}, SIGTERM, true).ok());
-  const int status = waitFor(spawned->pid);
+  const int status = waitOrKill(spawned->pid);
   EXPECT_TRUE(WIFEXITED(status)) << "wait status " << status;
   // Once reaped, the pid names nothing: signalling it is an error that names the call.
   auto gone = exec->signal({spawned->pid, spawned->startTime}, SIGTERM, true);

@@ -5,7 +5,6 @@
 #include <fcntl.h>
 #include <linux/capability.h>
 #include <poll.h>
-#include <pwd.h>
 #include <signal.h>
 #include <sys/syscall.h>
 #include <sys/resource.h>
@@ -31,6 +30,7 @@
 // The fork/exec core under the strategies, to run every clone mode, fallbacks included.
 #include "enjin/supervise/fork_exec.hpp"
 #include "fakes/temp_dir.hpp"
+#include "fakes/throwaway_user.hpp"
 
 namespace enjin::supervise {
 namespace {
@@ -45,7 +45,6 @@ void setConfig(ProcessSpec& spec, const std::string& key, json value) {
 }
 
 constexpr int kTimeoutMs = 10'000;
-constexpr const char* kTestUser = "enjin-test";
 
 std::string helper(const std::string& name) { return std::string(ENJIN_HELPERS_DIR) + "/" + name; }
 
@@ -747,35 +746,21 @@ class UnixUserTest : public ::testing::Test {
  protected:
   void SetUp() override {
     if (::geteuid() != 0) GTEST_SKIP() << "needs root";
-    if (!lookUp()) {
-      if (::access("/usr/sbin/useradd", X_OK) != 0) GTEST_SKIP() << "no useradd";
-      // Tests may run in parallel: another one may be adding the user right now.
-      for (int attempt = 0; attempt < 50 && !lookUp(); ++attempt) {
-        int rc = std::system("/usr/sbin/useradd -r -M -s /usr/sbin/nologin enjin-test "
-                             ">/dev/null 2>&1");
-        (void)rc;
-        if (!lookUp()) ::usleep(100'000);
-      }
-      ASSERT_TRUE(lookUp()) << "could not create user " << kTestUser;
-    }
-  }
-
-  bool lookUp() {
-    passwd* pw = ::getpwnam(kTestUser);
-    if (pw == nullptr) return false;
-    uid_ = pw->pw_uid;
-    gid_ = pw->pw_gid;
-    home_ = pw->pw_dir;
-    return true;
+    user_.emplace();
+    ASSERT_TRUE(user_->ok()) << "could not add a throwaway user: " << user_->error();
+    uid_ = user_->uid();
+    gid_ = user_->gid();
+    home_ = user_->home();
   }
 
   ProcessSpec userSpec(std::vector<std::string> command = {}) {
     ProcessSpec spec = specFor(std::move(command));
     spec.strategy = "unix-user";
-    setConfig(spec, "user", kTestUser);
+    setConfig(spec, "user", user_->name());
     return spec;
   }
 
+  std::optional<testing::ThrowawayUser> user_;
   std::unique_ptr<SpawnStrategy> strategy_ = makeUnixUserStrategy();
   uid_t uid_ = 0;
   gid_t gid_ = 0;
@@ -798,8 +783,8 @@ TEST_F(UnixUserTest, DropsEveryPrivilege) {
   EXPECT_EQ(probe["pgid_is_pid"], true);
   EXPECT_EQ(probe["sig_blk"], "0000000000000000");
   EXPECT_EQ(probe["env"]["HOME"], home_);
-  EXPECT_EQ(probe["env"]["USER"], kTestUser);
-  EXPECT_EQ(probe["env"]["LOGNAME"], kTestUser);
+  EXPECT_EQ(probe["env"]["USER"], user_->name());
+  EXPECT_EQ(probe["env"]["LOGNAME"], user_->name());
   EXPECT_EQ(probe["env"]["PATH"], "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
 }
 

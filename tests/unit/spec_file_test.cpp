@@ -63,7 +63,7 @@ TEST(SpecFileParse, FullSpecFieldByField) {
   const ProcessSpec& db = (*specs)[0];
   EXPECT_EQ(db.name, "db");
   EXPECT_EQ(db.command, (std::vector<std::string>{"/usr/bin/postgres", "-D", "/var/lib/pg"}));
-  EXPECT_EQ(db.readiness.kind, ReadinessConfig::Kind::kTcp);
+  EXPECT_EQ(db.readiness.kind, "tcp");
   EXPECT_EQ(db.readiness.host, "127.0.0.1");
   EXPECT_EQ(db.readiness.port, 5432);
   // Everything else keeps the defaults of process_spec.hpp.
@@ -96,10 +96,10 @@ TEST(SpecFileParse, FullSpecFieldByField) {
   EXPECT_EQ(web.restart.stableAfterMs, 20000);
   EXPECT_EQ(web.restart.maxRestarts, 3u);
   EXPECT_EQ(web.restart.windowS, 30);
-  EXPECT_EQ(web.readiness.kind, ReadinessConfig::Kind::kNotify);
+  EXPECT_EQ(web.readiness.kind, "notify");
   EXPECT_EQ(web.readiness.timeoutMs, 15000);
   EXPECT_EQ(web.readiness.watchdogMs, 2000);
-  EXPECT_EQ(web.health.kind, HealthConfig::Kind::kHttp);
+  EXPECT_EQ(web.health.kind, "http");
   EXPECT_EQ(web.health.url, "http://127.0.0.1:8080/healthz");
   EXPECT_EQ(web.health.intervalMs, 5000);
   EXPECT_EQ(web.health.timeoutMs, 1000);
@@ -122,7 +122,7 @@ ProcessSpec parseOne(const std::string& extra) {
 
 TEST(SpecFileParse, ReadinessForms) {
   ProcessSpec p = parseOne("readiness = \"tcp:10.0.0.1:81\"");
-  EXPECT_EQ(p.readiness.kind, ReadinessConfig::Kind::kTcp);
+  EXPECT_EQ(p.readiness.kind, "tcp");
   EXPECT_EQ(p.readiness.host, "10.0.0.1");
   EXPECT_EQ(p.readiness.port, 81);
   p = parseOne("readiness = \"tcp:[::1]:65535\"");
@@ -132,26 +132,26 @@ TEST(SpecFileParse, ReadinessForms) {
   EXPECT_EQ(p.readiness.host, "localhost");
   EXPECT_EQ(p.readiness.port, 1);
   p = parseOne("readiness = \"http:http://localhost:8080/ready\"");
-  EXPECT_EQ(p.readiness.kind, ReadinessConfig::Kind::kHttp);
+  EXPECT_EQ(p.readiness.kind, "http");
   EXPECT_EQ(p.readiness.url, "http://localhost:8080/ready");
   p = parseOne("readiness = \"http://[::1]/\"");
-  EXPECT_EQ(p.readiness.kind, ReadinessConfig::Kind::kHttp);
+  EXPECT_EQ(p.readiness.kind, "http");
   EXPECT_EQ(p.readiness.url, "http://[::1]/");
   p = parseOne("readiness = \"none\"");
-  EXPECT_EQ(p.readiness.kind, ReadinessConfig::Kind::kNone);
+  EXPECT_EQ(p.readiness.kind, "none");
 }
 
 TEST(SpecFileParse, HealthForms) {
   ProcessSpec p = parseOne("health = { check = \"tcp:9000\" }");
-  EXPECT_EQ(p.health.kind, HealthConfig::Kind::kTcp);
+  EXPECT_EQ(p.health.kind, "tcp");
   EXPECT_EQ(p.health.host, "127.0.0.1");
   EXPECT_EQ(p.health.port, 9000);
   EXPECT_TRUE(p.health.restartWhenUnhealthy);
   p = parseOne("health = { check = \"http:http://127.0.0.1/\" }");
-  EXPECT_EQ(p.health.kind, HealthConfig::Kind::kHttp);
+  EXPECT_EQ(p.health.kind, "http");
   EXPECT_EQ(p.health.url, "http://127.0.0.1/");
   p = parseOne("health = { check = [\"/bin/check\", \"--quick\"], restart = true }");
-  EXPECT_EQ(p.health.kind, HealthConfig::Kind::kExec);
+  EXPECT_EQ(p.health.kind, "exec");
   EXPECT_EQ(p.health.command, (std::vector<std::string>{"/bin/check", "--quick"}));
 }
 

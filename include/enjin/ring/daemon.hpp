@@ -17,6 +17,7 @@ namespace store {
 class Store;
 }
 namespace supervise {
+class ObservationRegistry;
 class SpawnRegistry;
 }
 }  // namespace enjin
@@ -91,6 +92,8 @@ struct ParentDaemonOptions {
   const supervise::SpawnRegistry* nodeStrategies = nullptr;
   // The strategies ring-2 processes are checked against (ring0d's config, see checkConfig).
   const supervise::SpawnRegistry* processStrategies = nullptr;
+  // How a child node's daemon is watched (ParentOptions::nodeObservations).
+  const supervise::ObservationRegistry* nodeObservations = nullptr;
 };
 
 // The daemon ring0d (ring 0) and ring1d (ring 1) are: returns the process's exit code.

@@ -34,6 +34,7 @@ namespace enjin::store {
 class Store;
 }
 namespace enjin::supervise {
+class ObservationRegistry;
 class SpawnRegistry;
 class Supervisor;
 }
@@ -49,6 +50,9 @@ struct ParentOptions {
   // not know, or whose strategy refuses it, is refused before anything changes. Required; must
   // outlive the parent.
   const supervise::SpawnRegistry* nodeStrategies = nullptr;
+  // The observations a child's daemon is watched with: its exit and READY=1 (notify). Required;
+  // must outlive the parent.
+  const supervise::ObservationRegistry* nodeObservations = nullptr;
 };
 
 // Whether `registry` can start the daemon of `node` (a node of ring `ring`) as the node asks:

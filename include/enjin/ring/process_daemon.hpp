@@ -12,6 +12,7 @@
 #include "enjin/supervise/process_spec.hpp"
 
 namespace enjin::supervise {
+class ObservationRegistry;
 class SpawnRegistry;
 }
 
@@ -35,6 +36,9 @@ struct ProcessDaemonOptions {
   // Every spec (the file's, a reload's, the parent's) is checked against it before anything
   // runs. Required; must outlive runProcessDaemon.
   const supervise::SpawnRegistry* registry = nullptr;
+  // The observation strategies readiness and health checks are made from. Required; must
+  // outlive runProcessDaemon.
+  const supervise::ObservationRegistry* observations = nullptr;
 };
 
 // Every process of `specs` checked by its spawn strategy; errors name `source` and the process.

@@ -24,8 +24,8 @@ struct RestartConfig {
 
 // How a process tells it is ready. Dependents start only after it is.
 struct ReadinessConfig {
-  enum class Kind { kNone, kNotify, kTcp, kHttp };
-  Kind kind = Kind::kNone;
+  std::string kind = "none";       // an observation strategy by name (observation.hpp): none,
+                                   // notify, tcp, http
   std::string host = "127.0.0.1";  // kTcp
   int port = 0;                    // kTcp
   std::string url;                 // kHttp: http://HOST:PORT/PATH
@@ -36,8 +36,7 @@ struct ReadinessConfig {
 
 // A periodic health check (an observation strategy other than the process itself).
 struct HealthConfig {
-  enum class Kind { kNone, kTcp, kHttp, kExec };
-  Kind kind = Kind::kNone;
+  std::string kind = "none";         // an observation strategy by name: none, tcp, http, exec
   std::string host = "127.0.0.1";    // kTcp
   int port = 0;                      // kTcp
   std::string url;                   // kHttp

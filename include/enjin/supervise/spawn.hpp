@@ -88,9 +88,9 @@ class SpawnStrategy {
   // The identity an exec check of `spec`'s process runs with. The default: the supervisor's
   // uid, with PATH and the spec's env.
   virtual Result<ExecIdentity> execIn(const ProcessSpec& spec) const;
-  // Called when a holder takes a process back that it did not spawn in this life (the process
-  // outlived a restart of its supervisor): re-attach whatever the strategy keeps per process.
-  // The default has nothing to re-attach.
+  // Called by the holder for each running process when a new supervisor says hello (ring2d
+  // restarted and re-adopts what it left): re-attach whatever the strategy keeps per process
+  // outside the holder's own memory. The default has nothing to re-attach.
   virtual Status recover(const ProcessSpec&, const SpawnedRef&) const { return {}; }
   // Called once the process has exited for good and was reaped: remove what spawn() made for
   // it (a cgroup, a scratch dir). The default made nothing.

@@ -55,6 +55,7 @@ struct StateEvent {
 };
 
 class HolderConnection;
+class ObservationRegistry;
 
 struct SupervisorOptions {
   SupervisorOptions(std::string stateDirectory, std::string holderPath)
@@ -65,6 +66,9 @@ struct SupervisorOptions {
   // How to reach the holder. Empty: connect to the one at stateDir/holder.sock, launching
   // holderExe when none answers. Tests hand in a fake.
   std::function<Result<std::unique_ptr<HolderConnection>>()> connectHolder;
+  // The observation strategies that readiness and health checks are made from, by the kind the
+  // spec names. Required; main() builds it, and it must outlive the supervisor.
+  const ObservationRegistry* observations = nullptr;
 };
 
 class Supervisor {
