@@ -13,13 +13,16 @@ namespace enjin {
 
 struct Error {
   std::string message;
+  // What kind of failure, where a caller must tell kinds apart: the HTTP status an API answers
+  // with (400 bad input, 404 no such object, 409 conflict, ...). 0: not classified.
+  int code = 0;
 
-  // Returns this error with `context` put in front: "<context>: <message>".
+  // Returns this error with `context` put in front: "<context>: <message>"; the code stays.
   [[nodiscard]] Error wrap(std::string_view context) const {
     std::string out(context);
     out += ": ";
     out += message;
-    return Error{std::move(out)};
+    return Error{std::move(out), code};
   }
 };
 
