@@ -1,0 +1,90 @@
+// An HTTP/1.1 server on a bounded pool of threads (cpp-httplib underneath, included only by
+// http_server.cpp): plain or TLS, with the limits every listener of enjin has. Handlers run on
+// the pool's threads, never on a reactor; what they need from a daemon's state they get through
+// a Handoff (enjin/reactor/handoff.hpp).
+//
+// Limits: a body above maxBodyBytes is 413, a header block above the library's 8 KiB is
+// refused, a request that is not read within readTimeoutMs per read is dropped, an idle
+// keep-alive connection is closed after keepAliveMs, and beyond maxConnections (queued or
+// served) a connection is answered 503 at once. Every answer the server makes itself is JSON
+// {"error","message"}, like the API's own.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "enjin/base/result.hpp"
+
+namespace enjin::api {
+
+struct HttpRequest {
+  std::string method;                         // "GET", ...
+  std::string path;                           // decoded, without the query
+  std::multimap<std::string, std::string> query;
+  std::map<std::string, std::string> headers;  // names lower-case; a repeated header: the last
+  std::string body;
+  std::string remoteAddr;
+
+  std::string header(const std::string& lowerName) const;
+  std::string param(const std::string& name) const;  // "" if absent
+};
+
+struct HttpResponse {
+  int status = 200;
+  std::string contentType = "application/json";
+  std::string body;
+  std::vector<std::pair<std::string, std::string>> headers;
+  // A streamed body (Server-Sent Events): called on the connection's thread with a writer that
+  // returns false once the client is gone; the stream ends when this returns.
+  std::function<void(const std::function<bool(const std::string&)>& write)> stream;
+};
+
+using HttpHandler = std::function<void(const HttpRequest&, HttpResponse&)>;
+
+struct HttpServerOptions {
+  std::string listen;        // "127.0.0.1:8080", "[::1]:8080"; port 0: any free port
+  std::string tlsCert;       // PEM files; both or neither
+  std::string tlsKey;
+  int threads = 8;
+  int maxConnections = 64;   // served plus waiting for a thread
+  size_t maxBodyBytes = 1 << 20;
+  int64_t readTimeoutMs = 5000;
+  int64_t writeTimeoutMs = 5000;
+  int64_t keepAliveMs = 5000;
+  int keepAliveRequests = 100;
+};
+
+// {"error": code, "message": message} with `status`.
+void jsonError(HttpResponse& res, int status, const std::string& code, const std::string& message);
+// The error code word for a status: 400 "bad_request", 401 "unauthenticated", 403 "forbidden", ...
+std::string errorCodeFor(int status);
+
+class HttpServer {
+ public:
+  // Binds (errors name the address and the cause: a bad address, a port in use, an unreadable
+  // certificate) and starts serving on its own threads; every request goes to `handler`.
+  static Result<std::unique_ptr<HttpServer>> start(const HttpServerOptions& options,
+                                                   HttpHandler handler);
+  ~HttpServer();  // stops: no handler runs after it returns
+  HttpServer(const HttpServer&) = delete;
+  HttpServer& operator=(const HttpServer&) = delete;
+
+  int port() const;          // the bound port
+  std::string url() const;   // "http://127.0.0.1:PORT" or https
+  // Connections answered 503 because maxConnections were in use.
+  uint64_t refusedConnections() const;
+
+ private:
+  class Impl;
+  explicit HttpServer(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// Splits "host:port" / "[v6]:port"; the host must be a numeric address or "localhost".
+Result<std::pair<std::string, int>> parseListen(const std::string& listen);
+
+}  // namespace enjin::api
