@@ -156,9 +156,10 @@ Histogram::Histogram(std::vector<double> bounds)
 void Histogram::observe(double v) {
   // The first bucket whose bound is >= v; NaN is <= no bound and goes to +Inf (and makes _sum NaN,
   // as in the Prometheus clients).
-  size_t i = std::isnan(v) ? bounds_.size()
-                           : static_cast<size_t>(std::lower_bound(bounds_.begin(), bounds_.end(), v) -
-                                                 bounds_.begin());
+  size_t i = std::isnan(v)
+                 ? bounds_.size()
+                 : static_cast<size_t>(std::lower_bound(bounds_.begin(), bounds_.end(), v) -
+                                       bounds_.begin());
   buckets_[i].fetch_add(1, std::memory_order_relaxed);
   sum_.fetch_add(v, std::memory_order_relaxed);
 }
@@ -243,8 +244,7 @@ void Registry::Writer::sample(const Labels& labels, double value) {
 Registry::Registry() : impl_(std::make_unique<Impl>()) {}
 Registry::~Registry() = default;
 
-Counter& Registry::counter(const std::string& name, const std::string& help,
-                           const Labels& labels) {
+Counter& Registry::counter(const std::string& name, const std::string& help, const Labels& labels) {
   Labels key = normalLabels(name, labels, false);
   std::lock_guard lock(impl_->mu);
   auto& slot = impl_->family(name, Type::kCounter, help).counters[std::move(key)];

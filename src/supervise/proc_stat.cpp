@@ -33,11 +33,19 @@ std::optional<std::string> readSmall(const std::string& path) {
 std::optional<ProcStat> readProcStat(pid_t pid) {
   auto text = readSmall("/proc/" + std::to_string(pid) + "/stat");
   if (!text) return std::nullopt;
+  static const long kTicks = ::sysconf(_SC_CLK_TCK);
+  static const long kPage = ::sysconf(_SC_PAGESIZE);
+  return parseProcStat(*text, kTicks, kPage);
+}
+
+std::optional<ProcStat> parseProcStat(std::string_view statLine, long ticksPerSecond,
+                                      long pageSize) {
+  if (ticksPerSecond <= 0 || pageSize <= 0) return std::nullopt;
   // "pid (comm) state ppid ...": comm may hold spaces and parentheses, so the fields start after
   // the last ')'. Field 3 (state) is then token 0, so field N is token N - 3.
-  const size_t close = text->rfind(')');
-  if (close == std::string::npos) return std::nullopt;
-  std::string_view rest = std::string_view(*text).substr(close + 1);
+  const size_t close = statLine.rfind(')');
+  if (close == std::string_view::npos) return std::nullopt;
+  std::string_view rest = statLine.substr(close + 1);
   constexpr int kUtime = 14 - 3, kStime = 15 - 3, kRss = 24 - 3;
   uint64_t utime = 0, stime = 0;
   int64_t rss = 0;  // signed in the kernel's format
@@ -58,11 +66,9 @@ std::optional<ProcStat> readProcStat(pid_t pid) {
     pos = end;
     ++token;
   }
-  static const long kTicks = ::sysconf(_SC_CLK_TCK);
-  static const long kPage = ::sysconf(_SC_PAGESIZE);
   ProcStat out;
-  out.cpuSeconds = static_cast<double>(utime + stime) / static_cast<double>(kTicks);
-  out.residentBytes = rss > 0 ? static_cast<uint64_t>(rss) * static_cast<uint64_t>(kPage) : 0;
+  out.cpuSeconds = static_cast<double>(utime + stime) / static_cast<double>(ticksPerSecond);
+  out.residentBytes = rss > 0 ? static_cast<uint64_t>(rss) * static_cast<uint64_t>(pageSize) : 0;
   return out;
 }
 

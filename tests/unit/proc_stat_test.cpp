@@ -7,6 +7,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <string>
+
 namespace enjin::supervise {
 namespace {
 
@@ -14,6 +16,34 @@ int64_t cpuNanos() {
   timespec ts;
   ::clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
   return ts.tv_sec * 1'000'000'000LL + ts.tv_nsec;
+}
+
+// A stat line with `comm`, utime 250, stime 50 and rss 10 pages; other fields distinct numbers.
+std::string statLine(const std::string& comm) {
+  std::string line = "4242 (" + comm + ") S";
+  for (int field = 4; field <= 52; ++field) {
+    int value = field;
+    if (field == 14) value = 250;
+    if (field == 15) value = 50;
+    if (field == 24) value = 10;
+    line += " " + std::to_string(value);
+  }
+  return line + "\n";
+}
+
+TEST(ProcStat, ParsesFieldsAfterTheLastParenthesis) {
+  for (const std::string comm : {"sleep", "a) 1 2 (b", ") ) )", " x "}) {
+    auto stat = parseProcStat(statLine(comm), 100, 4096);
+    ASSERT_TRUE(stat.has_value()) << comm;
+    EXPECT_EQ(stat->cpuSeconds, 3.0) << comm;
+    EXPECT_EQ(stat->residentBytes, 40960u) << comm;
+  }
+  EXPECT_FALSE(parseProcStat("4242 sleep S 1 2 3", 100, 4096));
+  EXPECT_FALSE(parseProcStat("4242 (sleep) S 1 2 3", 100, 4096));
+  EXPECT_FALSE(parseProcStat("", 100, 4096));
+  std::string bad = statLine("sleep");
+  bad.replace(bad.find(" 250 "), 5, " 2x0 ");
+  EXPECT_FALSE(parseProcStat(bad, 100, 4096));
 }
 
 TEST(ProcStat, ReadsCpuAndMemoryOfABusyChild) {

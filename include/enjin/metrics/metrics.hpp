@@ -74,8 +74,8 @@ class Histogram {
   friend class Registry;
   explicit Histogram(std::vector<double> bounds);
 
-  std::vector<double> bounds_;                          // ascending, finite; +Inf implicit
-  std::unique_ptr<std::atomic<uint64_t>[]> buckets_;    // bounds_.size() + 1, not cumulative
+  std::vector<double> bounds_;                        // strictly ascending; +Inf implicit
+  std::unique_ptr<std::atomic<uint64_t>[]> buckets_;  // bounds_.size() + 1, not cumulative
   std::atomic<double> sum_{0};
 };
 
@@ -97,8 +97,8 @@ class Registry {
   // ascending and not NaN; a trailing +Inf is dropped (it is implicit).
   Counter& counter(const std::string& name, const std::string& help, const Labels& labels = {});
   Gauge& gauge(const std::string& name, const std::string& help, const Labels& labels = {});
-  Histogram& histogram(const std::string& name, const std::string& help,
-                       std::vector<double> bounds, const Labels& labels = {});
+  Histogram& histogram(const std::string& name, const std::string& help, std::vector<double> bounds,
+                       const Labels& labels = {});
 
   // Families computed when rendered (e.g. nodes by state from a snapshot).
   class Writer {

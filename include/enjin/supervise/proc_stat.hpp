@@ -5,11 +5,12 @@
 
 #include <cstdint>
 #include <optional>
+#include <string_view>
 
 namespace enjin::supervise {
 
 struct ProcStat {
-  double cpuSeconds = 0;      // user + system time, since the process started
+  double cpuSeconds = 0;       // user + system time, since the process started
   uint64_t residentBytes = 0;  // resident set size
 };
 
@@ -18,5 +19,10 @@ struct ProcStat {
 // resident memory. The pid must be one we own (a child not yet reaped), or the answer may be
 // about whoever got the number next.
 std::optional<ProcStat> readProcStat(pid_t pid);
+
+// The parsing part of readProcStat: one /proc/PID/stat line, with the clock ticks per second and
+// the page size to convert with. nullopt when a field is missing or not a number.
+std::optional<ProcStat> parseProcStat(std::string_view statLine, long ticksPerSecond,
+                                      long pageSize);
 
 }  // namespace enjin::supervise
