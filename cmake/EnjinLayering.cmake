@@ -1,7 +1,7 @@
 # libenjin is one static library per subsystem, linked only downward:
 #
 #   base <- crypto <- bus        base <- reactor <- supervise        base <- store
-#   ring <- every one of them
+#   base <- metrics              ring <- every one of them but metrics
 #
 # enjin_subsystem() declares one of them (target enjin_<NAME>, sources in src/<NAME>/, public
 # headers in include/enjin/<NAME>/) and records which subsystems it may use. The linker alone

@@ -224,6 +224,7 @@ size_t Reactor::runDueTimers() {
     TimerHandler handler = std::move(it->second);
     timers_.erase(it);
     timerDeadlines_.erase(key.second);
+    if (lagObserver_) lagObserver_(std::max<int64_t>(0, clock_.monotonicNanos() - key.first));
     handler();
     ++ran;
   }

@@ -252,6 +252,52 @@ TEST(Reactor, FiredTimerIdsAreIgnoredByCancel) {
   EXPECT_EQ(runs, 2);
 }
 
+// A fake clock that a timer handler moves forward, as a slow handler would move the real one.
+class SteppingClock final : public Clock {
+ public:
+  int64_t wallMicros() const override { return 0; }
+  int64_t monotonicNanos() const override { return mono_; }
+  void advanceNanos(int64_t ns) { mono_ += ns; }
+
+ private:
+  int64_t mono_ = 0;
+};
+
+TEST(Reactor, TheLagObserverSeesHowLateEachTimerFires) {
+  SteppingClock clock;
+  auto reactor = makeReactor(clock);
+  std::vector<std::pair<std::string, int64_t>> seen;  // (last timer run, lateness)
+  std::string last = "none";
+  reactor->setLagObserver([&](int64_t late) { seen.emplace_back(last, late); });
+
+  reactor->addTimerAt(5'000'000, [&] {
+    last = "5ms";
+    clock.advanceNanos(4'000'000);  // a slow handler: the next timer fires later still
+  });
+  reactor->addTimerAt(10'000'000, [&] { last = "10ms"; });
+  auto cancelled = reactor->addTimerAt(11'000'000, [&] { last = "cancelled"; });
+  reactor->cancelTimer(cancelled);
+  reactor->addTimerAt(20'000'000, [&] { last = "20ms"; });
+
+  clock.advanceNanos(12'000'000);
+  EXPECT_EQ(reactor->runOnce(0), 2u);
+  // 5 ms timer at 12 ms: 7 ms late; the 10 ms timer after the slow handler, at 16 ms: 6 ms.
+  EXPECT_EQ(seen, (std::vector<std::pair<std::string, int64_t>>{{"none", 7'000'000},
+                                                                 {"5ms", 6'000'000}}));
+  clock.advanceNanos(4'000'000);  // 20 ms exactly: on time
+  EXPECT_EQ(reactor->runOnce(0), 1u);
+  ASSERT_EQ(seen.size(), 3u);
+  EXPECT_EQ(seen[2], (std::pair<std::string, int64_t>{"10ms", 0}));
+
+  // Unset: timers still run, nothing is observed.
+  reactor->setLagObserver(nullptr);
+  reactor->addTimerAfterMillis(1, [&] { last = "after"; });
+  clock.advanceNanos(3'000'000);
+  EXPECT_EQ(reactor->runOnce(0), 1u);
+  EXPECT_EQ(last, "after");
+  EXPECT_EQ(seen.size(), 3u);
+}
+
 TEST(Reactor, WaitsForTheRealClockToReachATimerAndNoLonger) {
   SystemClock clock;
   auto reactor = makeReactor(clock);

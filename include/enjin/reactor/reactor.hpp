@@ -74,6 +74,14 @@ class Reactor {
   void run();
   void stop() { stopping_ = true; }
 
+  // Called for each timer the reactor fires, just before its handler, with how late it fires:
+  // the clock's monotonic time then minus its deadline, never negative. Measures loop lag (time
+  // spent in earlier handlers of the round, or a wait that overslept). Unset (the default, or an
+  // empty function) costs nothing, not even a clock read.
+  void setLagObserver(std::function<void(int64_t lateNanos)> observer) {
+    lagObserver_ = std::move(observer);
+  }
+
   const Clock& clock() const { return clock_; }
   // Wake-ups counted since creation, for tests and the idle-cost benchmark: returns from a wait
   // that was allowed to sleep (its timeout was not 0), whatever ended it (an fd, a socket, a
@@ -106,6 +114,7 @@ class Reactor {
   TimerId nextTimerId_ = 1;
   uint32_t nextFdSerial_ = 0;
   uint64_t wakeups_ = 0;
+  std::function<void(int64_t)> lagObserver_;
   bool stopping_ = false;
 };
 
