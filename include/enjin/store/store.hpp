@@ -157,7 +157,8 @@ class Store {
   // Runs `body` inside one transaction: everything it writes through this store is committed
   // together when it succeeds, and nothing is when it fails (its error is returned as it is).
   // The Store methods called from `body` join this transaction instead of opening their own; a
-  // nested atomically() joins it too. `body` must not keep the store busy with another thread.
+  // nested atomically() joins it too. A Store method failing inside `body` undoes nothing by
+  // itself: returning its error from `body` is what rolls the whole transaction back.
   Status atomically(const std::function<Status()>& body);
 
  private:
