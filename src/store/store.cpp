@@ -54,6 +54,37 @@ CREATE TABLE observations (
 );
 CREATE INDEX observations_by_node ON observations (node_uuid, id);
 )sql",
+    // Schema 2: the control plane's objects, sessions and audit log. The audit's INTEGER
+    // PRIMARY KEY is the insertion order, as for the observations; addAudit always keeps the
+    // newest row, so ids never go back and a reader can page with "after id".
+    R"sql(
+CREATE TABLE objects (
+  kind TEXT NOT NULL,
+  name TEXT NOT NULL,
+  body_json TEXT NOT NULL,
+  created_wall_ms INTEGER NOT NULL,
+  updated_wall_ms INTEGER NOT NULL,
+  PRIMARY KEY (kind, name)
+) WITHOUT ROWID;
+CREATE TABLE sessions (
+  token_hash TEXT PRIMARY KEY NOT NULL,
+  user TEXT NOT NULL,
+  created_wall_ms INTEGER NOT NULL,
+  expires_wall_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX sessions_by_user ON sessions (user);
+CREATE INDEX sessions_by_expiry ON sessions (expires_wall_ms);
+CREATE TABLE audit (
+  id INTEGER PRIMARY KEY,
+  wall_ms INTEGER NOT NULL,
+  user TEXT NOT NULL,
+  action TEXT NOT NULL,
+  resource TEXT NOT NULL,
+  result TEXT NOT NULL,
+  status INTEGER NOT NULL,
+  source TEXT NOT NULL
+);
+)sql",
 };
 static_assert(std::size(kMigrations) == Store::kSchemaVersion,
               "one migration per schema version");
@@ -103,6 +134,36 @@ constexpr char kPruneObservations[] =
 constexpr char kObservations[] =
     "SELECT strategy, state, wall_ms, body_json FROM observations WHERE node_uuid = ?1"
     " ORDER BY id DESC LIMIT ?2";
+// Keeps created_wall_ms of an existing row.
+constexpr char kPutObject[] =
+    "INSERT INTO objects (kind, name, body_json, created_wall_ms, updated_wall_ms)"
+    " VALUES (?1, ?2, ?3, ?4, ?4) ON CONFLICT (kind, name) DO UPDATE SET"
+    " body_json = excluded.body_json, updated_wall_ms = excluded.updated_wall_ms";
+constexpr char kObject[] =
+    "SELECT kind, name, body_json, created_wall_ms, updated_wall_ms FROM objects"
+    " WHERE kind = ?1 AND name = ?2";
+constexpr char kObjects[] =
+    "SELECT kind, name, body_json, created_wall_ms, updated_wall_ms FROM objects"
+    " WHERE kind = ?1 ORDER BY name";
+constexpr char kDeleteObject[] = "DELETE FROM objects WHERE kind = ?1 AND name = ?2";
+constexpr char kPutSession[] =
+    "INSERT INTO sessions (token_hash, user, created_wall_ms, expires_wall_ms)"
+    " VALUES (?1, ?2, ?3, ?4)";
+constexpr char kSession[] =
+    "SELECT token_hash, user, created_wall_ms, expires_wall_ms FROM sessions"
+    " WHERE token_hash = ?1";
+constexpr char kDeleteSession[] = "DELETE FROM sessions WHERE token_hash = ?1";
+constexpr char kDeleteSessionsOf[] = "DELETE FROM sessions WHERE user = ?1";
+constexpr char kDeleteExpiredSessions[] = "DELETE FROM sessions WHERE expires_wall_ms <= ?1";
+constexpr char kAddAudit[] =
+    "INSERT INTO audit (wall_ms, user, action, resource, result, status, source)"
+    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+// As kPruneObservations, over the whole log.
+constexpr char kPruneAudit[] =
+    "DELETE FROM audit WHERE id <= (SELECT id FROM audit ORDER BY id DESC LIMIT 1 OFFSET ?1)";
+constexpr char kAudit[] =
+    "SELECT id, wall_ms, user, action, resource, result, status, source FROM audit"
+    " WHERE id > ?1 ORDER BY id LIMIT ?2";
 
 // SQLITE_STATIC without its C-style cast: the bound bytes outlive the step, which happens before
 // the binding call returns to its caller.
@@ -279,6 +340,8 @@ class Store::Impl {
   class Txn;
 
   int schemaVersion = 0;
+  // True while a Txn that ran BEGIN is alive: a Txn begun then joins it.
+  bool inTxn = false;
 
  private:
   std::string path_;
@@ -288,37 +351,53 @@ class Store::Impl {
 
 // BEGIN IMMEDIATE takes the write lock at once, so a write never fails half-way with
 // SQLITE_BUSY on lock upgrade. Rolls back on destruction unless committed.
+//
+// Nests: a Txn begun while another is alive (inside Store::atomically) is a member of the outer
+// one: its commit and its destruction do nothing, and the outer one decides. A failed inner step
+// is therefore undone only if the failure reaches the outer one, which is what atomically()
+// does with the error its body returns.
 class Store::Impl::Txn {
  public:
   static Result<Txn> begin(Impl& impl, std::string_view op) {
+    if (impl.inTxn) return Txn(impl, /*outer=*/false);
     auto stmt = impl.prepare(kBegin);
     if (!stmt.ok()) return stmt.error();
     if (auto st = stmt->run(op); !st.ok()) return st.error();
-    return Txn(impl);
+    impl.inTxn = true;
+    return Txn(impl, /*outer=*/true);
   }
-  Txn(Txn&& other) noexcept : impl_(std::exchange(other.impl_, nullptr)) {}
+  Txn(Txn&& other) noexcept
+      : impl_(std::exchange(other.impl_, nullptr)), outer_(other.outer_) {}
   Txn(const Txn&) = delete;
   Txn& operator=(const Txn&) = delete;
   Txn& operator=(Txn&&) = delete;
   ~Txn() {
+    if (impl_ == nullptr || !outer_) return;
+    impl_->inTxn = false;
     // SQLite may have rolled back by itself after some errors; only an open transaction needs
     // it. A failed rollback leaves nothing to do: the next BEGIN reports the state.
-    if (impl_ == nullptr || sqlite3_get_autocommit(impl_->db())) return;
+    if (sqlite3_get_autocommit(impl_->db())) return;
     if (auto stmt = impl_->prepare(kRollback); stmt.ok()) (void)stmt->run("rollback");
   }
 
   Status commit(std::string_view op) {
+    if (!outer_) {
+      impl_ = nullptr;
+      return {};
+    }
     auto stmt = impl_->prepare(kCommit);
     if (!stmt.ok()) return stmt.error();
     if (auto st = stmt->run(op); !st.ok()) return st.error();
+    impl_->inTxn = false;
     impl_ = nullptr;
     return {};
   }
 
  private:
-  explicit Txn(Impl& impl) : impl_(&impl) {}
+  Txn(Impl& impl, bool outer) : impl_(&impl), outer_(outer) {}
 
   Impl* impl_;
+  bool outer_;
 };
 
 namespace {
@@ -682,6 +761,188 @@ Result<std::vector<ObservationRecord>> Store::observations(std::string_view node
                                     s->text(3)});
   }
   return out;
+}
+
+namespace {
+
+ObjectRecord readObject(const Stmt& s) {
+  return ObjectRecord{s.text(0), s.text(1), s.text(2), s.int64(3), s.int64(4)};
+}
+
+AuditRecord readAudit(const Stmt& s) {
+  return AuditRecord{s.int64(0), s.int64(1), s.text(2), s.text(3), s.text(4),
+                     s.text(5),  static_cast<int>(s.int64(6)), s.text(7)};
+}
+
+std::string objectOp(std::string_view verb, std::string_view kind, std::string_view name) {
+  std::string op(verb);
+  op += ' ';
+  op += kind;
+  op += " '";
+  op += name;
+  op += '\'';
+  return op;
+}
+
+}  // namespace
+
+Status Store::putObject(std::string_view kind, std::string_view name, std::string_view bodyJson,
+                        int64_t wallMs) {
+  const std::string op = objectOp("put", kind, name);
+  if (kind.empty() || name.empty()) {
+    return Error{"store " + impl_->path() + ": " + op + ": the kind and the name must not be empty"};
+  }
+  auto s = impl_->prepare(kPutObject);
+  if (!s.ok()) return s.error();
+  if (auto st = s->bind(op, kind, name, bodyJson, wallMs); !st.ok()) return st;
+  return s->run(op);
+}
+
+Result<std::optional<ObjectRecord>> Store::object(std::string_view kind,
+                                                  std::string_view name) const {
+  const std::string op = objectOp("read", kind, name);
+  auto s = impl_->prepare(kObject);
+  if (!s.ok()) return s.error();
+  if (auto st = s->bind(op, kind, name); !st.ok()) return st.error();
+  auto row = s->next(op);
+  if (!row.ok()) return row.error();
+  if (!*row) return std::optional<ObjectRecord>();
+  return std::optional<ObjectRecord>(readObject(*s));
+}
+
+Result<std::vector<ObjectRecord>> Store::objects(std::string_view kind) const {
+  const std::string op = "list " + std::string(kind) + " objects";
+  auto s = impl_->prepare(kObjects);
+  if (!s.ok()) return s.error();
+  if (auto st = s->bind(op, kind); !st.ok()) return st.error();
+  std::vector<ObjectRecord> out;
+  for (;;) {
+    auto row = s->next(op);
+    if (!row.ok()) return row.error();
+    if (!*row) break;
+    out.push_back(readObject(*s));
+  }
+  return out;
+}
+
+Result<bool> Store::deleteObject(std::string_view kind, std::string_view name) {
+  const std::string op = objectOp("delete", kind, name);
+  auto s = impl_->prepare(kDeleteObject);
+  if (!s.ok()) return s.error();
+  if (auto st = s->bind(op, kind, name); !st.ok()) return st.error();
+  if (auto st = s->run(op); !st.ok()) return st.error();
+  return sqlite3_changes(impl_->db()) > 0;
+}
+
+Status Store::putSession(const SessionRecord& session) {
+  const std::string op = "put session of user '" + session.user + "'";
+  if (session.tokenHash.empty()) {
+    return Error{"store " + impl_->path() + ": " + op + ": the token hash is empty"};
+  }
+  auto s = impl_->prepare(kPutSession);
+  if (!s.ok()) return s.error();
+  if (auto st = s->bind(op, session.tokenHash, session.user, session.createdWallMs,
+                        session.expiresWallMs);
+      !st.ok()) {
+    return st;
+  }
+  auto st = s->run(op);
+  // The hash names a secret: not in the message.
+  if (!st.ok() && s->lastCode() == SQLITE_CONSTRAINT_PRIMARYKEY) {
+    return Error{"store " + impl_->path() + ": " + op + ": the token hash is already stored"};
+  }
+  return st;
+}
+
+Result<std::optional<SessionRecord>> Store::session(std::string_view tokenHash) const {
+  const std::string op = "read session";
+  auto s = impl_->prepare(kSession);
+  if (!s.ok()) return s.error();
+  if (auto st = s->bind(op, tokenHash); !st.ok()) return st.error();
+  auto row = s->next(op);
+  if (!row.ok()) return row.error();
+  if (!*row) return std::optional<SessionRecord>();
+  return std::optional<SessionRecord>(
+      SessionRecord{s->text(0), s->text(1), s->int64(2), s->int64(3)});
+}
+
+Result<bool> Store::deleteSession(std::string_view tokenHash) {
+  const std::string op = "delete session";
+  auto s = impl_->prepare(kDeleteSession);
+  if (!s.ok()) return s.error();
+  if (auto st = s->bind(op, tokenHash); !st.ok()) return st.error();
+  if (auto st = s->run(op); !st.ok()) return st.error();
+  return sqlite3_changes(impl_->db()) > 0;
+}
+
+Result<size_t> Store::deleteSessionsOf(std::string_view user) {
+  const std::string op = "delete sessions of user '" + std::string(user) + "'";
+  auto s = impl_->prepare(kDeleteSessionsOf);
+  if (!s.ok()) return s.error();
+  if (auto st = s->bind(op, user); !st.ok()) return st.error();
+  if (auto st = s->run(op); !st.ok()) return st.error();
+  return static_cast<size_t>(sqlite3_changes64(impl_->db()));
+}
+
+Result<size_t> Store::deleteExpiredSessions(int64_t nowWallMs) {
+  const std::string op = "delete expired sessions";
+  auto s = impl_->prepare(kDeleteExpiredSessions);
+  if (!s.ok()) return s.error();
+  if (auto st = s->bind(op, nowWallMs); !st.ok()) return st.error();
+  if (auto st = s->run(op); !st.ok()) return st.error();
+  return static_cast<size_t>(sqlite3_changes64(impl_->db()));
+}
+
+Result<int64_t> Store::addAudit(const AuditRecord& record, size_t keep) {
+  const std::string op = "add audit entry";
+  // Insert and prune together, as addObservation does.
+  auto txn = Impl::Txn::begin(*impl_, op);
+  if (!txn.ok()) return txn.error();
+  int64_t id = 0;
+  {
+    auto s = impl_->prepare(kAddAudit);
+    if (!s.ok()) return s.error();
+    if (auto st = s->bind(op, record.wallMs, record.user, record.action, record.resource,
+                          record.result, int64_t{record.status}, record.source);
+        !st.ok()) {
+      return st.error();
+    }
+    if (auto st = s->run(op); !st.ok()) return st.error();
+    id = sqlite3_last_insert_rowid(impl_->db());
+  }
+  {
+    auto s = impl_->prepare(kPruneAudit);
+    if (!s.ok()) return s.error();
+    // Everything at or below the (keep + 1)-th newest goes; a keep of 0 would delete the new row.
+    if (auto st = s->bind(op, clampToInt64(std::max<size_t>(keep, 1))); !st.ok()) {
+      return st.error();
+    }
+    if (auto st = s->run(op); !st.ok()) return st.error();
+  }
+  if (auto st = txn->commit(op); !st.ok()) return st.error();
+  return id;
+}
+
+Result<std::vector<AuditRecord>> Store::audit(int64_t afterId, size_t limit) const {
+  const std::string op = "read audit log";
+  auto s = impl_->prepare(kAudit);
+  if (!s.ok()) return s.error();
+  if (auto st = s->bind(op, afterId, clampToInt64(limit)); !st.ok()) return st.error();
+  std::vector<AuditRecord> out;
+  for (;;) {
+    auto row = s->next(op);
+    if (!row.ok()) return row.error();
+    if (!*row) break;
+    out.push_back(readAudit(*s));
+  }
+  return out;
+}
+
+Status Store::atomically(const std::function<Status()>& body) {
+  auto txn = Impl::Txn::begin(*impl_, "begin transaction");
+  if (!txn.ok()) return txn.error();
+  if (auto st = body(); !st.ok()) return st;  // the Txn rolls back (when it is the outer one)
+  return txn->commit("commit transaction");
 }
 
 }  // namespace enjin::store

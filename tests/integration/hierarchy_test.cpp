@@ -629,7 +629,7 @@ TEST_F(HierarchyTest, RefusesBadConfigAndCorruptStoreClearly) {
   // --init makes the root key and the store, and says so; a second --init changes nothing.
   std::tie(rc, out) = run(kBinDir + "/ring0d --init --config " + configPath() + " 2>&1");
   EXPECT_EQ(rc, 0) << out;
-  EXPECT_NE(out.find("store schema 1"), std::string::npos) << out;
+  EXPECT_NE(out.find("store schema 2"), std::string::npos) << out;
   std::ifstream keyIn(state() + "/ring0.key");
   const std::string key((std::istreambuf_iterator<char>(keyIn)), {});
   std::tie(rc, out) = run(kBinDir + "/ring0d --init --config " + configPath() + " 2>&1");

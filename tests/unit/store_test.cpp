@@ -2,6 +2,7 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <sqlite3.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -449,6 +450,290 @@ TEST(Store, NeedsTheParentDirectory) {
   ASSERT_FALSE(s.ok());
   EXPECT_THAT(s.error().message, HasSubstr(dir / "missing/ring1.db"));
   EXPECT_THAT(s.error().message, HasSubstr("No such file or directory"));
+}
+
+// Schema 1 as released (kMigrations[0]), kept here so that a v1 file can be made without the
+// store, which now always migrates to the current schema.
+constexpr const char* kSchema1 = R"sql(
+CREATE TABLE nodes (
+  uuid TEXT PRIMARY KEY NOT NULL,
+  ring INTEGER NOT NULL,
+  label TEXT NOT NULL UNIQUE,
+  supervision_strategy TEXT NOT NULL,
+  compartment TEXT NOT NULL,
+  public_key_hex TEXT NOT NULL,
+  spec_json TEXT NOT NULL,
+  created_wall_ms INTEGER NOT NULL,
+  revoked_wall_ms INTEGER NOT NULL
+);
+CREATE TABLE meta (
+  key TEXT PRIMARY KEY NOT NULL,
+  value TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE seq_marks (
+  sender_key_hex TEXT PRIMARY KEY NOT NULL,
+  seq INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE observations (
+  id INTEGER PRIMARY KEY,
+  node_uuid TEXT NOT NULL REFERENCES nodes (uuid) ON DELETE CASCADE,
+  strategy TEXT NOT NULL,
+  state TEXT NOT NULL,
+  wall_ms INTEGER NOT NULL,
+  body_json TEXT NOT NULL
+);
+CREATE INDEX observations_by_node ON observations (node_uuid, id);
+)sql";
+
+// Runs `sql` on the file at `path` with SQLite directly.
+void execSql(const std::string& path, const std::string& sql) {
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  char* err = nullptr;
+  const int rc = sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &err);
+  EXPECT_EQ(rc, SQLITE_OK) << (err != nullptr ? err : "");
+  sqlite3_free(err);
+  sqlite3_close(db);
+}
+
+// The first column of the first row of `sql`, "" if none.
+std::string queryOne(const std::string& path, const std::string& sql) {
+  sqlite3* db = nullptr;
+  EXPECT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  sqlite3_stmt* stmt = nullptr;
+  std::string out;
+  if (sqlite3_prepare_v2(db, sql.c_str(), -1, &stmt, nullptr) == SQLITE_OK &&
+      sqlite3_step(stmt) == SQLITE_ROW && sqlite3_column_text(stmt, 0) != nullptr) {
+    out = reinterpret_cast<const char*>(sqlite3_column_text(stmt, 0));
+  }
+  sqlite3_finalize(stmt);
+  sqlite3_close(db);
+  return out;
+}
+
+AuditRecord makeAudit(std::string action, int64_t wallMs) {
+  AuditRecord a;
+  a.wallMs = wallMs;
+  a.user = "alice";
+  a.action = std::move(action);
+  a.resource = "ring1/web-1";
+  a.result = "allowed";
+  a.status = 201;
+  a.source = "127.0.0.1:5000";
+  return a;
+}
+
+TEST(StoreV2, RoundTripsObjectsAndKeepsTheCreationTime) {
+  TempDir dir;
+  auto store = openOrDie(dir / "ring0.db");
+  ASSERT_NE(store, nullptr);
+  ASSERT_TRUE(store->putObject("user", "bob", R"({"name":"bob"})", 1000).ok());
+  ASSERT_TRUE(store->putObject("user", "alice", R"({"name":"it's; --"})", 2000).ok());
+  ASSERT_TRUE(store->putObject("role", "bob", R"({"role":1})", 3000).ok());
+
+  auto bob = store->object("user", "bob");
+  ASSERT_TRUE(bob.ok()) << bob.error().message;
+  ASSERT_TRUE(bob->has_value());
+  EXPECT_EQ(**bob, (ObjectRecord{"user", "bob", R"({"name":"bob"})", 1000, 1000}));
+  EXPECT_FALSE(store->object("user", "carol")->has_value());
+  EXPECT_FALSE(store->object("group", "bob")->has_value());
+
+  // An update replaces the body and the update time only.
+  ASSERT_TRUE(store->putObject("user", "bob", R"({"name":"bob","v":2})", 5000).ok());
+  EXPECT_EQ(**store->object("user", "bob"),
+            (ObjectRecord{"user", "bob", R"({"name":"bob","v":2})", 1000, 5000}));
+
+  auto users = store->objects("user");
+  ASSERT_TRUE(users.ok());
+  ASSERT_EQ(users->size(), 2u);
+  EXPECT_EQ((*users)[0].name, "alice");
+  EXPECT_EQ((*users)[0].bodyJson, R"({"name":"it's; --"})");
+  EXPECT_EQ((*users)[1].name, "bob");
+  EXPECT_EQ(store->objects("role")->size(), 1u);
+  EXPECT_TRUE(store->objects("network")->empty());
+
+  auto gone = store->deleteObject("user", "bob");
+  ASSERT_TRUE(gone.ok());
+  EXPECT_TRUE(*gone);
+  EXPECT_FALSE(*store->deleteObject("user", "bob"));
+  EXPECT_FALSE(store->object("user", "bob")->has_value());
+  EXPECT_TRUE(store->object("role", "bob")->has_value());  // another kind, same name
+
+  auto st = store->putObject("user", "", "{}", 1);
+  ASSERT_FALSE(st.ok());
+  EXPECT_THAT(st.error().message, HasSubstr(dir / "ring0.db"));
+  EXPECT_THAT(st.error().message, HasSubstr("put user ''"));
+}
+
+TEST(StoreV2, RoundTripsSessionsAndDeletesThemByUserAndExpiry) {
+  TempDir dir;
+  auto store = openOrDie(dir / "ring0.db");
+  ASSERT_NE(store, nullptr);
+  ASSERT_TRUE(store->putSession({"h1", "alice", 100, 1000}).ok());
+  ASSERT_TRUE(store->putSession({"h2", "alice", 100, 5000}).ok());
+  ASSERT_TRUE(store->putSession({"h3", "bob", 100, 2000}).ok());
+  ASSERT_TRUE(store->putSession({"h4", "bob", 100, 9000}).ok());
+
+  auto h1 = store->session("h1");
+  ASSERT_TRUE(h1.ok());
+  ASSERT_TRUE(h1->has_value());
+  EXPECT_EQ(**h1, (SessionRecord{"h1", "alice", 100, 1000}));
+  EXPECT_FALSE(store->session("nope")->has_value());
+
+  // A stored hash is not replaced, not even for the same user.
+  auto dup = store->putSession({"h1", "bob", 200, 99999});
+  ASSERT_FALSE(dup.ok());
+  EXPECT_THAT(dup.error().message, HasSubstr("already stored"));
+  EXPECT_EQ((*store->session("h1"))->user, "alice");
+
+  auto expired = store->deleteExpiredSessions(2000);  // h1 and h3: expiry <= now
+  ASSERT_TRUE(expired.ok());
+  EXPECT_EQ(*expired, 2u);
+  EXPECT_FALSE(store->session("h1")->has_value());
+  EXPECT_FALSE(store->session("h3")->has_value());
+  EXPECT_TRUE(store->session("h2")->has_value());
+
+  auto ofAlice = store->deleteSessionsOf("alice");
+  ASSERT_TRUE(ofAlice.ok());
+  EXPECT_EQ(*ofAlice, 1u);
+  EXPECT_FALSE(store->session("h2")->has_value());
+  EXPECT_TRUE(store->session("h4")->has_value());
+  EXPECT_EQ(*store->deleteSessionsOf("alice"), 0u);
+
+  EXPECT_TRUE(*store->deleteSession("h4"));
+  EXPECT_FALSE(*store->deleteSession("h4"));
+  EXPECT_FALSE(store->session("h4")->has_value());
+}
+
+TEST(StoreV2, AuditLogIsOrderedPagedAndBounded) {
+  TempDir dir;
+  auto store = openOrDie(dir / "ring0.db");
+  ASSERT_NE(store, nullptr);
+  std::vector<int64_t> ids;
+  for (int i = 0; i < 10; ++i) {
+    auto id = store->addAudit(makeAudit("a" + std::to_string(i), 100 + i), 4);
+    ASSERT_TRUE(id.ok()) << id.error().message;
+    if (!ids.empty()) {
+      EXPECT_GT(*id, ids.back());
+    }
+    ids.push_back(*id);
+  }
+  // Only the newest 4 remain, oldest first.
+  auto all = store->audit(0, 100);
+  ASSERT_TRUE(all.ok());
+  ASSERT_EQ(all->size(), 4u);
+  for (size_t i = 0; i < 4; ++i) {
+    AuditRecord want = makeAudit("a" + std::to_string(6 + i), static_cast<int64_t>(106 + i));
+    want.id = ids[6 + i];
+    EXPECT_EQ((*all)[i], want);
+  }
+  EXPECT_EQ(queryOne(dir / "ring0.db", "SELECT count(*) FROM audit"), "4");
+
+  // Paging: after an id, at most `limit`.
+  auto page = store->audit(ids[6], 2);
+  ASSERT_TRUE(page.ok());
+  ASSERT_EQ(page->size(), 2u);
+  EXPECT_EQ((*page)[0].id, ids[7]);
+  EXPECT_EQ((*page)[1].id, ids[8]);
+  EXPECT_TRUE(store->audit(ids[9], 10)->empty());
+
+  // A keep of 0 still keeps the new entry, so the ids never go back.
+  auto last = store->addAudit(makeAudit("z", 200), 0);
+  ASSERT_TRUE(last.ok());
+  EXPECT_GT(*last, ids[9]);
+  all = store->audit(0, 100);
+  ASSERT_EQ(all->size(), 1u);
+  EXPECT_EQ((*all)[0].action, "z");
+}
+
+TEST(StoreV2, AtomicallyCommitsTogetherOrLeavesNothing) {
+  TempDir dir;
+  const std::string path = dir / "ring0.db";
+  auto store = openOrDie(path);
+  ASSERT_NE(store, nullptr);
+  ASSERT_TRUE(store->putObject("user", "kept", "{}", 1).ok());
+
+  // A failing body: every write of it is undone, those of methods with a transaction of their
+  // own (addAudit, putSeqMarks) included, and its error comes back with its code.
+  auto st = store->atomically([&]() -> Status {
+    if (auto s = store->putObject("user", "bob", "{}", 2); !s.ok()) return s;
+    if (auto s = store->deleteObject("user", "kept"); !s.ok()) return s.error();
+    if (auto s = store->putSession({"h", "bob", 1, 2}); !s.ok()) return s;
+    if (auto s = store->addAudit(makeAudit("x", 1)); !s.ok()) return s.error();
+    if (auto s = store->putSeqMarks({{"aa", 1}}); !s.ok()) return s;
+    // Visible inside the transaction.
+    if (!store->object("user", "bob")->has_value()) return Error{"bob not visible", 500};
+    return Error{"refused by the body", 409};
+  });
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.error().message, "refused by the body");
+  EXPECT_EQ(st.error().code, 409);
+  EXPECT_FALSE(store->object("user", "bob")->has_value());
+  EXPECT_TRUE(store->object("user", "kept")->has_value());
+  EXPECT_FALSE(store->session("h")->has_value());
+  EXPECT_TRUE(store->audit(0, 10)->empty());
+  EXPECT_TRUE(store->seqMarks()->empty());
+  // And on the file, through another connection.
+  EXPECT_EQ(queryOne(path, "SELECT count(*) FROM objects"), "1");
+
+  // A succeeding body, with a nested atomically(): everything is there, also after a reopen.
+  st = store->atomically([&]() -> Status {
+    if (auto s = store->putObject("user", "carol", "{}", 3); !s.ok()) return s;
+    return store->atomically([&]() -> Status {
+      if (auto s = store->addAudit(makeAudit("y", 3)); !s.ok()) return s.error();
+      return store->putSession({"h2", "carol", 3, 4});
+    });
+  });
+  ASSERT_TRUE(st.ok()) << st.error().message;
+  store.reset();
+  store = openOrDie(path);
+  ASSERT_NE(store, nullptr);
+  EXPECT_TRUE(store->object("user", "carol")->has_value());
+  EXPECT_TRUE(store->session("h2")->has_value());
+  EXPECT_EQ(store->audit(0, 10)->size(), 1u);
+
+  // Transactions work as before once atomically() is done.
+  EXPECT_FALSE(store->addObservation(makeObservation("u-none", 1)).ok());  // no such node
+  ASSERT_TRUE(store->putSeqMarks({{"bb", 2}}).ok());
+  EXPECT_EQ(store->seqMarks()->size(), 1u);
+}
+
+TEST(StoreV2, MigratesASchema1FileInPlaceKeepingItsData) {
+  TempDir dir;
+  const std::string path = dir / "ring1.db";
+  execSql(path, std::string(kSchema1) +
+                    "INSERT INTO nodes VALUES ('u-web', 2, 'web', 'exec', '', '" +
+                    std::string(64, 'a') + "', '{}', 1000, 0);"
+                    "INSERT INTO meta VALUES ('identity', 'me');"
+                    "INSERT INTO seq_marks VALUES ('aa', 42);"
+                    "INSERT INTO observations (node_uuid, strategy, state, wall_ms, body_json)"
+                    " VALUES ('u-web', 'process', 'ready', 7, '{\"pid\":1}');"
+                    "PRAGMA user_version = 1;");
+  ASSERT_EQ(queryOne(path, "PRAGMA user_version"), "1");
+  ASSERT_EQ(queryOne(path, "SELECT count(*) FROM sqlite_schema WHERE name = 'objects'"), "0");
+
+  {
+    auto store = openOrDie(path);
+    ASSERT_NE(store, nullptr);
+    EXPECT_EQ(store->schemaVersion(), 2);
+    auto web = store->nodeByUuid("u-web");
+    ASSERT_TRUE(web.ok());
+    ASSERT_TRUE(web->has_value());
+    EXPECT_EQ((*web)->label, "web");
+    EXPECT_EQ((*web)->createdWallMs, 1000);
+    EXPECT_EQ(**store->meta("identity"), "me");
+    EXPECT_EQ(store->seqMarks()->at(0).second, 42u);
+    EXPECT_EQ(store->observations("u-web", 10)->at(0).bodyJson, R"({"pid":1})");
+    ASSERT_TRUE(store->putObject("user", "bob", "{}", 5).ok());
+    ASSERT_TRUE(store->addAudit(makeAudit("x", 5)).ok());
+  }
+  EXPECT_EQ(queryOne(path, "PRAGMA user_version"), "2");
+  // Reopening a v2 file migrates nothing more and keeps both generations of data.
+  auto store = openOrDie(path);
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(store->schemaVersion(), 2);
+  EXPECT_TRUE(store->object("user", "bob")->has_value());
+  EXPECT_TRUE(store->nodeByLabel("web")->has_value());
 }
 
 }  // namespace
