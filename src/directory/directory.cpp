@@ -56,7 +56,8 @@ Error notFound(Kind kind, std::string_view name) {
   return Error{who(kind, name) + " does not exist", 404};
 }
 
-// RFC 3339 in UTC with milliseconds: "2023-11-14T22:13:20.000Z".
+}  // namespace
+
 std::string rfc3339(int64_t wallMs) {
   int64_t secs = wallMs / 1000;
   int64_t ms = wallMs % 1000;
@@ -73,6 +74,8 @@ std::string rfc3339(int64_t wallMs) {
   std::snprintf(out, sizeof out, "%.*s.%03dZ", static_cast<int>(n), buf, static_cast<int>(ms));
   return out;
 }
+
+namespace {
 
 bool validRuleText(std::string_view s) {
   return !s.empty() && s.size() <= kMaxRuleFieldBytes &&

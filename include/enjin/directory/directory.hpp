@@ -40,6 +40,9 @@ std::string_view singularName(Kind kind);
 // Object names: 1 to 64 of A-Z a-z 0-9 _ . -
 bool validObjectName(std::string_view name);
 
+// RFC 3339 in UTC with milliseconds: "2023-11-14T22:13:20.000Z".
+std::string rfc3339(int64_t wallMs);
+
 class Directory {
  public:
   // Both must outlive the directory. The clock gives the objects' times and decides expiry.

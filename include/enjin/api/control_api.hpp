@@ -1,0 +1,75 @@
+// The control plane's HTTP API of one ring daemon (ring0d's meta API, a ring1d's ring-1 API):
+// one table of routes, each with the action it needs; sessions; the directory's objects; the
+// tree; the audit log; the metrics. Requests are served on the HTTP server's threads; what reads
+// or writes the daemon's state runs on its reactor thread through a Handoff, so the store keeps
+// one writer. Password hashing runs on the HTTP threads, never on the reactor.
+//
+// Authorization: every route but POST /v1/sessions needs `Authorization: Bearer TOKEN`; the
+// session's user must be allowed the route's action on its resource by the rules of its roles
+// (deny by default, an explicit deny beats any allow) before the handler runs.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json_fwd.hpp>
+
+#include "enjin/api/http_server.hpp"
+
+namespace enjin {
+class Clock;
+class Reactor;
+namespace directory {
+class Directory;
+}
+namespace metrics {
+class Registry;
+}
+namespace store {
+class Store;
+}
+}  // namespace enjin
+
+namespace enjin::api {
+
+struct ControlApiOptions {
+  int ring = 0;                          // whose API: 0 the meta API, 1 a ring-1 node's
+  int64_t sessionTtlMs = 12 * 3'600'000; // a token's life
+  int64_t reactorTimeoutMs = 5000;       // a reactor that does not answer in this long: 503
+};
+
+// What the API reads of its daemon; called on the reactor thread.
+struct DaemonView {
+  std::function<nlohmann::json()> tree;  // as `enjinctl status --json` shows it
+};
+
+class ControlApi {
+ public:
+  // Create on the reactor thread; everything given must outlive the API.
+  ControlApi(Reactor& reactor, const Clock& clock, directory::Directory& directory,
+             store::Store& store, metrics::Registry& metrics, ControlApiOptions options,
+             DaemonView view);
+  ~ControlApi();
+  ControlApi(const ControlApi&) = delete;
+  ControlApi& operator=(const ControlApi&) = delete;
+
+  // Answers one request; thread-safe (the HTTP server's handler).
+  void handle(const HttpRequest& request, HttpResponse& response);
+
+  struct RouteInfo {
+    std::string method;
+    std::string pattern;  // "/v1/users/{name}"
+    std::string action;   // "users:read"; "" = any signed-in user; "-" = no session needed
+  };
+  // Every route, for docs and for tests that walk the table.
+  std::vector<RouteInfo> routes() const;
+
+ private:
+  class Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace enjin::api

@@ -1,0 +1,474 @@
+#include "enjin/api/control_api.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <map>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <optional>
+
+#include "enjin/acl/login_limiter.hpp"
+#include "enjin/acl/password.hpp"
+#include "enjin/acl/rules.hpp"
+#include "enjin/acl/tokens.hpp"
+#include "enjin/base/clock.hpp"
+#include "enjin/base/strict_json.hpp"
+#include "enjin/directory/directory.hpp"
+#include "enjin/metrics/metrics.hpp"
+#include "enjin/reactor/handoff.hpp"
+#include "enjin/store/store.hpp"
+
+namespace enjin::api {
+
+using nlohmann::json;
+using directory::Kind;
+
+namespace {
+
+constexpr Kind kKinds[] = {Kind::kUser,        Kind::kRole,    Kind::kMembership,
+                           Kind::kRuleSet,     Kind::kCompartment, Kind::kNetwork,
+                           Kind::kNetworkInterface};
+
+// A route's path pattern split into segments; "{x}" captures one segment.
+std::vector<std::string> splitPath(std::string_view path) {
+  std::vector<std::string> out;
+  size_t i = 0;
+  while (i < path.size()) {
+    if (path[i] == '/') {
+      ++i;
+      continue;
+    }
+    const size_t j = path.find('/', i);
+    out.emplace_back(path.substr(i, j == std::string_view::npos ? std::string_view::npos : j - i));
+    if (j == std::string_view::npos) break;
+    i = j + 1;
+  }
+  return out;
+}
+
+struct Call {
+  const HttpRequest& req;
+  HttpResponse& res;
+  std::vector<std::string> args;  // the captured segments
+  std::string user;               // the session's user ("" for the login route)
+  json body;                      // a parsed JSON body (POST, PUT)
+};
+
+}  // namespace
+
+class ControlApi::Impl {
+ public:
+  struct Route {
+    std::string method;
+    std::string pattern;
+    std::vector<std::string> segments;
+    std::string action;  // "-": no session; "": any session
+    // The resource the action is checked on, from the captured segments.
+    std::function<std::string(const std::vector<std::string>&)> resource;
+    std::function<void(Call&)> handler;
+    bool mutating = false;
+  };
+
+  Impl(Reactor& reactor, const Clock& clock, directory::Directory& dir, store::Store& store,
+       metrics::Registry& metrics, ControlApiOptions options, DaemonView view)
+      : handoff_(reactor), clock_(clock), dir_(dir), store_(store), metrics_(metrics),
+        options_(options), view_(std::move(view)), limiter_(clock),
+        loginsFailed_(metrics.counter("enjin_api_logins_failed_total",
+                                      "Logins refused: wrong password, unknown user or rate limit")) {
+    addRoutes();
+  }
+
+  std::vector<Route> routes_;
+
+  void handle(const HttpRequest& req, HttpResponse& res) {
+    const auto started = std::chrono::steady_clock::now();
+    std::string routeName = "unknown";
+    serve(req, res, routeName);
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    metrics_.counter("enjin_api_requests_total", "API requests answered, by route and status",
+                     {{"route", routeName}, {"code", std::to_string(res.status)}})
+        .inc();
+    metrics_.histogram("enjin_api_request_duration_seconds", "Time to answer an API request",
+                       metrics::exponentialBuckets(0.0001, 4, 9), {{"route", routeName}})
+        .observe(seconds);
+  }
+
+ private:
+  template <class T>
+  std::optional<T> onReactor(std::function<T()> fn) {
+    return handoff_.call<T>(std::move(fn), options_.reactorTimeoutMs);
+  }
+
+  static void fail(HttpResponse& res, const Error& e) {
+    const int status = e.code >= 400 && e.code < 600 ? e.code : 500;
+    jsonError(res, status, errorCodeFor(status), e.message);
+  }
+  static void busy(HttpResponse& res) {
+    jsonError(res, 503, "unavailable", "the daemon did not answer in time; retry");
+  }
+  static void ok(HttpResponse& res, int status, const json& body) {
+    res.status = status;
+    res.contentType = "application/json";
+    res.body = body.dump();
+  }
+
+  void serve(const HttpRequest& req, HttpResponse& res, std::string& routeName) {
+    const auto segs = splitPath(req.path);
+    const Route* found = nullptr;
+    std::vector<std::string> args;
+    std::vector<std::string> allowed;
+    for (const auto& r : routes_) {
+      if (r.segments.size() != segs.size()) continue;
+      std::vector<std::string> a;
+      bool match = true;
+      for (size_t i = 0; i < segs.size() && match; ++i) {
+        if (r.segments[i].front() == '{') {
+          a.push_back(segs[i]);
+        } else {
+          match = r.segments[i] == segs[i];
+        }
+      }
+      if (!match) continue;
+      if (r.method != req.method && !(req.method == "HEAD" && r.method == "GET")) {
+        allowed.push_back(r.method);
+        continue;
+      }
+      found = &r;
+      args = std::move(a);
+      break;
+    }
+    if (found == nullptr) {
+      if (!allowed.empty()) {
+        std::string allow;
+        for (const auto& m : allowed) allow += (allow.empty() ? "" : ", ") + m;
+        jsonError(res, 405, "method_not_allowed",
+                  req.method + " is not allowed on " + req.path + " (allowed: " + allow + ")");
+        res.headers.emplace_back("Allow", allow);
+      } else {
+        jsonError(res, 404, "not_found", "no such route: " + req.path);
+      }
+      return;
+    }
+    routeName = found->method + " " + found->pattern;
+    Call call{req, res, std::move(args), "", nullptr};
+    if (found->action != "-") {
+      if (!authorize(*found, call)) return;
+    }
+    if (req.method == "POST" || req.method == "PUT") {
+      const std::string type = req.header("content-type");
+      if (!req.body.empty() || found->pattern != "/v1/sessions") {
+        if (type.rfind("application/json", 0) != 0) {
+          jsonError(res, 415, "unsupported_media_type",
+                    "the body must be application/json, not '" + type + "'");
+          return;
+        }
+        if (auto st = parseStrictJson(req.body, call.body); !st.ok()) {
+          jsonError(res, 400, "bad_request", "the body is not valid JSON: " + st.error().message);
+          return;
+        }
+        if (!call.body.is_object()) {
+          jsonError(res, 400, "bad_request", "the body must be a JSON object");
+          return;
+        }
+      }
+    }
+    found->handler(call);
+    if (found->mutating) audit(call, *found, res.status < 400 ? "ok" : "failed");
+  }
+
+  // Checks the bearer token and the rules; answers 401/403 itself (and audits a refusal).
+  bool authorize(const Route& route, Call& call) {
+    const std::string auth = call.req.header("authorization");
+    if (auth.rfind("Bearer ", 0) != 0 || !acl::looksLikeToken(auth.substr(7))) {
+      jsonError(call.res, 401, "unauthenticated",
+                "sign in first: POST /v1/sessions, then send Authorization: Bearer TOKEN");
+      call.res.headers.emplace_back("WWW-Authenticate", "Bearer");
+      return false;
+    }
+    const std::string hash = acl::tokenHash(auth.substr(7));
+    struct Who {
+      std::optional<std::string> user;
+      std::vector<json> rules;
+      std::string error;
+    };
+    auto who = onReactor<Who>([this, hash] {
+      Who w;
+      auto u = dir_.sessionUser(hash);
+      if (!u.ok()) {
+        w.error = u.error().message;
+        return w;
+      }
+      w.user = *u;
+      if (w.user) {
+        auto rules = dir_.rulesOf(*w.user);
+        if (!rules.ok()) {
+          w.error = rules.error().message;
+        } else {
+          w.rules = std::move(*rules);
+        }
+      }
+      return w;
+    });
+    if (!who) {
+      busy(call.res);
+      return false;
+    }
+    if (!who->error.empty()) {
+      jsonError(call.res, 500, "internal", who->error);
+      return false;
+    }
+    if (!who->user) {
+      jsonError(call.res, 401, "unauthenticated", "the session is unknown or has expired");
+      call.res.headers.emplace_back("WWW-Authenticate", "Bearer error=\"invalid_token\"");
+      return false;
+    }
+    call.user = *who->user;
+    if (route.action.empty()) return true;
+    std::vector<acl::Rule> rules;
+    for (const auto& j : who->rules) {
+      auto r = acl::ruleFromJson(j);
+      if (r.ok()) rules.push_back(std::move(*r));  // the directory checked them when stored
+    }
+    const std::string resource = route.resource(call.args);
+    if (acl::decide(rules, route.action, resource) != acl::Decision::kAllow) {
+      jsonError(call.res, 403, "forbidden",
+                "user '" + call.user + "' may not " + route.action + " on " + resource);
+      if (route.mutating) audit(call, route, "denied");
+      return false;
+    }
+    return true;
+  }
+
+  void audit(const Call& call, const Route& route, const std::string& result) {
+    store::AuditRecord rec;
+    rec.wallMs = clock_.wallMicros() / 1000;
+    rec.user = call.user;
+    rec.action = route.action == "-" ? "sessions:create" : route.action;
+    rec.resource = route.resource(call.args);
+    rec.result = result;
+    rec.status = call.res.status;
+    rec.source = call.req.remoteAddr;
+    handoff_.post([this, rec] { (void)store_.addAudit(rec); });
+  }
+
+  void add(std::string method, std::string pattern, std::string action,
+           std::function<std::string(const std::vector<std::string>&)> resource,
+           std::function<void(Call&)> handler) {
+    Route r;
+    r.mutating = method != "GET";
+    r.method = std::move(method);
+    r.segments = splitPath(pattern);
+    r.pattern = std::move(pattern);
+    r.action = std::move(action);
+    r.resource = std::move(resource);
+    r.handler = std::move(handler);
+    routes_.push_back(std::move(r));
+  }
+
+  void addRoutes() {
+    auto fixed = [](std::string s) { return [s](const std::vector<std::string>&) { return s; }; };
+    add("POST", "/v1/sessions", "-", fixed("sessions"), [this](Call& c) { login(c); });
+    add("DELETE", "/v1/sessions/current", "", fixed("sessions/current"), [this](Call& c) {
+      const std::string hash = acl::tokenHash(c.req.header("authorization").substr(7));
+      auto st = onReactor<Status>([this, hash] { return dir_.endSession(hash); });
+      if (!st) return busy(c.res);
+      if (!st->ok()) return fail(c.res, st->error());
+      c.res.status = 204;
+      c.res.body.clear();
+    });
+    for (Kind k : kKinds) {
+      const std::string coll(directory::collectionName(k));
+      const std::string base = "/v1/" + coll;
+      auto one = [coll](const std::vector<std::string>& a) { return coll + "/" + a.at(0); };
+      add("GET", base, coll + ":read", fixed(coll), [this, k](Call& c) {
+        auto r = onReactor<Result<json>>([this, k] { return dir_.list(k); });
+        if (!r) return busy(c.res);
+        if (!r->ok()) return fail(c.res, r->error());
+        ok(c.res, 200, **r);
+      });
+      add("GET", base + "/{name}", coll + ":read", one, [this, k](Call& c) {
+        const std::string name = c.args[0];
+        auto r = onReactor<Result<json>>([this, k, name] { return dir_.get(k, name); });
+        if (!r) return busy(c.res);
+        if (!r->ok()) return fail(c.res, r->error());
+        ok(c.res, 200, **r);
+      });
+      add("POST", base, coll + ":create", fixed(coll), [this, k](Call& c) {
+        if (!prepareSecrets(k, c)) return;
+        auto r = onReactor<Result<json>>([this, k, b = c.body] { return dir_.create(k, b); });
+        if (!r) return busy(c.res);
+        if (!r->ok()) return fail(c.res, r->error());
+        ok(c.res, 201, **r);
+      });
+      add("PUT", base + "/{name}", coll + ":update", one, [this, k](Call& c) {
+        if (!prepareSecrets(k, c)) return;
+        const std::string name = c.args[0];
+        auto r = onReactor<Result<json>>(
+            [this, k, name, b = c.body] { return dir_.update(k, name, b); });
+        if (!r) return busy(c.res);
+        if (!r->ok()) return fail(c.res, r->error());
+        ok(c.res, 200, **r);
+      });
+      add("DELETE", base + "/{name}", coll + ":delete", one, [this, k](Call& c) {
+        const std::string name = c.args[0];
+        auto r = onReactor<Status>([this, k, name] { return dir_.remove(k, name); });
+        if (!r) return busy(c.res);
+        if (!r->ok()) return fail(c.res, r->error());
+        c.res.status = 204;
+        c.res.body.clear();
+      });
+    }
+    add("GET", "/v1/tree", "tree:read", fixed("tree"), [this](Call& c) {
+      auto t = onReactor<json>([this] { return view_.tree(); });
+      if (!t) return busy(c.res);
+      ok(c.res, 200, *t);
+    });
+    add("GET", "/v1/nodes", "nodes:read", fixed("nodes"), [this](Call& c) {
+      auto t = onReactor<json>([this] { return view_.tree(); });
+      if (!t) return busy(c.res);
+      ok(c.res, 200, t->value("nodes", json::array()));
+    });
+    add("GET", "/v1/nodes/{label}", "nodes:read",
+        [](const std::vector<std::string>& a) { return "nodes/" + a.at(0); },
+        [this](Call& c) {
+          auto t = onReactor<json>([this] { return view_.tree(); });
+          if (!t) return busy(c.res);
+          for (const auto& n : t->value("nodes", json::array())) {
+            if (n.value("label", "") == c.args[0]) return ok(c.res, 200, n);
+          }
+          jsonError(c.res, 404, "not_found", "node '" + c.args[0] + "' does not exist");
+        });
+    add("GET", "/v1/audit", "audit:read", fixed("audit"), [this](Call& c) { readAudit(c); });
+    add("GET", "/metrics", "metrics:read", fixed("metrics"), [this](Call& c) {
+      c.res.status = 200;
+      c.res.contentType = "text/plain; version=0.0.4";
+      c.res.body = metrics_.render();
+    });
+  }
+
+  // A user's "password" is checked and hashed here, on the HTTP thread; the directory stores
+  // only the hash. A client may not send a hash of its own.
+  bool prepareSecrets(Kind k, Call& c) {
+    if (k != Kind::kUser) return true;
+    if (c.body.contains("password_hash")) {
+      jsonError(c.res, 400, "bad_request", "send 'password'; the server hashes it");
+      return false;
+    }
+    if (!c.body.contains("password")) {
+      if (c.req.method == "POST") {
+        jsonError(c.res, 400, "bad_request", "user: 'password' is required");
+        return false;
+      }
+      return true;
+    }
+    if (!c.body["password"].is_string()) {
+      jsonError(c.res, 400, "bad_request", "user: password: expected a string");
+      return false;
+    }
+    const std::string pw = c.body["password"].get<std::string>();
+    c.body.erase("password");
+    if (auto st = acl::checkPasswordPolicy(pw); !st.ok()) {
+      jsonError(c.res, 400, "bad_request", "user: " + st.error().message);
+      return false;
+    }
+    auto hash = acl::hashPassword(pw);
+    if (!hash.ok()) {
+      jsonError(c.res, 500, "internal", hash.error().message);
+      return false;
+    }
+    c.body["password_hash"] = *hash;
+    return true;
+  }
+
+  void login(Call& c) {
+    const json& b = c.body;
+    if (!b.is_object() || !b.contains("user") || !b["user"].is_string() ||
+        !b.contains("password") || !b["password"].is_string()) {
+      return jsonError(c.res, 400, "bad_request", "expected {\"user\": NAME, \"password\": ...}");
+    }
+    const std::string user = b["user"].get<std::string>();
+    const std::string pw = b["password"].get<std::string>();
+    c.user = user;
+    if (const int64_t wait = limiter_.retryAfterMs(user, c.req.remoteAddr); wait > 0) {
+      loginsFailed_.inc();
+      jsonError(c.res, 429, "too_many_requests", "too many failed logins; retry later");
+      c.res.headers.emplace_back("Retry-After", std::to_string((wait + 999) / 1000));
+      return;
+    }
+    auto hash = onReactor<Result<std::optional<std::string>>>(
+        [this, user] { return dir_.passwordHash(user); });
+    if (!hash) return busy(c.res);
+    // An unknown user costs one verification too: the timing tells nothing.
+    const bool good = hash->ok() && hash->value().has_value()
+                          ? acl::verifyPassword(**hash->value(), pw)
+                          : acl::verifyAgainstDummy(pw);
+    if (!good) {
+      limiter_.failed(user, c.req.remoteAddr);
+      loginsFailed_.inc();
+      return jsonError(c.res, 401, "unauthenticated", "wrong user or password");
+    }
+    limiter_.succeeded(user, c.req.remoteAddr);
+    const std::string token = acl::newToken();
+    const int64_t expires = clock_.wallMicros() / 1000 + options_.sessionTtlMs;
+    auto st = onReactor<Status>([this, h = acl::tokenHash(token), user, expires] {
+      return dir_.addSession(h, user, expires);
+    });
+    if (!st) return busy(c.res);
+    if (!st->ok()) return fail(c.res, st->error());
+    ok(c.res, 201, json{{"token", token}, {"expires_at", directory::rfc3339(expires)}});
+  }
+
+  void readAudit(Call& c) {
+    int64_t after = 0;
+    size_t limit = 100;
+    try {
+      if (auto s = c.req.param("after"); !s.empty()) after = std::stoll(s);
+      if (auto s = c.req.param("limit"); !s.empty()) limit = std::stoul(s);
+    } catch (const std::exception&) {
+      return jsonError(c.res, 400, "bad_request", "after and limit must be numbers");
+    }
+    limit = std::clamp<size_t>(limit, 1, 1000);
+    auto rows = onReactor<Result<std::vector<store::AuditRecord>>>(
+        [this, after, limit] { return store_.audit(after, limit); });
+    if (!rows) return busy(c.res);
+    if (!rows->ok()) return fail(c.res, rows->error());
+    json out = json::array();
+    for (const auto& r : **rows) {
+      out.push_back({{"id", r.id}, {"time", directory::rfc3339(r.wallMs)}, {"user", r.user},
+                     {"action", r.action}, {"resource", r.resource}, {"result", r.result},
+                     {"status", r.status}, {"source", r.source}});
+    }
+    ok(c.res, 200, out);
+  }
+
+  Handoff handoff_;
+  const Clock& clock_;
+  directory::Directory& dir_;
+  store::Store& store_;
+  metrics::Registry& metrics_;
+  ControlApiOptions options_;
+  DaemonView view_;
+  acl::LoginLimiter limiter_;
+  metrics::Counter& loginsFailed_;
+};
+
+ControlApi::ControlApi(Reactor& reactor, const Clock& clock, directory::Directory& directory,
+                       store::Store& store, metrics::Registry& metrics, ControlApiOptions options,
+                       DaemonView view)
+    : impl_(std::make_unique<Impl>(reactor, clock, directory, store, metrics, options,
+                                   std::move(view))) {}
+
+ControlApi::~ControlApi() = default;
+
+void ControlApi::handle(const HttpRequest& request, HttpResponse& response) {
+  impl_->handle(request, response);
+}
+
+std::vector<ControlApi::RouteInfo> ControlApi::routes() const {
+  std::vector<RouteInfo> out;
+  for (const auto& r : impl_->routes_) out.push_back({r.method, r.pattern, r.action});
+  return out;
+}
+
+}  // namespace enjin::api
