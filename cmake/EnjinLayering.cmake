@@ -1,6 +1,7 @@
 # libenjin is one static library per subsystem, linked only downward:
 #
 #   base <- crypto <- bus        base <- reactor <- supervise        base <- store
+#   base <- acl
 #   ring <- every one of them
 #
 # enjin_subsystem() declares one of them (target enjin_<NAME>, sources in src/<NAME>/, public
