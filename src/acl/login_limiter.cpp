@@ -8,8 +8,12 @@ namespace {
 
 constexpr int64_t kNanosPerMs = 1'000'000;
 
-std::string userKey(std::string_view user) { return "u:" + std::string(user); }
-std::string sourceKey(std::string_view source) { return "s:" + std::string(source); }
+std::string userKey(std::string_view user) {
+  return "u:" + std::string(user);
+}
+std::string sourceKey(std::string_view source) {
+  return "s:" + std::string(source);
+}
 
 }  // namespace
 

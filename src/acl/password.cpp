@@ -73,10 +73,9 @@ Status checkPasswordPolicy(std::string_view password) {
 Result<std::string> hashPassword(std::string_view password) {
   detail::ensureSodium();
   char out[crypto_pwhash_STRBYTES];
-  if (crypto_pwhash_str_alg(out, password.data(), password.size(),
-                            crypto_pwhash_argon2id_OPSLIMIT_INTERACTIVE,
-                            crypto_pwhash_argon2id_MEMLIMIT_INTERACTIVE,
-                            crypto_pwhash_ALG_ARGON2ID13) != 0) {
+  if (crypto_pwhash_str_alg(
+          out, password.data(), password.size(), crypto_pwhash_argon2id_OPSLIMIT_INTERACTIVE,
+          crypto_pwhash_argon2id_MEMLIMIT_INTERACTIVE, crypto_pwhash_ALG_ARGON2ID13) != 0) {
     return Error{"password: hashing failed (out of memory)", 500};
   }
   return std::string(out);

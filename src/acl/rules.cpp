@@ -43,8 +43,7 @@ Error badField(std::string_view field, std::string_view why) {
   return Error{std::string(field) + ": " + std::string(why), 400};
 }
 
-Status checkPattern(std::string_view field, std::string_view pattern, char sep,
-                    bool exactlyTwo) {
+Status checkPattern(std::string_view field, std::string_view pattern, char sep, bool exactlyTwo) {
   if (pattern.size() > kMaxPatternBytes) return badField(field, "longer than 1024 bytes");
   if (pattern == "*") return {};
   auto segments = split(pattern, sep);
@@ -54,8 +53,8 @@ Status checkPattern(std::string_view field, std::string_view pattern, char sep,
   for (auto seg : segments) {
     if (seg.empty()) return badField(field, "'" + std::string(pattern) + "' has an empty segment");
     if (!validSegment(seg)) {
-      return badField(field, "'" + std::string(pattern) +
-                                 "': a segment is * or made of [A-Za-z0-9_.-]");
+      return badField(field,
+                      "'" + std::string(pattern) + "': a segment is * or made of [A-Za-z0-9_.-]");
     }
   }
   return {};

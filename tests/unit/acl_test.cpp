@@ -3,6 +3,8 @@
 #include <nlohmann/json.hpp>
 #include <set>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "enjin/acl/login_limiter.hpp"
 #include "enjin/acl/password.hpp"
@@ -108,7 +110,8 @@ TEST(AclRules, RuleJsonRoundTrip) {
     ASSERT_TRUE(back.ok()) << j.dump() << ": " << back.error().message;
     EXPECT_EQ(*back, r);
   }
-  auto deny = ruleFromJson(json::parse(R"({"effect":"deny","action":"audit:read","resource":"x"})"));
+  auto deny =
+      ruleFromJson(json::parse(R"({"effect":"deny","action":"audit:read","resource":"x"})"));
   ASSERT_TRUE(deny.ok());
   EXPECT_EQ(deny->effect, Effect::kDeny);
   EXPECT_EQ(ruleToJson(*deny)["effect"], "deny");
@@ -158,7 +161,9 @@ TEST(AclPassword, PolicyCountsCodePoints) {
   EXPECT_EQ(shortOne.error().message, "password: at least 12 characters");
 
   // "é" is two bytes: 11 characters in 12 bytes is too short, 12 characters in 13 bytes is enough.
-  std::string eleven = "\xc3\xa9" "bcdefghijk";
+  std::string eleven =
+      "\xc3\xa9"
+      "bcdefghijk";
   ASSERT_EQ(eleven.size(), 12u);
   EXPECT_FALSE(checkPasswordPolicy(eleven).ok());
   EXPECT_TRUE(checkPasswordPolicy(eleven + "l").ok());
@@ -327,8 +332,8 @@ TEST(AclLoginLimiter, SucceededClearsTheUser) {
 
 TEST(AclLoginLimiter, EntriesAreBoundedOldestDroppedFirst) {
   testing::FakeClock clock;
-  LoginLimiter limiter(clock, {.maxFailures = 5, .windowMs = 60'000, .lockoutMs = 60'000,
-                               .maxEntries = 100});
+  LoginLimiter limiter(
+      clock, {.maxFailures = 5, .windowMs = 60'000, .lockoutMs = 60'000, .maxEntries = 100});
   for (int i = 0; i < 5; ++i) limiter.failed("old", "old-src");
   ASSERT_EQ(limiter.retryAfterMs("old", "x"), 60'000);
   EXPECT_EQ(limiter.entries(), 2u);
@@ -341,6 +346,28 @@ TEST(AclLoginLimiter, EntriesAreBoundedOldestDroppedFirst) {
   EXPECT_EQ(limiter.retryAfterMs("old", "x"), 0);
   for (int i = 0; i < 4; ++i) limiter.failed("u999", "s999");
   EXPECT_EQ(limiter.retryAfterMs("u999", "x"), 60'000);
+}
+
+TEST(AclLoginLimiter, ConcurrentCallersKeepItConsistent) {
+  testing::FakeClock clock;
+  LoginLimiter limiter(clock, {.maxFailures = 5, .windowMs = 60'000, .lockoutMs = 60'000,
+                               .maxEntries = 64});
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&limiter, t] {
+      for (int i = 0; i < 2000; ++i) {
+        std::string user = "u" + std::to_string(t) + "-" + std::to_string(i % 50);
+        limiter.failed(user, "s" + std::to_string(i % 7));
+        (void)limiter.retryAfterMs(user, "s0");
+        if (i % 3 == 0) limiter.succeeded(user, "s0");
+        (void)limiter.entries();
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_LE(limiter.entries(), 64u);
+  // The seven sources each failed far more than five times: all locked.
+  EXPECT_EQ(limiter.retryAfterMs("nobody", "s3"), 60'000);
 }
 
 }  // namespace

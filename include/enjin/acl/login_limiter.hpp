@@ -18,7 +18,7 @@ namespace enjin::acl {
 class LoginLimiter {
  public:
   struct Limits {
-    int maxFailures = 5;       // this many failures inside windowMs lock the key
+    int maxFailures = 5;  // this many failures inside windowMs lock the key
     int64_t windowMs = 60'000;
     int64_t lockoutMs = 60'000;
     size_t maxEntries = 10'000;  // users and sources together

@@ -20,8 +20,9 @@ struct Rule {
   bool operator==(const Rule&) const = default;
 };
 
-// An action is RESOURCE:VERB ("nodes:create", "users:read", "metrics:read", "audit:read"); a pattern
-// may put `*` in place of a whole segment ("nodes:*", "*:read"); a lone "*" matches every action.
+// An action is RESOURCE:VERB ("nodes:create", "users:read", "metrics:read", "audit:read"); a
+// pattern may put `*` in place of a whole segment ("nodes:*", "*:read"); a lone "*" matches every
+// action.
 bool actionMatches(std::string_view pattern, std::string_view action);
 
 // A resource is a path of segments joined by '/' ("ring1/infra-1/web"). In a pattern `*` matches
