@@ -1,6 +1,7 @@
 #include "enjin/acl/rules.hpp"
 
 #include <nlohmann/json.hpp>
+#include <tuple>
 
 namespace enjin::acl {
 namespace {
