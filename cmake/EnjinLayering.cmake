@@ -1,8 +1,9 @@
 # libenjin is one static library per subsystem, linked only downward:
 #
 #   base <- crypto <- bus        base <- reactor <- supervise        base <- store <- directory
-#   base <- metrics              base, reactor, directory, metrics <- api
-#   ring <- every one of them but metrics
+#   base <- metrics              base <- acl
+#   base, reactor, store, acl, directory, metrics <- api
+#   ring <- every one of them
 #
 # enjin_subsystem() declares one of them (target enjin_<NAME>, sources in src/<NAME>/, public
 # headers in include/enjin/<NAME>/) and records which subsystems it may use. The linker alone
