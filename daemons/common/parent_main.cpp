@@ -29,7 +29,11 @@ int parentMain(int ring, int argc, char** argv) {
   if (ring == 0) {
     app.add_flag("--init", o.initOnly,
                  "Create the state dir, the root key and the store, print the public key and exit "
-                 "(a plain start does the same when they are missing)");
+                 "(a plain start does the same when they are missing); the first --init also "
+                 "creates the API user 'admin' and prints 'admin password: ...' once");
+    app.add_option("--admin-password-file", o.adminPasswordFile,
+                   "With --init: take the admin's password from this file (mode 0600) instead of "
+                   "making one up");
   }
   app.add_option("--state-dir", o.stateDir, "Overrides the config's state_dir");
   app.add_option("--log-level", o.logLevel, "Overrides the config's log_level");

@@ -401,7 +401,7 @@ class ControlApi::Impl {
     if (!hash) return busy(c.res);
     // An unknown user costs one verification too: the timing tells nothing.
     const bool good = hash->ok() && hash->value().has_value()
-                          ? acl::verifyPassword(**hash->value(), pw)
+                          ? acl::verifyPassword(*hash->value(), pw)
                           : acl::verifyAgainstDummy(pw);
     if (!good) {
       limiter_.failed(user, c.req.remoteAddr);

@@ -119,8 +119,25 @@ Result<DaemonConfig> parseConfig(std::string_view text, const std::string& sourc
   if (ring == 0) {
     static constexpr std::string_view kKeys[] = {
         "state_dir", "log_level", "key", "down", "up", "observe", "heartbeat_ms",
-        "heartbeat_timeout_ms", "ring1"};
+        "heartbeat_timeout_ms", "ring1", "api"};
     f.checkKeys(kKeys);
+    if (const toml::node* api = root.get("api"); api != nullptr) {
+      if (!api->is_table()) {
+        f.fail(api, "api", "expected a table: [api] listen = \"127.0.0.1:PORT\"");
+      } else {
+        supervise::TomlTable a(r, *api->as_table(), "api");
+        static constexpr std::string_view kApiKeys[] = {"listen", "tls_cert", "tls_key"};
+        a.checkKeys(kApiKeys);
+        a.read("listen", c.apiListen);
+        a.read("tls_cert", c.apiTlsCert);
+        a.read("tls_key", c.apiTlsKey);
+        if (!r.failed() && c.apiListen.empty()) a.failAt(lineOf(api), "listen", "required");
+        if (!r.failed() && c.apiTlsCert.empty() != c.apiTlsKey.empty()) {
+          a.failAt(lineOf(api), c.apiTlsCert.empty() ? "tls_cert" : "tls_key",
+                   "tls_cert and tls_key go together");
+        }
+      }
+    }
   } else {
     static constexpr std::string_view kKeys[] = {
         "ring", "uuid", "label", "state_dir", "log_level", "key", "parent_key", "parent_down",

@@ -11,9 +11,17 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <sodium.h>
 #include <zmq.hpp>
 
+#include "enjin/acl/password.hpp"
+#include "enjin/acl/tokens.hpp"
+#include "enjin/api/control_api.hpp"
+#include "enjin/api/http_server.hpp"
 #include "enjin/base/systemd.hpp"
+#include "enjin/directory/directory.hpp"
+#include "enjin/metrics/metrics.hpp"
 #include "enjin/crypto/keys.hpp"
 #include "enjin/reactor/reactor.hpp"
 #include "enjin/ring/config.hpp"
@@ -145,6 +153,36 @@ Status ensureRootKey(const std::string& keyFile) {
   return {};
 }
 
+// --init's admin: the password from `file` (which must be 0600 and this user's), or a new random
+// one, which is printed once. Nothing happens if an admin exists.
+Status initAdmin(directory::Directory& dir, const std::string& file) {
+  auto existing = dir.passwordHash("admin");
+  if (!existing.ok()) return existing.error();
+  if (existing->has_value()) return {};
+  std::string password;
+  if (!file.empty()) {
+    struct stat st;
+    if (::stat(file.c_str(), &st) != 0) return errnoError("admin password file " + file, errno);
+    if ((st.st_mode & 077) != 0 || st.st_uid != ::geteuid()) {
+      return Error{"admin password file " + file + ": refused, it must be this user's and mode 0600"};
+    }
+    std::ifstream in(file);
+    std::getline(in, password);
+    if (auto pst = acl::checkPasswordPolicy(password); !pst.ok()) {
+      return pst.error().wrap("admin password file " + file);
+    }
+  } else {
+    password = acl::newToken().substr(0, 24);
+  }
+  auto hash = acl::hashPassword(password);
+  if (!hash.ok()) return hash.error();
+  auto made = dir.ensureAdmin(*hash);
+  if (!made.ok()) return made.error().wrap("create the admin user");
+  if (*made && file.empty()) std::printf("admin password: %s\n", password.c_str());
+  sodium_memzero(password.data(), password.size());
+  return {};
+}
+
 int fail(const Error& e) {
   spdlog::error("{}", e.message);
   return 1;
@@ -271,9 +309,11 @@ int runParentDaemon(const ParentDaemonOptions& opts) {
   if (opts.initOnly) {
     auto key = crypto::SecretKey::load(cfg.key);
     if (!key.ok()) return fail(key.error());
-    std::printf("ring0d: %s is ready: root key %s (public %s), store schema %d, uuid %s\n",
-                cfg.stateDir.c_str(), cfg.key.c_str(), key->publicKey().hex().c_str(),
-                (*store)->schemaVersion(), cfg.uuid.c_str());
+    directory::Directory dir(**store, runner.clock());
+    if (auto st = initAdmin(dir, opts.adminPasswordFile); !st.ok()) return fail(st.error());
+    std::fprintf(stderr, "ring0d: %s is ready: root key %s (public %s), store schema %d, uuid %s\n",
+                 cfg.stateDir.c_str(), cfg.key.c_str(), key->publicKey().hex().c_str(),
+                 (*store)->schemaVersion(), cfg.uuid.c_str());
     return 0;
   }
 
@@ -375,6 +415,30 @@ int runParentDaemon(const ParentDaemonOptions& opts) {
     return false;
   });
   if (auto st = control.listen(cfg.stateDir + "/control.sock"); !st.ok()) return fail(st.error());
+
+  // The control plane's HTTP API, when one is configured: served on its own threads, with the
+  // daemon's state reached through the reactor.
+  directory::Directory directory(**store, runner.clock());
+  metrics::Registry registry;
+  std::unique_ptr<api::ControlApi> controlApi;
+  std::unique_ptr<api::HttpServer> http;
+  if (!cfg.apiListen.empty()) {
+    api::ControlApiOptions ao;
+    ao.ring = ring;
+    controlApi = std::make_unique<api::ControlApi>(r, runner.clock(), directory, **store, registry,
+                                                   ao, api::DaemonView{[&] { return parent.tree(); }});
+    api::HttpServerOptions ho;
+    ho.listen = cfg.apiListen;
+    ho.tlsCert = cfg.apiTlsCert;
+    ho.tlsKey = cfg.apiTlsKey;
+    auto server = api::HttpServer::start(
+        ho, [api = controlApi.get()](const api::HttpRequest& q, api::HttpResponse& a) {
+          api->handle(q, a);
+        });
+    if (!server.ok()) return fail(server.error().wrap(cfg.source + ": [api]"));
+    http = std::move(*server);
+    spdlog::info("{}: API on {}", name, http->url());
+  }
 
   // Whoever started this daemon (systemd for ring0d, the parent's engine for ring1d) hears
   // READY=1 once the children are up, a STATUS= line on every change, and WATCHDOG=1 from the

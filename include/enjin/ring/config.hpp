@@ -52,6 +52,11 @@ struct DaemonConfig {
   std::string up;                // bind a SUB
   std::string observe;           // bind a PUB for outside subscribers
 
+  // The control plane's HTTP API ([api] in ring0d.toml): no listen address, no listener.
+  std::string apiListen;         // "127.0.0.1:8480"
+  std::string apiTlsCert;        // PEM; with apiTlsKey, the API speaks HTTPS
+  std::string apiTlsKey;
+
   int64_t heartbeatMs = 1000;        // full state is republished this often, both ways
   int64_t heartbeatTimeoutMs = 5000; // no heartbeat for this long: the child is `lost`
 
