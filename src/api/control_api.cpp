@@ -67,6 +67,8 @@ class ControlApi::Impl {
     std::function<std::string(const std::vector<std::string>&)> resource;
     std::function<void(Call&)> handler;
     bool mutating = false;
+    std::string name;                           // "GET /v1/users/{name}", the metrics' label
+    metrics::Histogram* duration = nullptr;     // registered with the route
   };
 
   Impl(Reactor& reactor, const Clock& clock, directory::Directory& dir, store::Store& store,
@@ -82,16 +84,14 @@ class ControlApi::Impl {
 
   void handle(const HttpRequest& req, HttpResponse& res) {
     const auto started = std::chrono::steady_clock::now();
-    std::string routeName = "unknown";
-    serve(req, res, routeName);
+    const Route* route = serve(req, res);
+    const std::string& routeName = route != nullptr ? route->name : kUnknownRoute;
     const double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     metrics_.counter("enjin_api_requests_total", "API requests answered, by route and status",
                      {{"route", routeName}, {"code", std::to_string(res.status)}})
         .inc();
-    metrics_.histogram("enjin_api_request_duration_seconds", "Time to answer an API request",
-                       metrics::exponentialBuckets(0.0001, 4, 9), {{"route", routeName}})
-        .observe(seconds);
+    (route != nullptr ? *route->duration : durationOf(kUnknownRoute)).observe(seconds);
   }
 
  private:
@@ -113,7 +113,8 @@ class ControlApi::Impl {
     res.body = body.dump();
   }
 
-  void serve(const HttpRequest& req, HttpResponse& res, std::string& routeName) {
+  // Answers the request; returns the route it matched (nullptr: none).
+  const Route* serve(const HttpRequest& req, HttpResponse& res) {
     const auto segs = splitPath(req.path);
     const Route* found = nullptr;
     std::vector<std::string> args;
@@ -148,12 +149,11 @@ class ControlApi::Impl {
       } else {
         jsonError(res, 404, "not_found", "no such route: " + req.path);
       }
-      return;
+      return nullptr;
     }
-    routeName = found->method + " " + found->pattern;
     Call call{req, res, std::move(args), "", nullptr};
     if (found->action != "-") {
-      if (!authorize(*found, call)) return;
+      if (!authorize(*found, call)) return found;
     }
     if (req.method == "POST" || req.method == "PUT") {
       const std::string type = req.header("content-type");
@@ -161,20 +161,21 @@ class ControlApi::Impl {
         if (type.rfind("application/json", 0) != 0) {
           jsonError(res, 415, "unsupported_media_type",
                     "the body must be application/json, not '" + type + "'");
-          return;
+          return found;
         }
         if (auto st = parseStrictJson(req.body, call.body); !st.ok()) {
           jsonError(res, 400, "bad_request", "the body is not valid JSON: " + st.error().message);
-          return;
+          return found;
         }
         if (!call.body.is_object()) {
           jsonError(res, 400, "bad_request", "the body must be a JSON object");
-          return;
+          return found;
         }
       }
     }
     found->handler(call);
     if (found->mutating) audit(call, *found, res.status < 400 ? "ok" : "failed");
+    return found;
   }
 
   // Checks the bearer token and the rules; answers 401/403 itself (and audits a refusal).
@@ -252,6 +253,14 @@ class ControlApi::Impl {
     handoff_.post([this, rec] { (void)store_.addAudit(rec); });
   }
 
+  static inline const std::string kUnknownRoute = "unknown";
+
+  metrics::Histogram& durationOf(const std::string& routeName) {
+    static const std::vector<double> kBuckets = metrics::exponentialBuckets(0.0001, 4, 9);
+    return metrics_.histogram("enjin_api_request_duration_seconds",
+                              "Time to answer an API request", kBuckets, {{"route", routeName}});
+  }
+
   void add(std::string method, std::string pattern, std::string action,
            std::function<std::string(const std::vector<std::string>&)> resource,
            std::function<void(Call&)> handler) {
@@ -263,6 +272,8 @@ class ControlApi::Impl {
     r.action = std::move(action);
     r.resource = std::move(resource);
     r.handler = std::move(handler);
+    r.name = r.method + " " + r.pattern;
+    r.duration = &durationOf(r.name);
     routes_.push_back(std::move(r));
   }
 
