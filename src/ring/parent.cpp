@@ -233,6 +233,11 @@ class NodeParent::Impl {
   }
 
   void setOnChange(std::function<void(const json&)> f) { onChange_ = std::move(f); }
+  void setOnEvent(std::function<void(const std::string&, const json&)> f) { onEvent_ = std::move(f); }
+  Status publishOut(const std::string& topic, std::string_view type, const json& body) {
+    if (!out_) return Error{"the out bus is not open yet"};
+    return out_->publish(topic, type, body);
+  }
   std::string publicKeyHex() const { return ownPublic_.hex(); }
   const bus::BusCounters& upCounters() const { return up_->counters(); }
   uint64_t refusedMessages() const { return refused_; }
@@ -713,6 +718,7 @@ class NodeParent::Impl {
       const json t = tree();
       for (const auto& ev : diffTrees(lastFlat_, flattenTree(t), &lastFlat_)) {
         publish(*out_, "event." + ev.topicPath, "tree_event", ev.body);
+        if (onEvent_) onEvent_(ev.topicPath, ev.body);
       }
       if (onChange_) onChange_(t);
     });
@@ -744,6 +750,7 @@ class NodeParent::Impl {
   Reactor::TimerId changeTimer_ = 0;
   Reactor::TimerId tickTimer_ = 0;
   std::function<void(const json&)> onChange_;
+  std::function<void(const std::string&, const json&)> onEvent_;
   uint64_t refused_ = 0;  // signed messages from children that broke the protocol
 };
 
@@ -763,6 +770,12 @@ void NodeParent::command(const std::string& op, const std::string& path, Reply r
   impl_->command(op, path, std::move(reply));
 }
 json NodeParent::tree() const { return impl_->tree(); }
+void NodeParent::setOnEvent(std::function<void(const std::string&, const json&)> f) {
+  impl_->setOnEvent(std::move(f));
+}
+Status NodeParent::publishOut(const std::string& topic, std::string_view type, const json& body) {
+  return impl_->publishOut(topic, type, body);
+}
 std::string NodeParent::publicKeyHex() const { return impl_->publicKeyHex(); }
 void NodeParent::setOnChange(std::function<void(const nlohmann::json&)> f) {
   impl_->setOnChange(std::move(f));

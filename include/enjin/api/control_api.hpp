@@ -18,6 +18,7 @@
 #include <nlohmann/json_fwd.hpp>
 
 #include "enjin/api/http_server.hpp"
+#include "enjin/base/result.hpp"
 
 namespace enjin {
 class Clock;
@@ -41,9 +42,24 @@ struct ControlApiOptions {
   int64_t reactorTimeoutMs = 5000;       // a reactor that does not answer in this long: 503
 };
 
-// What the API reads of its daemon; called on the reactor thread.
+class EventLog;
+
+// What the API reads and changes of its daemon. The functions are called on the reactor thread;
+// an empty one makes its routes answer 405 ("not served by this daemon").
 struct DaemonView {
   std::function<nlohmann::json()> tree;  // as `enjinctl status --json` shows it
+  // The nodes of the ring below made through the API (body: a node spec as JSON, proto/rings.md).
+  // Errors carry their HTTP status: 400 a bad spec, 404 no such node, 409 a node the daemon's
+  // file (or its parent's spec) declares, or a label in use.
+  std::function<Result<nlohmann::json>(const nlohmann::json& body)> createNode;
+  std::function<Result<nlohmann::json>(const std::string& label, const nlohmann::json& body)>
+      updateNode;
+  std::function<Status(const std::string& label)> deleteNode;
+  // Each audit record once stored (its JSON as GET /v1/audit shows it): the daemon publishes it
+  // signed on its out bus.
+  std::function<void(const nlohmann::json& record)> onAudit;
+  // The observation stream GET /v1/events serves (nullptr: 405). Must outlive the API.
+  EventLog* events = nullptr;
 };
 
 class ControlApi {

@@ -94,6 +94,11 @@ class NodeParent {
   // Hears that something in the tree changed (coalesced), with the tree as it now is, for
   // READY/STATUS and for a parent link to republish.
   void setOnChange(std::function<void(const nlohmann::json& tree)> onChange);
+  // Hears every tree_event as it is published on the out bus (`topicPath` is the event's path
+  // below this daemon, "r1/web/app"; `body` the message body), on the reactor thread.
+  void setOnEvent(std::function<void(const std::string& topicPath, const nlohmann::json& body)> onEvent);
+  // Publishes a signed message of this daemon's own on its out bus (an audit record, ...).
+  Status publishOut(const std::string& topic, std::string_view type, const nlohmann::json& body);
   // This daemon's public key (it signs the down and out buses), hex.
   std::string publicKeyHex() const;
 
