@@ -425,8 +425,10 @@ int runParentDaemon(const ParentDaemonOptions& opts) {
   if (!cfg.apiListen.empty()) {
     api::ControlApiOptions ao;
     ao.ring = ring;
+    api::DaemonView view;
+    view.tree = [&] { return parent.tree(); };
     controlApi = std::make_unique<api::ControlApi>(r, runner.clock(), directory, **store, registry,
-                                                   ao, api::DaemonView{[&] { return parent.tree(); }});
+                                                   ao, std::move(view));
     api::HttpServerOptions ho;
     ho.listen = cfg.apiListen;
     ho.tlsCert = cfg.apiTlsCert;
