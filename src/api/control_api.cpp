@@ -81,6 +81,7 @@ class ControlApi::Impl {
   }
 
   std::vector<Route> routes_;
+  Handoff handoff_;
 
   void handle(const HttpRequest& req, HttpResponse& res) {
     const auto started = std::chrono::steady_clock::now();
@@ -106,6 +107,10 @@ class ControlApi::Impl {
   }
   static void busy(HttpResponse& res) {
     jsonError(res, 503, "unavailable", "the daemon did not answer in time; retry");
+  }
+  static void notServed(Call& c) {
+    jsonError(c.res, 405, "method_not_allowed",
+              c.req.method + " " + c.req.path + " is not served by this daemon");
   }
   static void ok(HttpResponse& res, int status, const json& body) {
     res.status = status;
@@ -350,6 +355,30 @@ class ControlApi::Impl {
           }
           jsonError(c.res, 404, "not_found", "node '" + c.args[0] + "' does not exist");
         });
+    auto node = [](const std::vector<std::string>& a) { return "nodes/" + a.at(0); };
+    add("POST", "/v1/nodes", "nodes:create", fixed("nodes"), [this](Call& c) {
+      if (!view_.createNode) return notServed(c);
+      auto r = onReactor<Result<json>>([this, b = c.body] { return view_.createNode(b); });
+      if (!r) return busy(c.res);
+      if (!r->ok()) return fail(c.res, r->error());
+      ok(c.res, 201, **r);
+    });
+    add("PUT", "/v1/nodes/{label}", "nodes:update", node, [this](Call& c) {
+      if (!view_.updateNode) return notServed(c);
+      auto r = onReactor<Result<json>>(
+          [this, label = c.args[0], b = c.body] { return view_.updateNode(label, b); });
+      if (!r) return busy(c.res);
+      if (!r->ok()) return fail(c.res, r->error());
+      ok(c.res, 200, **r);
+    });
+    add("DELETE", "/v1/nodes/{label}", "nodes:delete", node, [this](Call& c) {
+      if (!view_.deleteNode) return notServed(c);
+      auto r = onReactor<Status>([this, label = c.args[0]] { return view_.deleteNode(label); });
+      if (!r) return busy(c.res);
+      if (!r->ok()) return fail(c.res, r->error());
+      c.res.status = 204;
+      c.res.body.clear();
+    });
     add("GET", "/v1/audit", "audit:read", fixed("audit"), [this](Call& c) { readAudit(c); });
     add("GET", "/metrics", "metrics:read", fixed("metrics"), [this](Call& c) {
       c.res.status = 200;
@@ -453,7 +482,6 @@ class ControlApi::Impl {
     ok(c.res, 200, out);
   }
 
-  Handoff handoff_;
   const Clock& clock_;
   directory::Directory& dir_;
   store::Store& store_;
@@ -471,6 +499,8 @@ ControlApi::ControlApi(Reactor& reactor, const Clock& clock, directory::Director
                                    std::move(view))) {}
 
 ControlApi::~ControlApi() = default;
+
+void ControlApi::close() { impl_->handoff_.close(); }
 
 void ControlApi::handle(const HttpRequest& request, HttpResponse& response) {
   impl_->handle(request, response);

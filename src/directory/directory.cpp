@@ -801,4 +801,36 @@ Result<bool> Directory::ensureAdmin(std::string_view passwordHash) {
   return created;
 }
 
+Result<bool> Directory::seedAdmin(std::string_view user, std::string_view passwordHash) {
+  bool created = false;
+  auto st = store_.atomically([&]() -> Status {
+    auto found = exists(store_, Kind::kUser, user);
+    if (!found.ok()) return found.error();
+    if (*found) return {};
+    auto role = exists(store_, Kind::kRole, kAdmin);
+    if (!role.ok()) return role.error();
+    std::vector<std::pair<Kind, json>> steps;
+    if (!*role) {
+      auto set = exists(store_, Kind::kRuleSet, kAdmin);
+      if (!set.ok()) return set.error();
+      if (!*set) {
+        steps.emplace_back(Kind::kRuleSet, json::parse(R"({"name":"admin","rules":[)"
+                                                       R"({"effect":"allow","action":"*","resource":"*"}]})"));
+      }
+      steps.emplace_back(Kind::kRole, json::parse(R"({"name":"admin","rule_sets":["admin"]})"));
+    }
+    steps.emplace_back(Kind::kUser,
+                       json{{"name", std::string(user)}, {"password_hash", std::string(passwordHash)}});
+    steps.emplace_back(Kind::kMembership, json{{"user", std::string(user)}, {"role", "admin"}});
+    for (const auto& [kind, body] : steps) {
+      auto made = create(kind, body);
+      if (!made.ok()) return made.error().wrap("create the admin user '" + std::string(user) + "'");
+    }
+    created = true;
+    return {};
+  });
+  if (!st.ok()) return st.error();
+  return created;
+}
+
 }  // namespace enjin::directory

@@ -42,6 +42,11 @@ void Handoff::close() {
   closed_ = true;
 }
 
+bool Handoff::closed() const {
+  std::lock_guard lock(mutex_);
+  return closed_;
+}
+
 size_t Handoff::pending() const {
   std::lock_guard lock(mutex_);
   return queue_.size();

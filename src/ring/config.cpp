@@ -7,9 +7,13 @@
 #include <map>
 #include <set>
 #include <sstream>
+#include <nlohmann/json.hpp>
 #include <toml++/toml.h>
 
+#include "enjin/acl/password.hpp"
+#include "enjin/api/http_server.hpp"
 #include "enjin/base/file.hpp"
+#include "enjin/directory/directory.hpp"
 #include "enjin/supervise/spec_file.hpp"
 #include "enjin/supervise/spec_toml.hpp"
 #include "enjin/supervise/toml_fields.hpp"
@@ -32,6 +36,38 @@ std::string underStateDir(const std::string& stateDir, const std::string& path) 
 // tables (ring 2, each with its processes) into `out`. `of` names the enclosing node.
 uint32_t lineOf(const toml::node* node) { return node != nullptr ? node->source().begin.line : 0; }
 
+// A ring-1 node's [[ring1.admin]] tables: user and password_hash (argon2id, as
+// `enjinctl hash-password` prints it), each user once.
+bool readAdmins(supervise::TomlFields& r, const toml::node* tables, const std::string& of,
+                std::vector<AdminSeed>& out) {
+  if (tables == nullptr) return true;
+  const toml::array* arr = tables->as_array();
+  if (arr == nullptr || !arr->is_array_of_tables()) {
+    r.failAt(lineOf(tables), of, "admin", "expected [[ring1.admin]] tables");
+    return false;
+  }
+  for (const toml::node& n : *arr) {
+    supervise::TomlTable a(r, *n.as_table(), of + " admin");
+    static constexpr std::string_view kKeys[] = {"user", "password_hash"};
+    a.checkKeys(kKeys);
+    AdminSeed seed;
+    a.read("user", seed.user);
+    a.read("password_hash", seed.passwordHash);
+    if (r.failed()) return false;
+    if (!directory::validObjectName(seed.user)) {
+      a.fail(&n, "user", "expected 1 to 64 of A-Z a-z 0-9 _ . -");
+    } else if (!acl::isPasswordHash(seed.passwordHash)) {
+      a.fail(&n, "password_hash", "expected an argon2id hash ($argon2id$...)");
+    } else if (std::any_of(out.begin(), out.end(),
+                           [&](const AdminSeed& s) { return s.user == seed.user; })) {
+      a.fail(&n, "user", "'" + seed.user + "' appears twice");
+    }
+    if (r.failed()) return false;
+    out.push_back(std::move(seed));
+  }
+  return true;
+}
+
 bool readNodes(supervise::TomlFields& r, const toml::node* tables, int ring, const std::string& of,
                std::vector<NodeSpec>& out) {
   if (tables == nullptr) return true;
@@ -43,7 +79,6 @@ bool readNodes(supervise::TomlFields& r, const toml::node* tables, int ring, con
                  (ring == 1 ? "ring1" : "ring1.ring2") + "]] tables");
     return false;
   }
-  const char* childKey = ring == 1 ? "ring2" : "process";
   std::map<std::string, uint32_t> seen;
   for (const toml::node& n : *arr) {
     const toml::table& t = *n.as_table();
@@ -54,8 +89,16 @@ bool readNodes(supervise::TomlFields& r, const toml::node* tables, int ring, con
     std::string where = ringName + " node" + (node.label.empty() ? "" : " '" + node.label + "'");
     if (!of.empty()) where += " of " + of;
     supervise::TomlTable nodeFields(r, t, where);
-    const std::string_view known[] = {"label", "strategy", "user", "compartment", childKey};
-    nodeFields.checkKeys(known);
+    static constexpr std::string_view kRing1Keys[] = {"label",    "strategy",   "user",
+                                                        "compartment", "ring2", "api_listen",
+                                                        "admin"};
+    static constexpr std::string_view kRing2Keys[] = {"label", "strategy", "user", "compartment",
+                                                        "process"};
+    if (ring == 1) {
+      nodeFields.checkKeys(kRing1Keys);
+    } else {
+      nodeFields.checkKeys(kRing2Keys);
+    }
     if (!r.failed() && !supervise::validName(node.label)) {
       nodeFields.fail(&t, "label", "expected 1 to 64 of A-Z a-z 0-9 _ -");
     }
@@ -69,6 +112,14 @@ bool readNodes(supervise::TomlFields& r, const toml::node* tables, int ring, con
     }
     if (r.failed()) return false;
     if (ring == 1) {
+      fields.read("api_listen", node.apiListen);
+      if (!r.failed() && !node.apiListen.empty()) {
+        if (auto hp = api::parseListen(node.apiListen); !hp.ok()) {
+          nodeFields.fail(t.get("api_listen"), "api_listen", hp.error().message);
+        }
+      }
+      if (!r.failed() && !readAdmins(r, t.get("admin"), where, node.admins)) return false;
+      if (r.failed()) return false;
       if (!readNodes(r, t.get("ring2"), 2, where, node.nodes)) return false;
     } else if (const toml::node* procs = t.get("process")) {
       const toml::array* parr = procs->as_array();
@@ -94,6 +145,92 @@ bool readNodes(supervise::TomlFields& r, const toml::node* tables, int ring, con
 }
 
 }  // namespace
+
+namespace {
+// JSON as the TOML it stands for: objects are tables, arrays of objects arrays of tables.
+std::optional<Error> jsonToToml(const nlohmann::json& j, const std::string& path,
+                                std::unique_ptr<toml::node>& out) {
+  using nlohmann::json;
+  switch (j.type()) {
+    case json::value_t::object: {
+      auto t = std::make_unique<toml::table>();
+      for (const auto& [key, value] : j.items()) {
+        std::unique_ptr<toml::node> v;
+        if (auto e = jsonToToml(value, path + (path.empty() ? "" : ".") + key, v)) return e;
+        t->insert(key, std::move(*v));
+      }
+      out = std::move(t);
+      return std::nullopt;
+    }
+    case json::value_t::array: {
+      auto a = std::make_unique<toml::array>();
+      for (size_t i = 0; i < j.size(); ++i) {
+        std::unique_ptr<toml::node> v;
+        if (auto e = jsonToToml(j[i], path + "[" + std::to_string(i) + "]", v)) return e;
+        a->push_back(std::move(*v));
+      }
+      out = std::move(a);
+      return std::nullopt;
+    }
+    case json::value_t::string: out = std::make_unique<toml::value<std::string>>(j.get<std::string>()); return std::nullopt;
+    case json::value_t::boolean: out = std::make_unique<toml::value<bool>>(j.get<bool>()); return std::nullopt;
+    case json::value_t::number_integer: out = std::make_unique<toml::value<int64_t>>(j.get<int64_t>()); return std::nullopt;
+    case json::value_t::number_unsigned:
+      if (j.get<uint64_t>() > static_cast<uint64_t>(INT64_MAX)) break;
+      out = std::make_unique<toml::value<int64_t>>(j.get<int64_t>());
+      return std::nullopt;
+    case json::value_t::number_float: out = std::make_unique<toml::value<double>>(j.get<double>()); return std::nullopt;
+    default: break;
+  }
+  return Error{(path.empty() ? std::string("the body") : path) + ": " +
+                   (j.is_null() ? "null is not a value here" : "number out of range"),
+               400};
+}
+}  // namespace
+
+// The API's plural keys ("nodes", "admins", "processes") for the file's table names ("ring2",
+// "admin", "process"), in a node object and the nodes in it.
+std::optional<Error> fileKeys(nlohmann::json& node) {
+  if (!node.is_object()) return std::nullopt;
+  for (auto [api, file] : {std::pair<const char*, const char*>{"nodes", "ring2"},
+                           {"admins", "admin"},
+                           {"processes", "process"}}) {
+    auto it = node.find(api);
+    if (it == node.end()) continue;
+    if (node.contains(file)) {
+      return Error{std::string("node: '") + api + "' and '" + file + "' are the same key; give one",
+                   400};
+    }
+    nlohmann::json v = std::move(*it);
+    node.erase(api);
+    node[file] = std::move(v);
+  }
+  if (auto it = node.find("ring2"); it != node.end() && it->is_array()) {
+    for (auto& child : *it) {
+      if (auto e = fileKeys(child)) return e;
+    }
+  }
+  return std::nullopt;
+}
+
+Result<NodeSpec> nodeSpecFromTableJson(const nlohmann::json& given, int ring) {
+  const std::string source = "node";
+  if (!given.is_object()) return Error{"node: expected a JSON object", 400};
+  nlohmann::json body = given;
+  if (auto e = fileKeys(body)) return std::move(*e);
+  std::unique_ptr<toml::node> node;
+  if (auto e = jsonToToml(body, "", node)) return std::move(*e);
+  toml::array tables;
+  tables.push_back(std::move(*node));
+  supervise::TomlFields r(source, kWording);
+  std::vector<NodeSpec> out;
+  if (!readNodes(r, &tables, ring, "", out) || r.failed()) {
+    Error e = r.failed() ? r.takeError() : Error{"node: not a node table"};
+    e.code = 400;
+    return e;
+  }
+  return std::move(out.front());
+}
 
 std::string daemonName(int ring) { return "ring" + std::to_string(ring) + "d"; }
 

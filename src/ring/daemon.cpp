@@ -25,6 +25,7 @@
 #include "enjin/crypto/keys.hpp"
 #include "enjin/reactor/reactor.hpp"
 #include "enjin/ring/config.hpp"
+#include "enjin/ring/node_catalog.hpp"
 #include "enjin/ring/node_spec_json.hpp"
 #include "enjin/ring/parent.hpp"
 #include "enjin/ring/parent_link.hpp"
@@ -190,23 +191,28 @@ int fail(const Error& e) {
 
 }  // namespace
 
+Status checkNodeTree(const NodeSpec& node, int ring, const supervise::SpawnRegistry& nodeStrategies,
+                     const supervise::SpawnRegistry& processStrategies) {
+  if (auto st = checkNodeStrategy(node, ring, nodeStrategies); !st.ok()) return st;
+  const std::string where = "ring-" + std::to_string(ring) + " node '" + node.label + "'";
+  for (const auto& p : node.processes) {
+    if (auto st = processStrategies.validate(p); !st.ok()) {
+      return st.error().wrap(where + ": process '" + p.name + "'");
+    }
+  }
+  for (const auto& child : node.nodes) {
+    if (auto st = checkNodeTree(child, ring + 1, nodeStrategies, processStrategies); !st.ok()) {
+      return st.error().wrap(where);
+    }
+  }
+  return {};
+}
+
 Status checkConfig(const DaemonConfig& cfg, const supervise::SpawnRegistry& nodeStrategies,
                    const supervise::SpawnRegistry& processStrategies) {
-  for (const auto& r1 : cfg.nodes) {
-    if (auto st = checkNodeStrategy(r1, cfg.ring + 1, nodeStrategies); !st.ok()) {
+  for (const auto& node : cfg.nodes) {
+    if (auto st = checkNodeTree(node, cfg.ring + 1, nodeStrategies, processStrategies); !st.ok()) {
       return st.error().wrap(cfg.source);
-    }
-    for (const auto& r2 : r1.nodes) {
-      if (auto st = checkNodeStrategy(r2, cfg.ring + 2, nodeStrategies); !st.ok()) {
-        return st.error().wrap(cfg.source + ": ring-" + std::to_string(cfg.ring + 1) + " node '" +
-                               r1.label + "'");
-      }
-      for (const auto& p : r2.processes) {
-        if (auto st = processStrategies.validate(p); !st.ok()) {
-          return st.error().wrap(cfg.source + ": node '" + r1.label + "/" + r2.label +
-                                 "': process '" + p.name + "'");
-        }
-      }
     }
   }
   return {};
@@ -254,6 +260,24 @@ void startNotifyBeat(Reactor& reactor, int64_t nodeHeartbeatMs, std::function<bo
   };
   (*beat)();
 }
+
+namespace {
+// A daemon's API while it is served. Stopping closes the API's way to the reactor first, so a
+// request waiting for the reactor (which may be the thread stopping the server) ends at once.
+struct ServedApi {
+  std::unique_ptr<api::ControlApi> control;
+  std::unique_ptr<api::HttpServer> http;
+  std::string listen;
+
+  void stop() {
+    if (control) control->close();
+    http.reset();
+    control.reset();
+    listen.clear();
+  }
+  ~ServedApi() { stop(); }
+};
+}  // namespace
 
 int runParentDaemon(const ParentDaemonOptions& opts) {
   const int ring = opts.ring;
@@ -324,22 +348,186 @@ int runParentDaemon(const ParentDaemonOptions& opts) {
     parent.stopAll(std::move(done));
   });
 
-  // The desired state: ring0d's comes from its config; ring1d's from its parent, and until the
-  // parent speaks, from what it last applied (so a restarted ring1d re-adopts, not restarts).
-  std::optional<std::vector<NodeSpec>> desired = cfg.nodes;
+  // The desired state: what ring0d's file declares, or what ring1d's parent's spec does (and
+  // until the parent speaks, what it last applied, so a restarted ring1d re-adopts, not
+  // restarts), plus the nodes made through the API, kept in the store.
+  const int nodeRing = ring + 1;
+  NodeCatalog catalog(**store, nodeRing, ring == 0 ? configPath : "this node's spec from its parent");
+  if (auto st = catalog.load(); !st.ok()) return fail(st.error());
+  std::optional<std::vector<NodeSpec>> desired;
   AppliedSpec applied;
-  if (ring == 1) {
-    desired.reset();  // until a spec is stored: the nodes the store has, as they are
+  NodeSpec ownSpec;  // ring 1: this node as its parent wants it (its API, its admins)
+  if (ring == 0) {
+    if (auto st = catalog.setDeclared(cfg.nodes); !st.ok()) return fail(st.error().wrap(configPath));
+    desired = catalog.desired();
+  } else {
+    // Until a spec is stored: the nodes the store has, as they are.
     auto stored = loadAppliedSpec(**store);
     if (!stored.ok()) return fail(stored.error());
     applied = std::move(*stored);
     if (!applied.json.empty()) {
       auto parsed = nodeSpecFromJson(json::parse(applied.json, nullptr, false), 1);
       if (!parsed.ok()) return fail(parsed.error().wrap((*store)->path() + ": stored spec"));
-      desired = parsed->nodes;
+      ownSpec = std::move(*parsed);
+      if (auto st = catalog.setDeclared(ownSpec.nodes); !st.ok()) {
+        return fail(st.error().wrap((*store)->path() + ": stored spec"));
+      }
+      desired = catalog.desired();
     }
   }
   if (auto st = parent.start(desired); !st.ok()) return fail(st.error());
+
+  // A new declared set (a reload, a spec from the parent) with the API's nodes: refused as a
+  // whole if the catalog or the parent refuses it, and then the running set stays.
+  auto applyDeclared = [&](std::vector<NodeSpec> declared) -> Status {
+    std::vector<NodeSpec> before;
+    for (const auto& n : catalog.desired()) {
+      if (catalog.declares(n.label)) before.push_back(n);
+    }
+    if (auto st = catalog.setDeclared(std::move(declared)); !st.ok()) return st;
+    if (auto st = parent.apply(catalog.desired()); !st.ok()) {
+      (void)catalog.setDeclared(std::move(before));
+      return st;
+    }
+    return {};
+  };
+
+  // The control plane's HTTP API: ring0d's where its file's [api] says, a ring1d's where its
+  // spec's api_listen says (started, moved or stopped as the spec changes). Served on its own
+  // threads, with the daemon's state reached through the reactor.
+  directory::Directory directory(**store, runner.clock());
+  metrics::Registry registry;
+  ServedApi served;
+  auto badRequest = [](Error e) {
+    if (e.code == 0) e.code = 400;
+    return e;
+  };
+  // A node the API made, as the API shows it: the body it was made from, without its admins'
+  // password hashes.
+  auto shownBody = [](const NodeCatalog::Made& m) {
+    json j = json::parse(m.body);
+    if (auto it = j.find("admins"); it != j.end() && it->is_array()) {
+      for (auto& a : *it) {
+        if (a.is_object()) a.erase("password_hash");
+      }
+    }
+    return j;
+  };
+  auto madeNode = [&](const NodeCatalog::Made& m) {
+    json j = shownBody(m);
+    j["source"] = "api";
+    return j;
+  };
+  // A node body the API was given, checked as a file's node is; the label from the URL when the
+  // body has none.
+  auto nodeFromBody = [&](json body, const std::string& label) -> Result<NodeCatalog::Made> {
+    if (body.is_object() && !label.empty()) {
+      if (!body.contains("label")) body["label"] = label;
+      if (body["label"] != label) {
+        return Error{"node '" + label + "': the body names another label", 400};
+      }
+    }
+    auto spec = nodeSpecFromTableJson(body, nodeRing);
+    if (!spec.ok()) return spec.error();
+    if (auto st = checkNodeTree(*spec, nodeRing, nodeStrategies, processStrategies); !st.ok()) {
+      return badRequest(st.error());
+    }
+    return NodeCatalog::Made{std::move(*spec), body.dump()};
+  };
+  auto serveApi = [&](const std::string& listen, const std::string& cert,
+                      const std::string& key) -> Status {
+    if (listen == served.listen) return {};
+    served.stop();
+    if (listen.empty()) return {};
+    api::ControlApiOptions ao;
+    ao.ring = ring;
+    api::DaemonView view;
+    // The tree, each child saying where it comes from: the file (or the parent's spec), or the
+    // API (with the body it was made from).
+    view.tree = [&] {
+      json t = parent.tree();
+      for (auto& n : t["nodes"]) {
+        const auto* made = catalog.findMade(n.value("label", ""));
+        n["source"] = made != nullptr ? "api" : ring == 0 ? "file" : "parent";
+        if (made != nullptr) n["spec"] = shownBody(*made);
+      }
+      return t;
+    };
+    view.createNode = [&](const json& body) -> Result<json> {
+      auto node = nodeFromBody(body, "");
+      if (!node.ok()) return node.error();
+      const std::string label = node->spec.label;
+      if (auto st = catalog.create(*node); !st.ok()) return st.error();
+      if (auto st = parent.apply(catalog.desired()); !st.ok()) {
+        (void)catalog.remove(label);
+        (void)parent.apply(catalog.desired());
+        return badRequest(st.error());
+      }
+      spdlog::info("{}: node '{}' made through the API", name, label);
+      return madeNode(*node);
+    };
+    view.updateNode = [&](const std::string& label, const json& body) -> Result<json> {
+      auto node = nodeFromBody(body, label);
+      if (!node.ok()) return node.error();
+      auto previous = catalog.update(*node);
+      if (!previous.ok()) return previous.error();
+      if (auto st = parent.apply(catalog.desired()); !st.ok()) {
+        (void)catalog.update(std::move(*previous));
+        (void)parent.apply(catalog.desired());
+        return badRequest(st.error());
+      }
+      spdlog::info("{}: node '{}' changed through the API", name, label);
+      return madeNode(*node);
+    };
+    view.deleteNode = [&](const std::string& label) -> Status {
+      auto previous = catalog.remove(label);
+      if (!previous.ok()) return previous.error();
+      if (auto st = parent.apply(catalog.desired()); !st.ok()) {
+        (void)catalog.create(std::move(*previous));
+        (void)parent.apply(catalog.desired());
+        return badRequest(st.error());
+      }
+      spdlog::info("{}: node '{}' deleted through the API", name, label);
+      return {};
+    };
+    auto controlApi = std::make_unique<api::ControlApi>(r, runner.clock(), directory, **store,
+                                                        registry, ao, std::move(view));
+    api::HttpServerOptions ho;
+    ho.listen = listen;
+    ho.tlsCert = cert;
+    ho.tlsKey = key;
+    auto server = api::HttpServer::start(
+        ho, [api = controlApi.get()](const api::HttpRequest& q, api::HttpResponse& a) {
+          api->handle(q, a);
+        });
+    if (!server.ok()) return server.error();
+    served.control = std::move(controlApi);
+    served.http = std::move(*server);
+    served.listen = listen;
+    spdlog::info("{}: API on {}", name, served.http->url());
+    return {};
+  };
+  // A ring1d's own spec: its admins exist (created once; a password changed since through the
+  // API stays), its API listens where the spec says.
+  auto applyOwnSpec = [&](const NodeSpec& own) -> Status {
+    for (const auto& a : own.admins) {
+      auto made = directory.seedAdmin(a.user, a.passwordHash);
+      if (!made.ok()) return made.error();
+      if (*made) spdlog::info("{}: API user '{}' created from the parent's spec", name, a.user);
+    }
+    if (auto st = serveApi(own.apiListen, "", ""); !st.ok()) {
+      return st.error().wrap("api_listen " + own.apiListen);
+    }
+    return {};
+  };
+  if (ring == 0 && !cfg.apiListen.empty()) {
+    if (auto st = serveApi(cfg.apiListen, cfg.apiTlsCert, cfg.apiTlsKey); !st.ok()) {
+      return fail(st.error().wrap(cfg.source + ": [api]"));
+    }
+  }
+  if (ring == 1 && !applied.json.empty()) {
+    if (auto st = applyOwnSpec(ownSpec); !st.ok()) spdlog::error("{}: {}", name, st.error().message);
+  }
 
   // A ring1d reports ready only once it runs what its parent wants (stored, or received).
   auto haveSpec = [&] { return ring == 0 || !applied.digest.empty(); };
@@ -350,12 +538,14 @@ int runParentDaemon(const ParentDaemonOptions& opts) {
       auto spec = nodeSpecFromJson(specJson, 1);
       if (!spec.ok()) return spec.error();
       if (auto st = applyAndStoreSpec(**store, applied, {specJson.dump(), digest},
-                                      [&] { return parent.apply(spec->nodes); });
+                                      [&] { return applyDeclared(spec->nodes); });
           !st.ok()) {
         return st;
       }
+      ownSpec = *spec;
+      Status own = applyOwnSpec(ownSpec);
       report(parent.tree());
-      return {};
+      return own;
     };
     h.onCommand = [&](const std::string& op, const std::string& path, ParentLink::Reply reply) {
       parent.command(op, path, std::move(reply));
@@ -379,7 +569,7 @@ int runParentDaemon(const ParentDaemonOptions& opts) {
       return next.error();
     }
     spdlog::info("{}: reloading {}", name, configPath);
-    Status st = parent.apply(next->nodes);
+    Status st = applyDeclared(next->nodes);
     if (!st.ok()) spdlog::error("{}: reload refused: {}", name, st.error().message);
     return st;
   };
@@ -415,32 +605,6 @@ int runParentDaemon(const ParentDaemonOptions& opts) {
     return false;
   });
   if (auto st = control.listen(cfg.stateDir + "/control.sock"); !st.ok()) return fail(st.error());
-
-  // The control plane's HTTP API, when one is configured: served on its own threads, with the
-  // daemon's state reached through the reactor.
-  directory::Directory directory(**store, runner.clock());
-  metrics::Registry registry;
-  std::unique_ptr<api::ControlApi> controlApi;
-  std::unique_ptr<api::HttpServer> http;
-  if (!cfg.apiListen.empty()) {
-    api::ControlApiOptions ao;
-    ao.ring = ring;
-    api::DaemonView view;
-    view.tree = [&] { return parent.tree(); };
-    controlApi = std::make_unique<api::ControlApi>(r, runner.clock(), directory, **store, registry,
-                                                   ao, std::move(view));
-    api::HttpServerOptions ho;
-    ho.listen = cfg.apiListen;
-    ho.tlsCert = cfg.apiTlsCert;
-    ho.tlsKey = cfg.apiTlsKey;
-    auto server = api::HttpServer::start(
-        ho, [api = controlApi.get()](const api::HttpRequest& q, api::HttpResponse& a) {
-          api->handle(q, a);
-        });
-    if (!server.ok()) return fail(server.error().wrap(cfg.source + ": [api]"));
-    http = std::move(*server);
-    spdlog::info("{}: API on {}", name, http->url());
-  }
 
   // Whoever started this daemon (systemd for ring0d, the parent's engine for ring1d) hears
   // READY=1 once the children are up, a STATUS= line on every change, and WATCHDOG=1 from the

@@ -4,7 +4,10 @@
 
 #include <set>
 
+#include "enjin/acl/password.hpp"
+#include "enjin/api/http_server.hpp"
 #include "enjin/base/hex.hpp"
+#include "enjin/directory/directory.hpp"
 #include "enjin/supervise/spec_file.hpp"
 #include "enjin/supervise/spec_json.hpp"
 
@@ -21,6 +24,15 @@ json nodeSpecToJson(const NodeSpec& spec) {
     json procs = json::array();
     for (const auto& p : spec.processes) procs.push_back(supervise::specToJson(p));
     j["processes"] = std::move(procs);
+  }
+  // Written only when set, so the digest of a node without them stays what it was.
+  if (!spec.apiListen.empty()) j["api_listen"] = spec.apiListen;
+  if (!spec.admins.empty()) {
+    json admins = json::array();
+    for (const auto& a : spec.admins) {
+      admins.push_back({{"user", a.user}, {"password_hash", a.passwordHash}});
+    }
+    j["admins"] = std::move(admins);
   }
   if (!spec.nodes.empty()) {
     json nodes = json::array();
@@ -43,13 +55,43 @@ Result<NodeSpec> nodeSpecFromJson(const json& j, int ring) {
   for (auto [key, out] : {std::pair<const char*, std::string*>{"label", &spec.label},
                           {"strategy", &spec.strategy},
                           {"user", &spec.user},
-                          {"compartment", &spec.compartment}}) {
+                          {"compartment", &spec.compartment},
+                          {"api_listen", &spec.apiListen}}) {
     if (auto st = text(key, *out); !st.ok()) return st.error();
   }
   if (!supervise::validName(spec.label)) {
     return Error{"node spec: label '" + spec.label + "': expected 1 to 64 of A-Z a-z 0-9 _ -"};
   }
   const std::string where = "node '" + spec.label + "'";
+  if (!spec.apiListen.empty()) {
+    if (ring != 1) return Error{where + ": api_listen: only a ring-1 node serves an API"};
+    if (auto hp = api::parseListen(spec.apiListen); !hp.ok()) {
+      return hp.error().wrap(where + ": api_listen");
+    }
+  }
+  if (auto it = j.find("admins"); it != j.end()) {
+    if (ring != 1) return Error{where + ": admins: only a ring-1 node has API users"};
+    if (!it->is_array()) return Error{where + ": admins: expected an array"};
+    std::set<std::string> users;
+    for (const auto& a : *it) {
+      if (!a.is_object() || !a.contains("user") || !a["user"].is_string() ||
+          !a.contains("password_hash") || !a["password_hash"].is_string() || a.size() != 2) {
+        return Error{where + ": admins: expected {\"user\": NAME, \"password_hash\": \"$argon2id$...\"}"};
+      }
+      AdminSeed seed{a["user"].get<std::string>(), a["password_hash"].get<std::string>()};
+      if (!directory::validObjectName(seed.user)) {
+        return Error{where + ": admins: user '" + seed.user + "': expected 1 to 64 of A-Z a-z 0-9 _ . -"};
+      }
+      if (!acl::isPasswordHash(seed.passwordHash)) {
+        return Error{where + ": admins: user '" + seed.user +
+                     "': password_hash: expected an argon2id hash ($argon2id$...)"};
+      }
+      if (!users.insert(seed.user).second) {
+        return Error{where + ": admins: user '" + seed.user + "' appears twice"};
+      }
+      spec.admins.push_back(std::move(seed));
+    }
+  }
   if (auto it = j.find("processes"); it != j.end()) {
     if (ring != 2) return Error{where + ": a ring-" + std::to_string(ring) + " node has no processes"};
     if (!it->is_array()) return Error{where + ": processes: expected an array"};

@@ -57,7 +57,8 @@ std::string_view tomlTypeName(const toml::node& node) {
 void TomlFields::failAt(uint32_t line, std::string_view context, std::string_view key,
                         std::string_view what) {
   if (error_) return;
-  std::string msg = source_ + ":" + std::to_string(line) + ": ";
+  // Line 0: a table built in memory (an API body), not read from a file.
+  std::string msg = source_ + (line != 0 ? ":" + std::to_string(line) : std::string()) + ": ";
   if (!context.empty()) {
     msg += context;
     msg += ": ";

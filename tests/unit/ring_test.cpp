@@ -118,7 +118,7 @@ TEST(RingConfig, NodeStrategiesAreTheRegistrysToCheck) {
       "    strategy = \"vm\"\n");
   ASSERT_FALSE(proc.ok());
   EXPECT_EQ(proc.error().message,
-            "r0.toml: node 'a/s': process 'w': unknown spawn strategy 'vm' (known: exec, unix-user)");
+            "r0.toml: ring-1 node 'a': ring-2 node 's': process 'w': unknown spawn strategy 'vm' (known: exec, unix-user)");
 }
 
 TEST(RingConfig, ChildConfigRoundTripsAndIsForItsRingOnly) {

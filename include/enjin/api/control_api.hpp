@@ -72,6 +72,10 @@ class ControlApi {
   ControlApi(const ControlApi&) = delete;
   ControlApi& operator=(const ControlApi&) = delete;
 
+  // Before the HTTP server stops: requests waiting for the reactor are answered 503 at once
+  // (the reactor thread may be the one joining them), and later ones too.
+  void close();
+
   // Answers one request; thread-safe (the HTTP server's handler).
   void handle(const HttpRequest& request, HttpResponse& response);
 

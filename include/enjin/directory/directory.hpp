@@ -86,6 +86,11 @@ class Directory {
   // (and nothing changed) if the user existed. A rule set, role or membership named so that is
   // in the way without the user is a 409, and then nothing is written.
   Result<bool> ensureAdmin(std::string_view passwordHash);
+  // A ring-1 node's admins, given by its parent's spec: if no user `user` exists, creates it with
+  // `passwordHash` and makes it a member of the role "admin", creating that role (and its rule
+  // set "admin", allow * on *) when missing; true if it created the user. An existing user is
+  // left as it is: its password may have been changed since through the API.
+  Result<bool> seedAdmin(std::string_view user, std::string_view passwordHash);
 
  private:
   store::Store& store_;

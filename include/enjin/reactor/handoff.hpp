@@ -35,8 +35,10 @@ class Handoff {
 
   // Thread-safe. After close(), posts are dropped (and return false).
   bool post(std::function<void()> fn);
-  // Refuses later posts; what is queued still runs on the next drain. Thread-safe.
+  // Refuses later posts, and ends every call() still waiting (nullopt) within 50 ms; what is
+  // queued still runs on the next drain. Thread-safe.
   void close();
+  bool closed() const;
   // Posted functions not yet run.
   size_t pending() const;
 
@@ -58,9 +60,15 @@ class Handoff {
         })) {
       return std::nullopt;
     }
+    // Waits in short slices, so that a close() (the daemon is stopping, and its reactor may be
+    // busy joining the very thread that waits here) ends the wait within one slice.
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeoutMs);
     std::unique_lock lock(slot->m);
-    if (!slot->cv.wait_for(lock, std::chrono::milliseconds(timeoutMs), [&] { return slot->done; })) {
-      return std::nullopt;
+    while (!slot->done) {
+      const auto now = std::chrono::steady_clock::now();
+      if (now >= deadline || closed()) return std::nullopt;
+      slot->cv.wait_for(lock, std::min<std::chrono::steady_clock::duration>(
+                                  deadline - now, std::chrono::milliseconds(50)));
     }
     return std::move(slot->value);
   }

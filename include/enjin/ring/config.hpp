@@ -18,6 +18,15 @@
 
 namespace enjin::ring {
 
+// A ring-1 node's first administrator, given by its parent: the user is created with this
+// argon2id hash and the role "admin" (allow * on *) if it does not exist yet.
+struct AdminSeed {
+  std::string user;
+  std::string passwordHash;  // "$argon2id$..."
+
+  bool operator==(const AdminSeed&) const = default;
+};
+
 // What a parent wants one child node to be.
 struct NodeSpec {
   std::string label;             // [A-Za-z0-9_-]{1,64}, unique among its siblings
@@ -27,6 +36,8 @@ struct NodeSpec {
   std::string compartment;       // where it runs; free text until compartments are modelled
   std::vector<supervise::ProcessSpec> processes;  // a ring-2 node: the application's processes
   std::vector<NodeSpec> nodes;                    // a ring-1 node: its ring-2 nodes
+  std::string apiListen;          // a ring-1 node: where its ring-1 API listens ("" = none)
+  std::vector<AdminSeed> admins;  // a ring-1 node: its API's first users
 
   bool operator==(const NodeSpec&) const = default;
 };

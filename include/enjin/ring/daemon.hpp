@@ -70,11 +70,16 @@ Status applyAndStoreSpec(store::Store& store, AppliedSpec& applied, AppliedSpec 
 void startNotifyBeat(Reactor& reactor, int64_t nodeHeartbeatMs, std::function<bool()> ready);
 
 struct DaemonConfig;
+struct NodeSpec;
 
 // ring0d's config checked as far down as it reaches before anything runs: every node's
 // strategy against `nodeStrategies` (the registry its daemon is started with) and every
 // process of every ring-2 node against `processStrategies` (what ring2d will check it
 // against), so a config that passes --check-config does not fail three rings down.
+// One node of `ring` and everything below it, checked as checkConfig checks a file's nodes (the
+// API checks the nodes it is given so).
+Status checkNodeTree(const NodeSpec& node, int ring, const supervise::SpawnRegistry& nodeStrategies,
+                     const supervise::SpawnRegistry& processStrategies);
 Status checkConfig(const DaemonConfig& config, const supervise::SpawnRegistry& nodeStrategies,
                    const supervise::SpawnRegistry& processStrategies);
 
