@@ -379,6 +379,23 @@ class ControlApi::Impl {
       c.res.status = 204;
       c.res.body.clear();
     });
+    add("GET", "/v1/nodes/{label}/observations", "nodes:read", node,
+        [this](Call& c) { readObservations(c); });
+    add("GET", "/v1/job-offers", "job-offers:read", fixed("job-offers"), [this](Call& c) {
+      auto t = onReactor<json>([this] { return view_.tree(); });
+      if (!t) return busy(c.res);
+      json out = json::array();
+      for (const auto& n : t->value("nodes", json::array())) {
+        if (n.value("state", "") == "revoked") continue;
+        json o{{"node", n.value("label", "")},
+               {"ring", n.value("ring", 0)},
+               {"compartment", n.value("compartment", "")},
+               {"state", n.value("state", "")}};
+        if (auto it = n.find("offer"); it != n.end() && it->is_object()) o.update(*it);
+        out.push_back(std::move(o));
+      }
+      ok(c.res, 200, out);
+    });
     add("GET", "/v1/audit", "audit:read", fixed("audit"), [this](Call& c) { readAudit(c); });
     add("GET", "/metrics", "metrics:read", fixed("metrics"), [this](Call& c) {
       c.res.status = 200;
@@ -457,6 +474,51 @@ class ControlApi::Impl {
     if (!st) return busy(c.res);
     if (!st->ok()) return fail(c.res, st->error());
     ok(c.res, 201, json{{"token", token}, {"expires_at", directory::rfc3339(expires)}});
+  }
+
+  // A node's stored observations (the store keeps the newest 200 per node), oldest first: the
+  // newest `limit` within [since, until].
+  void readObservations(Call& c) {
+    int64_t since = INT64_MIN, until = INT64_MAX;
+    size_t limit = 100;
+    for (auto [key, out] : {std::pair<const char*, int64_t*>{"since", &since}, {"until", &until}}) {
+      if (auto s = c.req.param(key); !s.empty()) {
+        auto t = directory::parseTime(s);
+        if (!t) {
+          return jsonError(c.res, 400, "bad_request",
+                           std::string(key) + ": expected RFC 3339 (2024-01-31T12:00:00Z) or "
+                                              "milliseconds since the epoch, not '" + s + "'");
+        }
+        *out = *t;
+      }
+    }
+    if (auto s = c.req.param("limit"); !s.empty()) {
+      if (s.size() > 6 || s.find_first_not_of("0123456789") != std::string::npos) {
+        return jsonError(c.res, 400, "bad_request", "limit: expected a number");
+      }
+      limit = std::clamp<size_t>(std::stoul(s), 1, 1000);
+    }
+    const std::string label = c.args[0];
+    auto rows = onReactor<Result<std::vector<store::ObservationRecord>>>(
+        [this, label]() -> Result<std::vector<store::ObservationRecord>> {
+          for (const auto& n : view_.tree().value("nodes", json::array())) {
+            if (n.value("label", "") == label) return store_.observations(n.value("uuid", ""), 1000);
+          }
+          return Error{"node '" + label + "' does not exist", 404};
+        });
+    if (!rows) return busy(c.res);
+    if (!rows->ok()) return fail(c.res, rows->error());
+    json out = json::array();
+    for (const auto& r : **rows) {  // newest first
+      if (out.size() >= limit) break;
+      if (r.wallMs < since || r.wallMs > until) continue;
+      out.push_back({{"time", directory::rfc3339(r.wallMs)},
+                     {"strategy", r.strategy},
+                     {"state", r.state},
+                     {"body", json::parse(r.bodyJson, nullptr, false)}});
+    }
+    std::reverse(out.begin(), out.end());
+    ok(c.res, 200, out);
   }
 
   void readAudit(Call& c) {

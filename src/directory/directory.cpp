@@ -58,6 +58,40 @@ Error notFound(Kind kind, std::string_view name) {
 
 }  // namespace
 
+std::optional<int64_t> parseTime(std::string_view text) {
+  if (text.empty() || text.size() > 40) return std::nullopt;
+  if (std::all_of(text.begin(), text.end(), [](char ch) { return ch >= '0' && ch <= '9'; })) {
+    if (text.size() > 15) return std::nullopt;
+    return std::stoll(std::string(text));
+  }
+  // YYYY-MM-DDTHH:MM:SS[.fff...]Z
+  const std::string t(text);
+  std::tm tm{};
+  int used = 0;
+  if (std::sscanf(t.c_str(), "%4d-%2d-%2dT%2d:%2d:%2d%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
+                  &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &used) != 6 ||
+      used != 19) {
+    return std::nullopt;
+  }
+  if (tm.tm_mon < 1 || tm.tm_mon > 12 || tm.tm_mday < 1 || tm.tm_mday > 31 || tm.tm_hour > 23 ||
+      tm.tm_min > 59 || tm.tm_sec > 60) {
+    return std::nullopt;
+  }
+  int64_t ms = 0;
+  size_t i = 19;
+  if (i < t.size() && t[i] == '.') {
+    int64_t scale = 100;
+    for (++i; i < t.size() && t[i] >= '0' && t[i] <= '9'; ++i) {
+      ms += (t[i] - '0') * scale;
+      scale /= 10;
+    }
+  }
+  if (i + 1 != t.size() || (t[i] != 'Z' && t[i] != 'z')) return std::nullopt;
+  tm.tm_year -= 1900;
+  tm.tm_mon -= 1;
+  return static_cast<int64_t>(::timegm(&tm)) * 1000 + ms;
+}
+
 std::string rfc3339(int64_t wallMs) {
   int64_t secs = wallMs / 1000;
   int64_t ms = wallMs % 1000;

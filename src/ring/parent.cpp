@@ -672,6 +672,7 @@ class NodeParent::Impl {
     j["uuid"] = c.rec.uuid;
     j["ring"] = c.rec.ring;
     j["state_dir"] = childDir(c.rec.label);
+    if (!c.rec.compartment.empty()) j["compartment"] = c.rec.compartment;
     if (c.rec.revokedWallMs != 0) {
       j["state"] = "revoked";
     } else if (c.lost) {
@@ -690,6 +691,7 @@ class NodeParent::Impl {
     } else {
       if (auto n = c.observed.find("nodes"); n != c.observed.end()) j["nodes"] = *n;
       if (auto p = c.observed.find("processes"); p != c.observed.end()) j["processes"] = *p;
+      if (auto o = c.observed.find("offer"); o != c.observed.end()) j["offer"] = *o;
       // Until the current run reports, what the last one said is shown but vouches for nothing.
       j["observed_state"] = c.observedStale ? "unknown" : c.observed.value("state", "");
       j["spec_applied"] =

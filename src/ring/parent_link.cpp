@@ -1,4 +1,5 @@
 #include "enjin/ring/parent_link.hpp"
+#include "enjin/ring/offer.hpp"
 
 #include <spdlog/spdlog.h>
 
@@ -88,6 +89,7 @@ class ParentLink::Impl {
     if (revoked_) return;
     json body = handlers_.observe();
     body["spec_digest"] = applied_;
+    body["offer"] = hostOffer();
     if (!specError_.empty()) body["spec_error"] = specError_;
     if (auto st = up_->publish("obs." + cfg_.uuid, kObservationType, body); !st.ok()) {
       spdlog::warn("{}: {}", daemonName(cfg_.ring), st.error().message);

@@ -43,6 +43,20 @@ class Cleaner {
     out["last_exit"] = std::move(e);
     return true;
   }
+  // What a node offers (job offer): counts, never negative; optional.
+  bool offer(json& out) {
+    auto it = in_.find("offer");
+    if (it == in_.end()) return true;
+    if (!it->is_object()) return fail("offer: expected an object");
+    json o;
+    Cleaner c(*it, where_ + ": offer");
+    for (const char* key : {"cpus", "memory_bytes", "process_slots"}) {
+      if (!c.integer(key, o, true)) return fail(c.error_);
+      if (o[key].get<int64_t>() < 0) return fail(std::string("offer: ") + key + ": negative");
+    }
+    out["offer"] = std::move(o);
+    return true;
+  }
   bool fail(std::string what) {
     if (error_.empty()) error_ = what.starts_with(where_) ? what : where_ + ": " + what;
     return false;
@@ -87,7 +101,8 @@ Result<json> cleanNodeEntry(const json& in, const std::string& where) {
         c.str("state", out, true) && c.integer("pid", out) && c.integer("restarts", out) &&
         c.integer("started_wall_ms", out) && c.str("detail", out) && c.exit(out) &&
         c.str("state_dir", out) &&
-        c.str("observed_state", out) && c.boolean("spec_applied", out))) {
+        c.str("observed_state", out) && c.boolean("spec_applied", out) &&
+        c.str("compartment", out) && c.offer(out))) {
     return Error{c.error()};
   }
   if (in.contains("nodes")) return Error{where + ": a ring-2 node has no nodes"};
@@ -161,7 +176,7 @@ Result<json> cleanObservation(const json& body, int ring) {
   Cleaner c(body, "observation");
   if (!(c.integer("ring", out) && c.str("uuid", out) && c.str("label", out) &&
         c.integer("pid", out) && c.str("state", out, true) && c.str("state_dir", out) &&
-        c.str("spec_digest", out) && c.str("spec_error", out))) {
+        c.str("spec_digest", out) && c.str("spec_error", out) && c.offer(out))) {
     return Error{c.error()};
   }
   const char* list = ring == 1 ? "nodes" : "processes";

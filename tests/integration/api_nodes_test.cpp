@@ -197,5 +197,30 @@ TEST_F(ApiNodesTest, RulesDecideWhoMayMakeAndDeleteNodes) {
   EXPECT_EQ(meta("GET", "/v1/nodes/built").status, 200);
 }
 
+TEST_F(ApiNodesTest, JobOffersAndObservationHistory) {
+  ASSERT_TRUE(waitFor([&] { return allReady(); }, 20'000)) << err();
+  // Each node offers what it measured, in its observations.
+  json offers;
+  ASSERT_TRUE(waitFor([&] {
+    offers = meta("GET", "/v1/job-offers").body;
+    return offers.is_array() && offers.size() == 1 && offers[0].contains("cpus");
+  }, 10'000)) << offers.dump();
+  EXPECT_EQ(offers[0].value("node", ""), "infra");
+  EXPECT_EQ(offers[0].value("cpus", 0), static_cast<int>(::sysconf(_SC_NPROCESSORS_ONLN)));
+  EXPECT_GT(offers[0].value("memory_bytes", int64_t{0}), 0);
+  EXPECT_GT(offers[0].value("process_slots", int64_t{0}), 0);
+
+  // The stored history: infra went running, then ready; a window after now is empty.
+  auto all = meta("GET", "/v1/nodes/infra/observations");
+  ASSERT_EQ(all.status, 200) << all.body.dump();
+  ASSERT_GE(all.body.size(), 2u);
+  EXPECT_EQ(all.body.back().value("state", ""), "ready");
+  EXPECT_EQ(meta("GET", "/v1/nodes/infra/observations?limit=1").body.size(), 1u);
+  EXPECT_EQ(meta("GET", "/v1/nodes/infra/observations?since=2999-01-01T00:00:00Z").body.size(), 0u);
+  EXPECT_EQ(meta("GET", "/v1/nodes/infra/observations?until=1000").body.size(), 0u);
+  EXPECT_EQ(meta("GET", "/v1/nodes/infra/observations?since=yesterday").status, 400);
+  EXPECT_EQ(meta("GET", "/v1/nodes/nope/observations").status, 404);
+}
+
 }  // namespace
 }  // namespace enjin::testing

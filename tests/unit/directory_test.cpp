@@ -559,5 +559,19 @@ TEST_F(DirectoryTest, EnsureAdminWritesNothingWhenSomethingIsInTheWay) {
   EXPECT_EQ(count(Kind::kUser), 0u);
 }
 
+TEST(DirectoryTime, ParsesWhatItPrintsAndMilliseconds) {
+  for (int64_t ms : {int64_t{0}, int64_t{1'700'000'000'123}, int64_t{951'782'400'000}}) {
+    EXPECT_EQ(parseTime(rfc3339(ms)), ms) << rfc3339(ms);
+  }
+  EXPECT_EQ(parseTime("1700000000000"), 1'700'000'000'000);
+  EXPECT_EQ(parseTime("2023-11-14T22:13:20Z"), 1'700'000'000'000);
+  EXPECT_EQ(parseTime("2023-11-14T22:13:20.5Z"), 1'700'000'000'500);
+  for (const char* bad : {"", "yesterday", "2023-11-14", "2023-11-14T22:13:20", "2023-13-14T22:13:20Z",
+                          "2023-11-14T22:13:20+01:00", "2023-11-14T22:13:20Zjunk",
+                          "99999999999999999999", "-5"}) {
+    EXPECT_FALSE(parseTime(bad).has_value()) << bad;
+  }
+}
+
 }  // namespace
 }  // namespace enjin::directory

@@ -42,6 +42,9 @@ bool validObjectName(std::string_view name);
 
 // RFC 3339 in UTC with milliseconds: "2023-11-14T22:13:20.000Z".
 std::string rfc3339(int64_t wallMs);
+// A time as the API takes it: RFC 3339 in UTC ("2023-11-14T22:13:20Z", fractions of a second
+// allowed) or milliseconds since the epoch ("1700000000000"); nullopt for anything else.
+std::optional<int64_t> parseTime(std::string_view text);
 
 class Directory {
  public:
