@@ -6,10 +6,19 @@
 #include <pthread.h>
 #include <signal.h>
 #include <httplib.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <set>
 #include <cctype>
 #include <condition_variable>
 #include <deque>
@@ -94,18 +103,181 @@ void blockSigpipeOnThisThread() {
 // Set on a thread that serves a connection beyond the cap: it answers 503 and closes.
 thread_local bool tOverCap = false;
 
+int64_t nowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// A slow client (slowloris) sends its request a byte at a time, each byte within the read
+// timeout, and httplib would wait on it for as long as it keeps that up; a slow reader does the
+// same with an answer. The guard bounds the time a connection spends outside its handler: from
+// the moment a worker takes it up, or from the end of its last handler, to the start of the
+// next, at most `limitMs`
+// (which covers writing the answer, the keep-alive wait and reading the next request). Past it,
+// the socket is shut down and the worker is free again. A streamed answer (Server-Sent Events)
+// counts as inside its handler.
+//
+// httplib hands the pool a task, not the socket: the guard finds the new connection's fd when
+// the task is queued (on the listening thread, right after accept) as the one connected socket
+// on the server's port that no task owns yet, and remembers its peer, so that a number the
+// kernel has since given to another connection is never shut down.
+class ReadGuard {
+ public:
+  ReadGuard(int64_t limitMs, std::atomic<uint64_t>& cut) : limitMs_(limitMs), cut_(cut) {
+    watchdog_ = std::thread([this] { watch(); });
+  }
+  ~ReadGuard() {
+    {
+      std::lock_guard lock(mutex_);
+      stopping_ = true;
+    }
+    cv_.notify_all();
+    watchdog_.join();
+  }
+  void setPort(int port) { port_.store(port); }
+
+  // On the listening thread, when a connection's task is queued: its id (0: not found, the
+  // connection goes unguarded).
+  uint64_t claim() {
+    const int port = port_.load();
+    if (port <= 0) return 0;
+    std::lock_guard lock(mutex_);
+    std::set<int> owned;
+    for (const auto& [id, c] : conns_) owned.insert(c.fd);
+    std::optional<Conn> found;
+    int candidates = 0;
+    std::error_code ec;
+    for (const auto& e : std::filesystem::directory_iterator("/proc/self/fd", ec)) {
+      const std::string name = e.path().filename().string();
+      const int fd = std::atoi(name.c_str());
+      if (fd < 0 || owned.contains(fd)) continue;
+      Conn c;
+      if (!connectedOnPort(fd, port, c)) continue;
+      ++candidates;
+      found = c;
+    }
+    if (candidates != 1) return 0;
+    found->queued = true;  // waiting for a worker: not the client's time yet
+    conns_[++nextId_] = *found;
+    return nextId_;
+  }
+  void release(uint64_t id) {
+    if (id == 0) return;
+    std::lock_guard lock(mutex_);
+    conns_.erase(id);
+  }
+  // A worker took the connection up: its time runs from now.
+  void started(uint64_t id) { inHandler(id, false); }
+  void inHandler(uint64_t id, bool in) {
+    if (id == 0) return;
+    std::lock_guard lock(mutex_);
+    auto it = conns_.find(id);
+    if (it == conns_.end()) return;
+    it->second.queued = false;
+    it->second.inHandler = in;
+    it->second.phaseStartMs = nowMs();
+  }
+
+ private:
+  struct Conn {
+    int fd = -1;
+    sockaddr_storage peer{};
+    socklen_t peerLen = 0;
+    int64_t phaseStartMs = 0;
+    bool queued = false;
+    bool inHandler = false;
+    bool cut = false;
+  };
+
+  static bool connectedOnPort(int fd, int port, Conn& c) {
+    struct stat st;
+    if (::fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode)) return false;
+    sockaddr_storage local{};
+    socklen_t len = sizeof local;
+    if (::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &len) != 0) return false;
+    int localPort = -1;
+    if (local.ss_family == AF_INET) {
+      localPort = ntohs(reinterpret_cast<const sockaddr_in*>(&local)->sin_port);
+    } else if (local.ss_family == AF_INET6) {
+      localPort = ntohs(reinterpret_cast<const sockaddr_in6*>(&local)->sin6_port);
+    }
+    if (localPort != port) return false;
+    c.fd = fd;
+    c.peerLen = sizeof c.peer;
+    return ::getpeername(fd, reinterpret_cast<sockaddr*>(&c.peer), &c.peerLen) == 0;
+  }
+
+  void watch() {
+    std::unique_lock lock(mutex_);
+    const auto tick = std::chrono::milliseconds(std::clamp<int64_t>(limitMs_ / 4, 10, 250));
+    while (!cv_.wait_for(lock, tick, [&] { return stopping_; })) {
+      const int64_t now = nowMs();
+      for (auto& [id, c] : conns_) {
+        if (c.queued || c.inHandler || c.cut || now - c.phaseStartMs <= limitMs_) continue;
+        sockaddr_storage peer{};
+        socklen_t len = sizeof peer;
+        if (::getpeername(c.fd, reinterpret_cast<sockaddr*>(&peer), &len) != 0 ||
+            len != c.peerLen || std::memcmp(&peer, &c.peer, len) != 0) {
+          continue;  // closed, or the number is another connection's now
+        }
+        ::shutdown(c.fd, SHUT_RDWR);
+        c.cut = true;
+        ++cut_;
+      }
+    }
+  }
+
+  const int64_t limitMs_;
+  std::atomic<uint64_t>& cut_;
+  std::atomic<int> port_{0};
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::map<uint64_t, Conn> conns_;
+  uint64_t nextId_ = 0;
+  bool stopping_ = false;
+  std::thread watchdog_;
+};
+
+// The guard and the connection the current worker thread serves.
+thread_local ReadGuard* tGuard = nullptr;
+thread_local uint64_t tConnection = 0;
+
+// Marks the current connection as inside its handler for the life of the scope.
+class InHandler {
+ public:
+  InHandler() {
+    if (tGuard != nullptr) tGuard->inHandler(tConnection, true);
+  }
+  ~InHandler() {
+    if (tGuard != nullptr) tGuard->inHandler(tConnection, false);
+  }
+  InHandler(const InHandler&) = delete;
+  InHandler& operator=(const InHandler&) = delete;
+};
+
 // httplib's pool, bounded: at most `cap` connections are served or wait for one of `threads`
 // workers; the ones beyond go to a single thread that answers each 503 and closes it, so an
 // overload costs neither memory nor the workers' time.
 class BoundedPool final : public httplib::TaskQueue {
  public:
-  BoundedPool(int threads, int cap, std::atomic<uint64_t>& refused) : cap_(cap), refused_(refused) {
+  BoundedPool(int threads, int cap, std::atomic<uint64_t>& refused, ReadGuard& guard)
+      : cap_(cap), refused_(refused), guard_(guard) {
     for (int i = 0; i < threads; ++i) workers_.emplace_back([this] { work(queue_, false); });
     workers_.emplace_back([this] { work(overflow_, true); });
   }
   ~BoundedPool() override { shutdown(); }
 
-  void enqueue(std::function<void()> fn) override {
+  void enqueue(std::function<void()> task) override {
+    const uint64_t id = guard_.claim();
+    auto fn = [this, id, task = std::move(task)] {
+      tGuard = &guard_;
+      tConnection = id;
+      guard_.started(id);
+      task();
+      tConnection = 0;
+      guard_.release(id);
+    };
     std::lock_guard lock(mutex_);
     if (inUse_ >= cap_) {
       ++refused_;
@@ -150,6 +322,7 @@ class BoundedPool final : public httplib::TaskQueue {
 
   const int cap_;
   std::atomic<uint64_t>& refused_;
+  ReadGuard& guard_;
   std::mutex mutex_;
   std::condition_variable cv_;
   std::deque<std::function<void()>> queue_, overflow_;
@@ -164,6 +337,7 @@ void toHttplib(const HttpResponse& in, httplib::Response& out) {
   if (in.stream) {
     auto stream = in.stream;
     out.set_chunked_content_provider(in.contentType, [stream](size_t, httplib::DataSink& sink) {
+      InHandler streaming;
       stream([&sink](const std::string& chunk) {
         return sink.is_writable() && sink.write(chunk.data(), chunk.size());
       });
@@ -179,6 +353,9 @@ void toHttplib(const HttpResponse& in, httplib::Response& out) {
 
 class HttpServer::Impl {
  public:
+  explicit Impl(int64_t requestTimeoutMs) : guard(requestTimeoutMs, cut) {}
+  std::atomic<uint64_t> cut{0};
+  ReadGuard guard;  // outlives the server and its pool
   std::unique_ptr<httplib::Server> server;
   std::thread thread;
   std::atomic<uint64_t> refused{0};
@@ -196,6 +373,7 @@ HttpServer::~HttpServer() {
 int HttpServer::port() const { return impl_->port; }
 std::string HttpServer::url() const { return impl_->url; }
 uint64_t HttpServer::refusedConnections() const { return impl_->refused.load(); }
+uint64_t HttpServer::slowConnectionsCut() const { return impl_->cut.load(); }
 
 Result<std::unique_ptr<HttpServer>> HttpServer::start(const HttpServerOptions& o, HttpHandler handler) {
   auto hp = parseListen(o.listen);
@@ -204,7 +382,7 @@ Result<std::unique_ptr<HttpServer>> HttpServer::start(const HttpServerOptions& o
   if (o.tlsCert.empty() != o.tlsKey.empty()) {
     return Error{"listen " + o.listen + ": TLS needs both tls_cert and tls_key", 400};
   }
-  auto impl = std::make_unique<Impl>();
+  auto impl = std::make_unique<Impl>(std::max<int64_t>(1, o.requestTimeoutMs));
   if (!o.tlsCert.empty()) {
     for (const auto& f : {o.tlsCert, o.tlsKey}) {
       if (::access(f.c_str(), R_OK) != 0) return errnoError("listen " + o.listen + ": " + f, errno);
@@ -221,7 +399,10 @@ Result<std::unique_ptr<HttpServer>> HttpServer::start(const HttpServerOptions& o
   auto& s = *impl->server;
   auto* refused = &impl->refused;
   const int threads = std::max(1, o.threads), cap = std::max(threads, o.maxConnections);
-  s.new_task_queue = [threads, cap, refused] { return new BoundedPool(threads, cap, *refused); };
+  auto* guard = &impl->guard;
+  s.new_task_queue = [threads, cap, refused, guard] {
+    return new BoundedPool(threads, cap, *refused, *guard);
+  };
   s.set_payload_max_length(o.maxBodyBytes);
   s.set_read_timeout(std::chrono::milliseconds(o.readTimeoutMs));
   s.set_write_timeout(std::chrono::milliseconds(o.writeTimeoutMs));
@@ -258,6 +439,7 @@ Result<std::unique_ptr<HttpServer>> HttpServer::start(const HttpServerOptions& o
     in.remoteAddr = req.remote_addr;
     HttpResponse out;
     try {
+      InHandler inside;
       handler(in, out);
     } catch (const std::exception& e) {
       jsonError(out, 500, "internal", std::string("the request failed: ") + e.what());
@@ -290,6 +472,7 @@ Result<std::unique_ptr<HttpServer>> HttpServer::start(const HttpServerOptions& o
     }
     impl->port = port;
   }
+  impl->guard.setPort(impl->port);
   const std::string shownHost = host.find(':') != std::string::npos ? "[" + host + "]" : host;
   impl->url = std::string(o.tlsCert.empty() ? "http" : "https") + "://" + shownHost + ":" +
               std::to_string(impl->port);

@@ -154,6 +154,83 @@ TEST(HttpServerTest, StreamsUntilTheHandlerEnds) {
   EXPECT_EQ(r->body, "id: 1\ndata: {}\n\nid: 2\ndata: {}\n\nid: 3\ndata: {}\n\n");
 }
 
+int connectTo(int port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  return ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 ? fd : (::close(fd), -1);
+}
+
+// Slow clients that each send a header byte well within the read timeout hold every worker, but
+// only for requestTimeoutMs: then they are cut, and a normal request is served.
+TEST(HttpServerTest, SlowClientsAreCutAndTheWorkersServeAgain) {
+  HttpServerOptions o;
+  o.threads = 2;
+  o.maxConnections = 16;
+  o.readTimeoutMs = 5000;
+  o.keepAliveMs = 300;
+  o.requestTimeoutMs = 800;
+  auto s = startEcho(o);
+  ASSERT_TRUE(s);
+  std::vector<int> slow;
+  for (int i = 0; i < 3; ++i) {
+    const int fd = connectTo(s->port());
+    ASSERT_GE(fd, 0);
+    (void)!::write(fd, "GET / HTTP/1.1\r\nX-Slow: ", 24);
+    slow.push_back(fd);
+  }
+  std::atomic<bool> stop{false};
+  std::thread drip([&] {
+    // A byte each 200 ms (well within the 5 s read timeout), for at most 4 s.
+    for (int i = 0; i < 20 && !stop; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      for (int fd : slow) (void)!::send(fd, "a", 1, MSG_NOSIGNAL);
+    }
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  const auto started = std::chrono::steady_clock::now();
+  httplib::Client c("127.0.0.1", s->port());
+  c.set_read_timeout(4, 0);
+  auto r = c.Get("/served");
+  const auto waited = std::chrono::steady_clock::now() - started;
+  stop = true;
+  drip.join();
+  ASSERT_TRUE(r) << "the slow clients held the workers";
+  EXPECT_EQ(r->status, 200);
+  EXPECT_LT(waited, std::chrono::milliseconds(3000));
+  EXPECT_GE(s->slowConnectionsCut(), 2u);
+  // A cut connection reads its end.
+  char buf[64];
+  timeval tv{1, 0};
+  ::setsockopt(slow[0], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  EXPECT_LE(::read(slow[0], buf, sizeof buf), 0);
+  for (int fd : slow) ::close(fd);
+}
+
+// A stream that lasts longer than requestTimeoutMs is a handler at work, not a slow client.
+TEST(HttpServerTest, ALongStreamIsNotCut) {
+  HttpServerOptions o = at("127.0.0.1:0");
+  o.requestTimeoutMs = 300;
+  o.keepAliveMs = 200;
+  auto s = HttpServer::start(o, [](const HttpRequest&, HttpResponse& res) {
+    res.contentType = "text/event-stream";
+    res.stream = [](const std::function<bool(const std::string&)>& write) {
+      for (int i = 1; i <= 8; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        if (!write("id: " + std::to_string(i) + "\n\n")) return;
+      }
+    };
+  });
+  ASSERT_TRUE(s.ok());
+  httplib::Client c("127.0.0.1", (*s)->port());
+  auto r = c.Get("/v1/events");
+  ASSERT_TRUE(r);
+  EXPECT_NE(r->body.find("id: 8\n"), std::string::npos) << r->body;
+  EXPECT_EQ((*s)->slowConnectionsCut(), 0u);
+}
+
 TEST(HttpServerTest, BadListenAddressesAndBusyPortsAreNamed) {
   auto bad = HttpServer::start(at("example.com:80"), nullptr);
   ASSERT_FALSE(bad.ok());

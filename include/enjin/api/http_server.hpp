@@ -4,8 +4,9 @@
 // a Handoff (enjin/reactor/handoff.hpp).
 //
 // Limits: a body above maxBodyBytes is 413, a header block above the library's 8 KiB is
-// refused, a request that is not read within readTimeoutMs per read is dropped, an idle
-// keep-alive connection is closed after keepAliveMs, and beyond maxConnections (queued or
+// refused, a read that waits longer than readTimeoutMs drops the connection, an idle keep-alive
+// connection is closed after keepAliveMs, a connection that takes longer than requestTimeoutMs
+// to send a request (slowloris) or take an answer is cut, and beyond maxConnections (queued or
 // served) a connection is answered 503 at once. Every answer the server makes itself is JSON
 // {"error","message"}, like the API's own.
 #pragma once
@@ -55,6 +56,10 @@ struct HttpServerOptions {
   int64_t readTimeoutMs = 5000;
   int64_t writeTimeoutMs = 5000;
   int64_t keepAliveMs = 5000;
+  // The longest a connection may spend outside its handler: sending one request (a slowloris
+  // sends it a byte at a time), taking one answer, waiting between requests. Past it the
+  // connection is cut. Must exceed keepAliveMs.
+  int64_t requestTimeoutMs = 10'000;
   int keepAliveRequests = 100;
 };
 
@@ -77,6 +82,8 @@ class HttpServer {
   std::string url() const;   // "http://127.0.0.1:PORT" or https
   // Connections answered 503 because maxConnections were in use.
   uint64_t refusedConnections() const;
+  // Connections cut for taking longer than requestTimeoutMs outside a handler (slow clients).
+  uint64_t slowConnectionsCut() const;
 
  private:
   class Impl;
