@@ -459,7 +459,12 @@ Result<std::unique_ptr<HttpServer>> HttpServer::start(const HttpServerOptions& o
     HttpResponse out;
     const int status = res.status > 0 ? res.status : 400;
     jsonError(out, status, errorCodeFor(status),
-              status == 413 ? "the body is larger than the limit" : "the request was refused");
+              status == 413   ? "the body is larger than the limit"
+              : status == 414 ? "the request line is longer than 8 KiB"
+              : status == 400 ? "the request could not be read: a malformed request line or "
+                                "header, a header line longer than 8 KiB, or a POST, PUT or "
+                                "PATCH without Content-Length"
+                              : "the request was refused");
     toHttplib(out, res);
   });
 
