@@ -25,6 +25,7 @@
 #include "enjin/crypto/keys.hpp"
 #include "enjin/reactor/reactor.hpp"
 #include "enjin/ring/config.hpp"
+#include "enjin/ring/daemon_metrics.hpp"
 #include "enjin/ring/node_spec_json.hpp"
 #include "enjin/ring/parent.hpp"
 #include "enjin/ring/parent_link.hpp"
@@ -420,6 +421,7 @@ int runParentDaemon(const ParentDaemonOptions& opts) {
   // daemon's state reached through the reactor.
   directory::Directory directory(**store, runner.clock());
   metrics::Registry registry;
+  addDaemonMetrics(registry, parent, r);
   std::unique_ptr<api::ControlApi> controlApi;
   std::unique_ptr<api::HttpServer> http;
   if (!cfg.apiListen.empty()) {
@@ -440,6 +442,15 @@ int runParentDaemon(const ParentDaemonOptions& opts) {
     if (!server.ok()) return fail(server.error().wrap(cfg.source + ": [api]"));
     http = std::move(*server);
     spdlog::info("{}: API on {}", name, http->url());
+  }
+
+  // [metrics] listen: the registry once more, without a token, for a local Prometheus.
+  std::unique_ptr<MetricsServer> metricsServer;
+  if (!cfg.metricsListen.empty()) {
+    auto server = MetricsServer::start(cfg.metricsListen, r, registry);
+    if (!server.ok()) return fail(server.error().wrap(cfg.source + ": [metrics]"));
+    metricsServer = std::move(*server);
+    spdlog::info("{}: metrics on {}/metrics", name, metricsServer->url());
   }
 
   // Whoever started this daemon (systemd for ring0d, the parent's engine for ring1d) hears
