@@ -21,8 +21,8 @@ namespace {
 
 // Every state a node can be in (the engine's, and the parent's own revoked and lost): each is
 // rendered for every ring below, 0 included, so a series does not vanish when its count does.
-constexpr const char* kNodeStates[] = {"starting", "running",  "ready",   "unhealthy", "stopping",
-                                       "stopped",  "backoff",  "failed",  "revoked",   "lost"};
+constexpr const char* kNodeStates[] = {"starting", "running", "ready",  "unhealthy", "stopping",
+                                       "stopped",  "backoff", "failed", "revoked",   "lost"};
 
 // The deepest ring a tree goes to: ring-2 nodes run the processes.
 constexpr int kLeafRing = 2;
@@ -71,8 +71,8 @@ void walk(const json& node, int ring, const std::string& prefix, TreeSamples& ou
   }
 }
 
-void writeAll(metrics::Registry::Writer& out, const char* name, const char* type,
-              const char* help, const std::vector<std::pair<metrics::Labels, double>>& samples) {
+void writeAll(metrics::Registry::Writer& out, const char* name, const char* type, const char* help,
+              const std::vector<std::pair<metrics::Labels, double>>& samples) {
   out.family(name, type, help);
   for (const auto& [labels, value] : samples) out.sample(labels, value);
 }
@@ -98,8 +98,8 @@ void writeTreeMetrics(metrics::Registry::Writer& out, const json& tree) {
   writeAll(out, "enjin_node_restarts_total", "counter",
            "Restarts of a node's daemon by its parent's engine", s.nodeRestarts);
   writeAll(out, "enjin_process_up", "gauge", "1 while the process runs, else 0", s.up);
-  writeAll(out, "enjin_process_restarts_total", "counter", "Restarts of a process by its ring-2 node",
-           s.restarts);
+  writeAll(out, "enjin_process_restarts_total", "counter",
+           "Restarts of a process by its ring-2 node", s.restarts);
   writeAll(out, "enjin_process_cpu_seconds_total", "counter",
            "User and system CPU time of a process, as its ring-2 node last read it", s.cpu);
   writeAll(out, "enjin_process_resident_memory_bytes", "gauge",
@@ -122,10 +122,11 @@ void writeBusMetrics(metrics::Registry::Writer& out, const bus::BusCounters& c, 
 }
 
 void addDaemonMetrics(metrics::Registry& registry, NodeParent& parent, Reactor& reactor) {
-  metrics::Histogram& lag = registry.histogram(
-      "enjin_reactor_lag_seconds", "How late the reactor fires its timers",
-      metrics::exponentialBuckets(0.0001, 4, 9));
-  reactor.setLagObserver([&lag](int64_t lateNanos) { lag.observe(static_cast<double>(lateNanos) / 1e9); });
+  metrics::Histogram& lag =
+      registry.histogram("enjin_reactor_lag_seconds", "How late the reactor fires its timers",
+                         metrics::exponentialBuckets(0.0001, 4, 9));
+  reactor.setLagObserver(
+      [&lag](int64_t lateNanos) { lag.observe(static_cast<double>(lateNanos) / 1e9); });
   registry.addCollector([&parent](metrics::Registry::Writer& out) {
     writeTreeMetrics(out, parent.tree());
     writeBusMetrics(out, parent.upCounters(), parent.refusedMessages());
@@ -137,9 +138,9 @@ struct MetricsServer::Impl {
 
   void handle(const api::HttpRequest& req, api::HttpResponse& res) {
     if ((req.method != "GET" && req.method != "HEAD") || req.path != "/metrics") {
-      return api::jsonError(res, 404, "not_found",
-                            "no route " + req.method + " " + req.path +
-                                "; this listener serves GET /metrics only");
+      return api::jsonError(
+          res, 404, "not_found",
+          "no route " + req.method + " " + req.path + "; this listener serves GET /metrics only");
     }
     auto body = handoff.call<std::string>([this] { return registry.render(); }, kRenderTimeoutMs);
     if (!body) {
@@ -174,6 +175,8 @@ MetricsServer::MetricsServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)
 MetricsServer::~MetricsServer() {
   if (impl_) impl_->http.reset();  // no handler runs (or waits on the handoff) past this
 }
-std::string MetricsServer::url() const { return impl_->http->url(); }
+std::string MetricsServer::url() const {
+  return impl_->http->url();
+}
 
 }  // namespace enjin::ring

@@ -15,7 +15,9 @@ namespace {
 
 using nlohmann::json;
 
-std::string tag() { return std::to_string(8'000'000 + (::getpid() % 100'000) * 10); }
+std::string tag() {
+  return std::to_string(8'000'000 + (::getpid() % 100'000) * 10);
+}
 
 // One HTTP/1.0 GET on loopback: {status, body}; status 0 when nothing answered.
 std::pair<int, std::string> httpGet(int port, const std::string& target) {
@@ -114,7 +116,8 @@ label = "infra"
   label = "shop"
     [[ring1.ring2.process]]
     name = "nap"
-    command = [)" + crasher("sleep:" + tag()) + "]\n";
+    command = [)" +
+             crasher("sleep:" + tag()) + "]\n";
   ring0d_ = spawnProcess({helper("ring0d"), "--config", dir_ / "ring0d.toml"}, dir_ / "ring0d.err");
   ASSERT_TRUE(waitFor([&] { return allReady(); }, 20'000))
       << tree().dump(1) << readFile(dir_ / "ring0d.err");
@@ -126,13 +129,15 @@ label = "infra"
         auto [status, body] = httpGet(metricsPort, "/metrics");
         text = body;
         return status == 200 &&
-               body.find("enjin_process_resident_memory_bytes{node=\"infra/shop\",process=\"nap\"}") !=
+               body.find(
+                   "enjin_process_resident_memory_bytes{node=\"infra/shop\",process=\"nap\"}") !=
                    std::string::npos;
       },
       10'000))
       << text;
   for (const char* line :
-       {"\nenjin_nodes{ring=\"1\",state=\"ready\"} 1\n", "\nenjin_nodes{ring=\"2\",state=\"ready\"} 1\n",
+       {"\nenjin_nodes{ring=\"1\",state=\"ready\"} 1\n",
+        "\nenjin_nodes{ring=\"2\",state=\"ready\"} 1\n",
         "\nenjin_process_up{node=\"infra/shop\",process=\"nap\"} 1\n",
         "\nenjin_process_restarts_total{node=\"infra/shop\",process=\"nap\"} 0\n",
         "\nenjin_process_cpu_seconds_total{node=\"infra/shop\",process=\"nap\"} ",
@@ -171,11 +176,11 @@ label = "infra"
       << "      - targets: ['127.0.0.1:" << metricsPort << "']\n";
   std::filesystem::create_directories(dir_ / "tsdb");
   ChildGuard prometheus;
-  prometheus.pid = spawnProcess(
-      {"/usr/bin/prometheus", "--config.file=" + (dir_ / "prometheus.yml"),
-       "--storage.tsdb.path=" + (dir_ / "tsdb"),
-       "--web.listen-address=127.0.0.1:" + std::to_string(promPort)},
-      dir_ / "prometheus.err");
+  prometheus.pid =
+      spawnProcess({"/usr/bin/prometheus", "--config.file=" + (dir_ / "prometheus.yml"),
+                    "--storage.tsdb.path=" + (dir_ / "tsdb"),
+                    "--web.listen-address=127.0.0.1:" + std::to_string(promPort)},
+                   dir_ / "prometheus.err");
   ASSERT_GT(prometheus.pid, 0);
 
   int readyNodes = 0;

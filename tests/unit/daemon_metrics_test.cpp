@@ -12,12 +12,16 @@
 #include <string>
 #include <thread>
 
+#include "enjin/acl/password.hpp"
+#include "enjin/api/control_api.hpp"
 #include "enjin/base/clock.hpp"
 #include "enjin/bus/envelope.hpp"
 #include "enjin/bus/verifier.hpp"
+#include "enjin/directory/directory.hpp"
 #include "enjin/reactor/reactor.hpp"
 #include "enjin/ring/config.hpp"
 #include "enjin/ring/tree.hpp"
+#include "enjin/store/store.hpp"
 #include "fakes/temp_dir.hpp"
 
 namespace enjin::ring {
@@ -48,13 +52,19 @@ json ring0Tree() {
   })");
   auto clean = cleanObservation(obs, 1);
   EXPECT_TRUE(clean.ok()) << clean.error().message;
-  json r1{{"label", "r1"}, {"uuid", "u-r1"}, {"ring", 1}, {"state", "ready"}, {"pid", 4001},
-          {"restarts", 2}, {"observed_state", "ready"}, {"spec_applied", true},
+  json r1{{"label", "r1"},
+          {"uuid", "u-r1"},
+          {"ring", 1},
+          {"state", "ready"},
+          {"pid", 4001},
+          {"restarts", 2},
+          {"observed_state", "ready"},
+          {"spec_applied", true},
           {"nodes", (*clean)["nodes"]}};
-  json failed{{"label", "r9"}, {"uuid", "u-r9"}, {"ring", 1}, {"state", "failed"}, {"pid", 0},
-              {"restarts", 10}};
-  return json{{"ring", 0},         {"uuid", "u-root"}, {"label", "root"}, {"pid", 4000},
-              {"state", "degraded"}, {"nodes", json::array({r1, failed})}};
+  json failed{{"label", "r9"},     {"uuid", "u-r9"}, {"ring", 1},
+              {"state", "failed"}, {"pid", 0},       {"restarts", 10}};
+  return json{{"ring", 0},   {"uuid", "u-root"},    {"label", "root"},
+              {"pid", 4000}, {"state", "degraded"}, {"nodes", json::array({r1, failed})}};
 }
 
 std::string renderTree(const json& tree) {
@@ -149,10 +159,14 @@ TEST(DaemonMetrics, TheParentKeepsWhatProcessesCostAndRefusesNonsense) {
   EXPECT_EQ(app.value("cpu_seconds", 0.0), 1.5);
   EXPECT_EQ(app.value("resident_memory_bytes", 0), 4096000);
 
-  json obs{{"ring", 2},       {"uuid", "u"},         {"label", "web"},
-           {"pid", 1},        {"state", "ready"},    {"state_dir", "/s"},
-           {"processes", json::array({json{{"name", "app"}, {"state", "ready"},
-                                           {"cpu_seconds", -1}}})}};
+  json obs{
+      {"ring", 2},
+      {"uuid", "u"},
+      {"label", "web"},
+      {"pid", 1},
+      {"state", "ready"},
+      {"state_dir", "/s"},
+      {"processes", json::array({json{{"name", "app"}, {"state", "ready"}, {"cpu_seconds", -1}}})}};
   auto neg = cleanObservation(obs, 2);
   ASSERT_FALSE(neg.ok());
   EXPECT_NE(neg.error().message.find("cpu_seconds"), std::string::npos) << neg.error().message;
@@ -189,7 +203,8 @@ TEST(DaemonMetrics, ConfigMetricsListen) {
     const char* expect;
   };
   const Case cases[] = {
-      {"[metrics]\nlisten = \"nowhere\"\n", "r0.toml:2: metrics: listen: 'nowhere': expected HOST:PORT"},
+      {"[metrics]\nlisten = \"nowhere\"\n",
+       "r0.toml:2: metrics: listen: 'nowhere': expected HOST:PORT"},
       {"[metrics]\nlisten = \"127.0.0.1:99999\"\n", "r0.toml:2:"},
       {"[metrics]\nlisten = \"example.com:80\"\n", "not a numeric"},
       {"[metrics]\nlisten = 9480\n", "r0.toml:2:"},
@@ -257,6 +272,62 @@ TEST(DaemonMetrics, TheMetricsListenerServesOnlyMetricsRenderedOnTheReactor) {
   ASSERT_FALSE(again.ok());
   EXPECT_NE(again.error().message.find(std::to_string(port)), std::string::npos)
       << again.error().message;
+}
+
+// The API's GET /metrics renders on the reactor thread too (the collectors read the daemon's
+// state), behind the metrics:read check.
+TEST(DaemonMetrics, TheApiRendersMetricsOnTheReactorForASignedInUser) {
+  testing::TempDir dir;
+  SystemClock clock;
+  auto reactor = Reactor::create(clock);
+  ASSERT_TRUE(reactor.ok()) << reactor.error().message;
+  auto store = store::Store::open(dir / "r0.db");
+  ASSERT_TRUE(store.ok()) << store.error().message;
+  directory::Directory directory(**store, clock);
+  const std::string password = "correct horse battery staple";
+  auto hash = acl::hashPassword(password);
+  ASSERT_TRUE(hash.ok());
+  ASSERT_TRUE(directory.ensureAdmin(*hash).ok());
+  metrics::Registry reg;
+  std::thread::id renderedOn;
+  reg.addCollector([&](metrics::Registry::Writer& w) {
+    renderedOn = std::this_thread::get_id();
+    w.family("enjin_test_things", "gauge", "Things");
+    w.sample({}, 5);
+  });
+  api::ControlApi controlApi(**reactor, clock, directory, **store, reg, {}, {});
+
+  std::atomic<bool> done{false};
+  api::HttpResponse anonymous, metricsRes;
+  std::string token;
+  std::thread client([&] {
+    api::HttpRequest login;
+    login.method = "POST";
+    login.path = "/v1/sessions";
+    login.body = json{{"user", "admin"}, {"password", password}}.dump();
+    login.headers["content-type"] = "application/json";
+    api::HttpResponse res;
+    controlApi.handle(login, res);
+    token = json::parse(res.body, nullptr, false).value("token", "");
+    api::HttpRequest get;
+    get.method = "GET";
+    get.path = "/metrics";
+    controlApi.handle(get, anonymous);
+    get.headers["authorization"] = "Bearer " + token;
+    controlApi.handle(get, metricsRes);
+    done = true;
+  });
+  while (!done) (*reactor)->runOnce(50);
+  client.join();
+  ASSERT_FALSE(token.empty());
+  EXPECT_EQ(anonymous.status, 401) << anonymous.body;
+  EXPECT_EQ(metricsRes.status, 200) << metricsRes.body;
+  EXPECT_NE(metricsRes.body.find("\nenjin_test_things 5\n"), std::string::npos) << metricsRes.body;
+  EXPECT_NE(
+      metricsRes.body.find("enjin_api_requests_total{code=\"201\",route=\"POST /v1/sessions\"} 1"),
+      std::string::npos)
+      << metricsRes.body;
+  EXPECT_EQ(renderedOn, std::this_thread::get_id());
 }
 
 }  // namespace

@@ -4,10 +4,10 @@
 //   enjin_node_restarts_total{node}                       counter  restarts of a node's daemon
 //   enjin_process_up{node,process}                        gauge    1 while the process runs
 //   enjin_process_restarts_total{node,process}            counter
-//   enjin_process_cpu_seconds_total{node,process}         counter  user + system, as ring2d reads it
+//   enjin_process_cpu_seconds_total{node,process}         counter  user + system, read by ring2d
 //   enjin_process_resident_memory_bytes{node,process}     gauge
 //   enjin_bus_messages_accepted_total                     counter  up bus, signed and verified
-//   enjin_bus_messages_rejected_total{reason}             counter  up bus, by bus::rejectReasonName
+//   enjin_bus_messages_rejected_total{reason}             counter  up bus, by rejectReasonName
 //   enjin_bus_messages_refused_total                      counter  verified, but broke the protocol
 //   enjin_reactor_lag_seconds                             histogram  how late the loop's timers fire
 //
