@@ -398,9 +398,12 @@ class ControlApi::Impl {
     });
     add("GET", "/v1/audit", "audit:read", fixed("audit"), [this](Call& c) { readAudit(c); });
     add("GET", "/metrics", "metrics:read", fixed("metrics"), [this](Call& c) {
+      // Rendered on the reactor: the daemon's collectors read its state, which lives there.
+      auto body = onReactor<std::string>([this] { return metrics_.render(); });
+      if (!body) return busy(c.res);
       c.res.status = 200;
       c.res.contentType = "text/plain; version=0.0.4";
-      c.res.body = metrics_.render();
+      c.res.body = std::move(*body);
     });
   }
 

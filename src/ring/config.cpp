@@ -256,7 +256,7 @@ Result<DaemonConfig> parseConfig(std::string_view text, const std::string& sourc
   if (ring == 0) {
     static constexpr std::string_view kKeys[] = {
         "state_dir", "log_level", "key", "down", "up", "observe", "heartbeat_ms",
-        "heartbeat_timeout_ms", "ring1", "api"};
+        "heartbeat_timeout_ms", "ring1", "api", "metrics"};
     f.checkKeys(kKeys);
     if (const toml::node* api = root.get("api"); api != nullptr) {
       if (!api->is_table()) {
@@ -272,6 +272,28 @@ Result<DaemonConfig> parseConfig(std::string_view text, const std::string& sourc
         if (!r.failed() && c.apiTlsCert.empty() != c.apiTlsKey.empty()) {
           a.failAt(lineOf(api), c.apiTlsCert.empty() ? "tls_cert" : "tls_key",
                    "tls_cert and tls_key go together");
+        }
+      }
+    }
+    if (const toml::node* m = root.get("metrics"); m != nullptr) {
+      if (!m->is_table()) {
+        f.fail(m, "metrics", "expected a table: [metrics] listen = \"127.0.0.1:PORT\"");
+      } else {
+        supervise::TomlTable t(r, *m->as_table(), "metrics");
+        static constexpr std::string_view kMetricsKeys[] = {"listen"};
+        t.checkKeys(kMetricsKeys);
+        t.read("listen", c.metricsListen);
+        const toml::node* listen = m->as_table()->get("listen");
+        if (!r.failed() && c.metricsListen.empty()) {
+          t.failAt(lineOf(m), "listen", "required");
+        } else if (!r.failed()) {
+          if (auto addr = api::parseListen(c.metricsListen); !addr.ok()) {
+            std::string why = addr.error().message;
+            if (why.starts_with("listen address ")) why.erase(0, 15);
+            t.fail(listen, "listen", why);
+          } else if (c.metricsListen == c.apiListen) {
+            t.fail(listen, "listen", "the [api] listen address too: give the metrics their own");
+          }
         }
       }
     }

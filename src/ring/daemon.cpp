@@ -25,6 +25,7 @@
 #include "enjin/crypto/keys.hpp"
 #include "enjin/reactor/reactor.hpp"
 #include "enjin/ring/config.hpp"
+#include "enjin/ring/daemon_metrics.hpp"
 #include "enjin/ring/node_catalog.hpp"
 #include "enjin/ring/node_spec_json.hpp"
 #include "enjin/ring/parent.hpp"
@@ -397,6 +398,7 @@ int runParentDaemon(const ParentDaemonOptions& opts) {
   // threads, with the daemon's state reached through the reactor.
   directory::Directory directory(**store, runner.clock());
   metrics::Registry registry;
+  addDaemonMetrics(registry, parent, r);
   ServedApi served;
   auto badRequest = [](Error e) {
     if (e.code == 0) e.code = 400;
@@ -527,6 +529,15 @@ int runParentDaemon(const ParentDaemonOptions& opts) {
   }
   if (ring == 1 && !applied.json.empty()) {
     if (auto st = applyOwnSpec(ownSpec); !st.ok()) spdlog::error("{}: {}", name, st.error().message);
+  }
+
+  // [metrics] listen: the registry once more, without a token, for a local Prometheus.
+  std::unique_ptr<MetricsServer> metricsServer;
+  if (!cfg.metricsListen.empty()) {
+    auto server = MetricsServer::start(cfg.metricsListen, r, registry);
+    if (!server.ok()) return fail(server.error().wrap(cfg.source + ": [metrics]"));
+    metricsServer = std::move(*server);
+    spdlog::info("{}: metrics on {}/metrics", name, metricsServer->url());
   }
 
   // A ring1d reports ready only once it runs what its parent wants (stored, or received).

@@ -539,8 +539,9 @@ class NodeParent::Impl {
     // The child says which spec it runs: a different one means it missed ours.
     if (body.value("spec_digest", std::string()) != c.digest) publishSpec(c);
     if (body != c.observed) {
+      const bool usageOnly = sameApartFromUsage(body, c.observed);
       c.observed = std::move(body);
-      changed();
+      if (!usageOnly) changed();
     }
   }
 

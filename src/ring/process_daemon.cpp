@@ -19,6 +19,7 @@
 #include "enjin/ring/runner.hpp"
 #include "enjin/store/store.hpp"
 #include "enjin/supervise/control_server.hpp"
+#include "enjin/supervise/proc_stat.hpp"
 #include "enjin/supervise/spawn.hpp"
 #include "enjin/supervise/spec_file.hpp"
 #include "enjin/supervise/supervisor.hpp"
@@ -64,7 +65,15 @@ json nodeTree(const DaemonConfig& cfg, const std::string& stateDir,
   json procs = json::array();
   bool moving = false, troubled = false;
   for (const auto& s : supervisor.status()) {
-    procs.push_back(supervise::statusToJson(s));
+    json p = supervise::statusToJson(s);
+    // Metric collection: what the process costs, read from /proc at each report.
+    if (s.pid > 0) {
+      if (auto stat = supervise::readProcStat(s.pid)) {
+        p["cpu_seconds"] = stat->cpuSeconds;
+        p["resident_memory_bytes"] = stat->residentBytes;
+      }
+    }
+    procs.push_back(std::move(p));
     using supervise::ProcessState;
     moving = moving || s.state == ProcessState::kStarting || s.state == ProcessState::kRunning ||
              s.state == ProcessState::kStopping;

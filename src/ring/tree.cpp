@@ -20,6 +20,13 @@ class Cleaner {
     return field(key, out, required, [](const json& v) { return v.is_number_integer(); },
                  "an integer");
   }
+  // A finite number >= 0 (CPU seconds, bytes), when present.
+  bool amount(const char* key, json& out) {
+    return field(key, out, false,
+                 [](const json& v) { return v.is_number() && v.get<double>() >= 0 &&
+                                            v.get<double>() <= 1e300; },
+                 "a number >= 0");
+  }
   bool boolean(const char* key, json& out) {
     return field(key, out, false, [](const json& v) { return v.is_boolean(); }, "true or false");
   }
@@ -84,7 +91,7 @@ Result<json> cleanProcess(const json& in, const std::string& where) {
   Cleaner c(in, where);
   if (c.name("name", out) && c.str("state", out, true) && c.integer("pid", out) &&
       c.integer("restarts", out) && c.integer("started_wall_ms", out) && c.str("detail", out) &&
-      c.exit(out)) {
+      c.exit(out) && c.amount("cpu_seconds", out) && c.amount("resident_memory_bytes", out)) {
     return out;
   }
   return Error{c.error()};
@@ -196,6 +203,29 @@ Result<json> cleanObservation(const json& body, int ring) {
   }
   out[list] = std::move(items);
   return out;
+}
+
+namespace {
+void dropUsage(json& node) {
+  for (const char* list : {"nodes", "processes"}) {
+    auto it = node.find(list);
+    if (it == node.end() || !it->is_array()) continue;
+    for (auto& item : *it) {
+      if (!item.is_object()) continue;
+      item.erase("cpu_seconds");
+      item.erase("resident_memory_bytes");
+      dropUsage(item);
+    }
+  }
+}
+}  // namespace
+
+bool sameApartFromUsage(const json& a, const json& b) {
+  if (a == b) return true;
+  json x = a, y = b;
+  dropUsage(x);
+  dropUsage(y);
+  return x == y;
 }
 
 std::optional<std::string> firstNotReady(const json& tree) {

@@ -67,6 +67,9 @@ struct DaemonConfig {
   std::string apiListen;         // "127.0.0.1:8480"
   std::string apiTlsCert;        // PEM; with apiTlsKey, the API speaks HTTPS
   std::string apiTlsKey;
+  // [metrics] listen in ring0d.toml: GET /metrics without a token (plain HTTP), for a local
+  // Prometheus. Empty: the metrics are served by the API only.
+  std::string metricsListen;     // "127.0.0.1:9480"
 
   int64_t heartbeatMs = 1000;        // full state is republished this often, both ways
   int64_t heartbeatTimeoutMs = 5000; // no heartbeat for this long: the child is `lost`

@@ -27,6 +27,12 @@ FlatTree flattenTree(const nlohmann::json& tree);
 // `ring` is the ring of the node that sent it (1: it reports nodes, 2: processes).
 Result<nlohmann::json> cleanObservation(const nlohmann::json& body, int ring);
 
+// Whether two observations differ at most in what their processes cost (cpu_seconds,
+// resident_memory_bytes): those change with every report, and passed on as changes they would
+// make every heartbeat from below a change for every parent up to the root. The parent keeps the
+// newer figures without calling it a change; its own heartbeat carries them up.
+bool sameApartFromUsage(const nlohmann::json& a, const nlohmann::json& b);
+
 // Null when the root and everything below it is ready (revoked nodes aside); otherwise what is
 // not, as "infra-1/shop/web is backoff". What `enjinctl wait-ready` waits for.
 std::optional<std::string> firstNotReady(const nlohmann::json& tree);
