@@ -115,7 +115,7 @@ class ControlApi::Impl {
   static void ok(HttpResponse& res, int status, const json& body) {
     res.status = status;
     res.contentType = "application/json";
-    res.body = body.dump();
+    res.body = body.dump(-1, ' ', false, json::error_handler_t::replace);
   }
 
   // Answers the request; returns the route it matched (nullptr: none).

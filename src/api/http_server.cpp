@@ -61,7 +61,10 @@ std::string errorCodeFor(int status) {
 void jsonError(HttpResponse& res, int status, const std::string& code, const std::string& message) {
   res.status = status;
   res.contentType = "application/json";
-  res.body = nlohmann::json{{"error", code}, {"message", message}}.dump();
+  // A message may quote what the client sent, which need not be UTF-8: such bytes become U+FFFD
+  // rather than an exception.
+  res.body = nlohmann::json{{"error", code}, {"message", message}}.dump(
+      -1, ' ', false, nlohmann::json::error_handler_t::replace);
   res.stream = nullptr;
 }
 
