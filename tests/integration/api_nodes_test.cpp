@@ -222,5 +222,71 @@ TEST_F(ApiNodesTest, JobOffersAndObservationHistory) {
   EXPECT_EQ(meta("GET", "/v1/nodes/nope/observations").status, 404);
 }
 
+// ring0d --init: one line on stdout with a random password, once; a password file must be 0600.
+// Then the daemon serves its API over HTTPS with a certificate made by openssl.
+class ApiInitTest : public HierarchyTest {
+ protected:
+  void SetUp() override {}
+
+  // Runs ring0d with `args`; returns its exit status and stdout.
+  std::pair<int, std::string> ring0d(std::vector<std::string> args) {
+    args.insert(args.begin(), {kBinDir + "/ring0d", "--config", configPath()});
+    const std::string out = dir_ / "stdout";
+    std::string cmd;
+    for (const auto& a : args) cmd += "'" + a + "' ";
+    const int status = std::system((cmd + "> " + out + " 2>>" + std::string(dir_ / "init.err")).c_str());
+    return {status, readFile(out)};
+  }
+};
+
+TEST_F(ApiInitTest, InitPrintsOnePasswordOnceAndTheApiSpeaksTls) {
+  const int port = freeTcpPort();
+  const std::string cert = dir_ / "api.crt", key = dir_ / "api.key";
+  const std::string openssl = "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 "
+                              "-nodes -days 1 -subj /CN=127.0.0.1 -keyout " + key + " -out " + cert +
+                              " 2>/dev/null";
+  ASSERT_EQ(std::system(openssl.c_str()), 0);
+  writeConfig(baseConfig() + "[api]\nlisten = \"127.0.0.1:" + std::to_string(port) +
+              "\"\ntls_cert = \"" + cert + "\"\ntls_key = \"" + key + "\"\n");
+  // A password file others may read is refused, and nothing is made.
+  const std::string pw = dir_ / "pw";
+  std::ofstream(pw) << "a-password-in-a-file\n";
+  ::chmod(pw.c_str(), 0644);
+  auto refused = ring0d({"--init", "--admin-password-file", pw});
+  EXPECT_NE(refused.first, 0);
+  EXPECT_NE(readFile(dir_ / "init.err").find("mode 0600"), std::string::npos) << readFile(dir_ / "init.err");
+  // The first --init prints exactly one line, the second nothing.
+  auto first = ring0d({"--init"});
+  ASSERT_EQ(first.first, 0) << readFile(dir_ / "init.err");
+  ASSERT_EQ(std::count(first.second.begin(), first.second.end(), '\n'), 1) << first.second;
+  ASSERT_TRUE(first.second.starts_with("admin password: ")) << first.second;
+  const std::string password = first.second.substr(16, first.second.size() - 17);
+  EXPECT_GE(password.size(), 12u);
+  auto second = ring0d({"--init"});
+  EXPECT_EQ(second.first, 0);
+  EXPECT_EQ(second.second, "");
+
+  startRing0d();
+  httplib::SSLClient tls("127.0.0.1", port);
+  tls.set_ca_cert_path(cert.c_str());
+  tls.enable_server_certificate_verification(true);
+  tls.set_connection_timeout(3);
+  ASSERT_TRUE(waitFor([&] {
+    auto r = tls.Post("/v1/sessions", json{{"user", "admin"}, {"password", password}}.dump(),
+                      "application/json");
+    return r && r->status == 201;
+  }, 15'000)) << err();
+  // Plain HTTP to the TLS port gets no API.
+  httplib::Client plain("127.0.0.1", port);
+  plain.set_connection_timeout(2);
+  plain.set_read_timeout(2);
+  auto p = plain.Get("/v1/tree");
+  EXPECT_TRUE(!p || p->status == 400) << p->status;
+  // The password from the second --init did not replace the first.
+  EXPECT_EQ(tls.Post("/v1/sessions", json{{"user", "admin"}, {"password", password}}.dump(),
+                     "application/json")->status,
+            201);
+}
+
 }  // namespace
 }  // namespace enjin::testing
