@@ -206,7 +206,10 @@ Result<json> cleanObservation(const json& body, int ring) {
 }
 
 namespace {
+// What changes with every report without being news: processes' CPU and memory, and a node's
+// job offer (its free memory moves all the time).
 void dropUsage(json& node) {
+  if (node.is_object()) node.erase("offer");
   for (const char* list : {"nodes", "processes"}) {
     auto it = node.find(list);
     if (it == node.end() || !it->is_array()) continue;

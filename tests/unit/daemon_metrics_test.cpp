@@ -191,6 +191,11 @@ TEST(DaemonMetrics, TheParentKeepsWhatProcessesCostAndRefusesNonsense) {
   EXPECT_TRUE(sameApartFromUsage(deep, deeper));
   deeper["nodes"][0]["nodes"][0]["processes"][0]["restarts"] = 4;
   EXPECT_FALSE(sameApartFromUsage(deep, deeper));
+  // A job offer moves with the host's free memory: no change either, at any depth.
+  json offered = t;
+  offered["offer"] = {{"cpus", 2}, {"memory_bytes", 1}, {"process_slots", 3}};
+  offered["nodes"][0]["offer"] = {{"cpus", 2}, {"memory_bytes", 5}, {"process_slots", 3}};
+  EXPECT_TRUE(sameApartFromUsage(t, offered));
 }
 
 TEST(DaemonMetrics, ConfigMetricsListen) {

@@ -28,7 +28,7 @@ FlatTree flattenTree(const nlohmann::json& tree);
 Result<nlohmann::json> cleanObservation(const nlohmann::json& body, int ring);
 
 // Whether two observations differ at most in what their processes cost (cpu_seconds,
-// resident_memory_bytes): those change with every report, and passed on as changes they would
+// resident_memory_bytes) and in the nodes' job offers: those change with every report, and passed on as changes they would
 // make every heartbeat from below a change for every parent up to the root. The parent keeps the
 // newer figures without calling it a change; its own heartbeat carries them up.
 bool sameApartFromUsage(const nlohmann::json& a, const nlohmann::json& b);
