@@ -434,6 +434,13 @@ int runParentDaemon(const ParentDaemonOptions& opts) {
     if (auto st = checkNodeTree(*spec, nodeRing, nodeStrategies, processStrategies); !st.ok()) {
       return badRequest(st.error());
     }
+    // A node the API makes names a compartment the API knows (the file's are free text).
+    if (!spec->compartment.empty() &&
+        !directory.get(directory::Kind::kCompartment, spec->compartment).ok()) {
+      return Error{"node '" + spec->label + "': compartment '" + spec->compartment +
+                       "' does not exist (create it first: POST /v1/compartments)",
+                   409};
+    }
     return NodeCatalog::Made{std::move(*spec), body.dump()};
   };
   auto serveApi = [&](const std::string& listen, const std::string& cert,

@@ -104,6 +104,17 @@ TEST_F(ApiNodesTest, MadeNodesLiveThroughReloadAndRing0dDeath) {
   EXPECT_NE(bad.body.value("message", "").find("unknown key 'colour'"), std::string::npos);
   EXPECT_EQ(meta("POST", "/v1/nodes", {{"label", "odd"}, {"strategy", "vm"}}).status, 400);
   EXPECT_EQ(meta("GET", "/v1/nodes/odd").status, 404);
+  // A compartment the API does not know is refused; one it knows is shown on the offer.
+  EXPECT_EQ(meta("POST", "/v1/nodes", {{"label", "odd"}, {"compartment", "mars"}}).status, 409);
+  ASSERT_EQ(meta("POST", "/v1/compartments", {{"name", "eu"}}).status, 201);
+  EXPECT_EQ(meta("POST", "/v1/nodes", {{"label", "odd"}, {"compartment", "eu"}}).status, 201);
+  EXPECT_TRUE(waitFor([&] {
+    for (const auto& o : meta("GET", "/v1/job-offers").body) {
+      if (o.value("node", "") == "odd" && o.value("compartment", "") == "eu") return true;
+    }
+    return false;
+  }, 10'000));
+  EXPECT_EQ(meta("DELETE", "/v1/nodes/odd").status, 204);
 
   const int madePid = pidOf("made"), webPid = pidOf("made/app/web");
   // A reload of the file neither removes nor rewrites what the API made.
