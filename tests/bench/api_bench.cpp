@@ -21,7 +21,7 @@
 // and pass/fail for each. Exit 0 when everything was measured (whether or not the targets were
 // met), 1 when something broke, 77 when wrk is not installed.
 //   --smoke  5 nodes, wrk -d2s, 3 kills each: that it runs, not how fast (ctest)
-//   --nodes N  --duration S  --kills K  --max-seconds S (110)
+//   --nodes N  --duration S  --kills K  --connections C (32)  --max-seconds S (110)
 #include <arpa/inet.h>
 #include <httplib.h>
 #include <netinet/in.h>
@@ -380,11 +380,33 @@ int waitExit(pid_t pid, int64_t ms) {
 
 void onSignal(int s) { gSignal = s; }
 
+// Busy jiffies of the whole machine (every CPU: user, nice, system, irq, softirq, steal), and
+// those of this bench and everything below it, so the CPU that other jobs took during the load
+// can be told: the machine is shared.
+struct CpuMark {
+  int64_t machine = 0;
+  int64_t ours = 0;
+};
+
+CpuMark cpuMark() {
+  CpuMark m;
+  std::istringstream in(readText("/proc/stat"));
+  std::string cpu;
+  int64_t v[8] = {};
+  in >> cpu >> v[0] >> v[1] >> v[2] >> v[3] >> v[4] >> v[5] >> v[6] >> v[7];
+  m.machine = v[0] + v[1] + v[2] + v[5] + v[6] + v[7];  // not idle (3), not iowait (4)
+  std::vector<pid_t> pids = descendants(::getpid(), scanProcs());
+  pids.push_back(::getpid());
+  m.ours = usageOf(pids, false).cpuTicks;
+  return m;
+}
+
 struct Options {
   bool smoke = false;
   int nodes = 100;
   int durationS = 10;
   int kills = 10;
+  int connections = 32;
   int maxSeconds = 110;
 };
 
@@ -465,10 +487,11 @@ int run(const Options& o, const std::string& dir, pid_t& ring0d) {
   // Under load. wrk runs with a wall-clock bound of its own; the restarts start 1 s into it and
   // must end before it does (they are spread over its duration).
   const auto bucketsBefore = lagBuckets(port, token);
+  const CpuMark cpuBefore = cpuMark();
   const std::string wrkOut = dir + "/wrk.out";
   const int64_t wrkStart = monoNs();
   const pid_t wrkPid =
-      launch({wrk, "-t2", "-c32", "-d" + std::to_string(o.durationS) + "s", "--latency", "-H",
+      launch({wrk, "-t2", "-c" + std::to_string(o.connections), "-d" + std::to_string(o.durationS) + "s", "--latency", "-H",
               "Authorization: Bearer " + token, "http://127.0.0.1:" + std::to_string(port) + "/v1/nodes"},
              {}, wrkOut);
   std::vector<double> loadRtt;
@@ -501,7 +524,13 @@ int run(const Options& o, const std::string& dir, pid_t& ring0d) {
     ::kill(wrkPid, SIGKILL);
     throw Failure("wrk did not end");
   }
+  const CpuMark cpuAfter = cpuMark();
+  const double wrkWallS = msSinceNs(wrkStart) / 1e3;
   const auto bucketsAfter = lagBuckets(port, token);
+  const double tick = static_cast<double>(::sysconf(_SC_CLK_TCK));
+  const double machineCores = (cpuAfter.machine - cpuBefore.machine) / tick / wrkWallS;
+  const double ourCores = (cpuAfter.ours - cpuBefore.ours) / tick / wrkWallS;
+  const double otherCores = std::max(0.0, machineCores - ourCores);
   const std::string wrkText = readText(wrkOut);
   const WrkResult w = parseWrk(wrkText);
   if (wrkRc != 0 || w.requestsPerS < 0 || w.p99Ms < 0) {
@@ -549,8 +578,8 @@ int run(const Options& o, const std::string& dir, pid_t& ring0d) {
   }
 
   std::printf("api: ring0d with %d ring-1 nodes (one ring-2 node, one supervised process), "
-              "wrk -t2 -c32 -d%ds on GET /v1/nodes (%zu bytes)%s\n",
-              o.nodes, o.durationS, listing.body.size(), o.smoke ? " [smoke: figures meaningless]" : "");
+              "wrk -t2 -c%d -d%ds on GET /v1/nodes (%zu bytes)%s\n",
+              o.nodes, o.connections, o.durationS, listing.body.size(), o.smoke ? " [smoke: figures meaningless]" : "");
   std::printf("  started to all ready + session: %.0f ms; stop: %.0f ms (exit %d)\n", startMs, stopMs, stopRc);
   std::printf("  wrk: %.0f req/s (%ld requests, %ld socket errors); latency p50 %.2f  p75 %.2f  "
               "p90 %.2f  p99 %.2f ms\n",
@@ -572,6 +601,9 @@ int run(const Options& o, const std::string& dir, pid_t& ring0d) {
   } else {
     std::printf("  enjin_reactor_lag_seconds: not exported by this ring0d (lag from round trips)\n");
   }
+  std::printf("  CPU during wrk: machine %.2f cores busy, this bench's processes (ring0d, wrk, ...) "
+              "%.2f, other jobs %.2f (of %ld)\n",
+              machineCores, ourCores, otherCores, ::sysconf(_SC_NPROCESSORS_ONLN));
   if (!restartsInside) std::printf("  note: the restarts under load outlasted wrk's run\n");
   std::printf("  targets:\n");
   for (const auto& t : targets) {
@@ -583,7 +615,7 @@ int run(const Options& o, const std::string& dir, pid_t& ring0d) {
 
   json out{{"smoke", o.smoke},
            {"nodes", o.nodes},
-           {"wrk", {{"threads", 2}, {"connections", 32}, {"duration_s", o.durationS},
+           {"wrk", {{"threads", 2}, {"connections", o.connections}, {"duration_s", o.durationS},
                     {"requests_per_s", w.requestsPerS}, {"requests", w.requests},
                     {"socket_errors", w.socketErrors}, {"non_2xx", w.non2xx},
                     {"latency_ms", {{"p50", w.p50Ms}, {"p75", w.p75Ms}, {"p90", w.p90Ms}, {"p99", w.p99Ms}}}}},
@@ -593,6 +625,7 @@ int run(const Options& o, const std::string& dir, pid_t& ring0d) {
            {"restart_tree_ms", {{"idle", toJson(idleTree)}, {"loaded", toJson(loadTree)}}},
            {"restart_ring2d_ms", {{"idle", toJson(idleSup)}, {"loaded", toJson(loadSup)}}},
            {"restarts_inside_wrk", restartsInside},
+           {"cpu_during_wrk_cores", {{"machine", machineCores}, {"bench", ourCores}, {"others", otherCores}}},
            {"control_rtt_ms", {{"idle", toJson(idleRt)}, {"loaded", toJson(loadRt)}}},
            {"reactor_lag_histogram", haveHist ? json{{"observations", hist->count}, {"p99_ms", hist->p99Ms}}
                                               : json(nullptr)},
@@ -625,9 +658,9 @@ int main(int argc, char** argv) {
       o.kills = 3;
       o.maxSeconds = 50;
     } else if (!((a == "--nodes" && num(o.nodes)) || (a == "--duration" && num(o.durationS)) ||
-                 (a == "--kills" && num(o.kills)) || (a == "--max-seconds" && num(o.maxSeconds)))) {
+                 (a == "--kills" && num(o.kills)) || (a == "--connections" && num(o.connections)) || (a == "--max-seconds" && num(o.maxSeconds)))) {
       std::fprintf(stderr,
-                   "usage: api_bench [--smoke] [--nodes N] [--duration S] [--kills K] [--max-seconds S]\n");
+                   "usage: api_bench [--smoke] [--nodes N] [--duration S] [--kills K] [--connections C] [--max-seconds S]\n");
       return 2;
     }
   }
