@@ -68,7 +68,9 @@ struct Failure : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-double msSinceNs(int64_t t0) { return static_cast<double>(monoNs() - t0) / 1e6; }
+double msSinceNs(int64_t t0) {
+  return static_cast<double>(monoNs() - t0) / 1e6;
+}
 
 int freeTcpPort() {
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
@@ -94,7 +96,8 @@ struct Dist {
 
 double quantile(const std::vector<double>& sorted, double q) {
   if (sorted.empty()) return 0;
-  const size_t i = std::min(sorted.size() - 1, static_cast<size_t>(std::ceil(q * sorted.size())) - 1);
+  const size_t i =
+      std::min(sorted.size() - 1, static_cast<size_t>(std::ceil(q * sorted.size())) - 1);
   return sorted[i];
 }
 
@@ -130,7 +133,8 @@ enjin::ring::FlatTree flatTree(const std::string& state) {
 
 // The state dir of ring-1 node `label`'s ring-2 node `child` as ring0d's tree reports it (the
 // flattened tree leaves it out); empty when not there.
-std::string ring2StateDir(const std::string& state, const std::string& label, const std::string& child) {
+std::string ring2StateDir(const std::string& state, const std::string& label,
+                          const std::string& child) {
   json r = call(state + "/control.sock", {{"cmd", "tree"}});
   auto find = [](const json& node, const std::string& l) -> const json* {
     if (!node.is_object() || !node.contains("nodes") || !node["nodes"].is_array()) return nullptr;
@@ -157,8 +161,9 @@ Answer http(int port, const std::string& method, const std::string& path, const 
   client.set_read_timeout(10);
   httplib::Headers headers;
   if (!token.empty()) headers.emplace("Authorization", "Bearer " + token);
-  httplib::Result r = method == "GET" ? client.Get(path.c_str(), headers)
-                                      : client.Post(path.c_str(), headers, body, "application/json");
+  httplib::Result r = method == "GET"
+                          ? client.Get(path.c_str(), headers)
+                          : client.Post(path.c_str(), headers, body, "application/json");
   if (!r) return {};
   return {r->status, r->body};
 }
@@ -178,7 +183,8 @@ std::map<double, double> lagBuckets(int port, const std::string& token) {
   auto a = http(port, "GET", "/metrics", token);
   if (a.status != 200) return out;
   std::istringstream in(a.body);
-  static const std::regex line(R"(^enjin_reactor_lag_seconds_bucket\{(.*)\}\s+([0-9.eE+\-]+|\+Inf|NaN)\s*$)");
+  static const std::regex line(
+      R"(^enjin_reactor_lag_seconds_bucket\{(.*)\}\s+([0-9.eE+\-]+|\+Inf|NaN)\s*$)");
   static const std::regex le(R"re(le="([^"]+)")re");
   std::string l;
   while (std::getline(in, l)) {
@@ -233,7 +239,9 @@ int victimPid(const enjin::ring::FlatTree& f, std::string* stateOut = nullptr) {
   return it->second.value("pid", 0);
 }
 
-bool upState(const std::string& s) { return s == "running" || s == "ready"; }
+bool upState(const std::string& s) {
+  return s == "running" || s == "ready";
+}
 
 // ring2d's view of the victim: its pid when running or ready, else 0.
 int localVictimPid(const std::string& ring2State) {
@@ -251,7 +259,8 @@ Restart restartOnce(const std::string& state, const std::string& ring2State) {
   if (old <= 0 || !upState(st)) throw Failure("the victim is not up in ring0d's tree (" + st + ")");
   const int64_t deadline = monoNs() + 10'000'000'000;
   const int64_t t0 = monoNs();
-  if (::kill(old, SIGKILL) != 0) throw Failure("kill " + std::to_string(old) + ": " + std::strerror(errno));
+  if (::kill(old, SIGKILL) != 0)
+    throw Failure("kill " + std::to_string(old) + ": " + std::strerror(errno));
   Restart r{-1, -1};
   if (!ring2State.empty()) {
     for (;;) {
@@ -271,7 +280,8 @@ Restart restartOnce(const std::string& state, const std::string& ring2State) {
       r.treeMs = msSinceNs(t0);
       return r;
     }
-    if (monoNs() > deadline) throw Failure("ring0d's tree did not show the victim restarted within 10 s");
+    if (monoNs() > deadline)
+      throw Failure("ring0d's tree did not show the victim restarted within 10 s");
     checkAbort();
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
@@ -294,7 +304,8 @@ Restarts restarts(const std::string& state, const std::string& ring2State, int k
 }
 
 // Round trips of {"cmd":"status"} to ring0d's control socket, every 10 ms, until `stop`.
-void sampleRoundTrips(const std::string& sock, const std::atomic<bool>& stop, std::vector<double>& out) {
+void sampleRoundTrips(const std::string& sock, const std::atomic<bool>& stop,
+                      std::vector<double>& out) {
   while (!stop.load()) {
     const int64_t t0 = monoNs();
     auto r = enjin::supervise::controlCall(sock, {{"cmd", "status"}});
@@ -337,7 +348,8 @@ WrkResult parseWrk(const std::string& text) {
   if (std::regex_search(text, m, sockErr)) {
     for (int i = 1; i <= 4; ++i) w.socketErrors += std::stol(m[i]);
   }
-  for (auto it = std::sregex_iterator(text.begin(), text.end(), pct); it != std::sregex_iterator(); ++it) {
+  for (auto it = std::sregex_iterator(text.begin(), text.end(), pct); it != std::sregex_iterator();
+       ++it) {
     const double ms = toMs(std::stod((*it)[2]), (*it)[3]);
     const std::string p = (*it)[1];
     (p == "50" ? w.p50Ms : p == "75" ? w.p75Ms : p == "90" ? w.p90Ms : w.p99Ms) = ms;
@@ -378,7 +390,9 @@ int waitExit(pid_t pid, int64_t ms) {
   }
 }
 
-void onSignal(int s) { gSignal = s; }
+void onSignal(int s) {
+  gSignal = s;
+}
 
 // Busy jiffies of the whole machine (every CPU: user, nice, system, irq, softirq, steal), and
 // those of this bench and everything below it, so the CPU that other jobs took during the load
@@ -413,8 +427,9 @@ struct Options {
 int run(const Options& o, const std::string& dir, pid_t& ring0d) {
   const std::string wrk = findOnPath("wrk");
   if (wrk.empty()) {
-    std::printf("api_bench: wrk is not installed (apt-get install wrk, or ./enjin bench as root): "
-                "skipped\n");
+    std::printf(
+        "api_bench: wrk is not installed (apt-get install wrk, or ./enjin bench as root): "
+        "skipped\n");
     return 77;
   }
   const std::string state = dir + "/state";
@@ -425,10 +440,12 @@ int run(const Options& o, const std::string& dir, pid_t& ring0d) {
   std::ofstream(pw) << kPassword << "\n";
   ::chmod(pw.c_str(), 0600);
 
-  const pid_t init = launch({kBin + "/ring0d", "--config", conf, "--init", "--admin-password-file", pw},
-                            {}, dir + "/init.log");
+  const pid_t init =
+      launch({kBin + "/ring0d", "--config", conf, "--init", "--admin-password-file", pw}, {},
+             dir + "/init.log");
   if (const int rc = waitExit(init, 30'000); rc != 0) {
-    throw Failure("ring0d --init exited " + std::to_string(rc) + ": " + readText(dir + "/init.log"));
+    throw Failure("ring0d --init exited " + std::to_string(rc) + ": " +
+                  readText(dir + "/init.log"));
   }
 
   // Start to the whole tree ready (every node, the victim) and a session.
@@ -459,7 +476,8 @@ int run(const Options& o, const std::string& dir, pid_t& ring0d) {
 
   // The listing wrk will ask for, once by hand: it must be the N nodes.
   auto listing = http(port, "GET", "/v1/nodes", token);
-  if (listing.status != 200) throw Failure("GET /v1/nodes answered " + std::to_string(listing.status));
+  if (listing.status != 200)
+    throw Failure("GET /v1/nodes answered " + std::to_string(listing.status));
   json nodesJson = json::parse(listing.body, nullptr, false);
   const json& items = nodesJson.is_array() ? nodesJson : nodesJson.value("nodes", json::array());
   const size_t listed = items.is_array() ? items.size() : 0;
@@ -490,10 +508,11 @@ int run(const Options& o, const std::string& dir, pid_t& ring0d) {
   const CpuMark cpuBefore = cpuMark();
   const std::string wrkOut = dir + "/wrk.out";
   const int64_t wrkStart = monoNs();
-  const pid_t wrkPid =
-      launch({wrk, "-t2", "-c" + std::to_string(o.connections), "-d" + std::to_string(o.durationS) + "s", "--latency", "-H",
-              "Authorization: Bearer " + token, "http://127.0.0.1:" + std::to_string(port) + "/v1/nodes"},
-             {}, wrkOut);
+  const pid_t wrkPid = launch(
+      {wrk, "-t2", "-c" + std::to_string(o.connections), "-d" + std::to_string(o.durationS) + "s",
+       "--latency", "-H", "Authorization: Bearer " + token,
+       "http://127.0.0.1:" + std::to_string(port) + "/v1/nodes"},
+      {}, wrkOut);
   std::vector<double> loadRtt;
   Restarts loaded;
   bool restartsInside = true;
@@ -513,7 +532,8 @@ int run(const Options& o, const std::string& dir, pid_t& ring0d) {
       throw;
     }
     // The sampler keeps going to wrk's end.
-    while ((wrkRc = waitExit(wrkPid, 0)) == -1 && msSinceNs(wrkStart) < o.durationS * 1000.0 + 5'000) {
+    while ((wrkRc = waitExit(wrkPid, 0)) == -1 &&
+           msSinceNs(wrkStart) < o.durationS * 1000.0 + 5'000) {
       checkAbort();
       sleepMs(20);
     }
@@ -554,8 +574,9 @@ int run(const Options& o, const std::string& dir, pid_t& ring0d) {
   const auto hist = p99Between(bucketsBefore, bucketsAfter);
   const bool haveHist = hist && hist->count > 0;
   const double lagP99 = haveHist ? hist->p99Ms : loadRt.p99;
-  const std::string lagSource = haveHist ? "enjin_reactor_lag_seconds histogram (bucket upper bound)"
-                                         : "control socket status round trip (upper bound)";
+  const std::string lagSource = haveHist
+                                    ? "enjin_reactor_lag_seconds histogram (bucket upper bound)"
+                                    : "control socket status round trip (upper bound)";
   const double ratio = idleTree.median > 0 ? loadTree.median / idleTree.median : 0;
 
   struct Target {
@@ -577,13 +598,17 @@ int run(const Options& o, const std::string& dir, pid_t& ring0d) {
     tj[t.name] = {{"value", t.value}, {"limit", t.limit}, {"at_least", t.atLeast}, {"pass", pass}};
   }
 
-  std::printf("api: ring0d with %d ring-1 nodes (one ring-2 node, one supervised process), "
-              "wrk -t2 -c%d -d%ds on GET /v1/nodes (%zu bytes)%s\n",
-              o.nodes, o.connections, o.durationS, listing.body.size(), o.smoke ? " [smoke: figures meaningless]" : "");
-  std::printf("  started to all ready + session: %.0f ms; stop: %.0f ms (exit %d)\n", startMs, stopMs, stopRc);
-  std::printf("  wrk: %.0f req/s (%ld requests, %ld socket errors); latency p50 %.2f  p75 %.2f  "
-              "p90 %.2f  p99 %.2f ms\n",
-              w.requestsPerS, w.requests, w.socketErrors, w.p50Ms, w.p75Ms, w.p90Ms, w.p99Ms);
+  std::printf(
+      "api: ring0d with %d ring-1 nodes (one ring-2 node, one supervised process), "
+      "wrk -t2 -c%d -d%ds on GET /v1/nodes (%zu bytes)%s\n",
+      o.nodes, o.connections, o.durationS, listing.body.size(),
+      o.smoke ? " [smoke: figures meaningless]" : "");
+  std::printf("  started to all ready + session: %.0f ms; stop: %.0f ms (exit %d)\n", startMs,
+              stopMs, stopRc);
+  std::printf(
+      "  wrk: %.0f req/s (%ld requests, %ld socket errors); latency p50 %.2f  p75 %.2f  "
+      "p90 %.2f  p99 %.2f ms\n",
+      w.requestsPerS, w.requests, w.socketErrors, w.p50Ms, w.p75Ms, w.p90Ms, w.p99Ms);
   std::printf("  %-46s %8s %8s %8s %8s\n", "", "median", "p95", "max", "n");
   auto row = [](const char* what, const Dist& d) {
     std::printf("  %-46s %5.2f ms %5.2f ms %5.2f ms %8zu\n", what, d.median, d.p95, d.max, d.n);
@@ -594,44 +619,56 @@ int run(const Options& o, const std::string& dir, pid_t& ring0d) {
   row("restart, ring2d's own view, under wrk", loadSup);
   row("control socket round trip, idle", idleRt);
   row("control socket round trip, under wrk", loadRt);
-  std::printf("  control socket round trip p99: idle %.2f ms, under wrk %.2f ms\n", idleRt.p99, loadRt.p99);
+  std::printf("  control socket round trip p99: idle %.2f ms, under wrk %.2f ms\n", idleRt.p99,
+              loadRt.p99);
   if (haveHist) {
     std::printf("  enjin_reactor_lag_seconds during wrk: %.0f observations, p99 <= %.3f ms\n",
                 hist->count, hist->p99Ms);
   } else {
-    std::printf("  enjin_reactor_lag_seconds: not exported by this ring0d (lag from round trips)\n");
+    std::printf(
+        "  enjin_reactor_lag_seconds: not exported by this ring0d (lag from round trips)\n");
   }
-  std::printf("  CPU during wrk: machine %.2f cores busy, this bench's processes (ring0d, wrk, ...) "
-              "%.2f, other jobs %.2f (of %ld)\n",
-              machineCores, ourCores, otherCores, ::sysconf(_SC_NPROCESSORS_ONLN));
+  std::printf(
+      "  CPU during wrk: machine %.2f cores busy, this bench's processes (ring0d, wrk, ...) "
+      "%.2f, other jobs %.2f (of %ld)\n",
+      machineCores, ourCores, otherCores, ::sysconf(_SC_NPROCESSORS_ONLN));
   if (!restartsInside) std::printf("  note: the restarts under load outlasted wrk's run\n");
   std::printf("  targets:\n");
   for (const auto& t : targets) {
     const bool pass = tj[t.name]["pass"];
     std::printf("    %-28s %10.2f %s %-8g %s\n", t.name, t.value, t.atLeast ? ">=" : "<=", t.limit,
-                o.smoke ? "(not checked: smoke)" : pass ? "PASS" : "FAIL");
+                o.smoke ? "(not checked: smoke)"
+                : pass  ? "PASS"
+                        : "FAIL");
   }
   std::printf("    reactor lag source: %s\n", lagSource.c_str());
 
-  json out{{"smoke", o.smoke},
-           {"nodes", o.nodes},
-           {"wrk", {{"threads", 2}, {"connections", o.connections}, {"duration_s", o.durationS},
-                    {"requests_per_s", w.requestsPerS}, {"requests", w.requests},
-                    {"socket_errors", w.socketErrors}, {"non_2xx", w.non2xx},
-                    {"latency_ms", {{"p50", w.p50Ms}, {"p75", w.p75Ms}, {"p90", w.p90Ms}, {"p99", w.p99Ms}}}}},
-           {"response_bytes", listing.body.size()},
-           {"start_ms", startMs},
-           {"stop_ms", stopMs},
-           {"restart_tree_ms", {{"idle", toJson(idleTree)}, {"loaded", toJson(loadTree)}}},
-           {"restart_ring2d_ms", {{"idle", toJson(idleSup)}, {"loaded", toJson(loadSup)}}},
-           {"restarts_inside_wrk", restartsInside},
-           {"cpu_during_wrk_cores", {{"machine", machineCores}, {"bench", ourCores}, {"others", otherCores}}},
-           {"control_rtt_ms", {{"idle", toJson(idleRt)}, {"loaded", toJson(loadRt)}}},
-           {"reactor_lag_histogram", haveHist ? json{{"observations", hist->count}, {"p99_ms", hist->p99Ms}}
-                                              : json(nullptr)},
-           {"lag_source", haveHist ? "histogram" : "control_rtt"},
-           {"targets", tj},
-           {"all_targets_pass", allPass}};
+  json out{
+      {"smoke", o.smoke},
+      {"nodes", o.nodes},
+      {"wrk",
+       {{"threads", 2},
+        {"connections", o.connections},
+        {"duration_s", o.durationS},
+        {"requests_per_s", w.requestsPerS},
+        {"requests", w.requests},
+        {"socket_errors", w.socketErrors},
+        {"non_2xx", w.non2xx},
+        {"latency_ms", {{"p50", w.p50Ms}, {"p75", w.p75Ms}, {"p90", w.p90Ms}, {"p99", w.p99Ms}}}}},
+      {"response_bytes", listing.body.size()},
+      {"start_ms", startMs},
+      {"stop_ms", stopMs},
+      {"restart_tree_ms", {{"idle", toJson(idleTree)}, {"loaded", toJson(loadTree)}}},
+      {"restart_ring2d_ms", {{"idle", toJson(idleSup)}, {"loaded", toJson(loadSup)}}},
+      {"restarts_inside_wrk", restartsInside},
+      {"cpu_during_wrk_cores",
+       {{"machine", machineCores}, {"bench", ourCores}, {"others", otherCores}}},
+      {"control_rtt_ms", {{"idle", toJson(idleRt)}, {"loaded", toJson(loadRt)}}},
+      {"reactor_lag_histogram",
+       haveHist ? json{{"observations", hist->count}, {"p99_ms", hist->p99Ms}} : json(nullptr)},
+      {"lag_source", haveHist ? "histogram" : "control_rtt"},
+      {"targets", tj},
+      {"all_targets_pass", allPass}};
   std::printf("BENCH_JSON %s\n", out.dump().c_str());
   if (stopRc != 0) {
     std::fprintf(stderr, "api_bench: ring0d exited %d on SIGTERM\n", stopRc);
@@ -658,15 +695,17 @@ int main(int argc, char** argv) {
       o.kills = 3;
       o.maxSeconds = 50;
     } else if (!((a == "--nodes" && num(o.nodes)) || (a == "--duration" && num(o.durationS)) ||
-                 (a == "--kills" && num(o.kills)) || (a == "--connections" && num(o.connections)) || (a == "--max-seconds" && num(o.maxSeconds)))) {
+                 (a == "--kills" && num(o.kills)) || (a == "--connections" && num(o.connections)) ||
+                 (a == "--max-seconds" && num(o.maxSeconds)))) {
       std::fprintf(stderr,
-                   "usage: api_bench [--smoke] [--nodes N] [--duration S] [--kills K] [--connections C] [--max-seconds S]\n");
+                   "usage: api_bench [--smoke] [--nodes N] [--duration S] [--kills K] "
+                   "[--connections C] [--max-seconds S]\n");
       return 2;
     }
   }
   // Whatever a killed process leaves comes back here and is killed at the end.
   ::prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
-  struct sigaction sa{};
+  struct sigaction sa {};
   sa.sa_handler = onSignal;
   for (int s : {SIGINT, SIGTERM, SIGHUP}) ::sigaction(s, &sa, nullptr);
   ::signal(SIGPIPE, SIG_IGN);
