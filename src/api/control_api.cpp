@@ -1,6 +1,9 @@
 #include "enjin/api/control_api.hpp"
 
 #include <algorithm>
+#include <atomic>
+#include <memory>
+#include <unordered_map>
 #include <chrono>
 #include <map>
 #include <mutex>
@@ -112,11 +115,66 @@ class ControlApi::Impl {
     jsonError(c.res, 405, "method_not_allowed",
               c.req.method + " " + c.req.path + " is not served by this daemon");
   }
+  static void okText(HttpResponse& res, int status, const std::string& body) {
+    res.status = status;
+    res.contentType = "application/json";
+    res.body = body;
+  }
   static void ok(HttpResponse& res, int status, const json& body) {
     res.status = status;
     res.contentType = "application/json";
     res.body = body.dump(-1, ' ', false, json::error_handler_t::replace);
   }
+
+  // The tree as the reactor last gave it, serialized once for every reader: a reader within
+  // kTreeFreshMs of the last copy, and with no change made through the API since, is answered
+  // from it without waking the reactor. (The tree is level-triggered: a copy this young says
+  // what a fresh one would, but for a heartbeat age.)
+  struct TreeSnapshot {
+    json tree;
+    std::string treeBody;
+    std::string nodesBody;
+    std::chrono::steady_clock::time_point at;
+    uint64_t generation = 0;
+  };
+  static constexpr auto kTreeFreshMs = std::chrono::milliseconds(100);
+
+  std::shared_ptr<const TreeSnapshot> treeSnapshot() {
+    const uint64_t generation = generation_.load();
+    {
+      std::lock_guard lock(snapshotMutex_);
+      if (snapshot_ && snapshot_->generation == generation &&
+          std::chrono::steady_clock::now() - snapshot_->at < kTreeFreshMs) {
+        return snapshot_;
+      }
+    }
+    auto t = onReactor<json>([this] { return view_.tree(); });
+    if (!t) return nullptr;
+    auto snap = std::make_shared<TreeSnapshot>();
+    snap->tree = std::move(*t);
+    snap->treeBody = snap->tree.dump(-1, ' ', false, json::error_handler_t::replace);
+    snap->nodesBody = snap->tree.value("nodes", json::array())
+                          .dump(-1, ' ', false, json::error_handler_t::replace);
+    snap->at = std::chrono::steady_clock::now();
+    snap->generation = generation;
+    std::lock_guard lock(snapshotMutex_);
+    snapshot_ = snap;
+    return snap;
+  }
+
+  // Who a token is and what their rules allow, kept for kSessionFreshMs of the API's clock so a
+  // busy client costs the reactor one lookup a second, not one per request. Any change made
+  // through the API (a password, a membership, a rule, a logout, a deleted user) starts a new
+  // generation, which no kept entry outlives: a session ended is ended at once. A session that
+  // merely expires may serve up to kSessionFreshMs past its expiry.
+  struct KnownSession {
+    std::string user;
+    std::vector<acl::Rule> rules;
+    int64_t fetchedWallMs = 0;
+    uint64_t generation = 0;
+  };
+  static constexpr int64_t kSessionFreshMs = 1000;
+  static constexpr size_t kKnownSessionsMax = 4096;
 
   // Answers the request; returns the route it matched (nullptr: none).
   const Route* serve(const HttpRequest& req, HttpResponse& res) {
@@ -179,7 +237,10 @@ class ControlApi::Impl {
       }
     }
     found->handler(call);
-    if (found->mutating) audit(call, *found, res.status < 400 ? "ok" : "failed");
+    if (found->mutating) {
+      ++generation_;  // whatever it changed, no kept session or tree copy predates it
+      audit(call, *found, res.status < 400 ? "ok" : "failed");
+    }
     return found;
   }
 
@@ -193,11 +254,16 @@ class ControlApi::Impl {
       return false;
     }
     const std::string hash = acl::tokenHash(auth.substr(7));
+    if (auto known = knownSession(hash)) {
+      call.user = known->user;
+      return allowed(route, call, known->rules);
+    }
     struct Who {
       std::optional<std::string> user;
       std::vector<json> rules;
       std::string error;
     };
+    const uint64_t generation = generation_.load();
     auto who = onReactor<Who>([this, hash] {
       Who w;
       auto u = dir_.sessionUser(hash);
@@ -230,12 +296,36 @@ class ControlApi::Impl {
       return false;
     }
     call.user = *who->user;
-    if (route.action.empty()) return true;
     std::vector<acl::Rule> rules;
     for (const auto& j : who->rules) {
       auto r = acl::ruleFromJson(j);
       if (r.ok()) rules.push_back(std::move(*r));  // the directory checked them when stored
     }
+    remember(hash, call.user, rules, generation);
+    return allowed(route, call, rules);
+  }
+
+  std::optional<KnownSession> knownSession(const std::string& hash) {
+    std::lock_guard lock(sessionsMutex_);
+    auto it = known_.find(hash);
+    if (it == known_.end()) return std::nullopt;
+    const int64_t age = clock_.wallMicros() / 1000 - it->second.fetchedWallMs;
+    if (it->second.generation != generation_.load() || age < 0 || age >= kSessionFreshMs) {
+      known_.erase(it);
+      return std::nullopt;
+    }
+    return it->second;
+  }
+
+  void remember(const std::string& hash, const std::string& user, const std::vector<acl::Rule>& rules,
+                uint64_t generation) {
+    std::lock_guard lock(sessionsMutex_);
+    if (known_.size() >= kKnownSessionsMax) known_.clear();
+    known_[hash] = KnownSession{user, rules, clock_.wallMicros() / 1000, generation};
+  }
+
+  bool allowed(const Route& route, Call& call, const std::vector<acl::Rule>& rules) {
+    if (route.action.empty()) return true;
     const std::string resource = route.resource(call.args);
     if (acl::decide(rules, route.action, resource) != acl::Decision::kAllow) {
       jsonError(call.res, 403, "forbidden",
@@ -336,21 +426,21 @@ class ControlApi::Impl {
       });
     }
     add("GET", "/v1/tree", "tree:read", fixed("tree"), [this](Call& c) {
-      auto t = onReactor<json>([this] { return view_.tree(); });
+      auto t = treeSnapshot();
       if (!t) return busy(c.res);
-      ok(c.res, 200, *t);
+      okText(c.res, 200, t->treeBody);
     });
     add("GET", "/v1/nodes", "nodes:read", fixed("nodes"), [this](Call& c) {
-      auto t = onReactor<json>([this] { return view_.tree(); });
+      auto t = treeSnapshot();
       if (!t) return busy(c.res);
-      ok(c.res, 200, t->value("nodes", json::array()));
+      okText(c.res, 200, t->nodesBody);
     });
     add("GET", "/v1/nodes/{label}", "nodes:read",
         [](const std::vector<std::string>& a) { return "nodes/" + a.at(0); },
         [this](Call& c) {
-          auto t = onReactor<json>([this] { return view_.tree(); });
+          auto t = treeSnapshot();
           if (!t) return busy(c.res);
-          for (const auto& n : t->value("nodes", json::array())) {
+          for (const auto& n : t->tree.value("nodes", json::array())) {
             if (n.value("label", "") == c.args[0]) return ok(c.res, 200, n);
           }
           jsonError(c.res, 404, "not_found", "node '" + c.args[0] + "' does not exist");
@@ -382,10 +472,10 @@ class ControlApi::Impl {
     add("GET", "/v1/nodes/{label}/observations", "nodes:read", node,
         [this](Call& c) { readObservations(c); });
     add("GET", "/v1/job-offers", "job-offers:read", fixed("job-offers"), [this](Call& c) {
-      auto t = onReactor<json>([this] { return view_.tree(); });
+      auto t = treeSnapshot();
       if (!t) return busy(c.res);
       json out = json::array();
-      for (const auto& n : t->value("nodes", json::array())) {
+      for (const auto& n : t->tree.value("nodes", json::array())) {
         if (n.value("state", "") == "revoked") continue;
         json o{{"node", n.value("label", "")},
                {"ring", n.value("ring", 0)},
@@ -554,6 +644,11 @@ class ControlApi::Impl {
   ControlApiOptions options_;
   DaemonView view_;
   acl::LoginLimiter limiter_;
+  std::atomic<uint64_t> generation_{0};
+  std::mutex snapshotMutex_;
+  std::shared_ptr<const TreeSnapshot> snapshot_;
+  std::mutex sessionsMutex_;
+  std::unordered_map<std::string, KnownSession> known_;
   metrics::Counter& loginsFailed_;
 };
 

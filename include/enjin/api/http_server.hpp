@@ -50,7 +50,9 @@ struct HttpServerOptions {
   std::string listen;        // "127.0.0.1:8080", "[::1]:8080"; port 0: any free port
   std::string tlsCert;       // PEM files; both or neither
   std::string tlsKey;
-  int threads = 8;
+  // A connection keeps its thread for as long as it is kept alive: as many threads as clients
+  // that talk at once, or the others wait for a keep-alive to end.
+  int threads = 32;
   int maxConnections = 64;   // served plus waiting for a thread
   size_t maxBodyBytes = 1 << 20;
   int64_t readTimeoutMs = 5000;
