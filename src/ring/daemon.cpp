@@ -18,6 +18,7 @@
 #include "enjin/acl/password.hpp"
 #include "enjin/acl/tokens.hpp"
 #include "enjin/api/control_api.hpp"
+#include "enjin/api/event_log.hpp"
 #include "enjin/api/http_server.hpp"
 #include "enjin/base/systemd.hpp"
 #include "enjin/directory/directory.hpp"
@@ -420,13 +421,41 @@ int runParentDaemon(const ParentDaemonOptions& opts) {
   // daemon's state reached through the reactor.
   directory::Directory directory(**store, runner.clock());
   metrics::Registry registry;
+  // GET /v1/events streams the tree_events of the out bus from `events`; each audit record goes
+  // out signed on the out bus. `endEvents` (destroyed before `http`) closes the log first, so
+  // that no stream holds the server's stop up, and the parent stops feeding it.
+  api::EventLog events;
   std::unique_ptr<api::ControlApi> controlApi;
   std::unique_ptr<api::HttpServer> http;
+  struct EndEvents {
+    api::EventLog& log;
+    NodeParent& parent;
+    ~EndEvents() {
+      log.close();
+      parent.setOnEvent(nullptr);
+    }
+  } endEvents{events, parent};
   if (!cfg.apiListen.empty()) {
     api::ControlApiOptions ao;
     ao.ring = ring;
     api::DaemonView view;
     view.tree = [&] { return parent.tree(); };
+    view.events = &events;
+    view.onAudit = [&](const json& record) {
+      if (auto st = parent.publishOut("audit", "audit", record); !st.ok()) {
+        spdlog::warn("{}: audit record {} not published: {}", name, record.value("id", 0),
+                     st.error().message);
+      }
+    };
+    parent.setOnEvent([&events](const std::string& topicPath, const json& body) {
+      json e = body;  // carries "path" already; the topic's form only if it does not
+      if (!e.contains("path")) {
+        std::string path = topicPath;
+        for (char& c : path) c = c == '.' ? '/' : c;
+        e["path"] = path;
+      }
+      events.append("tree_event", e.dump(-1, ' ', false, json::error_handler_t::replace));
+    });
     controlApi = std::make_unique<api::ControlApi>(r, runner.clock(), directory, **store, registry,
                                                    ao, std::move(view));
     api::HttpServerOptions ho;

@@ -6,7 +6,8 @@
 // Limits: a body above maxBodyBytes is 413, a header block above the library's 8 KiB is
 // refused, a request that is not read within readTimeoutMs per read is dropped, an idle
 // keep-alive connection is closed after keepAliveMs, and beyond maxConnections (queued or
-// served) a connection is answered 503 at once. Every answer the server makes itself is JSON
+// served) a connection is answered 503 at once; so is a streamed body beyond maxStreams (each
+// holds a thread of the pool while it lasts). Every answer the server makes itself is JSON
 // {"error","message"}, like the API's own.
 #pragma once
 
@@ -39,7 +40,11 @@ struct HttpResponse {
   std::string body;
   std::vector<std::pair<std::string, std::string>> headers;
   // A streamed body (Server-Sent Events): called on the connection's thread with a writer that
-  // returns false once the client is gone; the stream ends when this returns.
+  // returns false once the client is gone (noticed when a write fails) or the server is
+  // stopping; the stream ends when this returns. write("") sends nothing and only tells whether
+  // to go on: a stream that waits for something to send calls it every few hundred ms, so that
+  // it does not hold up the server's destructor. A stream keeps its connection and one of the
+  // server's threads for as long as it lasts, and counts against maxConnections.
   std::function<void(const std::function<bool(const std::string&)>& write)> stream;
 };
 
@@ -51,6 +56,7 @@ struct HttpServerOptions {
   std::string tlsKey;
   int threads = 8;
   int maxConnections = 64;   // served plus waiting for a thread
+  int maxStreams = 4;        // streamed bodies at once (at most threads - 1); beyond: 503
   size_t maxBodyBytes = 1 << 20;
   int64_t readTimeoutMs = 5000;
   int64_t writeTimeoutMs = 5000;
@@ -77,6 +83,8 @@ class HttpServer {
   std::string url() const;   // "http://127.0.0.1:PORT" or https
   // Connections answered 503 because maxConnections were in use.
   uint64_t refusedConnections() const;
+  // Streamed bodies being served now.
+  int openStreams() const;
 
  private:
   class Impl;
