@@ -14,6 +14,7 @@
 #include "enjin/acl/password.hpp"
 #include "enjin/acl/rules.hpp"
 #include "enjin/acl/tokens.hpp"
+#include "enjin/api/event_log.hpp"
 #include "enjin/base/clock.hpp"
 #include "enjin/base/strict_json.hpp"
 #include "enjin/directory/directory.hpp"
@@ -47,6 +48,56 @@ std::vector<std::string> splitPath(std::string_view path) {
     i = j + 1;
   }
   return out;
+}
+
+// An audit record as GET /v1/audit shows it, and as the daemon publishes it on its out bus.
+json auditJson(const store::AuditRecord& r) {
+  return json{{"id", r.id},         {"time", directory::rfc3339(r.wallMs)},
+              {"user", r.user},     {"action", r.action},
+              {"resource", r.resource}, {"result", r.result},
+              {"status", r.status}, {"source", r.source}};
+}
+
+// GET /v1/events, on the connection's thread: the events of `log` after `after` as Server-Sent
+// Events, until the client goes, the server stops or the log is closed. It waits in slices of
+// kWaitSliceMs, asking the writer between them whether to go on, and sends a comment line when
+// nothing was sent for kKeepaliveMs (which is also when a client gone quietly is noticed).
+constexpr int64_t kWaitSliceMs = 250;
+constexpr int64_t kKeepaliveMs = 15'000;
+
+void streamEvents(EventLog& log, uint64_t after,
+                  const std::function<bool(const std::string&)>& write) {
+  // An id above any given out comes from an earlier run of the daemon (ids start again at 1):
+  // the client missed whatever happened since, and gets all that is kept.
+  bool stale = after > log.lastId();
+  if (stale) after = 0;
+  auto lastSent = std::chrono::steady_clock::now();
+  for (;;) {
+    const bool closed = log.closed();
+    bool missed = false;
+    auto events = log.since(after, kWaitSliceMs, &missed);
+    std::string out;
+    if (missed || stale) {
+      const uint64_t first = events.empty() ? log.lastId() + 1 : events.front().id;
+      out += "event: gap\ndata: " + json{{"first", first}}.dump() + "\n\n";
+      stale = false;
+    }
+    for (const auto& e : events) {
+      std::string data = e.data;  // one line of JSON; any newline would need its own data: field
+      for (size_t i = 0; (i = data.find('\n', i)) != std::string::npos; i += 7) {
+        data.replace(i, 1, "\ndata: ");
+      }
+      out += "id: " + std::to_string(e.id) + "\nevent: " + e.type + "\ndata: " + data + "\n\n";
+      after = e.id;
+    }
+    const auto now = std::chrono::steady_clock::now();
+    if (out.empty() && now - lastSent >= std::chrono::milliseconds(kKeepaliveMs)) {
+      out = ": keepalive\n\n";
+    }
+    if (!write(out)) return;
+    if (!out.empty()) lastSent = now;
+    if (closed) return;
+  }
 }
 
 struct Call {
@@ -345,7 +396,14 @@ class ControlApi::Impl {
     rec.result = result;
     rec.status = call.res.status;
     rec.source = call.req.remoteAddr;
-    handoff_.post([this, rec] { (void)store_.addAudit(rec); });
+    // Stored, then handed to the daemon (which publishes it signed on its out bus), on the
+    // reactor thread.
+    handoff_.post([this, rec]() mutable {
+      auto id = store_.addAudit(rec);
+      if (!id.ok()) return;
+      rec.id = *id;
+      if (view_.onAudit) view_.onAudit(auditJson(rec));
+    });
   }
 
   static inline const std::string kUnknownRoute = "unknown";
@@ -487,6 +545,7 @@ class ControlApi::Impl {
       ok(c.res, 200, out);
     });
     add("GET", "/v1/audit", "audit:read", fixed("audit"), [this](Call& c) { readAudit(c); });
+    add("GET", "/v1/events", "events:read", fixed("events"), [this](Call& c) { openEvents(c); });
     add("GET", "/metrics", "metrics:read", fixed("metrics"), [this](Call& c) {
       // Rendered on the reactor: the daemon's collectors read its state, which lives there.
       auto body = onReactor<std::string>([this] { return metrics_.render(); });
@@ -614,6 +673,33 @@ class ControlApi::Impl {
     ok(c.res, 200, out);
   }
 
+  // Starts after Last-Event-ID (a reconnecting EventSource sends it) or ?after=N; without
+  // either, after the last event so far: only what happens from now on.
+  void openEvents(Call& c) {
+    EventLog* log = view_.events;
+    if (log == nullptr) {
+      return jsonError(c.res, 405, "method_not_allowed",
+                       "GET /v1/events is not served by this daemon");
+    }
+    uint64_t after = log->lastId();
+    std::string from = c.req.header("last-event-id");
+    if (from.empty()) from = c.req.param("after");
+    if (!from.empty()) {
+      if (from.size() > 19 || from.find_first_not_of("0123456789") != std::string::npos) {
+        return jsonError(c.res, 400, "bad_request",
+                         "Last-Event-ID and after must be event numbers, not '" + from + "'");
+      }
+      after = std::stoull(from);
+    }
+    c.res.status = 200;
+    c.res.contentType = "text/event-stream";
+    c.res.body.clear();
+    c.res.headers.emplace_back("Cache-Control", "no-cache");
+    c.res.stream = [log, after](const std::function<bool(const std::string&)>& write) {
+      streamEvents(*log, after, write);
+    };
+  }
+
   void readAudit(Call& c) {
     int64_t after = 0;
     size_t limit = 100;
@@ -629,11 +715,7 @@ class ControlApi::Impl {
     if (!rows) return busy(c.res);
     if (!rows->ok()) return fail(c.res, rows->error());
     json out = json::array();
-    for (const auto& r : **rows) {
-      out.push_back({{"id", r.id}, {"time", directory::rfc3339(r.wallMs)}, {"user", r.user},
-                     {"action", r.action}, {"resource", r.resource}, {"result", r.result},
-                     {"status", r.status}, {"source", r.source}});
-    }
+    for (const auto& r : **rows) out.push_back(auditJson(r));
     ok(c.res, 200, out);
   }
 

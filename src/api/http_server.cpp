@@ -334,22 +334,45 @@ class BoundedPool final : public httplib::TaskQueue {
   std::vector<std::thread> workers_;
 };
 
-void toHttplib(const HttpResponse& in, httplib::Response& out) {
+// What a streamed body shares with its server: whether the server is stopping (every write then
+// fails, so the stream ends and the server's pool can be joined) and how many streams are open.
+struct StreamState {
+  std::atomic<bool> stopping{false};
+  std::atomic<int> open{0};
+  int max = 1;
+};
+
+void toHttplib(const HttpResponse& in, httplib::Response& out, StreamState* streams = nullptr) {
   out.status = in.status;
-  for (const auto& [k, v] : in.headers) out.set_header(k, v);
-  if (in.stream) {
+  if (in.stream && streams != nullptr) {
+    // A stream holds one of the pool's threads for as long as it lasts: beyond `max` of them the
+    // answer is 503, so that streams cannot take every thread from the other requests.
+    if (streams->open.fetch_add(1) >= streams->max) {
+      streams->open.fetch_sub(1);
+      HttpResponse busy;
+      jsonError(busy, 503, "unavailable", "too many streams open; retry later");
+      busy.headers.emplace_back("Retry-After", "5");
+      return toHttplib(busy, out);
+    }
+    for (const auto& [k, v] : in.headers) out.set_header(k, v);
+    // Counted until httplib drops the provider, whether it ran or not (a client gone before).
+    std::shared_ptr<void> slot(nullptr, [streams](void*) { streams->open.fetch_sub(1); });
     auto stream = in.stream;
-    out.set_chunked_content_provider(in.contentType, [stream](size_t, httplib::DataSink& sink) {
-      InHandler streaming;
-      stream([&sink](const std::string& chunk) {
-        return sink.is_writable() && sink.write(chunk.data(), chunk.size());
-      });
-      sink.done();
-      return true;
-    });
-  } else {
-    out.set_content(in.body, in.contentType);
+    out.set_chunked_content_provider(
+        in.contentType, [stream, streams, slot](size_t, httplib::DataSink& sink) {
+          InHandler streaming;
+          stream([&sink, streams](const std::string& chunk) {
+            if (streams->stopping.load() || !sink.is_writable()) return false;
+            // An empty chunk would end the chunked body: "" only asks whether to go on.
+            return chunk.empty() || sink.write(chunk.data(), chunk.size());
+          });
+          sink.done();
+          return true;
+        });
+    return;
   }
+  for (const auto& [k, v] : in.headers) out.set_header(k, v);
+  out.set_content(in.body, in.contentType);
 }
 
 }  // namespace
@@ -362,6 +385,7 @@ class HttpServer::Impl {
   std::unique_ptr<httplib::Server> server;
   std::thread thread;
   std::atomic<uint64_t> refused{0};
+  StreamState streams;
   int port = 0;
   std::string url;
 };
@@ -369,6 +393,9 @@ class HttpServer::Impl {
 HttpServer::HttpServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 HttpServer::~HttpServer() {
+  // Streams end at their next write (or write("") check) once `stopping` is set; the pool's
+  // threads can then be joined.
+  impl_->streams.stopping = true;
   if (impl_->server) impl_->server->stop();
   if (impl_->thread.joinable()) impl_->thread.join();
 }
@@ -377,6 +404,7 @@ int HttpServer::port() const { return impl_->port; }
 std::string HttpServer::url() const { return impl_->url; }
 uint64_t HttpServer::refusedConnections() const { return impl_->refused.load(); }
 uint64_t HttpServer::slowConnectionsCut() const { return impl_->cut.load(); }
+int HttpServer::openStreams() const { return impl_->streams.open.load(); }
 
 Result<std::unique_ptr<HttpServer>> HttpServer::start(const HttpServerOptions& o, HttpHandler handler) {
   auto hp = parseListen(o.listen);
@@ -402,6 +430,8 @@ Result<std::unique_ptr<HttpServer>> HttpServer::start(const HttpServerOptions& o
   auto& s = *impl->server;
   auto* refused = &impl->refused;
   const int threads = std::max(1, o.threads), cap = std::max(threads, o.maxConnections);
+  impl->streams.max = std::clamp(o.maxStreams, 0, threads - 1);
+  auto* streams = &impl->streams;
   auto* guard = &impl->guard;
   s.new_task_queue = [threads, cap, refused, guard] {
     return new BoundedPool(threads, cap, *refused, *guard);
@@ -428,7 +458,7 @@ Result<std::unique_ptr<HttpServer>> HttpServer::start(const HttpServerOptions& o
     toHttplib(out, res);
     return httplib::Server::HandlerResponse::Handled;
   });
-  auto serve = [handler](const httplib::Request& req, httplib::Response& res) {
+  auto serve = [handler, streams](const httplib::Request& req, httplib::Response& res) {
     HttpRequest in;
     in.method = req.method;
     in.path = req.path;
@@ -447,7 +477,7 @@ Result<std::unique_ptr<HttpServer>> HttpServer::start(const HttpServerOptions& o
     } catch (const std::exception& e) {
       jsonError(out, 500, "internal", std::string("the request failed: ") + e.what());
     }
-    toHttplib(out, res);
+    toHttplib(out, res, streams);
   };
   const httplib::Server::Handler h = serve;
   s.Get(".*", h);

@@ -18,6 +18,7 @@
 #include "enjin/acl/password.hpp"
 #include "enjin/acl/tokens.hpp"
 #include "enjin/api/control_api.hpp"
+#include "enjin/api/event_log.hpp"
 #include "enjin/api/http_server.hpp"
 #include "enjin/base/systemd.hpp"
 #include "enjin/directory/directory.hpp"
@@ -399,7 +400,29 @@ int runParentDaemon(const ParentDaemonOptions& opts) {
   directory::Directory directory(**store, runner.clock());
   metrics::Registry registry;
   addDaemonMetrics(registry, parent, r);
+  // GET /v1/events streams the tree_events of the out bus from `events`; each audit record goes
+  // out signed on the out bus.
+  api::EventLog events;
+  parent.setOnEvent([&events](const std::string& topicPath, const json& body) {
+    json e = body;  // carries "path" already; the topic's form only if it does not
+    if (!e.contains("path")) {
+      std::string path = topicPath;
+      for (char& c : path) c = c == '.' ? '/' : c;
+      e["path"] = path;
+    }
+    events.append("tree_event", e.dump(-1, ' ', false, json::error_handler_t::replace));
+  });
   ServedApi served;
+  // Destroyed before `served`: closes the log first, so that no stream holds the server's stop
+  // up, and the parent stops feeding it.
+  struct EndEvents {
+    api::EventLog& log;
+    NodeParent& parent;
+    ~EndEvents() {
+      log.close();
+      parent.setOnEvent(nullptr);
+    }
+  } endEvents{events, parent};
   auto badRequest = [](Error e) {
     if (e.code == 0) e.code = 400;
     return e;
@@ -451,6 +474,13 @@ int runParentDaemon(const ParentDaemonOptions& opts) {
     api::ControlApiOptions ao;
     ao.ring = ring;
     api::DaemonView view;
+    view.events = &events;
+    view.onAudit = [&](const json& record) {
+      if (auto st = parent.publishOut("audit", "audit", record); !st.ok()) {
+        spdlog::warn("{}: audit record {} not published: {}", name, record.value("id", 0),
+                     st.error().message);
+      }
+    };
     // The tree, each child saying where it comes from: the file (or the parent's spec), or the
     // API (with the body it was made from).
     view.tree = [&] {

@@ -7,7 +7,8 @@
 // refused, a read that waits longer than readTimeoutMs drops the connection, an idle keep-alive
 // connection is closed after keepAliveMs, a connection that takes longer than requestTimeoutMs
 // to send a request (slowloris) or take an answer is cut, and beyond maxConnections (queued or
-// served) a connection is answered 503 at once. Every answer the server makes itself is JSON
+// served) a connection is answered 503 at once; so is a streamed body beyond maxStreams (each
+// holds a thread of the pool while it lasts). Every answer the server makes itself is JSON
 // {"error","message"}, like the API's own.
 #pragma once
 
@@ -40,7 +41,11 @@ struct HttpResponse {
   std::string body;
   std::vector<std::pair<std::string, std::string>> headers;
   // A streamed body (Server-Sent Events): called on the connection's thread with a writer that
-  // returns false once the client is gone; the stream ends when this returns.
+  // returns false once the client is gone (noticed when a write fails) or the server is
+  // stopping; the stream ends when this returns. write("") sends nothing and only tells whether
+  // to go on: a stream that waits for something to send calls it every few hundred ms, so that
+  // it does not hold up the server's destructor. A stream keeps its connection and one of the
+  // server's threads for as long as it lasts, and counts against maxConnections.
   std::function<void(const std::function<bool(const std::string&)>& write)> stream;
 };
 
@@ -54,6 +59,7 @@ struct HttpServerOptions {
   // that talk at once, or the others wait for a keep-alive to end.
   int threads = 32;
   int maxConnections = 64;   // served plus waiting for a thread
+  int maxStreams = 4;        // streamed bodies at once (at most threads - 1); beyond: 503
   size_t maxBodyBytes = 1 << 20;
   int64_t readTimeoutMs = 5000;
   int64_t writeTimeoutMs = 5000;
@@ -86,6 +92,8 @@ class HttpServer {
   uint64_t refusedConnections() const;
   // Connections cut for taking longer than requestTimeoutMs outside a handler (slow clients).
   uint64_t slowConnectionsCut() const;
+  // Streamed bodies being served now.
+  int openStreams() const;
 
  private:
   class Impl;

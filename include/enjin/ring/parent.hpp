@@ -94,8 +94,9 @@ class NodeParent {
   // Hears that something in the tree changed (coalesced), with the tree as it now is, for
   // READY/STATUS and for a parent link to republish.
   void setOnChange(std::function<void(const nlohmann::json& tree)> onChange);
-  // Hears every tree_event as it is published on the out bus (`topicPath` is the event's path
-  // below this daemon, "r1/web/app"; `body` the message body), on the reactor thread.
+  // Hears every tree_event as it is published on the out bus (`topicPath` is the topic's form of
+  // the event's path, "r1.web.app"; `body` the message body, whose "path" is "r1/web/app"), on
+  // the reactor thread.
   void setOnEvent(std::function<void(const std::string& topicPath, const nlohmann::json& body)> onEvent);
   // Publishes a signed message of this daemon's own on its out bus (an audit record, ...).
   Status publishOut(const std::string& topic, std::string_view type, const nlohmann::json& body);
