@@ -8,7 +8,9 @@
 #include <httplib.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -101,6 +103,17 @@ void blockSigpipeOnThisThread() {
   sigemptyset(&set);
   sigaddset(&set, SIGPIPE);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
+}
+
+// The server's threads run at a lower priority than the rest of the daemon (Linux keeps a nice
+// value per thread): under API load the scheduler still turns the reactor first, so requests
+// cannot delay supervision.
+constexpr int kServerNice = 5;
+void yieldToTheReactor() {
+  const int tid = static_cast<int>(::syscall(SYS_gettid));
+  errno = 0;
+  const int now = ::getpriority(PRIO_PROCESS, static_cast<id_t>(tid));
+  if (errno == 0) (void)::setpriority(PRIO_PROCESS, static_cast<id_t>(tid), std::min(19, now + kServerNice));
 }
 
 // Set on a thread that serves a connection beyond the cap: it answers 503 and closes.
@@ -305,6 +318,7 @@ class BoundedPool final : public httplib::TaskQueue {
  private:
   void work(std::deque<std::function<void()>>& from, bool overCap) {
     blockSigpipeOnThisThread();
+    yieldToTheReactor();
     tOverCap = overCap;
     for (;;) {
       std::function<void()> fn;
@@ -517,6 +531,7 @@ Result<std::unique_ptr<HttpServer>> HttpServer::start(const HttpServerOptions& o
   auto* srv = impl->server.get();
   impl->thread = std::thread([srv] {
     blockSigpipeOnThisThread();
+    yieldToTheReactor();
     srv->listen_after_bind();
   });
   // Serving before start() returns: a stop() that came before httplib marked itself running
