@@ -2,6 +2,8 @@
 // through the shared ExitCode slot when run.
 #pragma once
 
+#include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 
 namespace CLI {
@@ -12,14 +14,33 @@ namespace enjin::ctl {
 
 // Exit codes of enjinctl, stable for scripts.
 inline constexpr int kExitOk = 0;
-inline constexpr int kExitFailure = 1;  // the operation failed; stderr says why
-inline constexpr int kExitUsage = 2;    // bad flags or arguments
-inline constexpr int kExitTimeout = 3;  // a --timeout-ms ended before the work was done
+inline constexpr int kExitFailure = 1;      // the operation failed; stderr says why
+inline constexpr int kExitUsage = 2;        // bad flags or arguments
+inline constexpr int kExitTimeout = 3;      // a --timeout-ms or a network timeout ended first
+inline constexpr int kExitNotFound = 4;     // the server answered 404
+inline constexpr int kExitDenied = 5;       // not logged in, or the server answered 401/403
+inline constexpr int kExitUnreachable = 6;  // the server cannot be reached (refused, DNS, TLS)
+
+// The footer of every --help: the exit codes above.
+extern const char* const kExitCodesHelp;
 
 void addKeygenCommand(CLI::App& app, int& exitCode);
 void addBusCommands(CLI::App& app, int& exitCode);
 // `stateDir` is read when a command runs (it is a global flag, parsed first).
 void addNodeCommands(CLI::App& app, const std::string& stateDir, int& exitCode);
 void addWatchCommand(CLI::App& app, const std::string& stateDir, int& exitCode);
+// login, logout, the resource commands, offer, audit, __complete-nodes (api_commands.cpp).
+void addApiCommands(CLI::App& app, const std::string& stateDir, int& exitCode);
+// completion bash: a script built from the commands and flags registered on `app` so far.
+void addCompletionCommand(CLI::App& app, int& exitCode);
+
+// Whether status (and watch) go through the control API: credentials are stored, and the
+// daemon was not named by --state-dir or ENJIN_STATE_DIR.
+bool useApi(const CLI::App& app);
+// The tree of ring0d through GET /v1/tree; nullopt after printing why on stderr, with the exit
+// code in `exitCode`.
+std::optional<nlohmann::json> apiTree(int& exitCode);
+// Prints a tree as `enjinctl status` shows it (node_commands.cpp).
+void printTree(const nlohmann::json& tree);
 
 }  // namespace enjin::ctl

@@ -30,6 +30,10 @@ int main(int argc, char** argv) {
   enjin::ctl::addBusCommands(app, exitCode);
   enjin::ctl::addNodeCommands(app, stateDir, exitCode);
   enjin::ctl::addWatchCommand(app, stateDir, exitCode);
+  enjin::ctl::addApiCommands(app, stateDir, exitCode);
+  // Last: the script covers every command registered above.
+  enjin::ctl::addCompletionCommand(app, exitCode);
+  app.footer(enjin::ctl::kExitCodesHelp);
 
   // Logs go to stderr so stdout carries only the command's output.
   spdlog::set_default_logger(spdlog::stderr_color_mt("enjinctl"));

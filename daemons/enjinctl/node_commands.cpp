@@ -145,6 +145,19 @@ void printChildren(const json& n, const std::string& indent, int64_t now) {
   }
 }
 
+}  // namespace
+
+void printTree(const json& tree) {
+  const int64_t now = nowWallMs();
+  std::printf("%-32s %-10s %8s %9s %8s  %-10s %s\n", "NAME", "STATE", "PID", "UPTIME", "RESTARTS",
+              "LAST EXIT", "DETAIL");
+  printRow("", tree, now);
+  printChildren(tree, "", now);
+  std::fflush(stdout);
+}
+
+namespace {
+
 int runStatus(const std::string& stateDir, bool asJson) {
   auto reply = call(stateDir, {{"cmd", "tree"}});
   if (!reply.ok()) {
@@ -154,13 +167,22 @@ int runStatus(const std::string& stateDir, bool asJson) {
   const json& tree = (*reply)["tree"];
   if (asJson) {
     std::cout << tree.dump(2) << "\n";
-    return kExitOk;
+  } else {
+    printTree(tree);
   }
-  const int64_t now = nowWallMs();
-  std::printf("%-32s %-10s %8s %9s %8s  %-10s %s\n", "NAME", "STATE", "PID", "UPTIME", "RESTARTS",
-              "LAST EXIT", "DETAIL");
-  printRow("", tree, now);
-  printChildren(tree, "", now);
+  return kExitOk;
+}
+
+// The same, from ring0d's control API (GET /v1/tree).
+int runApiStatus(bool asJson) {
+  int rc = kExitOk;
+  auto tree = apiTree(rc);
+  if (!tree) return rc;
+  if (asJson) {
+    std::cout << tree->dump(2) << "\n";
+  } else {
+    printTree(*tree);
+  }
   return kExitOk;
 }
 
@@ -317,10 +339,14 @@ int runLogs(const std::string& stateDir, const std::string& target, bool follow,
 void addNodeCommands(CLI::App& app, const std::string& stateDir, int& exitCode) {
   auto* status = app.add_subcommand(
       "status", "Show the tree: ring 0, its ring-1 nodes, their ring-2 nodes, their processes, "
-                "with state, pid, uptime, restarts, last exit");
+                "with state, pid, uptime, restarts, last exit. From the control API when logged "
+                "in and no --state-dir is given, else from the daemon's control socket");
   auto asJson = std::make_shared<bool>(false);
   status->add_flag("--json", *asJson, "The whole tree as one JSON object");
-  status->callback([&, asJson] { exitCode = runStatus(stateDir, *asJson); });
+  // Logged in (enjinctl login) and no --state-dir or ENJIN_STATE_DIR: through the control API.
+  status->callback([&, asJson] {
+    exitCode = useApi(app) ? runApiStatus(*asJson) : runStatus(stateDir, *asJson);
+  });
 
   for (const char* cmd : {"start", "stop", "restart"}) {
     std::string what = std::string(cmd) + " one node or process (a command down the buses)";
