@@ -585,6 +585,63 @@ bool useApi(const CLI::App& app) {
   return ::stat(credentialsPath().c_str(), &st) == 0;
 }
 
+int apiEvents(const std::string& path, const std::function<bool(const SseEvent&)>& onEvent) {
+  auto creds = loadCredentials();
+  if (!creds.ok()) {
+    complain(creds.error().message);
+    return creds.error().code;
+  }
+  // Lines are cut at "\n" (a "\r" before it dropped); a blank line ends an event; a line that
+  // starts with ':' is a comment (the server's keepalive).
+  std::string pending;
+  SseEvent ev;
+  bool stopped = false;
+  auto r = ApiClient(creds->server, creds->token).stream(path, [&](const char* data, size_t len) {
+    pending.append(data, len);
+    for (size_t nl; (nl = pending.find('\n')) != std::string::npos;) {
+      std::string line = pending.substr(0, nl);
+      pending.erase(0, nl + 1);
+      if (!line.empty() && line.back() == '\r') line.pop_back();
+      if (line.empty()) {
+        if (!ev.data.empty() || !ev.type.empty()) {
+          if (ev.type.empty()) ev.type = "message";
+          if (!ev.data.empty() && ev.data.back() == '\n') ev.data.pop_back();
+          if (!onEvent(ev)) {
+            stopped = true;
+            return false;
+          }
+        }
+        ev = SseEvent{ev.id, "", ""};
+        continue;
+      }
+      if (line.front() == ':') continue;
+      const size_t colon = line.find(':');
+      const std::string field = line.substr(0, colon);
+      std::string value = colon == std::string::npos ? "" : line.substr(colon + 1);
+      if (!value.empty() && value.front() == ' ') value.erase(0, 1);
+      if (field == "data") {
+        ev.data += value + "\n";
+      } else if (field == "event") {
+        ev.type = value;
+      } else if (field == "id") {
+        ev.id = value;
+      }
+    }
+    return true;
+  });
+  if (stopped) return kExitOk;
+  if (!r.ok()) {
+    complain(r.error().message);
+    return exitOfTransport(r.error());
+  }
+  if (r->status != 200) {
+    complain(messageOf(*r));
+    return exitOfStatus(r->status) == kExitOk ? kExitFailure : exitOfStatus(r->status);
+  }
+  complain("the server ended the event stream");
+  return kExitFailure;
+}
+
 std::optional<json> apiTree(int& exitCode) { return call("GET", "/v1/tree", json(), exitCode); }
 
 void addApiCommands(CLI::App& app, const std::string& stateDir, int& exitCode) {

@@ -1,10 +1,12 @@
 // enjinctl bus pub | sub: the bus from a shell, one JSON line per message; enjinctl watch: the
 // observation stream of a daemon, one line per event.
 #include <csignal>
+#include <chrono>
 #include <ctime>
 #include <CLI/CLI.hpp>
 #include <functional>
 #include <iostream>
+#include <thread>
 #include <nlohmann/json.hpp>
 #include <zmq.hpp>
 
@@ -309,6 +311,43 @@ int runWatch(const std::string& stateDir, WatchArgs a) {
   });
 }
 
+// The same lines from ring0d's control API (GET /v1/events, Server-Sent Events): each
+// tree_event's data is the event's body, as on the bus. The stream carries no sender's time, so
+// each line shows when it arrived.
+int runApiWatch(const WatchArgs& a) {
+  if (a.timeoutMs >= 0) {
+    // The stream may stay quiet: the deadline is kept apart from it.
+    std::thread([ms = a.timeoutMs] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+      std::cerr << "enjinctl watch: no more after " << ms << " ms" << std::endl;
+      std::fflush(stdout);
+      std::_Exit(kExitTimeout);
+    }).detach();
+  }
+  uint64_t seen = 0;
+  return apiEvents("/v1/events", [&](const SseEvent& e) {
+    bus::Message m;
+    m.type = e.type;
+    m.ts = std::chrono::duration_cast<std::chrono::milliseconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+               .count();
+    m.body = nlohmann::json::parse(e.data, nullptr, false);
+    if (!m.body.is_object()) m.body = nlohmann::json::object();
+    if (a.json) {
+      std::cout << nlohmann::json{{"id", e.id}, {"event", e.type}, {"data", m.body}}.dump()
+                << std::endl;
+    } else if (e.type == "tree_event") {
+      std::cout << eventLine(m) << std::endl;
+    } else if (e.type == "gap") {
+      std::cout << clockTime(m.ts) << "  (events missed; the stream goes on from "
+                << m.body.value("first", 0) << ")" << std::endl;
+    } else {
+      return true;  // another kind of event: not counted
+    }
+    return a.count == 0 || ++seen < a.count;
+  });
+}
+
 }  // namespace
 
 void addBusCommands(CLI::App& app, int& exitCode) {
@@ -367,7 +406,8 @@ void addWatchCommand(CLI::App& app, const std::string& stateDir, int& exitCode) 
   auto* watch = app.add_subcommand(
       "watch",
       "Follow the observation stream of the daemon at --state-dir: one line per change anywhere "
-      "in its tree, each message's signature verified. Ctrl-C ends it");
+      "in its tree, each message's signature verified. Ctrl-C ends it. Logged in (enjinctl "
+      "login) and without --state-dir, --connect or --trust: ring0d's GET /v1/events instead");
   watch->add_option("--connect", wa->connect, "The stream's endpoint (default: asked of the daemon)");
   watch->add_option("--trust", wa->trust,
                     "The daemon's public key, hex or a .pub file (default: asked of the daemon)");
@@ -375,7 +415,11 @@ void addWatchCommand(CLI::App& app, const std::string& stateDir, int& exitCode) 
   watch->add_option("--timeout-ms", wa->timeoutMs, "Give up after MS milliseconds (exit 3)");
   watch->add_flag("--json", wa->json, "Each message as a JSON line instead");
   watch->add_flag("--tree", wa->tree, "Also the whole tree each heartbeat");
-  watch->callback([&, wa] { exitCode = runWatch(stateDir, *wa); });
+  // Logged in, no --state-dir and no --connect/--trust: from the control API instead.
+  watch->callback([&, wa] {
+    exitCode = useApi(app) && wa->connect.empty() && wa->trust.empty() ? runApiWatch(*wa)
+                                                                       : runWatch(stateDir, *wa);
+  });
 }
 
 }  // namespace enjin::ctl

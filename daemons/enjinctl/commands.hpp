@@ -2,6 +2,7 @@
 // through the shared ExitCode slot when run.
 #pragma once
 
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -40,6 +41,15 @@ bool useApi(const CLI::App& app);
 // The tree of ring0d through GET /v1/tree; nullopt after printing why on stderr, with the exit
 // code in `exitCode`.
 std::optional<nlohmann::json> apiTree(int& exitCode);
+// One Server-Sent Event.
+struct SseEvent {
+  std::string id;
+  std::string type;  // "message" when the server names none
+  std::string data;  // the data: lines joined by '\n'
+};
+// GET `path` of the control API as a stream of events, each passed to `onEvent` (false: stop).
+// Returns the exit code: 0 when stopped by `onEvent`, else why the stream ended (printed).
+int apiEvents(const std::string& path, const std::function<bool(const SseEvent&)>& onEvent);
 // Prints a tree as `enjinctl status` shows it (node_commands.cpp).
 void printTree(const nlohmann::json& tree);
 
