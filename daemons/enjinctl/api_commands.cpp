@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <sodium.h>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -21,6 +22,7 @@
 
 #include "api_client.hpp"
 #include "commands.hpp"
+#include "enjin/acl/password.hpp"
 #include "enjin/ring/tree.hpp"
 #include "enjin/supervise/control_server.hpp"
 
@@ -361,7 +363,9 @@ void addFlags(CLI::App* sub, const KindSpec& k, Flags& f) {
     sub->add_option("--strategy", f.strategy, "How the node runs");
     sub->add_option("--compartment", f.compartment, "The compartment the node belongs to");
     sub->add_option("--api-listen", f.apiListen, "The node's API address, HOST:PORT");
-    sub->add_option("--admin", f.admins, "An admin of the node (repeatable)");
+    sub->add_option("--admin", f.admins,
+                    "An admin of the node's own API, USER:HASH with HASH from `enjinctl "
+                    "hash-password` (repeatable)");
   }
 }
 
@@ -390,7 +394,17 @@ void applyFlags(const KindSpec& k, const Flags& f, json& body, bool creating) {
   if (!f.address.empty()) body["address"] = f.address;
   if (!f.compartment.empty()) body["compartment"] = f.compartment;
   if (!f.apiListen.empty()) body["api_listen"] = f.apiListen;
-  if (!f.admins.empty()) body["admins"] = f.admins;
+  if (!f.admins.empty()) {
+    json admins = json::array();
+    for (const auto& a : f.admins) {
+      const auto colon = a.find(':');
+      if (colon == std::string::npos || colon == 0 || colon + 1 == a.size()) {
+        throw CLI::ValidationError("--admin", "expected USER:HASH (HASH from enjinctl hash-password), not '" + a + "'");
+      }
+      admins.push_back({{"user", a.substr(0, colon)}, {"password_hash", a.substr(colon + 1)}});
+    }
+    body["admins"] = std::move(admins);
+  }
 }
 
 void addKind(CLI::App& app, const KindSpec& k, int& exitCode) {
@@ -645,6 +659,30 @@ int apiEvents(const std::string& path, const std::function<bool(const SseEvent&)
 std::optional<json> apiTree(int& exitCode) { return call("GET", "/v1/tree", json(), exitCode); }
 
 void addApiCommands(CLI::App& app, const std::string& stateDir, int& exitCode) {
+  auto* hash = app.add_subcommand(
+      "hash-password", "Print the argon2id hash of a password, for a ring-1 node's admins "
+                       "([[ring1.admin]] password_hash, node create --admin USER:HASH)");
+  auto hashStdin = std::make_shared<bool>(false);
+  hash->add_flag("--password-stdin", *hashStdin,
+                 "Read the password from stdin's first line (default: ask on the terminal)");
+  hash->callback([&exitCode, hashStdin] {
+    auto pw = readPassword(*hashStdin, "Password: ");
+    if (!pw.ok()) {
+      std::cerr << "enjinctl: " << pw.error().message << "\n";
+      exitCode = kExitUsage;
+      return;
+    }
+    Status policy = acl::checkPasswordPolicy(*pw);
+    auto h = policy.ok() ? acl::hashPassword(*pw) : Result<std::string>(policy.error());
+    sodium_memzero(pw->data(), pw->size());
+    if (!h.ok()) {
+      std::cerr << "enjinctl: " << h.error().message << "\n";
+      exitCode = kExitFailure;
+      return;
+    }
+    std::cout << *h << "\n";
+  });
+
   auto* login = app.add_subcommand(
       "login", "Sign in to the control API; the session is kept in "
                "$XDG_CONFIG_HOME/enjin/credentials (default ~/.config/enjin/credentials, 0600)");

@@ -101,6 +101,20 @@ contains "parent shown" "$dir/out" "world"
 "$ctl" node list --json >"$dir/out" 2>"$dir/err"; check "node list --json" 0 $?
 isjson "node list --json parses" "$dir/out"
 "$ctl" node show nosuch >/dev/null 2>"$dir/err"; check "unknown node show" 4 $?
+# A node made through the API, with an admin for its own API, then deleted.
+printf 'ring-one-operator\n' | "$ctl" hash-password --password-stdin >"$dir/hash" 2>"$dir/err"
+check "hash-password" 0 $?
+contains "an argon2id hash" "$dir/hash" '$argon2id$'
+printf 'short\n' | "$ctl" hash-password --password-stdin >/dev/null 2>"$dir/err"; check "a short password" 1 $?
+"$ctl" node create made --compartment eu --admin "ops:$(cat "$dir/hash")" >/dev/null 2>"$dir/err"
+check "node create" 0 $?
+"$ctl" node create bad --admin "nohash" >/dev/null 2>"$dir/err"; check "an --admin without a hash" 2 $?
+"$ctl" node show made --json >"$dir/out" 2>"$dir/err"; check "node show" 0 $?
+contains "made through the API" "$dir/out" '"source": "api"'
+"$ctl" offer list >"$dir/out" 2>"$dir/err"; check "offer list" 0 $?
+contains "the node's offer" "$dir/out" "made"
+"$ctl" node delete made >/dev/null 2>"$dir/err"; check "node delete" 0 $?
+"$ctl" node show made >/dev/null 2>"$dir/err"; check "a deleted node is gone" 4 $?
 "$ctl" status >"$dir/out" 2>"$dir/err"; check "status over the API" 0 $?
 contains "status table" "$dir/out" "STATE"
 "$ctl" status --json >"$dir/out" 2>"$dir/err"; check "status --json over the API" 0 $?
