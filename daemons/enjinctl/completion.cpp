@@ -85,7 +85,8 @@ void addCompletionCommand(CLI::App& app, int& exitCode) {
   auto* completion = app.add_subcommand("completion", "Print a shell completion script");
   auto shell = std::make_shared<std::string>();
   completion->add_option("SHELL", *shell, "bash")->required()->check(CLI::IsMember({"bash"}));
-  completion->callback([&app, &exitCode] {
+  // The callback owns `shell`, which the option writes to: it must live as long as the app.
+  completion->callback([&app, &exitCode, shell] {
     printBash(app);
     exitCode = kExitOk;
   });
