@@ -194,13 +194,20 @@ class ControlApi::Impl {
     const uint64_t generation = generation_.load();
     {
       std::lock_guard lock(snapshotMutex_);
-      if (snapshot_ && snapshot_->generation == generation &&
-          std::chrono::steady_clock::now() - snapshot_->at < kTreeFreshMs) {
-        return snapshot_;
+      if (snapshot_ && snapshot_->generation == generation) {
+        if (std::chrono::steady_clock::now() - snapshot_->at < kTreeFreshMs) return snapshot_;
+        // Stale by age only: one reader fetches a new copy, the others take this one meanwhile,
+        // so a burst of readers costs the reactor one tree, not one each.
+        if (refreshing_) return snapshot_;
       }
+      refreshing_ = true;
     }
     auto t = onReactor<json>([this] { return view_.tree(); });
-    if (!t) return nullptr;
+    if (!t) {
+      std::lock_guard lock(snapshotMutex_);
+      refreshing_ = false;
+      return nullptr;
+    }
     auto snap = std::make_shared<TreeSnapshot>();
     snap->tree = std::move(*t);
     snap->treeBody = snap->tree.dump(-1, ' ', false, json::error_handler_t::replace);
@@ -209,7 +216,8 @@ class ControlApi::Impl {
     snap->at = std::chrono::steady_clock::now();
     snap->generation = generation;
     std::lock_guard lock(snapshotMutex_);
-    snapshot_ = snap;
+    refreshing_ = false;
+    if (!snapshot_ || snapshot_->generation <= snap->generation) snapshot_ = snap;
     return snap;
   }
 
@@ -729,6 +737,7 @@ class ControlApi::Impl {
   std::atomic<uint64_t> generation_{0};
   std::mutex snapshotMutex_;
   std::shared_ptr<const TreeSnapshot> snapshot_;
+  bool refreshing_ = false;  // a reader is fetching a new copy (under snapshotMutex_)
   std::mutex sessionsMutex_;
   std::unordered_map<std::string, KnownSession> known_;
   metrics::Counter& loginsFailed_;

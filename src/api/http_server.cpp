@@ -158,9 +158,13 @@ class ReadGuard {
   uint64_t claim() {
     const int port = port_.load();
     if (port <= 0) return 0;
-    std::lock_guard lock(mutex_);
+    // The scan runs without the lock (the workers take it on every request); only this thread
+    // claims, so what no task owned before the scan is still unowned after it.
     std::set<int> owned;
-    for (const auto& [id, c] : conns_) owned.insert(c.fd);
+    {
+      std::lock_guard lock(mutex_);
+      for (const auto& [id, c] : conns_) owned.insert(c.fd);
+    }
     std::optional<Conn> found;
     int candidates = 0;
     std::error_code ec;
@@ -175,6 +179,7 @@ class ReadGuard {
     }
     if (candidates != 1) return 0;
     found->queued = true;  // waiting for a worker: not the client's time yet
+    std::lock_guard lock(mutex_);
     conns_[++nextId_] = *found;
     return nextId_;
   }

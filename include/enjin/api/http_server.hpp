@@ -68,7 +68,9 @@ struct HttpServerOptions {
   // sends it a byte at a time), taking one answer, waiting between requests. Past it the
   // connection is cut. Must exceed keepAliveMs.
   int64_t requestTimeoutMs = 10'000;
-  int keepAliveRequests = 100;
+  // Requests on one kept-alive connection before it is closed; each new connection costs an
+  // accept and the slow-client guard's look at the process's fds.
+  int keepAliveRequests = 10'000;
 };
 
 // {"error": code, "message": message} with `status`.
