@@ -147,6 +147,8 @@ TEST(Metrics, ConcurrentUpdatesFromFourThreadsSumExactly) {
   Registry r;
   constexpr int kThreads = 4, kEach = 100'000;
   std::atomic<bool> done{false};
+  // Registered before the renderer starts, which expects to find it in every render.
+  Counter& hits = r.counter("hits_total", "Hits.");
   // A renderer and registrations run beside the updates, as the HTTP thread would.
   std::thread renderer([&] {
     while (!done.load()) {
@@ -155,7 +157,6 @@ TEST(Metrics, ConcurrentUpdatesFromFourThreadsSumExactly) {
       r.gauge("renders", "Renders.").add(1);
     }
   });
-  Counter& hits = r.counter("hits_total", "Hits.");
   std::vector<std::thread> threads;
   for (int t = 0; t < kThreads; ++t) {
     threads.emplace_back([&, t] {
