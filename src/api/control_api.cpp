@@ -659,13 +659,17 @@ class ControlApi::Impl {
       limit = std::clamp<size_t>(std::stoul(s), 1, 1000);
     }
     const std::string label = c.args[0];
+    auto t = treeSnapshot();
+    if (!t) return busy(c.res);
+    std::string uuid;
+    for (const auto& n : t->tree.value("nodes", json::array())) {
+      if (n.value("label", "") == label) uuid = n.value("uuid", "");
+    }
+    if (uuid.empty()) {
+      return jsonError(c.res, 404, "not_found", "node '" + label + "' does not exist");
+    }
     auto rows = onReactor<Result<std::vector<store::ObservationRecord>>>(
-        [this, label]() -> Result<std::vector<store::ObservationRecord>> {
-          for (const auto& n : view_.tree().value("nodes", json::array())) {
-            if (n.value("label", "") == label) return store_.observations(n.value("uuid", ""), 1000);
-          }
-          return Error{"node '" + label + "' does not exist", 404};
-        });
+        [this, uuid] { return store_.observations(uuid, 1000); });
     if (!rows) return busy(c.res);
     if (!rows->ok()) return fail(c.res, rows->error());
     json out = json::array();

@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <sodium.h>
 #include <zmq.hpp>
@@ -382,10 +383,7 @@ int runParentDaemon(const ParentDaemonOptions& opts) {
   // A new declared set (a reload, a spec from the parent) with the API's nodes: refused as a
   // whole if the catalog or the parent refuses it, and then the running set stays.
   auto applyDeclared = [&](std::vector<NodeSpec> declared) -> Status {
-    std::vector<NodeSpec> before;
-    for (const auto& n : catalog.desired()) {
-      if (catalog.declares(n.label)) before.push_back(n);
-    }
+    std::vector<NodeSpec> before = catalog.declared();
     if (auto st = catalog.setDeclared(std::move(declared)); !st.ok()) return st;
     if (auto st = parent.apply(catalog.desired()); !st.ok()) {
       (void)catalog.setDeclared(std::move(before));
@@ -492,39 +490,40 @@ int runParentDaemon(const ParentDaemonOptions& opts) {
       }
       return t;
     };
-    view.createNode = [&](const json& body) -> Result<json> {
+    // The catalog changed (and is stored): the parent runs it, or `undo` puts the catalog back
+    // and the parent runs that again.
+    auto applyOrUndo = [&](const std::function<void()>& undo) -> Status {
+      Status st = parent.apply(catalog.desired());
+      if (st.ok()) return st;
+      undo();
+      (void)parent.apply(catalog.desired());
+      return badRequest(st.error());
+    };
+    view.createNode = [&, applyOrUndo](const json& body) -> Result<json> {
       auto node = nodeFromBody(body, "");
       if (!node.ok()) return node.error();
       const std::string label = node->spec.label;
       if (auto st = catalog.create(*node); !st.ok()) return st.error();
-      if (auto st = parent.apply(catalog.desired()); !st.ok()) {
-        (void)catalog.remove(label);
-        (void)parent.apply(catalog.desired());
-        return badRequest(st.error());
-      }
+      if (auto st = applyOrUndo([&] { (void)catalog.remove(label); }); !st.ok()) return st.error();
       spdlog::info("{}: node '{}' made through the API", name, label);
       return madeNode(*node);
     };
-    view.updateNode = [&](const std::string& label, const json& body) -> Result<json> {
+    view.updateNode = [&, applyOrUndo](const std::string& label, const json& body) -> Result<json> {
       auto node = nodeFromBody(body, label);
       if (!node.ok()) return node.error();
       auto previous = catalog.update(*node);
       if (!previous.ok()) return previous.error();
-      if (auto st = parent.apply(catalog.desired()); !st.ok()) {
-        (void)catalog.update(std::move(*previous));
-        (void)parent.apply(catalog.desired());
-        return badRequest(st.error());
+      if (auto st = applyOrUndo([&] { (void)catalog.update(std::move(*previous)); }); !st.ok()) {
+        return st.error();
       }
       spdlog::info("{}: node '{}' changed through the API", name, label);
       return madeNode(*node);
     };
-    view.deleteNode = [&](const std::string& label) -> Status {
+    view.deleteNode = [&, applyOrUndo](const std::string& label) -> Status {
       auto previous = catalog.remove(label);
       if (!previous.ok()) return previous.error();
-      if (auto st = parent.apply(catalog.desired()); !st.ok()) {
-        (void)catalog.create(std::move(*previous));
-        (void)parent.apply(catalog.desired());
-        return badRequest(st.error());
+      if (auto st = applyOrUndo([&] { (void)catalog.create(std::move(*previous)); }); !st.ok()) {
+        return st;
       }
       spdlog::info("{}: node '{}' deleted through the API", name, label);
       return {};

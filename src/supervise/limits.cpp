@@ -328,8 +328,7 @@ CgroupHost CgroupHost::detect(std::string root, std::string selfCgroup) {
   return host;
 }
 
-Result<NodeCgroup> NodeCgroup::create(const CgroupHost& host, const std::string& name,
-                                      const Limits& limits) {
+Result<NodeCgroup> NodeCgroup::forNode(const CgroupHost& host, const std::string& name) {
   if (!validName(name)) {
     return Error{"cgroup for node '" + name + "': the name must be letters, digits, '.', '_' or '-'",
                  400};
@@ -340,6 +339,14 @@ Result<NodeCgroup> NodeCgroup::create(const CgroupHost& host, const std::string&
   NodeCgroup cg;
   cg.name_ = name;
   cg.kind_ = host.kind();
+  return cg;
+}
+
+Result<NodeCgroup> NodeCgroup::create(const CgroupHost& host, const std::string& name,
+                                      const Limits& limits) {
+  auto made = forNode(host, name);
+  if (!made.ok()) return made.error();
+  NodeCgroup cg = std::move(*made);
   const std::string ctx = "cgroup for node '" + name + "'";
 
   auto makeDir = [&](const std::string& dir) -> Status {
@@ -410,16 +417,9 @@ Result<NodeCgroup> NodeCgroup::create(const CgroupHost& host, const std::string&
 }
 
 Result<NodeCgroup> NodeCgroup::open(const CgroupHost& host, const std::string& name) {
-  if (!validName(name)) {
-    return Error{"cgroup for node '" + name + "': the name must be letters, digits, '.', '_' or '-'",
-                 400};
-  }
-  if (host.kind() == CgroupLevel::kNone) {
-    return Error{"cgroup for node '" + name + "': no usable cgroup on this host", 409};
-  }
-  NodeCgroup cg;
-  cg.name_ = name;
-  cg.kind_ = host.kind();
+  auto made = forNode(host, name);
+  if (!made.ok()) return made.error();
+  NodeCgroup cg = std::move(*made);
   for (const std::string& base : host.bases()) {
     const std::string dir = base + "/" + name;
     if (!isDir(dir)) return Error{"cgroup for node '" + name + "': no directory " + dir, 404};

@@ -39,6 +39,7 @@ class NodeCatalog {
 
   // Declared first, then made, each in its own order.
   std::vector<NodeSpec> desired() const;
+  const std::vector<NodeSpec>& declared() const { return declared_; }
   bool declares(const std::string& label) const;
 
   // A node made through the API: its spec, and the body it was made from (JSON text).

@@ -127,6 +127,8 @@ class NodeCgroup {
   Status remove(int waitMs = 2000) const;
 
  private:
+  // The checks create() and open() share, and a NodeCgroup with the name and level set.
+  static Result<NodeCgroup> forNode(const CgroupHost& host, const std::string& name);
   std::string name_;
   CgroupLevel kind_ = CgroupLevel::kNone;
   std::vector<std::string> dirs_;  // v1: memory, pids, cpu; v2: one
