@@ -39,10 +39,13 @@ int parentMain(int ring, int argc, char** argv) {
   app.add_option("--log-level", o.logLevel, "Overrides the config's log_level");
   app.add_option("--holder", o.holderExe, "Path of enjin-holder")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
-  // A child node's daemon is started with exec only: one under another user would need its
-  // state dir and this daemon's sockets made reachable for that user, which is not built yet.
+  // How a child node's daemon is started. A ring-2 node may also be a tenant with ids of its
+  // own (unix-user, sandbox: include/enjin/ring/tenant.hpp); a ring-1 node runs as ring0d's
+  // user (checkNodeStrategy says so). ring0d knows them all, to check its whole file.
   supervise::SpawnRegistry nodeStrategies;
   nodeStrategies.add(supervise::makeExecStrategy());
+  nodeStrategies.add(supervise::makeUnixUserStrategy());
+  nodeStrategies.add(supervise::makeSandboxStrategy());
   // What ring2d checks processes against (daemons/ring2d/main.cpp), for ring0d's config.
   supervise::SpawnRegistry processStrategies;
   processStrategies.add(supervise::makeExecStrategy());

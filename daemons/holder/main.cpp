@@ -58,10 +58,21 @@ int main(int argc, char** argv) {
   }
   // Every spawn strategy the holder starts processes with, each giving the processes back the
   // fd limit ring2d was started with.
-  const enjin::supervise::SpawnDefaults defaults{takeChildNofile()};
+  enjin::supervise::SpawnDefaults defaults;
+  defaults.nofileSoft = takeChildNofile();
+  // In a tenant node every process runs as the node's app uid, so exec is the only strategy.
+  auto tenant = enjin::supervise::tenantFromEnv();
+  if (!tenant.ok()) {
+    std::fprintf(stderr, "enjin-holder: %s\n", tenant.error().message.c_str());
+    return 1;
+  }
+  if (*tenant) defaults.runAs = (*tenant)->runAs;
   enjin::supervise::SpawnRegistry registry;
   registry.add(enjin::supervise::makeExecStrategy(defaults));
-  registry.add(enjin::supervise::makeUnixUserStrategy(defaults));
+  if (!*tenant) {
+    registry.add(enjin::supervise::makeUnixUserStrategy(defaults));
+    registry.add(enjin::supervise::makeSandboxStrategy(defaults));
+  }
   enjin::supervise::Holder holder(**reactor, registry, socketPath);
   if (auto st = holder.start(); !st.ok()) {
     std::fprintf(stderr, "enjin-holder: %s\n", st.error().message.c_str());

@@ -38,9 +38,19 @@ int main(int argc, char** argv) {
 
   // Every spawn strategy a spec may name; ring2d checks specs against them, and the holder,
   // which spawns (daemons/holder/main.cpp), has the same ones.
+  // In a tenant node (the unix-user and sandbox node strategies) every process runs as the
+  // node's app uid, so exec is the only strategy there.
+  auto tenant = supervise::tenantFromEnv();
+  if (!tenant.ok()) {
+    std::fprintf(stderr, "ring2d: %s\n", tenant.error().message.c_str());
+    return 1;
+  }
+  supervise::SpawnDefaults defaults;
+  if (*tenant) defaults.runAs = (*tenant)->runAs;
   supervise::SpawnRegistry registry;
-  registry.add(supervise::makeExecStrategy());
-  registry.add(supervise::makeUnixUserStrategy());
+  registry.add(supervise::makeExecStrategy(defaults));
+  if (!*tenant) registry.add(supervise::makeUnixUserStrategy());
+  if (*tenant) o.isolationJson = (*tenant)->isolationJson;
   o.registry = &registry;
   // Every observation a spec's readiness and health checks may name, and the pushed ones the
   // supervisor always uses (the process's exit; WATCHDOG=1).

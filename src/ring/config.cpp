@@ -16,6 +16,8 @@
 #include "enjin/directory/directory.hpp"
 #include "enjin/supervise/spec_file.hpp"
 #include "enjin/supervise/spec_toml.hpp"
+#include "enjin/ring/tenant.hpp"
+#include "enjin/supervise/limits.hpp"
 #include "enjin/supervise/toml_fields.hpp"
 
 namespace enjin::ring {
@@ -38,6 +40,27 @@ uint32_t lineOf(const toml::node* node) { return node != nullptr ? node->source(
 
 // A ring-1 node's [[ring1.admin]] tables: user and password_hash (argon2id, as
 // `enjinctl hash-password` prints it), each user once.
+// A node's `limits` inline table, checked by the limits' own reader, as canonical JSON.
+Result<std::string> limitsFromToml(const toml::node& node) {
+  const toml::table* t = node.as_table();
+  if (t == nullptr) return Error{"expected a table, e.g. {memory = \"256M\", processes = 128}"};
+  nlohmann::json j = nlohmann::json::object();
+  for (const auto& [key, value] : *t) {
+    if (auto v = value.value<int64_t>(); v && value.is_integer()) {
+      j[std::string(key.str())] = *v;
+    } else if (auto d = value.value<double>(); d && value.is_floating_point()) {
+      j[std::string(key.str())] = *d;
+    } else if (auto str = value.value<std::string>()) {
+      j[std::string(key.str())] = *str;
+    } else {
+      return Error{std::string(key.str()) + ": expected a number or a string"};
+    }
+  }
+  auto limits = supervise::parseLimits(j);
+  if (!limits.ok()) return limits.error();
+  return supervise::limitsToJson(*limits).dump();
+}
+
 bool readAdmins(supervise::TomlFields& r, const toml::node* tables, const std::string& of,
                 std::vector<AdminSeed>& out) {
   if (tables == nullptr) return true;
@@ -91,9 +114,9 @@ bool readNodes(supervise::TomlFields& r, const toml::node* tables, int ring, con
     supervise::TomlTable nodeFields(r, t, where);
     static constexpr std::string_view kRing1Keys[] = {"label",    "strategy",   "user",
                                                         "compartment", "ring2", "api_listen",
-                                                        "admin"};
+                                                        "admin", "tenant_uids"};
     static constexpr std::string_view kRing2Keys[] = {"label", "strategy", "user", "compartment",
-                                                        "process"};
+                                                        "process", "limits"};
     if (ring == 1) {
       nodeFields.checkKeys(kRing1Keys);
     } else {
@@ -118,21 +141,37 @@ bool readNodes(supervise::TomlFields& r, const toml::node* tables, int ring, con
           nodeFields.fail(t.get("api_listen"), "api_listen", hp.error().message);
         }
       }
+      fields.read("tenant_uids", node.tenantUids);
+      if (!r.failed() && !node.tenantUids.empty()) {
+        if (auto range = parseUidRange(node.tenantUids); !range.ok()) {
+          nodeFields.fail(t.get("tenant_uids"), "tenant_uids", range.error().message);
+        }
+      }
       if (!r.failed() && !readAdmins(r, t.get("admin"), where, node.admins)) return false;
       if (r.failed()) return false;
       if (!readNodes(r, t.get("ring2"), 2, where, node.nodes)) return false;
-    } else if (const toml::node* procs = t.get("process")) {
-      const toml::array* parr = procs->as_array();
-      if (parr == nullptr) {
-        nodeFields.fail(procs, "process", "expected [[ring1.ring2.process]] tables");
-        return false;
+    } else {
+      if (const toml::node* limits = t.get("limits")) {
+        auto parsed = limitsFromToml(*limits);
+        if (!parsed.ok()) {
+          nodeFields.fail(limits, "limits", parsed.error().message);
+          return false;
+        }
+        node.limitsJson = std::move(*parsed);
       }
-      auto specs = supervise::readProcessTables(*parr, r.source());
-      if (!specs.ok()) {
-        r.failWith(specs.error());
-        return false;
+      if (const toml::node* procs = t.get("process")) {
+        const toml::array* parr = procs->as_array();
+        if (parr == nullptr) {
+          nodeFields.fail(procs, "process", "expected [[ring1.ring2.process]] tables");
+          return false;
+        }
+        auto specs = supervise::readProcessTables(*parr, r.source());
+        if (!specs.ok()) {
+          r.failWith(specs.error());
+          return false;
+        }
+        node.processes = std::move(*specs);
       }
-      node.processes = std::move(*specs);
     }
     auto [it, inserted] = seen.emplace(node.label, n.source().begin.line);
     if (!inserted) {

@@ -69,8 +69,10 @@ Status checkStateDir(const std::string& dir) {
     return Error{"refusing state dir " + dir + ": mode " + mode +
                  " lets group or others write to it (chmod 0700 " + dir + ")"};
   }
-  // Ours and closed to writers: keep what is in it private too.
-  if ((st.st_mode & 077) != 0 && ::chmod(dir.c_str(), 0700) != 0) {
+  // Ours and closed to writers: keep what is in it private too. A group's traverse bit stays:
+  // a tenant node's app uid passes through its node's dir to its home (ring/tenant.hpp).
+  if ((st.st_mode & 077 & ~S_IXGRP) != 0 &&
+      ::chmod(dir.c_str(), 0700 | (st.st_mode & S_IXGRP)) != 0) {
     return errnoError("cannot use state dir " + dir + ": chmod 0700", errno);
   }
   return {};
@@ -198,12 +200,25 @@ Status checkNodeTree(const NodeSpec& node, int ring, const supervise::SpawnRegis
                      const supervise::SpawnRegistry& processStrategies) {
   if (auto st = checkNodeStrategy(node, ring, nodeStrategies); !st.ok()) return st;
   const std::string where = "ring-" + std::to_string(ring) + " node '" + node.label + "'";
+  const bool tenant = isTenantNode(node, ring);
   for (const auto& p : node.processes) {
+    if (tenant && p.strategy != "exec") {
+      return Error{where + ": process '" + p.name + "': strategy " + p.strategy +
+                       ": a " + node.strategy +
+                       " node runs every process as its app uid (strategy exec)",
+                   400};
+    }
     if (auto st = processStrategies.validate(p); !st.ok()) {
       return st.error().wrap(where + ": process '" + p.name + "'");
     }
   }
   for (const auto& child : node.nodes) {
+    if (isTenantNode(child, ring + 1) && node.tenantUids.empty()) {
+      return Error{where + ": ring-2 node '" + child.label + "': strategy " + child.strategy +
+                       " needs tenant_uids in the spec of ring-1 node '" + node.label +
+                       "' (the ids its tenant nodes run as)",
+                   400};
+    }
     if (auto st = checkNodeTree(child, ring + 1, nodeStrategies, processStrategies); !st.ok()) {
       return st.error().wrap(where);
     }
@@ -377,6 +392,9 @@ int runParentDaemon(const ParentDaemonOptions& opts) {
       }
       desired = catalog.desired();
     }
+  }
+  if (ring == 1) {
+    if (auto st = parent.setTenantUids(ownSpec.tenantUids); !st.ok()) return fail(st.error());
   }
   if (auto st = parent.start(desired); !st.ok()) return fail(st.error());
 
@@ -585,8 +603,15 @@ int runParentDaemon(const ParentDaemonOptions& opts) {
       auto spec = nodeSpecFromJson(specJson, 1);
       if (!spec.ok()) return spec.error();
       if (auto st = applyAndStoreSpec(**store, applied, {specJson.dump(), digest},
-                                      [&] { return applyDeclared(spec->nodes); });
+                                      [&]() -> Status {
+                                        if (auto t = parent.setTenantUids(spec->tenantUids);
+                                            !t.ok()) {
+                                          return t;
+                                        }
+                                        return applyDeclared(spec->nodes);
+                                      });
           !st.ok()) {
+        (void)parent.setTenantUids(ownSpec.tenantUids);
         return st;
       }
       ownSpec = *spec;

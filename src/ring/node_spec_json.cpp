@@ -8,6 +8,8 @@
 #include "enjin/api/http_server.hpp"
 #include "enjin/base/hex.hpp"
 #include "enjin/directory/directory.hpp"
+#include "enjin/ring/tenant.hpp"
+#include "enjin/supervise/limits.hpp"
 #include "enjin/supervise/spec_file.hpp"
 #include "enjin/supervise/spec_json.hpp"
 
@@ -27,6 +29,8 @@ json nodeSpecToJson(const NodeSpec& spec) {
   }
   // Written only when set, so the digest of a node without them stays what it was.
   if (!spec.apiListen.empty()) j["api_listen"] = spec.apiListen;
+  if (!spec.tenantUids.empty()) j["tenant_uids"] = spec.tenantUids;
+  if (!spec.limitsJson.empty()) j["limits"] = json::parse(spec.limitsJson, nullptr, false);
   if (!spec.admins.empty()) {
     json admins = json::array();
     for (const auto& a : spec.admins) {
@@ -56,7 +60,8 @@ Result<NodeSpec> nodeSpecFromJson(const json& j, int ring) {
                           {"strategy", &spec.strategy},
                           {"user", &spec.user},
                           {"compartment", &spec.compartment},
-                          {"api_listen", &spec.apiListen}}) {
+                          {"api_listen", &spec.apiListen},
+                          {"tenant_uids", &spec.tenantUids}}) {
     if (auto st = text(key, *out); !st.ok()) return st.error();
   }
   if (!supervise::validName(spec.label)) {
@@ -68,6 +73,18 @@ Result<NodeSpec> nodeSpecFromJson(const json& j, int ring) {
     if (auto hp = api::parseListen(spec.apiListen); !hp.ok()) {
       return hp.error().wrap(where + ": api_listen");
     }
+  }
+  if (!spec.tenantUids.empty()) {
+    if (ring != 1) return Error{where + ": tenant_uids: only a ring-1 node has tenant nodes"};
+    if (auto range = parseUidRange(spec.tenantUids); !range.ok()) {
+      return range.error().wrap(where);
+    }
+  }
+  if (auto it = j.find("limits"); it != j.end()) {
+    if (ring != 2) return Error{where + ": limits: only a ring-2 node has limits"};
+    auto limits = supervise::parseLimits(*it);
+    if (!limits.ok()) return limits.error().wrap(where + ": limits");
+    spec.limitsJson = supervise::limitsToJson(*limits).dump();
   }
   if (auto it = j.find("admins"); it != j.end()) {
     if (ring != 1) return Error{where + ": admins: only a ring-1 node has API users"};

@@ -17,6 +17,7 @@
 #include "enjin/ring/daemon.hpp"
 #include "enjin/ring/messages.hpp"
 #include "enjin/ring/node_spec_json.hpp"
+#include "enjin/ring/tenant.hpp"
 #include "enjin/ring/tree.hpp"
 #include "enjin/store/store.hpp"
 #include "enjin/supervise/control_server.hpp"
@@ -82,21 +83,56 @@ std::string_view afterFirst(std::string_view topic) {
   return dot == std::string_view::npos ? std::string_view() : topic.substr(dot + 1);
 }
 
-// How a node's daemon is started, as far as its spawn strategy is concerned.
-supervise::ProcessSpec nodeDaemonSpec(const NodeSpec& node, const std::string& exe) {
+// What a tenant node's daemon is started with besides its ids.
+struct TenantPlacement {
+  TenantIds ids;
+  std::string cgroup;  // its cgroup's name
+  std::string home;
+};
+
+// How a node's daemon is started, as far as its spawn strategy is concerned. A tenant node
+// without a placement is checked with stand-in ids: its own are dealt when it is made.
+supervise::ProcessSpec nodeDaemonSpec(const NodeSpec& node, const std::string& exe, int ring,
+                                      const TenantPlacement* tenant = nullptr) {
   supervise::ProcessSpec p;
   p.name = node.label;
   p.command = {exe};
   p.strategy = node.strategy;
   // A node's user is its strategy's business, as a process's is (ProcessSpec::strategyConfig).
   if (!node.user.empty()) p.strategyConfig = nlohmann::json{{"user", node.user}}.dump();
+  if (isTenantNode(node, ring)) {
+    const TenantPlacement standIn{{2, 3, 1}, "", "/"};
+    const TenantPlacement& t = tenant != nullptr ? *tenant : standIn;
+    json config{{"uid", t.ids.uid},          {"gid", t.ids.uid},
+                {"app_uid", t.ids.appUid},   {"app_gid", t.ids.appUid},
+                {"groups", {t.ids.busGid}},  {"home", t.home}};
+    if (!t.cgroup.empty()) config["cgroup"] = t.cgroup;
+    if (!node.limitsJson.empty()) config["limits"] = json::parse(node.limitsJson, nullptr, false);
+    p.strategyConfig = config.dump();
+  }
   return p;
 }
 
 }  // namespace
 
+bool isTenantNode(const NodeSpec& node, int ring) {
+  return ring == 2 && node.user.empty() &&
+         (node.strategy == "unix-user" || node.strategy == "sandbox");
+}
+
 Status checkNodeStrategy(const NodeSpec& node, int ring, const supervise::SpawnRegistry& registry) {
-  if (auto st = registry.validate(nodeDaemonSpec(node, daemonName(ring))); !st.ok()) {
+  if (auto known = registry.find(node.strategy); !known.ok()) {
+    return known.error().wrap("ring-" + std::to_string(ring) + " node '" + node.label + "'");
+  }
+  // A ring1d deals ids to its tenants and shares its buses with them: it needs root, and so
+  // runs as its parent does.
+  if (ring == 1 && node.strategy != "exec") {
+    return Error{"ring-1 node '" + node.label + "': strategy " + node.strategy +
+                     ": a ring-1 node runs as ring0d's user (strategy exec); its ring-2 nodes "
+                     "may be unix-user or sandbox",
+                 400};
+  }
+  if (auto st = registry.validate(nodeDaemonSpec(node, daemonName(ring), ring)); !st.ok()) {
     return st.error().wrap("ring-" + std::to_string(ring) + " node '" + node.label + "'");
   }
   return {};
@@ -134,12 +170,19 @@ class NodeParent::Impl {
     std::string lastRefusal;
     int64_t lastSeenNs = 0;
     bool lost = false;
+    std::optional<TenantIds> tenant;  // a tenant node's ids, once dealt
   };
 
   Status start(std::optional<std::vector<NodeSpec>> desired) {
     startedNs_ = clock_.monotonicNanos();
     if (auto st = openBuses(); !st.ok()) return st;
+    if (auto st = shareWithTenants(); !st.ok()) return st;
     if (auto st = loadNodes(); !st.ok()) return st;
+    for (auto& [label, c] : children_) {
+      if (auto st = dealTenantIds(c); !st.ok()) {
+        spdlog::error("{}: node '{}': {}", name(), label, st.error().message);
+      }
+    }
     if (desired) {
       if (auto st = ensureNodes(*desired); !st.ok()) return st;
     }
@@ -348,6 +391,12 @@ class NodeParent::Impl {
       if (auto st = checkNodeStrategy(spec, cfg_.ring + 1, *opts_.nodeStrategies); !st.ok()) {
         return st;
       }
+      if (isTenantNode(spec, cfg_.ring + 1) && !tenantRange_) {
+        return Error{"ring-2 node '" + spec.label + "': strategy " + spec.strategy +
+                         " needs tenant_uids in the spec of ring-1 node '" + cfg_.label +
+                         "' (the ids its tenant nodes run as)",
+                     409};
+      }
     }
     std::set<std::string> wanted;
     for (const NodeSpec& spec : desired) {
@@ -367,6 +416,9 @@ class NodeParent::Impl {
         c.digest = specDigest(c.specBody);
         if (auto st = store_.putNode(c.rec); !st.ok()) return st;
       }
+      if (auto st = dealTenantIds(it->second); !st.ok()) {
+        return st.error().wrap("node '" + spec.label + "'");
+      }
       // Rewritten every time, so a changed endpoint or heartbeat reaches the child's next start.
       if (auto st = writeChildFiles(it->second); !st.ok()) return st;
     }
@@ -381,7 +433,12 @@ class NodeParent::Impl {
         trust_.remove(*key);
       }
       if (auto st = store_.deleteNode(it->second.rec.uuid); !st.ok()) return st;
-      moveAside(childDir(it->first));
+      const std::string aside = moveAside(childDir(it->first));
+      if (it->second.tenant) {
+        // Its files go to root before its ids can be dealt to another node.
+        if (!aside.empty()) disownTenantDir(aside);
+        if (auto st = retireTenantIds(store_, it->second.rec.uuid); !st.ok()) return st;
+      }
       byUuid_.erase(it->second.rec.uuid);
       it = children_.erase(it);
     }
@@ -424,17 +481,68 @@ class NodeParent::Impl {
 
   // Keeps a state dir that is no longer a node's (its logs may matter) under another name:
   // nodes/LABEL.removed-WALLMS.
-  void moveAside(const std::string& dir) {
+  // Returns where it went ("" when there was nothing, or it could not be moved).
+  std::string moveAside(const std::string& dir) {
     std::error_code ec;
-    if (!std::filesystem::exists(dir, ec)) return;
+    if (!std::filesystem::exists(dir, ec)) return "";
     const std::string to = dir + ".removed-" + std::to_string(clock_.wallMillis());
     std::filesystem::rename(dir, to, ec);
     if (ec) {
       spdlog::warn("{}: cannot move {} aside: {}", name(), dir, ec.message());
-    } else {
-      spdlog::info("{}: moved the state of a forgotten node to {}", name(), to);
+      return "";
     }
+    spdlog::info("{}: moved the state of a forgotten node to {}", name(), to);
+    return to;
   }
+
+  // A tenant node's ids: dealt once, from the store after that.
+  Status dealTenantIds(Child& c) {
+    if (!isTenantNode(c.spec, cfg_.ring + 1)) {
+      c.tenant.reset();
+      return {};
+    }
+    if (!tenantRange_) return Error{"strategy " + c.spec.strategy + " needs tenant_uids", 409};
+    auto ids = assignTenantIds(store_, *tenantRange_, c.rec.uuid);
+    if (!ids.ok()) return ids.error();
+    if (!c.tenant || c.tenant->uid != ids->uid) {
+      spdlog::info("{}: node '{}' runs as uid {} (its processes as uid {})", name(), c.rec.label,
+                   ids->uid, ids->appUid);
+    }
+    c.tenant = *ids;
+    return {};
+  }
+
+  TenantPlacement placement(const Child& c) const {
+    return {*c.tenant, cfg_.label + "." + c.rec.label, tenantHome(childDir(c.rec.label))};
+  }
+
+  // With tenant nodes: their daemons (in the range's bus group) reach this daemon's buses and
+  // their state dirs; nothing else of theirs does.
+  Status shareWithTenants() {
+    if (!tenantRange_ || !down_) return {};
+    for (const std::string& endpoint : {cfg_.down, cfg_.up}) {
+      if (auto st = shareSocketWithGroup(endpoint, tenantRange_->first); !st.ok()) return st;
+    }
+    const std::string nodes = cfg_.stateDir + "/nodes";
+    std::error_code ec;
+    std::filesystem::create_directories(nodes, ec);
+    if (ec) return Error{"create " + nodes + ": " + ec.message()};
+    return makeTraversable(nodes);
+  }
+
+ public:
+  Status setTenantUids(const std::string& text) {
+    if (text.empty()) {
+      tenantRange_.reset();
+      return {};
+    }
+    auto range = parseUidRange(text);
+    if (!range.ok()) return range.error();
+    tenantRange_ = *range;
+    return shareWithTenants();
+  }
+
+ private:
 
   Status writeChildFiles(const Child& c) {
     const std::string dir = childDir(c.rec.label);
@@ -454,14 +562,23 @@ class NodeParent::Impl {
     if (auto st = writeFileAtomic(dir + "/parent.pub", ownPublic_.hex() + "\n", 0644); !st.ok()) {
       return st;
     }
-    return writeFileAtomic(childConfigPath(c.rec.label), renderChildConfig(child), 0644);
+    if (auto st = writeFileAtomic(childConfigPath(c.rec.label), renderChildConfig(child), 0644);
+        !st.ok()) {
+      return st;
+    }
+    if (c.tenant) return prepareTenantDir(dir, *c.tenant);
+    return {};
   }
 
   std::vector<supervise::ProcessSpec> processSpecs() const {
     std::vector<supervise::ProcessSpec> out;
     for (const auto& [label, c] : children_) {
       if (c.rec.revokedWallMs != 0) continue;
-      supervise::ProcessSpec p = nodeDaemonSpec(c.spec, opts_.childExe);
+      // A tenant node whose ids could not be dealt (logged) is not started as anything else.
+      if (isTenantNode(c.spec, cfg_.ring + 1) && !c.tenant) continue;
+      const TenantPlacement tenant = c.tenant ? placement(c) : TenantPlacement{};
+      supervise::ProcessSpec p =
+          nodeDaemonSpec(c.spec, opts_.childExe, cfg_.ring + 1, c.tenant ? &tenant : nullptr);
       p.name = label;  // c.spec is empty for a node whose spec the store does not have
       p.command.insert(p.command.end(), {"--config", childConfigPath(label)});
       // The child says READY=1 once its own children are up, and WATCHDOG=1 from its reactor
@@ -693,6 +810,7 @@ class NodeParent::Impl {
       if (auto n = c.observed.find("nodes"); n != c.observed.end()) j["nodes"] = *n;
       if (auto p = c.observed.find("processes"); p != c.observed.end()) j["processes"] = *p;
       if (auto o = c.observed.find("offer"); o != c.observed.end()) j["offer"] = *o;
+      if (auto i = c.observed.find("isolation"); i != c.observed.end()) j["isolation"] = *i;
       // Until the current run reports, what the last one said is shown but vouches for nothing.
       j["observed_state"] = c.observedStale ? "unknown" : c.observed.value("state", "");
       j["spec_applied"] =
@@ -740,6 +858,7 @@ class NodeParent::Impl {
   std::unique_ptr<bus::Publisher> down_, out_;
   std::unique_ptr<bus::Subscriber> up_;
   std::map<std::string, Child> children_;       // by label
+  std::optional<UidRange> tenantRange_;         // the ring-1 node's tenant_uids, when set
   std::map<std::string, std::string> byUuid_;   // uuid -> label
   std::map<std::string, Pending> pending_;      // request id -> who waits
   FlatTree lastFlat_;
@@ -769,6 +888,7 @@ Status NodeParent::start(std::optional<std::vector<NodeSpec>> desired) {
 Status NodeParent::apply(std::vector<NodeSpec> desired) { return impl_->apply(std::move(desired)); }
 void NodeParent::stopAll(std::function<void()> done) { impl_->stopAll(std::move(done)); }
 Status NodeParent::revoke(const std::string& label) { return impl_->revoke(label); }
+Status NodeParent::setTenantUids(const std::string& range) { return impl_->setTenantUids(range); }
 void NodeParent::command(const std::string& op, const std::string& path, Reply reply) {
   impl_->command(op, path, std::move(reply));
 }

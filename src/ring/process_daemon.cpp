@@ -262,7 +262,16 @@ int runProcessDaemon(ProcessDaemonOptions o) {
       reply(st.ok() ? json{{"ok", true}}
                     : json{{"ok", false}, {"error", o.node + ": " + st.error().message}});
     };
-    h.observe = [&] { return nodeTree(cfg, o.stateDir, supervisor); };
+    // What isolates this node, as its strategy put it in force (exec: nothing beyond the uid).
+    json isolation = o.isolationJson.empty()
+                         ? json{{"strategy", "exec"}, {"namespaces", json::array()},
+                                {"cgroup", "none"}, {"seccomp", false}}
+                         : json::parse(o.isolationJson, nullptr, false);
+    h.observe = [&, isolation] {
+      json tree = nodeTree(cfg, o.stateDir, supervisor);
+      if (isolation.is_object()) tree["isolation"] = isolation;
+      return tree;
+    };
     if (auto st = runner.linkToParent(cfg, std::move(h), applied.digest); !st.ok()) {
       return fail(st.error().wrap(kName));
     }

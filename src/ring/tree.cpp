@@ -64,6 +64,40 @@ class Cleaner {
     out["offer"] = std::move(o);
     return true;
   }
+  // The isolation a node's strategy put in force: optional; only the known keys, each of its
+  // type, are kept.
+  bool isolation(json& out) {
+    auto it = in_.find("isolation");
+    if (it == in_.end()) return true;
+    if (!it->is_object()) return fail("isolation: expected an object");
+    json o;
+    Cleaner c(*it, where_ + ": isolation");
+    if (!(c.str("strategy", o, true) && c.str("cgroup", o) && c.boolean("seccomp", o) &&
+          c.boolean("sandbox_processes", o) && c.integer("uid", o) && c.integer("app_uid", o))) {
+      return fail(c.error_);
+    }
+    for (const char* key : {"namespaces", "unenforced"}) {
+      auto list = it->find(key);
+      if (list == it->end()) continue;
+      if (!list->is_array()) return fail(std::string("isolation: ") + key + ": expected an array");
+      for (const auto& item : *list) {
+        if (!item.is_string()) {
+          return fail(std::string("isolation: ") + key + ": expected strings");
+        }
+      }
+      o[key] = *list;
+    }
+    if (auto limits = it->find("limits"); limits != it->end() && !limits->is_null()) {
+      if (!limits->is_object()) return fail("isolation: limits: expected an object");
+      json l = json::object();
+      for (const auto& [key, value] : limits->items()) {
+        if (value.is_number()) l[key] = value;
+      }
+      o["limits"] = std::move(l);
+    }
+    out["isolation"] = std::move(o);
+    return true;
+  }
   bool fail(std::string what) {
     if (error_.empty()) error_ = what.starts_with(where_) ? what : where_ + ": " + what;
     return false;
@@ -109,7 +143,7 @@ Result<json> cleanNodeEntry(const json& in, const std::string& where) {
         c.integer("started_wall_ms", out) && c.str("detail", out) && c.exit(out) &&
         c.str("state_dir", out) &&
         c.str("observed_state", out) && c.boolean("spec_applied", out) &&
-        c.str("compartment", out) && c.offer(out))) {
+        c.str("compartment", out) && c.offer(out) && c.isolation(out))) {
     return Error{c.error()};
   }
   if (in.contains("nodes")) return Error{where + ": a ring-2 node has no nodes"};
@@ -183,7 +217,8 @@ Result<json> cleanObservation(const json& body, int ring) {
   Cleaner c(body, "observation");
   if (!(c.integer("ring", out) && c.str("uuid", out) && c.str("label", out) &&
         c.integer("pid", out) && c.str("state", out, true) && c.str("state_dir", out) &&
-        c.str("spec_digest", out) && c.str("spec_error", out) && c.offer(out))) {
+        c.str("spec_digest", out) && c.str("spec_error", out) && c.offer(out) &&
+        c.isolation(out))) {
     return Error{c.error()};
   }
   const char* list = ring == 1 ? "nodes" : "processes";

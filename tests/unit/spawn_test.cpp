@@ -505,7 +505,7 @@ TEST(SpawnDefaultsTest, NofileSoftLimitUnlessTheSpecSetsOneAndTheHardLimitStays)
   rlimit own;
   ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &own), 0);
   if (own.rlim_max != RLIM_INFINITY && own.rlim_max < 64) GTEST_SKIP() << "hard limit below 64";
-  auto strategy = makeExecStrategy(SpawnDefaults{64});
+  auto strategy = makeExecStrategy(SpawnDefaults{64, std::nullopt});
   EXPECT_EQ(runProbe(*strategy, specFor({}))["nofile"], 64);
   ProcessSpec own100 = specFor({});
   setConfig(own100, "rlimits", json{{"nofile", 100}});
@@ -815,7 +815,7 @@ TEST_F(UnixUserTest, AppliesRlimits) {
 }
 
 TEST_F(UnixUserTest, DefaultNofileSoftLimitUnlessTheSpecSetsOne) {
-  auto strategy = makeUnixUserStrategy(SpawnDefaults{64});
+  auto strategy = makeUnixUserStrategy(SpawnDefaults{64, std::nullopt});
   EXPECT_EQ(runProbe(*strategy, userSpec())["nofile"], 64);
   ProcessSpec spec = userSpec();
   setConfig(spec, "rlimits", json{{"nofile", 100}});
@@ -884,6 +884,123 @@ TEST_F(UnixUserTest, ExecFailureIsReportedAsForExec) {
   request.spec = &spec;
   EXPECT_EQ(strategy_->spawn(request).error().message,
             "exec /nonexistent: No such file or directory");
+}
+
+// ---- a tenant node's daemon: the numeric form of unix-user, and sandbox -----------------------
+
+class TenantSpawnTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (::geteuid() != 0) GTEST_SKIP() << "needs root (it writes a user namespace's maps)";
+  }
+  static ProcessSpec tenantSpec(const std::string& strategy = "unix-user") {
+    ProcessSpec spec = specFor({"/bin/true"});
+    spec.strategy = strategy;
+    spec.strategyConfig = json{{"uid", 62001}, {"gid", 62001},   {"app_uid", 62002},
+                               {"app_gid", 62002}, {"groups", {62000}}, {"home", "/"}}
+                              .dump();
+    return spec;
+  }
+};
+
+TEST_F(TenantSpawnTest, StartsAsRootOfAUserNamespaceHoldingOnlyItsIds) {
+  auto strategy = makeUnixUserStrategy();
+  ProcessSpec spec = tenantSpec();
+  ASSERT_TRUE(strategy->validate(spec)) << strategy->validate(spec).error().message;
+  json probe = runProbe(*strategy, spec, {"ENJIN_TENANT", "HOME"});
+  // Root inside (so it may become its app uid), with the bus group as its one extra group.
+  EXPECT_EQ(probe["uid"], 0);
+  EXPECT_EQ(probe["gid"], 0);
+  EXPECT_EQ(probe["groups"], 1);
+  EXPECT_EQ(probe["no_new_privs"], 1);
+  EXPECT_EQ(probe["fds"], json::parse("[0,1,2]"));
+  json tenant = json::parse(probe["env"].value("ENJIN_TENANT", ""), nullptr, false);
+  ASSERT_TRUE(tenant.is_object()) << probe.dump();
+  EXPECT_EQ(tenant["strategy"], "unix-user");
+  EXPECT_EQ(tenant["namespaces"], json::array({"user"}));
+  EXPECT_EQ(tenant["uid"], 62001);
+  EXPECT_EQ(tenant["app_uid"], 62002);
+  EXPECT_EQ(tenant["sandbox_processes"], false);
+}
+
+TEST_F(TenantSpawnTest, WhatItMakesIsOwnedByItsSupervisorUidOutside) {
+  testing::TempDir dir;
+  ASSERT_EQ(::chmod(dir.path().c_str(), 0777), 0);
+  auto strategy = makeUnixUserStrategy();
+  ProcessSpec spec = tenantSpec();
+  spec.command = {"/bin/sh", "-c", "touch " + dir / "made"};
+  SpawnRequest request;
+  request.spec = &spec;
+  auto spawned = strategy->spawn(request);
+  ASSERT_TRUE(spawned) << spawned.error().message;
+  ChildGuard child(std::move(*spawned));
+  int status = child.wait();
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  struct stat st {};
+  ASSERT_EQ(::stat((dir / "made").c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, 62001U);
+  EXPECT_EQ(st.st_gid, 62001U);
+  // umask 077: nothing of the node's is readable by its app uid or anyone else.
+  EXPECT_EQ(st.st_mode & 077, 0U);
+}
+
+TEST_F(TenantSpawnTest, ExecWithRunAsDropsEveryProcessToTheAppIds) {
+  testing::ThrowawayUser user;
+  ASSERT_TRUE(user.ok()) << user.error();
+  testing::TempDir home;
+  ASSERT_EQ(::chown(home.path().c_str(), user.uid(), user.gid()), 0);
+  SpawnDefaults defaults;
+  defaults.runAs = SpawnDefaults::RunAs{user.uid(), user.gid(), 027, home.path()};
+  auto strategy = makeExecStrategy(defaults);
+  json probe = runProbe(*strategy, specFor({}), {"HOME"});
+  EXPECT_EQ(probe["uid"], user.uid());
+  EXPECT_EQ(probe["gid"], user.gid());
+  EXPECT_EQ(probe["groups"], 0);
+  EXPECT_EQ(probe["setuid0_fails"], true);
+  EXPECT_EQ(probe["no_new_privs"], 1);
+  EXPECT_EQ(probe["cwd"], home.path());
+  EXPECT_EQ(probe["env"]["HOME"], home.path());
+  auto identity = strategy->execIn(specFor({"/bin/true"}));
+  ASSERT_TRUE(identity);
+  EXPECT_EQ(identity->uid, static_cast<int>(user.uid()));
+}
+
+TEST_F(TenantSpawnTest, RefusesBadIdsNamingTheKey) {
+  auto strategy = makeUnixUserStrategy();
+  ProcessSpec spec = tenantSpec();
+  json config = json::parse(spec.strategyConfig);
+  config.erase("app_uid");
+  spec.strategyConfig = config.dump();
+  EXPECT_EQ(strategy->validate(spec).error().message, "unix-user: 'app_uid' is required");
+  config["app_uid"] = 62001;
+  spec.strategyConfig = config.dump();
+  EXPECT_EQ(strategy->validate(spec).error().message,
+            "unix-user: the app ids must differ from the supervisor's");
+  config["app_uid"] = 0;
+  spec.strategyConfig = config.dump();
+  EXPECT_EQ(strategy->validate(spec).error().message,
+            "unix-user: app_uid: expected an id above 0, got 0");
+  config["app_uid"] = 62002;
+  config["shell"] = "/bin/sh";
+  spec.strategyConfig = config.dump();
+  EXPECT_EQ(strategy->validate(spec).error().message,
+            "unix-user: unknown key 'shell' (known: uid, gid, app_uid, app_gid, groups, cgroup, "
+            "limits, home)");
+}
+
+TEST_F(TenantSpawnTest, SandboxTakesOnlyATenantNodesIds) {
+  auto sandbox = makeSandboxStrategy();
+  EXPECT_EQ(sandbox->isolation(), IsolationStrength::kSandbox);
+  ProcessSpec named = specFor({"/bin/true"});
+  named.strategy = "sandbox";
+  setConfig(named, "user", "nobody");
+  EXPECT_EQ(sandbox->validate(named).error().message,
+            "sandbox: only a tenant node's daemon runs sandboxed (needs 'uid')");
+  ProcessSpec spec = tenantSpec("sandbox");
+  json probe = runProbe(*sandbox, spec, {"ENJIN_TENANT"});
+  json tenant = json::parse(probe["env"].value("ENJIN_TENANT", ""), nullptr, false);
+  EXPECT_EQ(tenant.value("strategy", ""), "sandbox");
+  EXPECT_EQ(tenant.value("sandbox_processes", false), true);
 }
 
 }  // namespace

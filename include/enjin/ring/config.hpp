@@ -38,6 +38,10 @@ struct NodeSpec {
   std::vector<NodeSpec> nodes;                    // a ring-1 node: its ring-2 nodes
   std::string apiListen;          // a ring-1 node: where its ring-1 API listens ("" = none)
   std::vector<AdminSeed> admins;  // a ring-1 node: its API's first users
+  std::string tenantUids;         // a ring-1 node: the ids its tenant nodes get ("60000-60999")
+  // A ring-2 node: its limits (memory, processes, cpu, open_files) as canonical JSON
+  // (supervise::limitsToJson); "" = none.
+  std::string limitsJson;
 
   bool operator==(const NodeSpec&) const = default;
 };

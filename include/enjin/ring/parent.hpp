@@ -58,6 +58,9 @@ struct ParentOptions {
 // Whether `registry` can start the daemon of `node` (a node of ring `ring`) as the node asks:
 // its strategy is known and accepts the node's settings (user). Errors name the node.
 Status checkNodeStrategy(const NodeSpec& node, int ring, const supervise::SpawnRegistry& registry);
+// A ring-2 node that runs as ids of its own: strategy unix-user (without a named user) or
+// sandbox. Its ids come from its ring-1 node's tenant_uids (ring/tenant.hpp).
+bool isTenantNode(const NodeSpec& node, int ring);
 
 class NodeParent {
  public:
@@ -75,6 +78,11 @@ class NodeParent {
   // A new desired set (a reloaded config, or a spec from this daemon's own parent): new nodes
   // are created and started, removed ones stopped and forgotten, changed ones told.
   Status apply(std::vector<NodeSpec> desired);
+  // The ids this daemon's tenant nodes (unix-user and sandbox ring-2 nodes) are dealt from: a
+  // ring-1 node's tenant_uids ("60000-60999"; "" = none, and such nodes are refused). Set before
+  // start() and before each apply() whose nodes need it; shares the buses with the range's bus
+  // group (include/enjin/ring/tenant.hpp).
+  Status setTenantUids(const std::string& range);
   // Stops every child in reverse order, then `done`.
   void stopAll(std::function<void()> done);
 

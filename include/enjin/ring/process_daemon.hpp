@@ -39,6 +39,9 @@ struct ProcessDaemonOptions {
   // The observation strategies readiness and health checks are made from. Required; must
   // outlive runProcessDaemon.
   const supervise::ObservationRegistry* observations = nullptr;
+  // In a tenant node: the isolation its strategy put in force (JSON, supervise::kTenantEnv),
+  // reported as "isolation" in every observation. Empty: {"strategy": "exec"}.
+  std::string isolationJson;
 };
 
 // Every process of `specs` checked by its spawn strategy; errors name `source` and the process.

@@ -7,8 +7,12 @@
 // forkExec() then runs the plan. In the child, in this order:
 //   [kVfork: a private fd table holding only fds 0-2 and the low slots the parent put the
 //   child's fds in] -> setsid -> every signal disposition to SIG_DFL -> stdin /dev/null, stdout, stderr -> close
-//   every fd from 3 up -> rlimits -> [setgroups([]) -> setgid -> setuid -> setuid(0) must fail ->
-//   PR_SET_NO_NEW_PRIVS] -> chdir -> empty signal mask -> execve.
+//   every fd from 3 up -> rlimits -> [setgroups(plan.groups) -> setgid -> setuid -> setuid(0)
+//   must fail -> PR_SET_NO_NEW_PRIVS] -> umask -> chdir -> empty signal mask -> execve.
+// A plan with a user namespace or cgroups is started with clone3 (no shared memory) and the child
+// first waits at a gate: the parent writes the namespace's maps and the cgroup files, then lets
+// it go. In a user namespace the child is that namespace's root on purpose, so the setuid(0)
+// check is skipped there.
 // Limits come before the credentials because raising a hard limit needs CAP_SYS_RESOURCE, which
 // setuid takes away, and because the kernel checks RLIMIT_NPROC at setuid(). chdir comes after
 // them so that a user is never started in a folder it could not enter itself.
@@ -65,6 +69,14 @@ struct Credentials {
   gid_t gid = 0;
 };
 
+// A user namespace the child is started in (clone3 with CLONE_NEWUSER). Its maps are written by
+// the parent, which needs CAP_SETUID and CAP_SETGID, while the child waits at a gate before its
+// first step; the child then stays root of that namespace (Credentials are ids inside it).
+struct UserNamespace {
+  std::string uidMap;  // /proc/PID/uid_map, e.g. "0 60001 1\n1 60002 1\n"
+  std::string gidMap;  // /proc/PID/gid_map
+};
+
 struct ChildPlan {
   std::string path;               // the executable: command[0], or its match on the child's PATH
   std::vector<std::string> argv;  // the spec's command, command[0] as written
@@ -72,6 +84,12 @@ struct ChildPlan {
   std::string cwd;
   std::vector<RlimitSetting> rlimits;
   std::optional<Credentials> credentials;  // drop to these, then PR_SET_NO_NEW_PRIVS
+  std::vector<gid_t> groups;               // the supplementary groups set with credentials
+  std::optional<UserNamespace> userns;     // start in a user namespace of its own
+  // Files the parent writes the child's pid to while the child waits at the gate (a node
+  // cgroup's cgroup.procs): the child runs nothing of its own before it is inside.
+  std::vector<std::string> cgroupProcs;
+  std::optional<mode_t> umask;             // set before exec; unset: inherited
   int stdoutFd = -1;                       // -1: /dev/null
   int stderrFd = -1;
 };

@@ -117,13 +117,42 @@ struct SpawnDefaults {
   // processes back the limit ring2d was started with (select() and old code expect 1024).
   // Unset: the limit is inherited as it is.
   std::optional<uint64_t> nofileSoft;
+  // Inside a tenant node: every process runs as the node's app ids (set in the child with no
+  // supplementary groups and PR_SET_NO_NEW_PRIVS), with this umask and HOME.
+  struct RunAs {
+    uid_t uid = 0;
+    gid_t gid = 0;
+    mode_t umask = 077;
+    std::string home = "/";
+  };
+  std::optional<RunAs> runAs;
 };
 
 // fork/exec in a new session; the base of every other strategy.
 std::unique_ptr<SpawnStrategy> makeExecStrategy(SpawnDefaults defaults = {});
 // As exec, then setgroups -> setgid -> setuid to spec.user (every return checked),
-// PR_SET_NO_NEW_PRIVS and spec.rlimits. Refuses uid 0.
+// PR_SET_NO_NEW_PRIVS and spec.rlimits. Refuses uid 0. Or, with the numeric block of a tenant
+// node ({"uid", "gid", "app_uid", "app_gid", ...}, src/supervise/spawn/unix_user.cpp), a node's
+// daemon as root of a user namespace holding only its supervisor and app ids, in its cgroup.
 std::unique_ptr<SpawnStrategy> makeUnixUserStrategy(SpawnDefaults defaults = {});
+// unix-user's tenant form, whose node daemon also starts each of its processes in namespaces of
+// their own (enjin-sandbox). Refuses the named form.
+std::unique_ptr<SpawnStrategy> makeSandboxStrategy(SpawnDefaults defaults = {});
+
+// Set by the unix-user and sandbox strategies in a tenant node daemon's environment: the
+// isolation they put in force, as JSON ({"strategy", "namespaces", "uid", "app_uid", "cgroup",
+// "limits", "seccomp", "sandbox_processes"}). The node's daemon reports it and, seeing it, runs
+// every process of its own as the app uid (inside its namespace: 1).
+inline constexpr const char* kTenantEnv = "ENJIN_TENANT";
+
+// This process's tenant settings, from kTenantEnv: nullopt outside a tenant node (or when the
+// variable is not the JSON the strategies write, which is logged by the caller as an error).
+struct TenantEnv {
+  SpawnDefaults::RunAs runAs;  // the app ids inside the node's user namespace: 1 and 1
+  bool sandbox = false;        // each process goes into namespaces of its own
+  std::string isolationJson;   // what the strategy put in force, for the node's observations
+};
+Result<std::optional<TenantEnv>> tenantFromEnv();
 
 // The start time of `pid` from /proc (clock ticks since boot), or an error if it is gone. A zombie
 // still has one: it is readable until the process is reaped.

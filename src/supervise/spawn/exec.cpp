@@ -86,6 +86,7 @@ std::optional<std::string> lookupPath(const std::string& name, std::string_view 
 // ---- the child ------------------------------------------------------------------------------
 
 enum class Step : int {
+  kGate,
   kSetsid,
   kStdio,
   kCloseFds,
@@ -119,6 +120,10 @@ struct ChildArgs {
   // > 0: the child shares the parent's fd table (CLONE_FILES) and must first take a private one
   // holding only the fds below this number (every fd above is among them).
   int privateFdsBelow;
+  int gateRead;   // >= 0: wait for one byte here before the first step (the parent's setup)
+  int gateWrite;  // the gate's other end, closed first thing in the child
+  const gid_t* groups;
+  size_t groupCount;
 };
 
 // The sanitizers track stack frames in shadow memory; a child frame never returns (execve or
@@ -159,6 +164,17 @@ ENJIN_CHILD_CODE bool closeFdsFrom3(int keep) {
 
 [[noreturn]] ENJIN_CHILD_CODE void childRun(const ChildArgs& args) {
   const ChildPlan& plan = *args.plan;
+  if (args.gateRead >= 0) {
+    ::close(args.gateWrite);
+    char go = 0;
+    ssize_t n;
+    do {
+      n = ::read(args.gateRead, &go, 1);
+    } while (n < 0 && errno == EINTR);
+    // EOF: the parent gave up on its setup (and reaps this child).
+    if (n != 1) childFail(args, Step::kGate, n < 0 ? errno : ECANCELED);
+    ::close(args.gateRead);
+  }
   // Before any fd is touched: a table of its own, with nothing of the parent's beyond the low
   // slots. CLOSE_RANGE_UNSHARE copies only the fds below the range (Linux 5.9; the parent uses
   // the slots only where close_range exists).
@@ -210,17 +226,27 @@ ENJIN_CHILD_CODE bool closeFdsFrom3(int keep) {
 
   if (plan.credentials) {
     const Credentials& creds = *plan.credentials;
-    if (::syscall(SYS_setgroups, 0, nullptr) != 0) childFail(reportTo, Step::kSetgroups, errno);
-    if (::syscall(SYS_setgid, creds.gid) != 0) childFail(reportTo, Step::kSetgid, errno);
-    if (::syscall(SYS_setuid, creds.uid) != 0) childFail(reportTo, Step::kSetuid, errno);
+    if (::syscall(SYS_setgroups, args.groupCount, args.groups) != 0) {
+      childFail(reportTo, Step::kSetgroups, errno);
+    }
+    if (::syscall(SYS_setresgid, creds.gid, creds.gid, creds.gid) != 0) {
+      childFail(reportTo, Step::kSetgid, errno);
+    }
+    if (::syscall(SYS_setresuid, creds.uid, creds.uid, creds.uid) != 0) {
+      childFail(reportTo, Step::kSetuid, errno);
+    }
     // Paranoia: a kernel or a capability setup that lets us back to root means the drop failed.
-    if (::syscall(SYS_setuid, 0) == 0) childFail(reportTo, Step::kRegainedRoot, 0);
+    // (The root of a user namespace of its own is root there by design.)
+    if (!plan.userns && ::syscall(SYS_setuid, 0) == 0) {
+      childFail(reportTo, Step::kRegainedRoot, 0);
+    }
     // prctl is variadic and the kernel insists that arguments 3 to 5 are 0: pass whole longs.
     if (::prctl(PR_SET_NO_NEW_PRIVS, 1UL, 0UL, 0UL, 0UL) != 0) {
       childFail(reportTo, Step::kNoNewPrivs, errno);
     }
   }
 
+  if (plan.umask) ::umask(*plan.umask);
   if (::chdir(plan.cwd.c_str()) != 0) childFail(reportTo, Step::kChdir, errno);
 
   sigset_t empty;
@@ -237,6 +263,7 @@ ENJIN_CHILD_CODE int childMainForClone(void* arg) { childRun(*static_cast<const 
 std::string describe(const ChildPlan& plan, const ChildReport& report) {
   std::string what;
   switch (static_cast<Step>(report.step)) {
+    case Step::kGate: what = "wait for the parent's setup"; break;
     case Step::kSetsid: what = "setsid"; break;
     case Step::kStdio:
       what = report.index == 3 ? "move error pipe" : "dup2 to fd " + std::to_string(report.index);
@@ -254,7 +281,7 @@ std::string describe(const ChildPlan& plan, const ChildReport& report) {
       }
       break;
     }
-    case Step::kSetgroups: what = "setgroups([])"; break;
+    case Step::kSetgroups: what = "setgroups"; break;
     case Step::kSetgid:
       what = "setgid(" + std::to_string(plan.credentials ? plan.credentials->gid : 0) + ")";
       break;
@@ -348,11 +375,11 @@ Clone cloneVfork(ChildArgs& args) {
   return {pid, pidfd, 0};
 }
 
-Clone cloneClone3(ChildArgs& args) {
+Clone cloneClone3(ChildArgs& args, uint64_t extraFlags = 0) {
   int pidfd = -1;
   clone_args ca;
   std::memset(&ca, 0, sizeof ca);
-  ca.flags = CLONE_PIDFD;
+  ca.flags = CLONE_PIDFD | extraFlags;
   ca.pidfd = reinterpret_cast<uintptr_t>(&pidfd);
   ca.exit_signal = SIGCHLD;
   long pid = ::syscall(SYS_clone3, &ca, sizeof ca);
@@ -452,6 +479,29 @@ class LowFdSlots {
 LowFdSlots& lowFdSlots() {
   static LowFdSlots* slots = new LowFdSlots;  // never destroyed: no exit-time ordering to mind
   return *slots;
+}
+
+// Writes `text` to a /proc or cgroup file in one write(2), as those files want.
+Status writeWhole(const std::string& path, const std::string& text) {
+  UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
+  if (!fd) return errnoError("open " + path, errno);
+  ssize_t n = ::write(fd.get(), text.data(), text.size());
+  if (n < 0) return errnoError("write " + path, errno);
+  if (static_cast<size_t>(n) != text.size()) return Error{"write " + path + ": short write"};
+  return {};
+}
+
+// What the parent does while a gated child waits: the user namespace's maps, then the cgroups.
+Status finishChildSetup(const ChildPlan& plan, pid_t pid) {
+  const std::string proc = "/proc/" + std::to_string(pid);
+  if (plan.userns) {
+    if (auto st = writeWhole(proc + "/uid_map", plan.userns->uidMap); !st.ok()) return st;
+    if (auto st = writeWhole(proc + "/gid_map", plan.userns->gidMap); !st.ok()) return st;
+  }
+  for (const auto& procs : plan.cgroupProcs) {
+    if (auto st = writeWhole(procs, std::to_string(pid)); !st.ok()) return st;
+  }
+  return {};
 }
 
 }  // namespace
@@ -597,6 +647,17 @@ Result<SpawnedProcess> forkExec(const ChildPlan& plan, CloneMode mode) {
   UniqueFd errorRead(pipeFds[0]);
   UniqueFd errorWrite(pipeFds[1]);
 
+  // A plan the parent must finish after the clone (a user namespace's maps, cgroups) holds the
+  // child at a gate, which needs a child that does not share this process's memory.
+  const bool gated = plan.userns.has_value() || !plan.cgroupProcs.empty();
+  UniqueFd gateRead, gateWrite;
+  if (gated) {
+    int gate[2];
+    if (::pipe2(gate, O_CLOEXEC) != 0) return errnoError("pipe2", errno);
+    gateRead.reset(gate[0]);
+    gateWrite.reset(gate[1]);
+    if (mode == CloneMode::kVfork) mode = CloneMode::kClone3;
+  }
   ChildArgs args{&plan,
                  plan.path.c_str(),
                  argv.data(),
@@ -605,25 +666,55 @@ Result<SpawnedProcess> forkExec(const ChildPlan& plan, CloneMode mode) {
                  plan.stdoutFd >= 0 ? plan.stdoutFd : devNull.get(),
                  plan.stderrFd >= 0 ? plan.stderrFd : devNull.get(),
                  errorWrite.get(),
-                 0};
+                 0,
+                 gated ? gateRead.get() : -1,
+                 gated ? gateWrite.get() : -1,
+                 plan.groups.data(),
+                 plan.groups.size()};
   // kVfork shares the fd table with the child, which then copies only the low slots.
   const bool slots = mode == CloneMode::kVfork &&
                      lowFdSlots().take(args, plan.stdoutFd, plan.stderrFd, errorWrite.get());
   Clone child;
   {
     BlockAllSignals blocked;
-    switch (mode) {
-      case CloneMode::kVfork: child = cloneVfork(args); break;
-      case CloneMode::kClone3: child = cloneClone3(args); break;
-      case CloneMode::kFork: child = cloneFork(args); break;
-    }
-    // Kernels without CLONE_PIDFD for clone (before 5.2) or without clone3 (before 5.3).
-    if (child.pid < 0 && mode != CloneMode::kFork && (child.err == EINVAL || child.err == ENOSYS)) {
-      child = cloneFork(args);
+    if (plan.userns) {
+      // No fallback: a kernel without clone3 cannot give the child its namespace atomically.
+      child = cloneClone3(args, CLONE_NEWUSER);
+    } else {
+      switch (mode) {
+        case CloneMode::kVfork: child = cloneVfork(args); break;
+        case CloneMode::kClone3: child = cloneClone3(args); break;
+        case CloneMode::kFork: child = cloneFork(args); break;
+      }
+      // Kernels without CLONE_PIDFD for clone (before 5.2) or without clone3 (before 5.3).
+      if (child.pid < 0 && mode != CloneMode::kFork &&
+          (child.err == EINVAL || child.err == ENOSYS)) {
+        child = cloneFork(args);
+      }
     }
   }
   if (slots) lowFdSlots().release();
-  if (child.pid < 0) return errnoError("clone", child.err);
+  if (child.pid < 0) {
+    return errnoError(plan.userns ? "clone3(CLONE_NEWUSER)" : "clone", child.err);
+  }
+  if (gated) {
+    gateRead.reset();
+    if (auto st = finishChildSetup(plan, child.pid); !st.ok()) {
+      gateWrite.reset();  // the child sees EOF and gives up
+      ::kill(child.pid, SIGKILL);
+      reap(child.pid);
+      if (child.pidfd >= 0) ::close(child.pidfd);
+      return st.error();
+    }
+    const char go = 'g';
+    if (::write(gateWrite.get(), &go, 1) != 1) {
+      ::kill(child.pid, SIGKILL);
+      reap(child.pid);
+      if (child.pidfd >= 0) ::close(child.pidfd);
+      return errnoError("spawn: open the child's gate", errno);
+    }
+    gateWrite.reset();
+  }
   UniqueFd pidfd(child.pidfd);
   errorWrite.reset();  // else the read below would never see EOF
 
@@ -680,10 +771,26 @@ class ExecStrategy final : public SpawnStrategy {
     auto config = spawn_detail::parseForkExecConfig(spawn_detail::requireSpec(request), name(),
                                                     false);
     if (!config) return config.error();
+    const auto& runAs = defaults_.runAs;
     auto plan = spawn_detail::makePlan(
-        request, {std::string("PATH=") + spawn_detail::kBasePath, "HOME=/"}, defaults_, *config);
+        request,
+        {std::string("PATH=") + spawn_detail::kBasePath, "HOME=" + (runAs ? runAs->home : "/")},
+        defaults_, *config);
     if (!plan) return plan.error();
+    if (runAs) {
+      plan->credentials = spawn_detail::Credentials{runAs->uid, runAs->gid};
+      plan->umask = runAs->umask;
+      if (request.spec->cwd.empty()) plan->cwd = runAs->home;
+    }
     return spawn_detail::forkExec(*plan);
+  }
+
+  Result<ExecIdentity> execIn(const ProcessSpec& spec) const override {
+    auto identity = SpawnStrategy::execIn(spec);
+    if (!identity || !defaults_.runAs) return identity;
+    identity->uid = static_cast<int>(defaults_.runAs->uid);
+    identity->gid = static_cast<int>(defaults_.runAs->gid);
+    return identity;
   }
 
  private:

@@ -1,0 +1,256 @@
+// Tenant nodes (unix-user) under one ring1d, against the real hierarchy: each ring-2 node runs as
+// a uid of its own with its processes as another, and from inside tenant a's application
+// (tests/helpers/tenant_probe) nothing of tenant b, of the tree's daemons or of the tree's keys
+// can be read, written, signalled, traced or connected to. Needs root (the ids are real).
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "enjin/supervise/limits.hpp"
+#include "hierarchy_fixture.hpp"
+#include "fakes/wait.hpp"
+
+namespace enjin::testing {
+namespace {
+
+constexpr uint32_t kFirstId = 61000;  // the test's tenant_uids: 61000 is the bus group
+
+class TenantTest : public HierarchyTest {
+ protected:
+  void SetUp() override {
+    if (::geteuid() != 0) GTEST_SKIP() << "tenant nodes need root (they run as uids of their own)";
+    HierarchyTest::SetUp();
+  }
+
+  std::string infra() const { return state() + "/nodes/infra"; }
+  std::string nodeDir(const std::string& label) const { return infra() + "/nodes/" + label; }
+  std::string home(const std::string& label) const { return nodeDir(label) + "/home"; }
+  std::string report() const { return home("a") + "/report.jsonl"; }
+
+  // Two unix-user nodes; a's process is `aCommand` (a TOML array).
+  std::string tenantConfig(const std::string& aCommand) const {
+    return baseConfig() + "tenant_uids = \"" + std::to_string(kFirstId) + "-" +
+           std::to_string(kFirstId + 99) + R"("
+  [[ring1.ring2]]
+  label = "a"
+  strategy = "unix-user"
+  limits = {memory = "256M", processes = 200}
+    [[ring1.ring2.process]]
+    name = "app"
+    command = )" + aCommand + R"(
+  [[ring1.ring2]]
+  label = "b"
+  strategy = "unix-user"
+    [[ring1.ring2.process]]
+    name = "app"
+    command = )" + sleeper(1) + "\n";
+  }
+
+  // baseConfig ends inside [[ring1]] infra's table with its ring-2 nodes; this one has its own.
+  std::string baseConfig() const {
+    std::string base = HierarchyTest::baseConfig();
+    return base.substr(0, base.find("  [[ring1.ring2]]"));
+  }
+
+  bool tenantsReady(const std::string& aProcess) {
+    auto f = flat();
+    for (const std::string& path : std::vector<std::string>{"infra", "infra/a", "infra/b",
+                                                           "infra/b/app", "infra/a/" + aProcess}) {
+      auto it = f.find(path);
+      if (it == f.end() || it->second.value("state", "") != "ready") return false;
+    }
+    return true;
+  }
+
+  static uint32_t uidOf(pid_t pid) {
+    std::istringstream in(readFile("/proc/" + std::to_string(pid) + "/status"));
+    std::string line;
+    while (std::getline(in, line)) {
+      if (line.rfind("Uid:", 0) == 0) return static_cast<uint32_t>(std::stoul(line.substr(4)));
+    }
+    return 0;
+  }
+
+  pid_t holderOf(const std::string& label) {
+    auto pids = pidsWithCmdline(nodeDir(label) + "/holder.sock");
+    return pids.empty() ? 0 : pids.front();
+  }
+
+  // The probe's report lines, once its last ("done") is written.
+  std::vector<json> readReport() {
+    std::vector<json> out;
+    std::istringstream in(readFile(report()));
+    std::string line;
+    while (std::getline(in, line)) {
+      if (!line.empty()) out.push_back(json::parse(line, nullptr, false));
+    }
+    return out;
+  }
+};
+
+TEST_F(TenantTest, UnixUserTenantsCannotTouchEachOtherOrTheTree) {
+  writeConfig(tenantConfig(sleeper(0)));
+  startRing0d();
+  ASSERT_TRUE(waitFor([&] { return tenantsReady("app"); }, 30'000)) << err();
+
+  const pid_t ring1 = pidOf("infra");
+  const pid_t aNode = pidOf("infra/a");
+  const pid_t bNode = pidOf("infra/b");
+  const pid_t bApp = pidOf("infra/b/app");
+  const pid_t aHolder = holderOf("a");
+  const pid_t bHolder = holderOf("b");
+  ASSERT_GT(aHolder, 0);
+  ASSERT_GT(bHolder, 0);
+
+  // Each node its own pair: supervisor uid for ring2d and holder, app uid for the process.
+  const uint32_t aUid = uidOf(aNode), bUid = uidOf(bNode);
+  EXPECT_GT(aUid, kFirstId);
+  EXPECT_GT(bUid, kFirstId);
+  EXPECT_NE(aUid, bUid);
+  EXPECT_EQ(uidOf(aHolder), aUid);
+  EXPECT_EQ(uidOf(bHolder), bUid);
+  EXPECT_EQ(uidOf(pidOf("infra/a/app")), aUid + 1);
+  EXPECT_EQ(uidOf(bApp), bUid + 1);
+  struct stat st {};
+  ASSERT_EQ(::stat(home("a").c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, aUid + 1);
+  EXPECT_EQ(st.st_mode & 07777, 0700U);
+
+  // Each node says how it is isolated, as its strategy put it in force.
+  const std::string level = supervise::CgroupHost::detect().level();
+  json t = tree();
+  for (const auto& n : t["nodes"][0]["nodes"]) {
+    const json iso = n.value("isolation", json());
+    ASSERT_TRUE(iso.is_object()) << n.dump();
+    EXPECT_EQ(iso.value("strategy", ""), "unix-user");
+    EXPECT_EQ(iso.value("namespaces", json()), json::array({"user"}));
+    EXPECT_EQ(iso.value("cgroup", ""), level);
+    if (n.value("label", "") == "a") {
+      EXPECT_EQ(iso["limits"].value("memory", 0ULL), 256ULL << 20) << iso.dump();
+      EXPECT_EQ(iso.value("uid", 0U), aUid);
+      EXPECT_EQ(iso.value("app_uid", 0U), aUid + 1);
+    }
+  }
+
+  // Now a's app becomes the probe, aimed at everything it must not reach.
+  std::vector<std::string> args{helper("tenant_probe"), "--out", report()};
+  auto add = [&](const char* op, const std::string& target) {
+    args.push_back(op);
+    args.push_back(target);
+  };
+  add("--list", nodeDir("b"));
+  add("--list", home("b"));
+  add("--read", nodeDir("b") + "/logs/app.log");
+  add("--read", nodeDir("b") + "/ring2d.toml");
+  add("--create", home("b"));
+  add("--create", nodeDir("b"));
+  add("--create", infra());
+  add("--create", state());
+  add("--write", infra() + "/ring1d.toml");
+  add("--write", state() + "/ring0d.db");
+  add("--keys", state());  // finds none: the tree's dirs can be passed through, not listed
+  for (const std::string& key : {state() + "/ring0.key", infra() + "/node.key",
+                                 nodeDir("b") + "/node.key", nodeDir("a") + "/node.key"}) {
+    add("--read", key);  // its own node's key too
+  }
+  add("--read", nodeDir("a") + "/ring2.db");
+  for (pid_t pid : {ring0d_, ring1, aNode, aHolder, bNode, bHolder, bApp}) {
+    add("--kill", std::to_string(pid));
+    add("--ptrace", std::to_string(pid));
+  }
+  for (const std::string& sock :
+       {state() + "/control.sock", state() + "/down.sock", state() + "/up.sock",
+        state() + "/holder.sock", infra() + "/control.sock", infra() + "/down.sock",
+        infra() + "/up.sock", infra() + "/holder.sock", infra() + "/out.sock",
+        nodeDir("a") + "/control.sock", nodeDir("a") + "/holder.sock",
+        nodeDir("a") + "/out.sock", nodeDir("b") + "/control.sock",
+        nodeDir("b") + "/holder.sock"}) {
+    add("--connect", sock);
+  }
+  // Controls: what a tenant may do works, so a denial above is the kernel's, not the probe's.
+  add("--create", home("a"));
+  add("--read", "/etc/hostname");
+  args.push_back("--self");
+  add("--hold", "600");
+  std::string command = "[";
+  for (size_t i = 0; i < args.size(); ++i) command += (i ? ", " : "") + json(args[i]).dump();
+  command += "]";
+  writeConfig(tenantConfig(command));
+  ::kill(ring0d_, SIGHUP);
+  ASSERT_TRUE(waitFor(
+      [&] {
+        auto lines = readReport();
+        return !lines.empty() && lines.back().value("op", "") == "done";
+      },
+      30'000))
+      << readFile(report()) << err();
+
+  const auto lines = readReport();
+  std::set<std::string> allowedControls{"create " + home("a"), "read /etc/hostname"};
+  int keys = 0, attempts = 0;
+  for (const json& l : lines) {
+    const std::string op = l.value("op", "");
+    if (!l.contains("ok")) continue;  // self, walk, done: facts, not attempts
+    const std::string what = op + " " + l.value("target", "");
+    ++attempts;
+    if (allowedControls.contains(what)) {
+      EXPECT_TRUE(l.value("ok", false)) << "the control failed: " << l.dump();
+      continue;
+    }
+    EXPECT_FALSE(l.value("ok", true)) << "tenant a could: " << l.dump();
+    if (op == "read" && what.ends_with(".key")) ++keys;
+  }
+  EXPECT_GE(attempts, 40);
+  EXPECT_EQ(keys, 4) << readFile(report());
+
+  json self;
+  for (const json& l : lines) {
+    if (l.value("op", "") == "self") self = l;
+  }
+  ASSERT_TRUE(self.is_object()) << readFile(report());
+  EXPECT_EQ(self.value("no_new_privs", -1), 1);
+  EXPECT_EQ(self.value("cap_eff", ""), "0000000000000000");
+  EXPECT_EQ(self.value("groups", json()), json::array());
+  EXPECT_EQ(self.value("fds", json()), json::array({0, 1, 2}));
+  EXPECT_FALSE(self.value("ctty", true));
+  EXPECT_NE(self.value("tiocsti", ""), "ok");
+  EXPECT_EQ(self.value("umask", ""), "0077");
+
+  // Re-adoption keeps every id: ring1d killed, then a's ring2d killed.
+  const pid_t probe = self.value("pid", 0);
+  ASSERT_GT(probe, 0);
+  ASSERT_TRUE(waitFor([&] { return pidOf("infra/a/app") == probe && tenantsReady("app"); },
+                      10'000));
+  ::kill(ring1, SIGKILL);
+  ASSERT_TRUE(waitFor([&] { return pidOf("infra") != ring1 && tenantsReady("app"); }, 30'000));
+  EXPECT_EQ(pidOf("infra/a"), aNode);
+  EXPECT_EQ(pidOf("infra/b/app"), bApp);
+  EXPECT_EQ(pidOf("infra/a/app"), probe);
+  ::kill(aNode, SIGKILL);
+  ASSERT_TRUE(waitFor([&] { return pidOf("infra/a") != aNode && tenantsReady("app"); }, 30'000));
+  EXPECT_EQ(uidOf(pidOf("infra/a")), aUid);
+  EXPECT_EQ(pidOf("infra/a/app"), probe);
+  EXPECT_EQ(uidOf(probe), aUid + 1);
+}
+
+TEST_F(TenantTest, ATenantNodeWithoutTenantUidsIsRefusedByCheckConfig) {
+  std::string config = tenantConfig(sleeper(0));
+  const std::string range = "tenant_uids = \"" + std::to_string(kFirstId) + "-" +
+                            std::to_string(kFirstId + 99) + "\"\n";
+  config.erase(config.find(range), range.size());
+  writeConfig(config);
+  auto [code, out] = run(kBinDir + "/ring0d --check-config --config " + configPath() + " 2>&1");
+  EXPECT_EQ(code, 1) << out;
+  EXPECT_NE(out.find("ring-2 node 'a': strategy unix-user needs tenant_uids in the spec of "
+                     "ring-1 node 'infra'"),
+            std::string::npos)
+      << out;
+}
+
+}  // namespace
+}  // namespace enjin::testing
