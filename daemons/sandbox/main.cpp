@@ -336,7 +336,7 @@ void buildRoot(const Options& o) {
       const std::string what = "bind-rw " + cover.dir;
       const std::string source = kOldRoot + cover.dir;
       struct stat st;
-      if (::stat(source.c_str(), &st) != 0) fail(what + ": stat " + source, errno);
+      if (::stat(source.c_str(), &st) != 0) fail(what, errno);
       if (!S_ISDIR(st.st_mode)) fail(what, ENOTDIR);
       makeDirs(cover.dir, what);
       if (!isPlainDir(cover.dir, what)) fail(what, ENOENT);
