@@ -256,6 +256,13 @@ bool isPlainDir(const std::string& dir, const std::string& what) {
   return true;
 }
 
+// True when `path` is a folder itself, not a link to one. /dev/shm and /dev/mqueue are left as
+// they are when they are not (a /dev/shm linked to /run/shm ends in the empty /run).
+bool isDirHere(const std::string& path) {
+  struct stat st;
+  return ::lstat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
 // mkdir -p of `dir` in the new root (a --bind-rw target under a --hide tmpfs).
 void makeDirs(const std::string& dir, const std::string& what) {
   std::string path = kNewRoot;
@@ -305,12 +312,12 @@ void buildRoot(const Options& o) {
   const std::string tmpData = std::string("mode=1777,") + kTmpfsSize;
   mountOrFail("tmpfs", root + "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, tmpData.c_str(),
               "mount tmpfs on /tmp");
-  if (isPlainDir("/dev/shm", "/dev/shm")) {
+  if (isDirHere(root + "/dev/shm")) {
     mountOrFail("tmpfs", root + "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, tmpData.c_str(),
                 "mount tmpfs on /dev/shm");
   }
   // The message queues of the new ipc namespace, not the host's.
-  if (isPlainDir("/dev/mqueue", "/dev/mqueue")) {
+  if (isDirHere(root + "/dev/mqueue")) {
     mountOrFail("mqueue", root + "/dev/mqueue", "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC,
                 nullptr, "mount mqueue on /dev/mqueue");
   }

@@ -46,7 +46,10 @@ int64_t nowMs() {
 class Sandbox {
  public:
   // Clones the namespaces and execs enjin-sandbox with `args` (its options, "--", the command).
-  explicit Sandbox(const std::vector<std::string>& args) {
+  // With `userNamespace` the namespaces belong to a new user namespace mapping ids 0-65535 to
+  // the same host ids, as for a holder that is not real root: the kernel locks the flags of the
+  // mounts the sandbox inherits.
+  explicit Sandbox(const std::vector<std::string>& args, bool userNamespace = false) {
     std::vector<std::string> all{binary("enjin-sandbox")};
     all.insert(all.end(), args.begin(), args.end());
     std::vector<char*> argv;
@@ -56,11 +59,17 @@ class Sandbox {
     if (::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(err, O_CLOEXEC) != 0) std::abort();
     int devNull = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
     if (devNull < 0) std::abort();
-    // A raw clone, as the holder makes it: between it and execv the child only dup2s.
-    long pid = ::syscall(SYS_clone, CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS |
-                                        CLONE_NEWNET | SIGCHLD,
-                         nullptr, nullptr, nullptr, nullptr);
+    int mapped[2];  // closed by the parent once the id maps are written
+    if (::pipe2(mapped, O_CLOEXEC) != 0) std::abort();
+    unsigned long flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET;
+    if (userNamespace) flags |= CLONE_NEWUSER;
+    // A raw clone, as the holder makes it: between it and execv the child only waits for its
+    // id maps and dup2s.
+    long pid = ::syscall(SYS_clone, flags | SIGCHLD, nullptr, nullptr, nullptr, nullptr);
     if (pid == 0) {
+      ::close(mapped[1]);
+      char byte;
+      if (::read(mapped[0], &byte, 1) != 0) ::_exit(122);
       if (::dup2(devNull, 0) < 0 || ::dup2(out[1], 1) < 0 || ::dup2(err[1], 2) < 0) ::_exit(120);
       ::execv(argv[0], argv.data());
       ::_exit(121);
@@ -68,6 +77,16 @@ class Sandbox {
     ::close(devNull);
     ::close(out[1]);
     ::close(err[1]);
+    ::close(mapped[0]);
+    if (pid > 0 && userNamespace) {
+      for (const char* map : {"uid_map", "gid_map"}) {
+        std::ofstream file("/proc/" + std::to_string(pid) + "/" + map);
+        file << "0 0 65536\n";
+        file.flush();
+        if (!file) ADD_FAILURE() << "write " << map;
+      }
+    }
+    ::close(mapped[1]);
     out_ = UniqueFd(out[0]);
     err_ = UniqueFd(err[0]);
     if (pid < 0) {
@@ -256,6 +275,36 @@ TEST_F(SandboxTest, ConfinesTheApplication) {
   EXPECT_EQ(line, "from-app");
   EXPECT_FALSE(std::filesystem::exists(readOnly + "/probe"));
   EXPECT_TRUE(std::filesystem::exists(hidden + "/secret"));
+}
+
+// As under a holder that is root of a user namespace only: the inherited mounts' flags are
+// locked, the remounts keep them, and the same confinement results.
+TEST_F(SandboxTest, ConfinesInAUserNamespace) {
+  std::string hidden = makeDir("hidden", 0755);
+  std::ofstream(hidden + "/secret") << "host data";
+  std::string home = makeDir("home", 0700, kNobody);
+  Sandbox sandbox({"--uid", "65534", "--gid", "65534", "--hide", hidden, "--bind-rw", home,
+                   "--net", "--", "/bin/sh", "-c",
+                   "grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status; "
+                   "echo usr=$(touch /usr/probe 2>&1 && echo writable); "
+                   "echo hidden=$(ls -A " + hidden + " | wc -l); "
+                   "echo home=$(echo from-app > " + home + "/file && echo writable); "
+                   "echo hostname=$(hostname); "
+                   "echo sysnet=$(ls /sys/class/net | tr '\\n' ,); "
+                   "echo uidmap=$(cat /proc/self/uid_map)"},
+                  /*userNamespace=*/true);
+  ASSERT_EQ(sandbox.finish(), 0) << sandbox.err();
+  EXPECT_EQ(sandbox.err(), "");
+  auto facts = keyValues(sandbox.out());
+  EXPECT_EQ(facts["CapEff:"], "0000000000000000");
+  EXPECT_EQ(facts["NoNewPrivs:"], "1");
+  EXPECT_EQ(facts["Seccomp:"], "2");
+  EXPECT_NE(facts["usr"].find("Read-only file system"), std::string::npos) << facts["usr"];
+  EXPECT_EQ(facts["hidden"], "0");
+  EXPECT_EQ(facts["home"], "writable");
+  EXPECT_EQ(facts["hostname"], "sandbox");
+  EXPECT_EQ(facts["sysnet"], "lo,");
+  EXPECT_EQ(facts["uidmap"], "0 0 65536");  // the user namespace is there
 }
 
 TEST_F(SandboxTest, SeccompRefusesTheListedCalls) {
