@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -35,6 +36,13 @@ std::optional<uint64_t> takeChildNofile() {
   }
   ::unsetenv(enjin::supervise::kChildNofileEnv);
   return out;
+}
+
+// A program installed next to this one.
+std::string besideSelf(const std::string& name) {
+  std::error_code ec;
+  auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  return ec ? name : (self.parent_path() / name).string();
 }
 
 }  // namespace
@@ -66,7 +74,13 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "enjin-holder: %s\n", tenant.error().message.c_str());
     return 1;
   }
-  if (*tenant) defaults.runAs = (*tenant)->runAs;
+  if (*tenant) {
+    defaults.runAs = (*tenant)->runAs;
+    if ((*tenant)->sandbox) {
+      defaults.sandbox = enjin::supervise::SpawnDefaults::Sandbox{besideSelf("enjin-sandbox"),
+                                                                  (*tenant)->hide};
+    }
+  }
   enjin::supervise::SpawnRegistry registry;
   registry.add(enjin::supervise::makeExecStrategy(defaults));
   if (!*tenant) {

@@ -477,6 +477,9 @@ int main(int argc, char** argv) {
     writeStderr("not pid 1 of a new pid namespace");
     return kFailExit;
   }
+  // The folders made in the new root must be passable by the application whatever umask the
+  // holder has (a tenant node's is 077); the application gets 077 back before exec.
+  ::umask(022);
 
   // Blocked from the start, so that a signal sent while the sandbox is built waits for the
   // application instead of being lost (PID 1 ignores signals it has no handler for).

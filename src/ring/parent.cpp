@@ -88,6 +88,7 @@ struct TenantPlacement {
   TenantIds ids;
   std::string cgroup;  // its cgroup's name
   std::string home;
+  std::vector<std::string> hide;  // sandbox: host folders its processes must not see
 };
 
 // How a node's daemon is started, as far as its spawn strategy is concerned. A tenant node
@@ -101,12 +102,13 @@ supervise::ProcessSpec nodeDaemonSpec(const NodeSpec& node, const std::string& e
   // A node's user is its strategy's business, as a process's is (ProcessSpec::strategyConfig).
   if (!node.user.empty()) p.strategyConfig = nlohmann::json{{"user", node.user}}.dump();
   if (isTenantNode(node, ring)) {
-    const TenantPlacement standIn{{2, 3, 1}, "", "/"};
+    const TenantPlacement standIn{{2, 3, 1}, "", "/", {}};
     const TenantPlacement& t = tenant != nullptr ? *tenant : standIn;
     json config{{"uid", t.ids.uid},          {"gid", t.ids.uid},
                 {"app_uid", t.ids.appUid},   {"app_gid", t.ids.appUid},
                 {"groups", {t.ids.busGid}},  {"home", t.home}};
     if (!t.cgroup.empty()) config["cgroup"] = t.cgroup;
+    if (node.strategy == "sandbox" && !t.hide.empty()) config["hide"] = t.hide;
     if (!node.limitsJson.empty()) config["limits"] = json::parse(node.limitsJson, nullptr, false);
     p.strategyConfig = config.dump();
   }
@@ -513,7 +515,14 @@ class NodeParent::Impl {
   }
 
   TenantPlacement placement(const Child& c) const {
-    return {*c.tenant, cfg_.label + "." + c.rec.label, tenantHome(childDir(c.rec.label))};
+    // What a sandbox hides: the whole tree's state (ring0d's dir, where this daemon's parent
+    // bus is) and the host's homes; its own home is bound back in.
+    std::string root = cfg_.stateDir;
+    if (constexpr std::string_view kIpc = "ipc://"; cfg_.parentDown.starts_with(kIpc)) {
+      root = std::filesystem::path(cfg_.parentDown.substr(kIpc.size())).parent_path().string();
+    }
+    return {*c.tenant, cfg_.label + "." + c.rec.label, tenantHome(childDir(c.rec.label)),
+            {root, "/home"}};
   }
 
   // With tenant nodes: their daemons (in the range's bus group) reach this daemon's buses and

@@ -20,8 +20,12 @@ namespace {
 
 constexpr uint32_t kFirstId = 61000;  // the test's tenant_uids: 61000 is the bus group
 
-class TenantTest : public HierarchyTest {
+class TenantTest : public HierarchyTest, public ::testing::WithParamInterface<std::string> {
  protected:
+  // The strategy both tenants run with (the refusal test has no parameter: unix-user).
+  std::string strategy() const { return sandboxed_ ? "sandbox" : "unix-user"; }
+  bool sandboxed_ = false;
+
   void SetUp() override {
     if (::geteuid() != 0) GTEST_SKIP() << "tenant nodes need root (they run as uids of their own)";
     HierarchyTest::SetUp();
@@ -38,14 +42,14 @@ class TenantTest : public HierarchyTest {
            std::to_string(kFirstId + 99) + R"("
   [[ring1.ring2]]
   label = "a"
-  strategy = "unix-user"
+  strategy = ")" + strategy() + R"("
   limits = {memory = "256M", processes = 200}
     [[ring1.ring2.process]]
     name = "app"
     command = )" + aCommand + R"(
   [[ring1.ring2]]
   label = "b"
-  strategy = "unix-user"
+  strategy = ")" + strategy() + R"("
     [[ring1.ring2.process]]
     name = "app"
     command = )" + sleeper(1) + "\n";
@@ -81,6 +85,16 @@ class TenantTest : public HierarchyTest {
     return pids.empty() ? 0 : pids.front();
   }
 
+  // The host pid of the running probe (inside a sandbox: the probe itself, not enjin-sandbox).
+  pid_t probePid() {
+    for (pid_t pid : pidsWithCmdline(report())) {
+      if (readFile("/proc/" + std::to_string(pid) + "/cmdline").starts_with(helper("tenant_probe"))) {
+        return pid;
+      }
+    }
+    return 0;
+  }
+
   // The probe's report lines, once its last ("done") is written.
   std::vector<json> readReport() {
     std::vector<json> out;
@@ -93,7 +107,8 @@ class TenantTest : public HierarchyTest {
   }
 };
 
-TEST_F(TenantTest, UnixUserTenantsCannotTouchEachOtherOrTheTree) {
+TEST_P(TenantTest, TenantsCannotTouchEachOtherOrTheTree) {
+  sandboxed_ = GetParam() == "sandbox";
   writeConfig(tenantConfig(sleeper(0)));
   startRing0d();
   ASSERT_TRUE(waitFor([&] { return tenantsReady("app"); }, 30'000)) << err();
@@ -114,8 +129,10 @@ TEST_F(TenantTest, UnixUserTenantsCannotTouchEachOtherOrTheTree) {
   EXPECT_NE(aUid, bUid);
   EXPECT_EQ(uidOf(aHolder), aUid);
   EXPECT_EQ(uidOf(bHolder), bUid);
-  EXPECT_EQ(uidOf(pidOf("infra/a/app")), aUid + 1);
-  EXPECT_EQ(uidOf(bApp), bUid + 1);
+  // Inside a sandbox, the process the tree knows is enjin-sandbox, PID 1 of its namespaces,
+  // which drops to the app uid for what it runs.
+  EXPECT_EQ(uidOf(pidOf("infra/a/app")), sandboxed_ ? aUid : aUid + 1);
+  EXPECT_EQ(uidOf(bApp), sandboxed_ ? bUid : bUid + 1);
   struct stat st {};
   ASSERT_EQ(::stat(home("a").c_str(), &st), 0);
   EXPECT_EQ(st.st_uid, aUid + 1);
@@ -127,8 +144,11 @@ TEST_F(TenantTest, UnixUserTenantsCannotTouchEachOtherOrTheTree) {
   for (const auto& n : t["nodes"][0]["nodes"]) {
     const json iso = n.value("isolation", json());
     ASSERT_TRUE(iso.is_object()) << n.dump();
-    EXPECT_EQ(iso.value("strategy", ""), "unix-user");
-    EXPECT_EQ(iso.value("namespaces", json()), json::array({"user"}));
+    EXPECT_EQ(iso.value("strategy", ""), strategy());
+    EXPECT_EQ(iso.value("namespaces", json()),
+              sandboxed_ ? json::array({"user", "mount", "pid", "ipc", "uts", "net"})
+                         : json::array({"user"}));
+    EXPECT_EQ(iso.value("seccomp", !sandboxed_), sandboxed_);
     EXPECT_EQ(iso.value("cgroup", ""), level);
     if (n.value("label", "") == "a") {
       EXPECT_EQ(iso["limits"].value("memory", 0ULL), 256ULL << 20) << iso.dump();
@@ -214,6 +234,12 @@ TEST_F(TenantTest, UnixUserTenantsCannotTouchEachOtherOrTheTree) {
   }
   ASSERT_TRUE(self.is_object()) << readFile(report());
   EXPECT_EQ(self.value("no_new_privs", -1), 1);
+  if (sandboxed_) {
+    EXPECT_EQ(self.value("seccomp", 0), 2);
+    // Its own pids only: enjin-sandbox (1) and itself.
+    EXPECT_LE(self.value("pids_visible", 99), 2) << self.dump();
+    EXPECT_FALSE(self.value("root_writable", true));
+  }
   EXPECT_EQ(self.value("cap_eff", ""), "0000000000000000");
   EXPECT_EQ(self.value("groups", json()), json::array());
   EXPECT_EQ(self.value("fds", json()), json::array({0, 1, 2}));
@@ -222,23 +248,33 @@ TEST_F(TenantTest, UnixUserTenantsCannotTouchEachOtherOrTheTree) {
   EXPECT_EQ(self.value("umask", ""), "0077");
 
   // Re-adoption keeps every id: ring1d killed, then a's ring2d killed.
-  const pid_t probe = self.value("pid", 0);
+  const pid_t probe = probePid();
   ASSERT_GT(probe, 0);
-  ASSERT_TRUE(waitFor([&] { return pidOf("infra/a/app") == probe && tenantsReady("app"); },
+  const pid_t appPid = sandboxed_ ? parentOf(probe) : probe;
+  ASSERT_TRUE(waitFor([&] { return pidOf("infra/a/app") == appPid && tenantsReady("app"); },
                       10'000));
   ::kill(ring1, SIGKILL);
   ASSERT_TRUE(waitFor([&] { return pidOf("infra") != ring1 && tenantsReady("app"); }, 30'000));
   EXPECT_EQ(pidOf("infra/a"), aNode);
   EXPECT_EQ(pidOf("infra/b/app"), bApp);
-  EXPECT_EQ(pidOf("infra/a/app"), probe);
+  EXPECT_EQ(pidOf("infra/a/app"), appPid);
   ::kill(aNode, SIGKILL);
   ASSERT_TRUE(waitFor([&] { return pidOf("infra/a") != aNode && tenantsReady("app"); }, 30'000));
   EXPECT_EQ(uidOf(pidOf("infra/a")), aUid);
-  EXPECT_EQ(pidOf("infra/a/app"), probe);
+  EXPECT_EQ(pidOf("infra/a/app"), appPid);
   EXPECT_EQ(uidOf(probe), aUid + 1);
 }
 
-TEST_F(TenantTest, ATenantNodeWithoutTenantUidsIsRefusedByCheckConfig) {
+INSTANTIATE_TEST_SUITE_P(Strategies, TenantTest, ::testing::Values("unix-user", "sandbox"),
+                         [](const auto& p) {
+                           return p.param == "sandbox" ? std::string("Sandbox")
+                                                          : std::string("UnixUser");
+                         });
+
+// The same fixture, without a parameter: unix-user.
+class TenantConfigTest : public TenantTest {};
+
+TEST_F(TenantConfigTest, ATenantNodeWithoutTenantUidsIsRefusedByCheckConfig) {
   std::string config = tenantConfig(sleeper(0));
   const std::string range = "tenant_uids = \"" + std::to_string(kFirstId) + "-" +
                             std::to_string(kFirstId + 99) + "\"\n";

@@ -90,6 +90,9 @@ struct ChildPlan {
   // cgroup's cgroup.procs): the child runs nothing of its own before it is inside.
   std::vector<std::string> cgroupProcs;
   std::optional<mode_t> umask;             // set before exec; unset: inherited
+  // CLONE_NEW* namespaces (not CLONE_NEWUSER: see userns) the child starts in; it is then
+  // cloned with clone3, without shared memory.
+  uint64_t namespaces = 0;
   int stdoutFd = -1;                       // -1: /dev/null
   int stderrFd = -1;
 };

@@ -126,6 +126,14 @@ struct SpawnDefaults {
     std::string home = "/";
   };
   std::optional<RunAs> runAs;
+  // Inside a sandbox node: every process is started through enjin-sandbox (daemons/sandbox) as
+  // PID 1 of new mount, pid, ipc, uts and network namespaces, with `hide` covered, its home
+  // bound read-write and the seccomp filter; runAs gives the ids it drops to.
+  struct Sandbox {
+    std::string exe;                // enjin-sandbox
+    std::vector<std::string> hide;  // host folders the process must not see (the tree's state)
+  };
+  std::optional<Sandbox> sandbox;
 };
 
 // fork/exec in a new session; the base of every other strategy.
@@ -150,6 +158,7 @@ inline constexpr const char* kTenantEnv = "ENJIN_TENANT";
 struct TenantEnv {
   SpawnDefaults::RunAs runAs;  // the app ids inside the node's user namespace: 1 and 1
   bool sandbox = false;        // each process goes into namespaces of its own
+  std::vector<std::string> hide;  // with sandbox: what its processes must not see
   std::string isolationJson;   // what the strategy put in force, for the node's observations
 };
 Result<std::optional<TenantEnv>> tenantFromEnv();

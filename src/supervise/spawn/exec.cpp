@@ -677,9 +677,9 @@ Result<SpawnedProcess> forkExec(const ChildPlan& plan, CloneMode mode) {
   Clone child;
   {
     BlockAllSignals blocked;
-    if (plan.userns) {
-      // No fallback: a kernel without clone3 cannot give the child its namespace atomically.
-      child = cloneClone3(args, CLONE_NEWUSER);
+    if (plan.userns || plan.namespaces != 0) {
+      // No fallback: a kernel without clone3 cannot give the child its namespaces atomically.
+      child = cloneClone3(args, plan.namespaces | (plan.userns ? CLONE_NEWUSER : 0));
     } else {
       switch (mode) {
         case CloneMode::kVfork: child = cloneVfork(args); break;
@@ -695,7 +695,8 @@ Result<SpawnedProcess> forkExec(const ChildPlan& plan, CloneMode mode) {
   }
   if (slots) lowFdSlots().release();
   if (child.pid < 0) {
-    return errnoError(plan.userns ? "clone3(CLONE_NEWUSER)" : "clone", child.err);
+    return errnoError(plan.userns || plan.namespaces ? "clone3 with new namespaces" : "clone",
+                      child.err);
   }
   if (gated) {
     gateRead.reset();
@@ -753,6 +754,24 @@ namespace {
 // exec understands "rlimits" in its [process.exec] block, and nothing else: a key it does not
 // know (a "user" above all, which would silently run as the supervisor's own user) is refused
 // rather than ignored. An empty block is no block at all.
+// The plan run through enjin-sandbox instead: it is PID 1 of the new namespaces, builds the
+// process's view of the host and drops to the app ids itself, so the child keeps the holder's
+// credentials until then; the cwd is applied inside.
+void sandboxPlan(spawn_detail::ChildPlan& plan, const SpawnDefaults::Sandbox& sandbox,
+                 const SpawnDefaults::RunAs& runAs) {
+  std::vector<std::string> argv{sandbox.exe, "--uid", std::to_string(runAs.uid), "--gid",
+                                std::to_string(runAs.gid)};
+  for (const auto& dir : sandbox.hide) argv.insert(argv.end(), {"--hide", dir});
+  argv.insert(argv.end(), {"--bind-rw", runAs.home, "--net", "--cwd", plan.cwd, "--"});
+  argv.push_back(plan.path);  // as found on PATH here: the sandbox sees the same files
+  argv.insert(argv.end(), plan.argv.begin() + 1, plan.argv.end());
+  plan.argv = std::move(argv);
+  plan.path = sandbox.exe;
+  plan.cwd = "/";
+  plan.credentials.reset();
+  plan.namespaces = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET;
+}
+
 class ExecStrategy final : public SpawnStrategy {
  public:
   explicit ExecStrategy(SpawnDefaults defaults) : defaults_(std::move(defaults)) {}
@@ -782,6 +801,7 @@ class ExecStrategy final : public SpawnStrategy {
       plan->umask = runAs->umask;
       if (request.spec->cwd.empty()) plan->cwd = runAs->home;
     }
+    if (defaults_.sandbox && runAs) sandboxPlan(*plan, *defaults_.sandbox, *runAs);
     return spawn_detail::forkExec(*plan);
   }
 

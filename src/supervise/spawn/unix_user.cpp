@@ -85,6 +85,7 @@ struct Tenant {
   std::string cgroup;  // the node's cgroup name; empty: none
   Limits limits;
   std::string home;
+  std::vector<std::string> hide;  // sandbox: what its processes must not see
 };
 
 Result<uint32_t> positiveId(const nlohmann::json& j, const char* key, std::string_view strategy) {
@@ -108,12 +109,12 @@ Result<Tenant> parseTenant(const ProcessSpec& spec, std::string_view strategy) {
   if (auto st = spawn_detail::validateCommon(spec); !st) return st.error();
   const nlohmann::json j = nlohmann::json::parse(spec.strategyConfig, nullptr, false);
   if (!j.is_object()) return Error{std::string(strategy) + ": settings: expected a JSON object"};
-  static const char* const kKeys[] = {"uid", "gid", "app_uid", "app_gid", "groups",
-                                      "cgroup", "limits", "home"};
+  static const char* const kKeys[] = {"uid",    "gid",    "app_uid", "app_gid", "groups",
+                                      "cgroup", "limits", "home",    "hide"};
   for (const auto& [key, value] : j.items()) {
     if (std::find(std::begin(kKeys), std::end(kKeys), key) == std::end(kKeys)) {
       return Error{std::string(strategy) + ": unknown key '" + key +
-                   "' (known: uid, gid, app_uid, app_gid, groups, cgroup, limits, home)"};
+                   "' (known: uid, gid, app_uid, app_gid, groups, cgroup, limits, home, hide)"};
     }
   }
   Tenant t;
@@ -154,6 +155,15 @@ Result<Tenant> parseTenant(const ProcessSpec& spec, std::string_view strategy) {
       return Error{std::string(strategy) + ": home: expected an absolute path"};
     }
     t.home = it->get<std::string>();
+  }
+  if (auto it = j.find("hide"); it != j.end()) {
+    if (!it->is_array()) return Error{std::string(strategy) + ": hide: expected an array"};
+    for (const auto& d : *it) {
+      if (!d.is_string() || d.get<std::string>().empty() || d.get<std::string>()[0] != '/') {
+        return Error{std::string(strategy) + ": hide: expected absolute paths"};
+      }
+      t.hide.push_back(d.get<std::string>());
+    }
   }
   return t;
 }
@@ -211,8 +221,14 @@ Result<SpawnedProcess> spawnTenant(const SpawnRequest& request, const SpawnDefau
   const nlohmann::json report = isolationReport(level, t.limits);
   for (const auto& [key, value] : report.items()) isolation[key] = value;
   if (!isolation["limits"].is_object()) isolation["limits"] = nlohmann::json::object();
-  isolation["seccomp"] = false;
+  // A sandbox node's processes cannot start but through enjin-sandbox (the holder fails them
+  // closed), so what it puts in force is theirs.
+  isolation["seccomp"] = sandbox;
   isolation["sandbox_processes"] = sandbox;
+  if (sandbox) {
+    isolation["namespaces"] = nlohmann::json::array({"user", "mount", "pid", "ipc", "uts", "net"});
+    isolation["hide"] = t.hide;
+  }
 
   spawn_detail::UserNamespace ns;
   ns.uidMap = "0 " + std::to_string(t.uid) + " 1\n1 " + std::to_string(t.appUid) + " 1\n";
@@ -333,6 +349,11 @@ Result<std::optional<TenantEnv>> tenantFromEnv() {
   const char* home = ::getenv("HOME");
   t.runAs.home = home && home[0] == '/' ? home : "/";
   t.sandbox = j.value("sandbox_processes", false);
+  if (auto hide = j.find("hide"); hide != j.end() && hide->is_array()) {
+    for (const auto& d : *hide) {
+      if (d.is_string()) t.hide.push_back(d.get<std::string>());
+    }
+  }
   t.isolationJson = j.dump();
   return std::optional<TenantEnv>{std::move(t)};
 }
