@@ -521,7 +521,8 @@ class NodeParent::Impl {
     if (constexpr std::string_view kIpc = "ipc://"; cfg_.parentDown.starts_with(kIpc)) {
       root = std::filesystem::path(cfg_.parentDown.substr(kIpc.size())).parent_path().string();
     }
-    return {*c.tenant, cfg_.label + "." + c.rec.label, tenantHome(childDir(c.rec.label)),
+    // The cgroup is named by the node's uuid: unique on the host, whatever ring1d it is under.
+    return {*c.tenant, c.rec.uuid, tenantHome(childDir(c.rec.label)),
             {root, "/home"}};
   }
 

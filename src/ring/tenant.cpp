@@ -110,7 +110,8 @@ Result<TenantIds> assignTenantIds(store::Store& store, const UidRange& range,
   for (const auto& v : a->retired) retired.insert(v.get<uint32_t>());
   std::optional<uint32_t> pick;
   for (uint32_t uid = range.first + 1; uid + 1 <= range.last; uid += 2) {
-    if (!taken.contains(uid) && !retired.contains(uid)) {
+    // Not one some process runs as either: another daemon's (a range given twice) included.
+    if (!taken.contains(uid) && !retired.contains(uid) && !uidInUse(uid) && !uidInUse(uid + 1)) {
       pick = uid;
       break;
     }

@@ -44,7 +44,8 @@ class Cleaner {
     if (!it->is_object()) return fail("last_exit: expected an object or null");
     json e;
     Cleaner c(*it, where_ + ": last_exit");
-    if (!c.str("kind", e, true) || !c.integer("code", e) || !c.integer("signal", e)) {
+    if (!c.str("kind", e, true) || !c.integer("code", e) || !c.integer("signal", e) ||
+        !c.boolean("oom_killed", e)) {
       return fail(c.error_);
     }
     out["last_exit"] = std::move(e);

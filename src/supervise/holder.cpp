@@ -15,6 +15,7 @@
 #include <optional>
 
 #include "enjin/base/unix_socket.hpp"
+#include "enjin/supervise/limits.hpp"
 
 namespace enjin::supervise {
 
@@ -33,6 +34,9 @@ struct Holder::Slot {
   std::optional<ProcessSpec> spec;
   SpawnRequest request;
   std::optional<ExecIdentity> identity;  // the spec's execIn() at its full spawn, if it has an exec check
+  // This holder's cgroup's OOM kill count when the child started: one more at its SIGKILL
+  // means the kernel's OOM killer ended it.
+  std::optional<uint64_t> oomBefore;
 };
 
 namespace {
@@ -303,6 +307,7 @@ void Holder::spawnSlot(Slot& slot, const std::vector<int>& newFds, const std::ve
   if (!spawned.ok()) return send(proto::SpawnFailed{slot.name, spawned.error().message, roles}, newFds);
   slot.pid = spawned->pid;
   slot.startTime = spawned->startTime;
+  slot.oomBefore = ownOomKills();
   slot.running = true;
   slot.exitReported = false;
   byPid_[slot.pid] = &slot;
@@ -387,6 +392,15 @@ void Holder::reap() {
       }
     }
     slot.lastExit = proto::exitFromSiginfo(info);
+    // SIGKILL, or 128 + SIGKILL from a sandbox's PID 1 whose application got it.
+    const bool killed = (slot.lastExit->kind == ExitInfo::Kind::kSignaled &&
+                         slot.lastExit->signal == SIGKILL) ||
+                        (slot.lastExit->kind == ExitInfo::Kind::kExited &&
+                         slot.lastExit->code == 128 + SIGKILL);
+    if (killed && slot.oomBefore) {
+      const auto after = ownOomKills();
+      slot.lastExit->oomKilled = after && *after > *slot.oomBefore;
+    }
     slot.exitReported = client_.valid();
     send(proto::Exited{slot.name, slot.pid, *slot.lastExit});
   }

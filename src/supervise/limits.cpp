@@ -548,6 +548,27 @@ Status NodeCgroup::remove(int waitMs) const {
   return {};
 }
 
+std::optional<uint64_t> ownOomKills(const std::string& root, const std::string& selfCgroup) {
+  const auto self = readSelfCgroups(selfCgroup);
+  bool v1 = false, v2 = false;
+  for (const auto& [key, path] : self) {
+    v1 = v1 || key == "memory";
+    v2 = v2 || key.empty();
+  }
+  if (v1) {
+    auto n = readKeyed(root + "/memory" + selfPath(self, "memory") + "/memory.oom_control",
+                       "oom_kill");
+    if (n && *n) return **n;
+  }
+  if (v2) {
+    for (const char* mount : {"", "/unified"}) {
+      auto n = readKeyed(root + mount + selfPath(self, "") + "/memory.events", "oom_kill");
+      if (n && *n) return **n;
+    }
+  }
+  return std::nullopt;
+}
+
 bool wasOomKilled(int waitStatus, uint64_t oomKillsBefore, uint64_t oomKillsAfter) {
   return WIFSIGNALED(waitStatus) && WTERMSIG(waitStatus) == SIGKILL &&
          oomKillsAfter > oomKillsBefore;

@@ -9,12 +9,14 @@ using nlohmann::json;
 
 json exitToJson(const std::optional<ExitInfo>& e) {
   if (!e) return nullptr;
+  json j;
   switch (e->kind) {
-    case ExitInfo::Kind::kExited: return {{"kind", "exited"}, {"code", e->code}};
-    case ExitInfo::Kind::kSignaled: return {{"kind", "signaled"}, {"signal", e->signal}};
-    case ExitInfo::Kind::kUnknown: return {{"kind", "unknown"}};
+    case ExitInfo::Kind::kExited: j = {{"kind", "exited"}, {"code", e->code}}; break;
+    case ExitInfo::Kind::kSignaled: j = {{"kind", "signaled"}, {"signal", e->signal}}; break;
+    case ExitInfo::Kind::kUnknown: j = {{"kind", "unknown"}}; break;
   }
-  return nullptr;
+  if (e->oomKilled) j["oom_killed"] = true;
+  return j;
 }
 
 std::optional<ExitInfo> exitFromJson(const json& j) {
@@ -34,6 +36,7 @@ std::optional<ExitInfo> exitFromJson(const json& j) {
     e.kind = ExitInfo::Kind::kSignaled;
     e.signal = number("signal");
   }
+  if (auto oom = j.find("oom_killed"); oom != j.end() && oom->is_boolean()) e.oomKilled = *oom;
   return e;
 }
 

@@ -32,6 +32,12 @@ std::string_view stateName(ProcessState s) {
 }
 
 std::string describeExit(const ExitInfo& e) {
+  if (e.oomKilled) {
+    return "killed by the kernel's OOM killer: its node's memory limit was reached (" +
+           (e.kind == ExitInfo::Kind::kSignaled ? std::string("signal SIGKILL")
+                                                : "exit code " + std::to_string(e.code)) +
+           ")";
+  }
   switch (e.kind) {
     case ExitInfo::Kind::kExited: return "exit code " + std::to_string(e.code);
     case ExitInfo::Kind::kSignaled: {

@@ -8,6 +8,11 @@
  *                      killed
  *   lines:N:MS         writes "line 1\n", "line 2\n", ... one write(2) each, MS ms apart; N lines
  *                      then exits 0, or forever when N is 0
+ *   hog:MB             allocates and touches MB mebibytes, 1 MiB at a time, then sleeps until
+ *                      killed (a memory limit's test: the kernel's OOM killer should end it)
+ *   forkbomb:N:S       forks up to N children, each sleeping S seconds then exiting, as fast as
+ *                      fork allows; writes "forked K\n" (K: how many forks worked) and sleeps S
+ *                      seconds too. Bounded by N and S: the test's fork bomb stops by itself
  * An unknown MODE is usage error 2. Lines go straight to fd 1 with write(2), unbuffered. */
 #include <signal.h>
 #include <stdio.h>
@@ -38,7 +43,7 @@ static int writeAll(const char* s, size_t n) {
 
 static int usage(void) {
   fputs("usage: crasher exit:N | signal:N | sleep:MS | ignore-term | spawn-grandchild |"
-        " lines:N:MS\n", stderr);
+        " lines:N:MS | hog:MB | forkbomb:N:S\n", stderr);
   return 2;
 }
 
@@ -102,6 +107,35 @@ int main(int argc, char** argv) {
       if (writeAll(line, (size_t)n) != 0) return 1;
       if (intervalMs > 0 && (count == 0 || k < count)) sleepMs(intervalMs);
     }
+    return 0;
+  }
+
+  if (strncmp(mode, "hog:", 4) == 0) {
+    long mb = atol(mode + 4);
+    for (long k = 0; k < mb; ++k) {
+      char* block = malloc(1 << 20);
+      if (block == NULL) return 1;
+      memset(block, (int)(k & 0xff) | 1, 1 << 20);
+    }
+    sleepForever();
+  }
+  if (strncmp(mode, "forkbomb:", 9) == 0) {
+    char* rest;
+    long count = strtol(mode + 9, &rest, 10);
+    if (*rest != ':') return usage();
+    long seconds = atol(rest + 1);
+    long forked = 0;
+    for (long k = 0; k < count; ++k) {
+      pid_t pid = fork();
+      if (pid == 0) {
+        sleepMs(seconds * 1000);
+        _exit(0);
+      }
+      if (pid > 0) ++forked;
+    }
+    int n = snprintf(line, sizeof line, "forked %ld\n", forked);
+    if (writeAll(line, (size_t)n) != 0) return 1;
+    sleepMs(seconds * 1000);
     return 0;
   }
 

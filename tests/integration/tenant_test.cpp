@@ -3,6 +3,7 @@
 // (tests/helpers/tenant_probe) nothing of tenant b, of the tree's daemons or of the tree's keys
 // can be read, written, signalled, traced or connected to. Needs root (the ids are real).
 #include <gtest/gtest.h>
+#include <httplib.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -13,12 +14,19 @@
 
 #include "enjin/supervise/limits.hpp"
 #include "hierarchy_fixture.hpp"
+#include "fakes/free_port.hpp"
 #include "fakes/wait.hpp"
 
 namespace enjin::testing {
 namespace {
 
-constexpr uint32_t kFirstId = 61000;  // the test's tenant_uids: 61000 is the bus group
+// The test's tenant_uids: a range of its own per test (ctest runs tests side by side), its first
+// id the bus group.
+inline uint32_t firstId() {
+  const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+  const std::string name = std::string(info->test_suite_name()) + "." + info->name();
+  return 61000 + 100 * static_cast<uint32_t>(std::hash<std::string>{}(name) % 300);
+}
 
 class TenantTest : public HierarchyTest, public ::testing::WithParamInterface<std::string> {
  protected:
@@ -38,8 +46,8 @@ class TenantTest : public HierarchyTest, public ::testing::WithParamInterface<st
 
   // Two unix-user nodes; a's process is `aCommand` (a TOML array).
   std::string tenantConfig(const std::string& aCommand) const {
-    return baseConfig() + "tenant_uids = \"" + std::to_string(kFirstId) + "-" +
-           std::to_string(kFirstId + 99) + R"("
+    return baseConfig() + "tenant_uids = \"" + std::to_string(firstId()) + "-" +
+           std::to_string(firstId() + 99) + R"("
   [[ring1.ring2]]
   label = "a"
   strategy = ")" + strategy() + R"("
@@ -124,8 +132,8 @@ TEST_P(TenantTest, TenantsCannotTouchEachOtherOrTheTree) {
 
   // Each node its own pair: supervisor uid for ring2d and holder, app uid for the process.
   const uint32_t aUid = uidOf(aNode), bUid = uidOf(bNode);
-  EXPECT_GT(aUid, kFirstId);
-  EXPECT_GT(bUid, kFirstId);
+  EXPECT_GT(aUid, firstId());
+  EXPECT_GT(bUid, firstId());
   EXPECT_NE(aUid, bUid);
   EXPECT_EQ(uidOf(aHolder), aUid);
   EXPECT_EQ(uidOf(bHolder), bUid);
@@ -276,8 +284,8 @@ class TenantConfigTest : public TenantTest {};
 
 TEST_F(TenantConfigTest, ATenantNodeWithoutTenantUidsIsRefusedByCheckConfig) {
   std::string config = tenantConfig(sleeper(0));
-  const std::string range = "tenant_uids = \"" + std::to_string(kFirstId) + "-" +
-                            std::to_string(kFirstId + 99) + "\"\n";
+  const std::string range = "tenant_uids = \"" + std::to_string(firstId()) + "-" +
+                            std::to_string(firstId() + 99) + "\"\n";
   config.erase(config.find(range), range.size());
   writeConfig(config);
   auto [code, out] = run(kBinDir + "/ring0d --check-config --config " + configPath() + " 2>&1");
@@ -286,6 +294,98 @@ TEST_F(TenantConfigTest, ATenantNodeWithoutTenantUidsIsRefusedByCheckConfig) {
                      "ring-1 node 'infra'"),
             std::string::npos)
       << out;
+}
+
+// A sandbox node past its limits: what it does to itself stays in its own cgroup. Its neighbour
+// b (unix-user, so the test can reach its HTTP port; a sandbox's network is its own) serves on.
+class TenantLimitsTest : public TenantTest {
+ protected:
+  void SetUp() override {
+    TenantTest::SetUp();
+    if (IsSkipped()) return;
+    if (supervise::CgroupHost::detect().kind() == supervise::CgroupLevel::kNone) {
+      GTEST_SKIP() << "no cgroup this host lets enjin use: limits are rlimits only";
+    }
+    port_ = freeTcpPort();
+  }
+
+  std::string limitsConfig(const std::string& limits, const std::string& aCommand) const {
+    return baseConfig() + "tenant_uids = \"" + std::to_string(firstId()) + "-" +
+           std::to_string(firstId() + 99) + R"("
+  [[ring1.ring2]]
+  label = "a"
+  strategy = "sandbox"
+  limits = )" + limits + R"(
+    [[ring1.ring2.process]]
+    name = "app"
+    command = )" + aCommand + R"(
+  [[ring1.ring2]]
+  label = "b"
+  strategy = "unix-user"
+    [[ring1.ring2.process]]
+    name = "app"
+    command = [")" + kBinDir + "/enjin-demo-http\", \"--port\", \"" + std::to_string(port_) +
+           "\"]\n";
+  }
+
+  bool bServes() {
+    httplib::Client c("127.0.0.1", port_);
+    c.set_connection_timeout(1, 0);
+    c.set_read_timeout(1, 0);
+    auto r = c.Get("/");
+    return r && r->status == 200;
+  }
+
+  int port_ = 0;
+};
+
+TEST_F(TenantLimitsTest, AMemoryHogIsOomKilledInItsOwnCgroupAndSaysSo) {
+  writeConfig(limitsConfig("{memory = \"64M\"}", "[" + crasher("hog:512") + "]"));
+  startRing0d();
+  ASSERT_TRUE(waitFor([&] { return pidOf("infra/b/app") > 0 && bServes(); }, 30'000)) << err();
+  const pid_t bApp = pidOf("infra/b/app");
+  json exit;
+  ASSERT_TRUE(waitFor(
+      [&] {
+        auto f = flat();
+        auto it = f.find("infra/a/app");
+        if (it == f.end()) return false;
+        exit = it->second.value("last_exit", json());
+        return exit.is_object() && exit.value("oom_killed", false);
+      },
+      30'000))
+      << flat()["infra/a/app"].dump();
+  EXPECT_NE(flat()["infra/a/app"].value("detail", "").find("OOM killer"), std::string::npos)
+      << flat()["infra/a/app"].dump();
+  // Nothing outside a was touched.
+  EXPECT_EQ(pidOf("infra/b/app"), bApp);
+  EXPECT_TRUE(bServes());
+  EXPECT_EQ(flat()["infra/a"].value("state", ""), "ready");
+}
+
+TEST_F(TenantLimitsTest, AForkBombStaysInsideItsNodeWhileItsNeighbourServes) {
+  // 5000 forks that each sleep 8 s, against a limit of 64 processes: the bomb ends by itself.
+  writeConfig(limitsConfig("{processes = 64}",
+                           "[" + crasher("forkbomb:5000:8") + "]"));
+  startRing0d();
+  ASSERT_TRUE(waitFor([&] { return pidOf("infra/b/app") > 0 && bServes(); }, 30'000)) << err();
+  const std::string aLog = nodeDir("a") + "/logs/app.log";
+  ASSERT_TRUE(waitFor([&] { return readFile(aLog).find("forked ") != std::string::npos; },
+                      20'000))
+      << readFile(aLog);
+  const std::string log = readFile(aLog);
+  const long forked = std::atol(log.c_str() + log.find("forked ") + 7);
+  EXPECT_LT(forked, 64) << log;
+  // While the bomb's children hold every pid a may have: b answers, ring1d's heartbeat is on
+  // time (infra is not lost), for 3 s.
+  int served = 0;
+  for (int i = 0; i < 30; ++i) {
+    if (bServes()) ++served;
+    auto f = flat();
+    EXPECT_EQ(f["infra"].value("state", ""), "ready") << f["infra"].dump();
+    ::usleep(100'000);
+  }
+  EXPECT_EQ(served, 30);
 }
 
 }  // namespace

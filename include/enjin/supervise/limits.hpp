@@ -134,6 +134,12 @@ class NodeCgroup {
   std::vector<std::string> dirs_;  // v1: memory, pids, cpu; v2: one
 };
 
+// How many processes the kernel OOM-killed in this process's own memory cgroup (v2
+// memory.events, v1 memory.oom_control), read from /proc/self/cgroup; nullopt when there is no
+// such count (no memory controller, or an old kernel). A node's holder lives in its node's cgroup.
+std::optional<uint64_t> ownOomKills(const std::string& root = "/sys/fs/cgroup",
+                                    const std::string& selfCgroup = "/proc/self/cgroup");
+
 // An exit was the kernel's OOM kill: SIGKILL, and the cgroup's count went up across the run.
 bool wasOomKilled(int waitStatus, uint64_t oomKillsBefore, uint64_t oomKillsAfter);
 

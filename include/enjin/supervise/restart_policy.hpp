@@ -19,6 +19,9 @@ struct ExitInfo {
   int signal = 0;  // kSignaled
   int64_t startedAtNs = 0;  // monotonic
   int64_t exitedAtNs = 0;   // monotonic
+  // The kernel's OOM killer ended it: its cgroup's memory limit was hit (the holder compares its
+  // cgroup's kill count across the run; supervise/limits.hpp).
+  bool oomKilled = false;
 
   bool success() const { return kind == Kind::kExited && code == 0; }
 };
