@@ -34,6 +34,18 @@ free_port() {
 port1=$(free_port 18080)
 port2=$(free_port $((port1 + 1)))
 
+# The apps run as two tenants, each a uid of its own with its processes as another, when this
+# runs as root: unix-user, the strongest strategy under which an app serves the host's loopback
+# (a sandbox node has a network of its own until ring 1 hands it its listening socket). Not
+# root: exec, as the user running the demo.
+if [ "$(id -u)" = 0 ]; then
+  strategy="unix-user"
+  tenants='tenant_uids = "64000-64099"'
+else
+  strategy="exec"
+  tenants=""
+fi
+
 cat >"$dir/ring0d.toml" <<EOF
 # The enjin demo: one ring-1 node running two ring-2 nodes, each with a small HTTP app.
 state_dir = "$state"
@@ -42,9 +54,12 @@ heartbeat_timeout_ms = 5000
 
 [[ring1]]
 label = "infra-1"
+$tenants
 
   [[ring1.ring2]]
   label = "shop"
+  strategy = "$strategy"
+  limits = { memory = "256M", processes = 128 }
     [[ring1.ring2.process]]
     name = "web"
     command = ["$bin/enjin-demo-http", "--port", "$port1", "--name", "shop"]
@@ -53,6 +68,8 @@ label = "infra-1"
 
   [[ring1.ring2]]
   label = "blog"
+  strategy = "$strategy"
+  limits = { memory = "256M", processes = 128 }
     [[ring1.ring2.process]]
     name = "web"
     command = ["$bin/enjin-demo-http", "--port", "$port2", "--name", "blog"]
@@ -106,6 +123,9 @@ fi
 ready=$(now_ms)
 bold "the tree is up: cold start to all-ready in $((ready - start)) ms"
 $ctl status
+
+bold "the tenants: each ring-2 node's isolation is its DETAIL above ($strategy)"
+echo "  the whole of it: $bin/enjinctl --state-dir $state status --json  (\"isolation\" of each node)"
 
 bold "the apps"
 echo "  shop  http://127.0.0.1:$port1/"

@@ -97,6 +97,7 @@ std::string formatDuration(int64_t ms) {
 
 std::string formatExit(const json& e) {
   if (!e.is_object()) return "-";
+  if (e.value("oom_killed", false)) return "OOM";
   const std::string kind = e.value("kind", "");
   if (kind == "exited") return "exit " + std::to_string(e.value("code", 0));
   if (kind == "signaled") {
@@ -112,6 +113,26 @@ int64_t nowWallMs() {
       .count();
 }
 
+// A tenant node's isolation in a few words: "sandbox: uid 60001, apps 60002, cgroup v1,
+// seccomp, memory 256M, processes 128".
+std::string isolationSummary(const json& iso) {
+  if (!iso.is_object() || iso.value("strategy", "") == "exec") return "";
+  std::string out = iso.value("strategy", "?") + ": uid " + std::to_string(iso.value("uid", 0)) +
+                    ", apps " + std::to_string(iso.value("app_uid", 0)) + ", cgroup " +
+                    iso.value("cgroup", "none");
+  if (iso.value("seccomp", false)) out += ", seccomp";
+  if (auto l = iso.find("limits"); l != iso.end() && l->is_object()) {
+    for (const auto& [key, value] : l->items()) {
+      if (key == "memory" && value.is_number_unsigned()) {
+        out += ", memory " + std::to_string(value.get<uint64_t>() >> 20) + "M";
+      } else {
+        out += ", " + key + " " + value.dump();
+      }
+    }
+  }
+  return out;
+}
+
 // One row of the status table; `prefix` draws the tree.
 void printRow(const std::string& prefix, const json& n, int64_t now) {
   const std::string name = prefix + n.value("label", n.value("name", std::string("?")));
@@ -124,10 +145,12 @@ void printRow(const std::string& prefix, const json& n, int64_t now) {
   size_t width = 0;
   for (unsigned char ch : name) width += (ch & 0xC0) != 0x80;
   const std::string padded = name + std::string(width < 32 ? 32 - width : 0, ' ');
+  std::string detail = n.value("detail", "");
+  if (detail.empty()) detail = isolationSummary(n.value("isolation", json()));
   std::printf("%s %-10s %8s %9s %8s  %-10s %s\n", padded.c_str(), n.value("state", "").c_str(),
               pid > 0 ? std::to_string(pid).c_str() : "-",
               started > 0 ? formatDuration(now - started).c_str() : "-", restarts.c_str(),
-              formatExit(n.value("last_exit", json())).c_str(), n.value("detail", "").c_str());
+              formatExit(n.value("last_exit", json())).c_str(), detail.c_str());
 }
 
 // The children of `n` (nodes, then processes), drawn under it.
