@@ -235,9 +235,10 @@ void remountTree(const std::string& prefix, bool readOnly) {
   }
 }
 
-// True when `path` (in the new root) is a folder, no component of it a symbolic link: a link
-// would be resolved against the scratch root while the new root is built.
-bool isPlainDir(const std::string& dir, const std::string& what) {
+// Calls `visit` with each prefix of `dir` in the new root, shortest first: NEWROOT/a, then
+// NEWROOT/a/b, ...
+template <class Visit>
+void forEachPrefix(const std::string& dir, Visit visit) {
   std::string path = kNewRoot;
   size_t start = 1;
   while (start <= dir.size()) {
@@ -245,15 +246,26 @@ bool isPlainDir(const std::string& dir, const std::string& what) {
     if (slash == std::string::npos) slash = dir.size();
     path += "/" + dir.substr(start, slash - start);
     start = slash + 1;
+    if (!visit(path)) return;
+  }
+}
+
+// True when `path` (in the new root) is a folder, no component of it a symbolic link: a link
+// would be resolved against the scratch root while the new root is built.
+bool isPlainDir(const std::string& dir, const std::string& what) {
+  bool found = true;
+  forEachPrefix(dir, [&](const std::string& path) {
     struct stat st;
     if (::lstat(path.c_str(), &st) != 0) {
-      if (errno == ENOENT) return false;
-      fail(what + ": lstat " + path, errno);
+      if (errno != ENOENT) fail(what + ": lstat " + path, errno);
+      found = false;
+      return false;
     }
     if (S_ISLNK(st.st_mode)) fail(what + ": " + path, ELOOP);
     if (!S_ISDIR(st.st_mode)) fail(what + ": " + path, ENOTDIR);
-  }
-  return true;
+    return true;
+  });
+  return found;
 }
 
 // True when `path` is a folder itself, not a link to one. /dev/shm and /dev/mqueue are left as
@@ -265,15 +277,10 @@ bool isDirHere(const std::string& path) {
 
 // mkdir -p of `dir` in the new root (a --bind-rw target under a --hide tmpfs).
 void makeDirs(const std::string& dir, const std::string& what) {
-  std::string path = kNewRoot;
-  size_t start = 1;
-  while (start <= dir.size()) {
-    size_t slash = dir.find('/', start);
-    if (slash == std::string::npos) slash = dir.size();
-    path += "/" + dir.substr(start, slash - start);
-    start = slash + 1;
+  forEachPrefix(dir, [&](const std::string& path) {
     if (::mkdir(path.c_str(), 0755) != 0 && errno != EEXIST) fail(what + ": mkdir " + path, errno);
-  }
+    return true;
+  });
 }
 
 struct Cover {

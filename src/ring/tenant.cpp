@@ -48,7 +48,7 @@ Status save(store::Store& store, const Assignments& a) {
   return store.setMeta(kMetaKey, json{{"assigned", a.assigned}, {"retired", a.retired}}.dump());
 }
 
-// Whether any process runs as `uid` (real, effective or saved), from /proc/PID/status.
+// Whether any process runs as `uid`: the owner of /proc/PID is its effective uid.
 bool uidInUse(uint32_t uid) {
   DIR* proc = ::opendir("/proc");
   if (proc == nullptr) return true;  // cannot tell: assume so
@@ -57,7 +57,6 @@ bool uidInUse(uint32_t uid) {
     if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
     struct stat st;
     const std::string dir = std::string("/proc/") + e->d_name;
-    // The owner of /proc/PID is the process's effective uid; good enough with the dumpable case.
     if (::stat(dir.c_str(), &st) == 0 && st.st_uid == uid) {
       used = true;
       break;
