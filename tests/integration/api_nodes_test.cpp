@@ -175,6 +175,50 @@ TEST_F(ApiNodesTest, Ring1ApiRunsTheLifeOfARing2Node) {
   EXPECT_EQ(pidsWithCmdline("sleep:" + tag(3)).size(), 1u) << "the declared node is untouched";
 }
 
+// A tenant node made and deleted through a ring-1 API: its ids are dealt from the ring-1 node's
+// tenant_uids, its state goes to root when it is deleted, and a new node of the same label gets
+// a fresh pair.
+TEST_F(ApiNodesTest, TenantNodesThroughTheRing1Api) {
+  if (::geteuid() != 0) GTEST_SKIP() << "tenant nodes need root";
+  json ring1 = madeNode();
+  ring1["tenant_uids"] = "65000-65099";
+  ASSERT_EQ(meta("POST", "/v1/nodes", ring1).status, 201);
+  std::string ops;
+  ASSERT_TRUE(waitFor([&] { return !(ops = login(ring1Port_, "ops", kOpsPassword)).empty(); }, 20'000))
+      << err();
+  json shop{{"label", "shop"},
+            {"strategy", "unix-user"},
+            {"limits", {{"processes", 100}}},
+            {"processes", {{{"name", "web"}, {"command", json::parse(sleeper(4))}}}}};
+  auto made = request(ring1Port_, "POST", "/v1/nodes", ops, shop);
+  ASSERT_EQ(made.status, 201) << made.body.dump();
+  ASSERT_TRUE(waitFor([&] { return stateAt("made/shop/web") == "ready"; }, 20'000)) << tree().dump(1);
+  auto owner = [](const std::string& path) {
+    struct stat st {};
+    return ::stat(path.c_str(), &st) == 0 ? st.st_uid : ~0U;
+  };
+  const std::string dir = state() + "/nodes/made/nodes/shop";
+  const uid_t first = owner(dir);
+  EXPECT_GT(first, 65000U);
+  EXPECT_EQ(owner(dir + "/home"), first + 1);
+  const pid_t web = pidsWithCmdline("sleep:" + tag(4)).at(0);
+  EXPECT_EQ(owner("/proc/" + std::to_string(web)), first + 1);
+
+  ASSERT_EQ(request(ring1Port_, "DELETE", "/v1/nodes/shop", ops).status, 204);
+  ASSERT_TRUE(waitFor([&] { return pidsWithCmdline("sleep:" + tag(4)).empty(); }, 20'000));
+  std::string aside;
+  for (const auto& e : std::filesystem::directory_iterator(state() + "/nodes/made/nodes")) {
+    if (e.path().filename().string().starts_with("shop.removed-")) aside = e.path().string();
+  }
+  ASSERT_FALSE(aside.empty());
+  EXPECT_EQ(owner(aside), 0U) << "a retired pair's files go to root";
+  EXPECT_EQ(owner(aside + "/home"), 0U);
+
+  ASSERT_EQ(request(ring1Port_, "POST", "/v1/nodes", ops, shop).status, 201);
+  ASSERT_TRUE(waitFor([&] { return stateAt("made/shop/web") == "ready"; }, 20'000)) << tree().dump(1);
+  EXPECT_NE(owner(dir), first) << "a fresh pair while one is left";
+}
+
 TEST_F(ApiNodesTest, RulesDecideWhoMayMakeAndDeleteNodes) {
   // A user with no role may do nothing: 403, nothing started, an audit row says so.
   ASSERT_EQ(meta("POST", "/v1/users", {{"name", "eve"}, {"password", "eve-has-no-roles"}}).status, 201);
