@@ -505,7 +505,7 @@ TEST(SpawnDefaultsTest, NofileSoftLimitUnlessTheSpecSetsOneAndTheHardLimitStays)
   rlimit own;
   ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &own), 0);
   if (own.rlim_max != RLIM_INFINITY && own.rlim_max < 64) GTEST_SKIP() << "hard limit below 64";
-  auto strategy = makeExecStrategy(SpawnDefaults{64, std::nullopt});
+  auto strategy = makeExecStrategy(SpawnDefaults{64, std::nullopt, std::nullopt});
   EXPECT_EQ(runProbe(*strategy, specFor({}))["nofile"], 64);
   ProcessSpec own100 = specFor({});
   setConfig(own100, "rlimits", json{{"nofile", 100}});
@@ -815,7 +815,7 @@ TEST_F(UnixUserTest, AppliesRlimits) {
 }
 
 TEST_F(UnixUserTest, DefaultNofileSoftLimitUnlessTheSpecSetsOne) {
-  auto strategy = makeUnixUserStrategy(SpawnDefaults{64, std::nullopt});
+  auto strategy = makeUnixUserStrategy(SpawnDefaults{64, std::nullopt, std::nullopt});
   EXPECT_EQ(runProbe(*strategy, userSpec())["nofile"], 64);
   ProcessSpec spec = userSpec();
   setConfig(spec, "rlimits", json{{"nofile", 100}});
