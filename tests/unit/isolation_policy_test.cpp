@@ -183,7 +183,7 @@ TEST(CheckIsolation, AnEqualOrStrongerStrategyOrNoDemandPasses) {
   ASSERT_FALSE(st.ok());
   EXPECT_EQ(st.error().code, 400);
   EXPECT_EQ(st.error().message,
-            "node 'shop': unknown spawn strategy 'vm' (known: exec, unix-user, sandbox)");
+            "node 'shop': unknown spawn strategy 'vm' (known: exec, sandbox, unix-user)");
 }
 
 TEST(CheckIsolation, Ring1NodesDemandForItsRing2Nodes) {
