@@ -10,6 +10,7 @@
 #include <ctime>
 #include <functional>
 #include <set>
+#include <span>
 #include <utility>
 
 namespace enjin::directory {
@@ -36,6 +37,11 @@ constexpr size_t kMaxPasswordHashBytes = 512;  // exclusive
 constexpr std::string_view kArgon2idPrefix = "$argon2id$";
 constexpr std::string_view kAdmin = "admin";
 
+// The isolation strengths a compartment may demand, weakest first: the names of
+// supervise::IsolationStrength (a test keeps both lists the same; the directory does not depend
+// on supervise).
+constexpr std::array<std::string_view, 4> kIsolationNames = {"exec", "unix-user", "sandbox", "vm"};
+
 size_t index(Kind kind) { return static_cast<size_t>(kind); }
 std::string_view storeKind(Kind kind) { return kStoreKinds[index(kind)]; }
 
@@ -57,6 +63,15 @@ Error notFound(Kind kind, std::string_view name) {
 }
 
 }  // namespace
+
+std::span<const std::string_view> isolationLevels() { return kIsolationNames; }
+
+int isolationRank(std::string_view name) {
+  for (size_t i = 0; i < kIsolationNames.size(); ++i) {
+    if (kIsolationNames[i] == name) return static_cast<int>(i);
+  }
+  return -1;
+}
 
 std::optional<int64_t> parseTime(std::string_view text) {
   if (text.empty() || text.size() > 40) return std::nullopt;
@@ -388,7 +403,8 @@ class ShapeCheck {
   }
 
   Status compartment() {
-    if (auto st = known({"name", "parent_compartment"}); !st.ok()) return st;
+    if (auto st = known({"name", "parent_compartment", "min_isolation"}); !st.ok()) return st;
+    if (auto st = minIsolation(); !st.ok()) return st;
     auto it = body_.find("parent_compartment");
     if (it == body_.end() || it->is_null()) {
       out_["parent_compartment"] = nullptr;
@@ -406,6 +422,23 @@ class ShapeCheck {
     auto names = nameList(*it, "parent_compartment");
     if (!names.ok()) return names.error();
     out_["parent_compartment"] = *names;
+    return {};
+  }
+
+  // Optional: absent or null is no demand of its own (stored as null).
+  Status minIsolation() {
+    auto it = body_.find("min_isolation");
+    if (it == body_.end() || it->is_null()) {
+      out_["min_isolation"] = nullptr;
+      return {};
+    }
+    if (!it->is_string() || isolationRank(it->get<std::string>()) < 0) {
+      std::string names;
+      for (const auto n : kIsolationNames) names += (names.empty() ? "" : ", ") + std::string(n);
+      return bad("min_isolation", (it->is_string() ? "'" + it->get<std::string>() + "'" : it->dump()) +
+                                      ": expected one of " + names);
+    }
+    out_["min_isolation"] = it->get<std::string>();
     return {};
   }
 
@@ -736,6 +769,35 @@ Status Directory::remove(Kind kind, std::string_view name) {
     if (!d.ok()) return d.error();
     return {};
   });
+}
+
+Result<Directory::IsolationDemand> Directory::minIsolation(std::string_view compartment) const {
+  auto own = load(store_, Kind::kCompartment, compartment);
+  if (!own.ok()) return own.error();
+  if (!*own) return notFound(Kind::kCompartment, compartment);
+  // Every ancestor once (the parents form a DAG, so a diamond is met twice); the strongest
+  // demand wins, and of equal ones the nearest (breadth first) names the compartment.
+  IsolationDemand out;
+  int best = -1;
+  std::set<std::string> seen{std::string(compartment)};
+  std::vector<std::pair<std::string, json>> queue{{std::string(compartment), std::move(**own)}};
+  for (size_t i = 0; i < queue.size(); ++i) {
+    const std::string name = queue[i].first;
+    const json body = queue[i].second;
+    const int rank = isolationRank(stringOf(body, "min_isolation"));
+    if (rank > best) {
+      best = rank;
+      out.level = std::string(kIsolationNames[static_cast<size_t>(rank)]);
+      out.from = name;
+    }
+    for (const auto& p : parentsOf(body)) {
+      if (!seen.insert(p).second) continue;
+      auto parent = load(store_, Kind::kCompartment, p);
+      if (!parent.ok()) return parent.error();
+      if (*parent) queue.emplace_back(p, std::move(**parent));
+    }
+  }
+  return out;
 }
 
 Result<std::optional<std::string>> Directory::passwordHash(std::string_view user) const {

@@ -16,6 +16,7 @@
 #include "enjin/directory/directory.hpp"
 #include "enjin/supervise/spec_file.hpp"
 #include "enjin/supervise/spec_toml.hpp"
+#include "enjin/ring/isolation_policy.hpp"
 #include "enjin/ring/tenant.hpp"
 #include "enjin/supervise/limits.hpp"
 #include "enjin/supervise/toml_fields.hpp"
@@ -114,7 +115,8 @@ bool readNodes(supervise::TomlFields& r, const toml::node* tables, int ring, con
     supervise::TomlTable nodeFields(r, t, where);
     static constexpr std::string_view kRing1Keys[] = {"label",    "strategy",   "user",
                                                         "compartment", "ring2", "api_listen",
-                                                        "admin", "tenant_uids"};
+                                                        "admin", "tenant_uids",
+                                                        "min_isolation"};
     static constexpr std::string_view kRing2Keys[] = {"label", "strategy", "user", "compartment",
                                                         "process", "limits"};
     if (ring == 1) {
@@ -145,6 +147,12 @@ bool readNodes(supervise::TomlFields& r, const toml::node* tables, int ring, con
       if (!r.failed() && !node.tenantUids.empty()) {
         if (auto range = parseUidRange(node.tenantUids); !range.ok()) {
           nodeFields.fail(t.get("tenant_uids"), "tenant_uids", range.error().message);
+        }
+      }
+      fields.read("min_isolation", node.minIsolation);
+      if (!r.failed() && !node.minIsolation.empty()) {
+        if (auto st = checkIsolationName(node.minIsolation); !st.ok()) {
+          nodeFields.fail(t.get("min_isolation"), "min_isolation", st.error().message);
         }
       }
       if (!r.failed() && !readAdmins(r, t.get("admin"), where, node.admins)) return false;

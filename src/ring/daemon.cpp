@@ -30,6 +30,7 @@
 #include "enjin/ring/daemon_metrics.hpp"
 #include "enjin/ring/node_catalog.hpp"
 #include "enjin/ring/node_spec_json.hpp"
+#include "enjin/ring/isolation_policy.hpp"
 #include "enjin/ring/parent.hpp"
 #include "enjin/ring/parent_link.hpp"
 #include "enjin/ring/runner.hpp"
@@ -219,6 +220,8 @@ Status checkNodeTree(const NodeSpec& node, int ring, const supervise::SpawnRegis
                        "' (the ids its tenant nodes run as)",
                    400};
     }
+    // Named in full already ("ring-1 node 'infra' requires ..."), so not wrapped in `where`.
+    if (auto st = checkRing1Isolation(node, child, nodeStrategies); !st.ok()) return st;
     if (auto st = checkNodeTree(child, ring + 1, nodeStrategies, processStrategies); !st.ok()) {
       return st.error().wrap(where);
     }
@@ -479,6 +482,24 @@ int runParentDaemon(const ParentDaemonOptions& opts) {
       return Error{"node '" + spec->label + "': compartment '" + spec->compartment +
                        "' does not exist (create it first: POST /v1/compartments)",
                    409};
+    }
+    // The isolation policy (ring/isolation_policy.hpp): the node's compartment's demand, that of
+    // the compartment of each ring-2 node it brings that the directory knows (a ring-1 node's
+    // body), and in a ring1d, its own spec's min_isolation for the ring-2 nodes it runs.
+    if (auto st = checkCompartmentIsolation(*spec, directory, nodeStrategies); !st.ok()) {
+      return st.error();
+    }
+    for (const auto& child : spec->nodes) {
+      if (child.compartment.empty() ||
+          !directory.get(directory::Kind::kCompartment, child.compartment).ok()) {
+        continue;
+      }
+      if (auto st = checkCompartmentIsolation(child, directory, nodeStrategies); !st.ok()) {
+        return st.error();
+      }
+    }
+    if (ring == 1) {
+      if (auto st = checkRing1Isolation(ownSpec, *spec, nodeStrategies); !st.ok()) return st.error();
     }
     return NodeCatalog::Made{std::move(*spec), body.dump()};
   };

@@ -8,6 +8,7 @@
 #include "enjin/api/http_server.hpp"
 #include "enjin/base/hex.hpp"
 #include "enjin/directory/directory.hpp"
+#include "enjin/ring/isolation_policy.hpp"
 #include "enjin/ring/tenant.hpp"
 #include "enjin/supervise/limits.hpp"
 #include "enjin/supervise/spec_file.hpp"
@@ -30,6 +31,7 @@ json nodeSpecToJson(const NodeSpec& spec) {
   // Written only when set, so the digest of a node without them stays what it was.
   if (!spec.apiListen.empty()) j["api_listen"] = spec.apiListen;
   if (!spec.tenantUids.empty()) j["tenant_uids"] = spec.tenantUids;
+  if (!spec.minIsolation.empty()) j["min_isolation"] = spec.minIsolation;
   if (!spec.limitsJson.empty()) j["limits"] = json::parse(spec.limitsJson, nullptr, false);
   if (!spec.admins.empty()) {
     json admins = json::array();
@@ -61,7 +63,8 @@ Result<NodeSpec> nodeSpecFromJson(const json& j, int ring) {
                           {"user", &spec.user},
                           {"compartment", &spec.compartment},
                           {"api_listen", &spec.apiListen},
-                          {"tenant_uids", &spec.tenantUids}}) {
+                          {"tenant_uids", &spec.tenantUids},
+                          {"min_isolation", &spec.minIsolation}}) {
     if (auto st = text(key, *out); !st.ok()) return st.error();
   }
   if (!supervise::validName(spec.label)) {
@@ -78,6 +81,12 @@ Result<NodeSpec> nodeSpecFromJson(const json& j, int ring) {
     if (ring != 1) return Error{where + ": tenant_uids: only a ring-1 node has tenant nodes"};
     if (auto range = parseUidRange(spec.tenantUids); !range.ok()) {
       return range.error().wrap(where);
+    }
+  }
+  if (!spec.minIsolation.empty()) {
+    if (ring != 1) return Error{where + ": min_isolation: only a ring-1 node has ring-2 nodes"};
+    if (auto st = checkIsolationName(spec.minIsolation); !st.ok()) {
+      return st.error().wrap(where + ": min_isolation");
     }
   }
   if (auto it = j.find("limits"); it != j.end()) {

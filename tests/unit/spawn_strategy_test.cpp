@@ -127,7 +127,7 @@ TEST(SpawnStrategyTest, UnixUserDeclaresItsStrengthAndRunsChecksAsTheAccount) {
   auto unixUser = makeUnixUserStrategy();
   EXPECT_EQ(unixUser->isolation(), IsolationStrength::kUser);
   EXPECT_TRUE(unixUser->capabilities().switchesUser);
-  EXPECT_EQ(isolationName(unixUser->isolation()), "user");
+  EXPECT_EQ(isolationName(unixUser->isolation()), "unix-user");
   EXPECT_FALSE(makeExecStrategy()->capabilities().switchesUser);
 
   ProcessSpec spec;

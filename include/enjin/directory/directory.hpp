@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -39,6 +40,12 @@ std::string_view singularName(Kind kind);
 
 // Object names: 1 to 64 of A-Z a-z 0-9 _ . -
 bool validObjectName(std::string_view name);
+
+// The isolation strengths a compartment may demand (its optional "min_isolation"), weakest first:
+// "exec", "unix-user", "sandbox", "vm", as supervise::isolationName() spells them.
+std::span<const std::string_view> isolationLevels();
+// The index of `name` in isolationLevels(); -1 for any other.
+int isolationRank(std::string_view name);
 
 // RFC 3339 in UTC with milliseconds: "2023-11-14T22:13:20.000Z".
 std::string rfc3339(int64_t wallMs);
@@ -66,6 +73,15 @@ class Directory {
   // 404 if none; 409 if still referenced, naming who. A user goes with its memberships and
   // sessions.
   Status remove(Kind kind, std::string_view name);
+
+  // A compartment's effective minimum isolation: the strongest min_isolation of itself and its
+  // ancestors (every compartment reached through parent_compartment), and the compartment that
+  // demands it. level "" (and from "") when none does. 404 if the compartment does not exist.
+  struct IsolationDemand {
+    std::string level;  // an isolationLevels() name, or ""
+    std::string from;   // the compartment whose min_isolation it is
+  };
+  Result<IsolationDemand> minIsolation(std::string_view compartment) const;
 
   // The stored argon2id hash of `user`; nullopt if no such user. (The API hashes and verifies
   // on a thread of its own and passes the result in as "password_hash".)

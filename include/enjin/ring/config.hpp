@@ -39,6 +39,9 @@ struct NodeSpec {
   std::string apiListen;          // a ring-1 node: where its ring-1 API listens ("" = none)
   std::vector<AdminSeed> admins;  // a ring-1 node: its API's first users
   std::string tenantUids;         // a ring-1 node: the ids its tenant nodes get ("60000-60999")
+  // A ring-1 node: the least isolation its ring-2 nodes' strategies must give ("exec",
+  // "unix-user", "sandbox", "vm"; "" = no demand), see ring/isolation_policy.hpp.
+  std::string minIsolation;
   // A ring-2 node: its limits (memory, processes, cpu, open_files) as canonical JSON
   // (supervise::limitsToJson); "" = none.
   std::string limitsJson;

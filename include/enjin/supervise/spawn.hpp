@@ -45,6 +45,8 @@ enum class IsolationStrength : int {
   kSandbox = 2,  // namespaces, a read-only root, a syscall filter
   kVm = 3,       // a kernel of its own
 };
+// "exec", "unix-user", "sandbox", "vm": each named after the weakest strategy giving it, the
+// words a compartment's or a ring-1 node's min_isolation uses.
 std::string_view isolationName(IsolationStrength strength);
 
 // What a strategy can do beyond starting a process, for a caller to check a spec against.

@@ -52,8 +52,8 @@ Status SpawnRegistry::validate(const ProcessSpec& spec) const {
 
 std::string_view isolationName(IsolationStrength strength) {
   switch (strength) {
-    case IsolationStrength::kNone: return "none";
-    case IsolationStrength::kUser: return "user";
+    case IsolationStrength::kNone: return "exec";
+    case IsolationStrength::kUser: return "unix-user";
     case IsolationStrength::kSandbox: return "sandbox";
     case IsolationStrength::kVm: return "vm";
   }
