@@ -217,6 +217,21 @@ TEST_F(ApiNodesTest, TenantNodesThroughTheRing1Api) {
   ASSERT_EQ(request(ring1Port_, "POST", "/v1/nodes", ops, shop).status, 201);
   ASSERT_TRUE(waitFor([&] { return stateAt("made/shop/web") == "ready"; }, 20'000)) << tree().dump(1);
   EXPECT_NE(owner(dir), first) << "a fresh pair while one is left";
+
+  // A compartment that demands a sandbox takes no unix-user node, and says why.
+  ASSERT_EQ(request(ring1Port_, "POST", "/v1/compartments", ops,
+                    {{"name", "pci"}, {"min_isolation", "sandbox"}})
+                .status,
+            201);
+  json weak{{"label", "till"}, {"strategy", "unix-user"}, {"compartment", "pci"},
+            {"processes", {{{"name", "web"}, {"command", json::parse(sleeper(5))}}}}};
+  auto refused = request(ring1Port_, "POST", "/v1/nodes", ops, weak);
+  EXPECT_EQ(refused.status, 409) << refused.body.dump();
+  EXPECT_EQ(refused.body.value("message", ""),
+            "compartment 'pci' requires isolation ≥ sandbox; node 'till' asks for unix-user");
+  weak["strategy"] = "sandbox";
+  EXPECT_EQ(request(ring1Port_, "POST", "/v1/nodes", ops, weak).status, 201);
+  EXPECT_TRUE(waitFor([&] { return stateAt("made/till/web") == "ready"; }, 20'000)) << tree().dump(1);
 }
 
 TEST_F(ApiNodesTest, RulesDecideWhoMayMakeAndDeleteNodes) {

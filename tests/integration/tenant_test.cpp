@@ -296,6 +296,19 @@ TEST_F(TenantConfigTest, ATenantNodeWithoutTenantUidsIsRefusedByCheckConfig) {
       << out;
 }
 
+TEST_F(TenantConfigTest, AWeakerStrategyThanTheRingOneNodeDemandsIsRefusedNamingBoth) {
+  std::string config = tenantConfig(sleeper(0));
+  const std::string range = "tenant_uids = \"" + std::to_string(firstId());
+  config.insert(config.find(range), "min_isolation = \"sandbox\"\n");
+  writeConfig(config);
+  auto [code, out] = run(kBinDir + "/ring0d --check-config --config " + configPath() + " 2>&1");
+  EXPECT_EQ(code, 1) << out;
+  EXPECT_NE(out.find("ring-1 node 'infra' requires isolation ≥ sandbox for its ring-2 nodes; node "
+                     "'a' asks for unix-user"),
+            std::string::npos)
+      << out;
+}
+
 // A sandbox node past its limits: what it does to itself stays in its own cgroup. Its neighbour
 // b (unix-user, so the test can reach its HTTP port; a sandbox's network is its own) serves on.
 class TenantLimitsTest : public TenantTest {
