@@ -26,22 +26,16 @@
 
 #include "enjin/ring/tree.hpp"
 #include "enjin/supervise/control_server.hpp"
+#include "tree_poll.hpp"
 
 namespace {
 
 using nlohmann::json;
-using Clock = std::chrono::steady_clock;
+using enjin::bench::Clock;
+using enjin::bench::msSince;
+using enjin::bench::tree;
 
 const std::string kBin = ENJIN_BIN_DIR;
-
-double msSince(Clock::time_point t) {
-  return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
-}
-
-json tree(const std::string& state) {
-  auto r = enjin::supervise::controlCall(state + "/control.sock", {{"cmd", "tree"}});
-  return r.ok() ? (*r)["tree"] : json();
-}
 
 // Polls until the whole tree is ready and `also` holds; that tree, or null after 30 s.
 template <class F>
