@@ -203,6 +203,7 @@ TEST_P(TenantTest, TenantsCannotTouchEachOtherOrTheTree) {
   // Controls: what a tenant may do works, so a denial above is the kernel's, not the probe's.
   add("--create", home("a"));
   add("--read", "/etc/hostname");
+  if (sandboxed_) add("--list", "/home");  // there, but empty: the host's homes are hidden
   args.push_back("--self");
   add("--hold", "600");
   std::string command = "[";
@@ -219,7 +220,8 @@ TEST_P(TenantTest, TenantsCannotTouchEachOtherOrTheTree) {
       << readFile(report()) << err();
 
   const auto lines = readReport();
-  std::set<std::string> allowedControls{"create " + home("a"), "read /etc/hostname"};
+  std::set<std::string> allowedControls{"create " + home("a"), "read /etc/hostname",
+                                        "list /home"};
   int keys = 0, attempts = 0;
   for (const json& l : lines) {
     const std::string op = l.value("op", "");
@@ -228,6 +230,9 @@ TEST_P(TenantTest, TenantsCannotTouchEachOtherOrTheTree) {
     ++attempts;
     if (allowedControls.contains(what)) {
       EXPECT_TRUE(l.value("ok", false)) << "the control failed: " << l.dump();
+      if (op == "list") {
+        EXPECT_EQ(l.value("entries", -1), 0) << l.dump();
+      }
       continue;
     }
     EXPECT_FALSE(l.value("ok", true)) << "tenant a could: " << l.dump();
