@@ -1,6 +1,7 @@
 // enjin-sandbox: runs one application in namespaces of its own.
 //
-//   enjin-sandbox [--uid N --gid N] [--hide DIR]... [--bind-rw DIR]... [--hostname NAME] [--net]
+//   enjin-sandbox [--uid N --gid N] [--hide DIR]... [--bind-rw DIR]... [--bind-ro DIR]...
+//                 [--hostname NAME] [--net]
 //                 [--no-seccomp] [--cwd DIR] -- COMMAND ARGS...
 //
 // The holder clones it as PID 1 of new mount, pid, ipc, uts (and, for --net, network)
@@ -11,7 +12,8 @@
 //   3. mounts over it: a proc of the new pid namespace on /proc, a sysfs of the new network
 //      namespace on /sys (--net only), empty tmpfs on /tmp and /dev/shm (1777), an empty
 //      read-only tmpfs over /run (the host's sockets) and over each --hide DIR, the host's DIR
-//      read-write for each --bind-rw DIR. /dev is the host's, read-only: device nodes still
+//      read-write for each --bind-rw DIR, read-only for each --bind-ro DIR (a folder under one
+//      of those covers, the application's own program folder in /tmp for one). /dev is the host's, read-only: device nodes still
 //      open for writing on a read-only mount, and none can be added;
 //   4. pivots into the new root and detaches the old one;
 //   5. sets the host name (default "sandbox") and, for --net, brings up lo;
@@ -96,7 +98,7 @@ void writeStderr(const char* a, const char* b = "", const char* c = "") {
 
 [[noreturn]] void usage(const std::string& why) {
   writeStderr(why.c_str(),
-              "\nusage: enjin-sandbox [--uid N --gid N] [--hide DIR]... [--bind-rw DIR]... "
+              "\nusage: enjin-sandbox [--uid N --gid N] [--hide DIR]... [--bind-rw DIR]... [--bind-ro DIR]... "
               "[--hostname NAME] [--net] [--no-seccomp] [--cwd DIR] -- COMMAND ARGS...");
   ::_exit(kFailExit);
 }
@@ -108,6 +110,7 @@ struct Options {
   std::optional<gid_t> gid;
   std::vector<std::string> hide;
   std::vector<std::string> bindRw;
+  std::vector<std::string> bindRo;
   std::string hostname = kDefaultHostname;
   bool net = false;
   bool seccomp = true;
@@ -162,6 +165,8 @@ Options parseArgs(int argc, char** argv) {
       o.hide.push_back(parseDir(arg, value(arg)));
     } else if (arg == "--bind-rw") {
       o.bindRw.push_back(parseDir(arg, value(arg)));
+    } else if (arg == "--bind-ro") {
+      o.bindRo.push_back(parseDir(arg, value(arg)));
     } else if (arg == "--hostname") {
       o.hostname = value(arg);
       if (o.hostname.empty() || o.hostname.size() > 64) usage("--hostname: 1 to 64 characters");
@@ -284,8 +289,9 @@ void makeDirs(const std::string& dir, const std::string& what) {
 }
 
 struct Cover {
+  enum class Kind { kHide, kBindRw, kBindRo };
   std::string dir;
-  bool hide;  // else bind-rw
+  Kind kind;
 };
 
 size_t depth(const std::string& dir) { return std::count(dir.begin(), dir.end(), '/'); }
@@ -332,22 +338,24 @@ void buildRoot(const Options& o) {
   // /run (the host's daemons' sockets: a read-only mount does not stop connect()) and each
   // --hide, then each --bind-rw; a parent before what lies in it, so that a bind-rw under a
   // hidden folder is visible and a hide under a bound one hides.
-  std::vector<Cover> covers{{"/run", true}};
-  for (const auto& dir : o.hide) covers.push_back({dir, true});
-  for (const auto& dir : o.bindRw) covers.push_back({dir, false});
+  std::vector<Cover> covers{{"/run", Cover::Kind::kHide}};
+  for (const auto& dir : o.hide) covers.push_back({dir, Cover::Kind::kHide});
+  for (const auto& dir : o.bindRw) covers.push_back({dir, Cover::Kind::kBindRw});
+  for (const auto& dir : o.bindRo) covers.push_back({dir, Cover::Kind::kBindRo});
   std::stable_sort(covers.begin(), covers.end(),
                    [](const Cover& a, const Cover& b) { return depth(a.dir) < depth(b.dir); });
   std::vector<std::string> hidden;
   for (const Cover& cover : covers) {
     const std::string target = root + cover.dir;
-    if (cover.hide) {
+    if (cover.kind == Cover::Kind::kHide) {
       const std::string what = "hide " + cover.dir;
       if (!isPlainDir(cover.dir, what)) continue;  // nothing to hide
       mountOrFail("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
                   "mode=0755,size=64k", what + ": mount tmpfs");
       hidden.push_back(target);
     } else {
-      const std::string what = "bind-rw " + cover.dir;
+      const bool readOnly = cover.kind == Cover::Kind::kBindRo;
+      const std::string what = (readOnly ? "bind-ro " : "bind-rw ") + cover.dir;
       const std::string source = kOldRoot + cover.dir;
       struct stat st;
       if (::stat(source.c_str(), &st) != 0) fail(what, errno);
@@ -355,7 +363,7 @@ void buildRoot(const Options& o) {
       makeDirs(cover.dir, what);
       if (!isPlainDir(cover.dir, what)) fail(what, ENOENT);
       mountOrFail(source.c_str(), target, nullptr, MS_BIND | MS_REC, nullptr, what + ": bind");
-      remountTree(target, false);
+      remountTree(target, readOnly);
     }
   }
   // The hiding tmpfs were writable until the bind-rw targets in them were made.

@@ -27,6 +27,7 @@
 
 #include "enjin/base/unique_fd.hpp"
 #include "enjin/supervise/sandbox.hpp"
+#include "fakes/temp_dir.hpp"
 
 namespace enjin::supervise {
 namespace {
@@ -308,7 +309,8 @@ TEST_F(SandboxTest, ConfinesInAUserNamespace) {
 }
 
 TEST_F(SandboxTest, SeccompRefusesTheListedCalls) {
-  Sandbox sandbox({"--uid", "65534", "--gid", "65534", "--", binary("sandbox_probe")});
+  Sandbox sandbox({"--uid", "65534", "--gid", "65534", "--bind-ro", ENJIN_HELPERS_DIR, "--",
+                   binary("sandbox_probe")});
   ASSERT_EQ(sandbox.finish(), 0) << sandbox.err();
   auto calls = keyValues(sandbox.out());
   const std::string eperm = "err=" + std::to_string(EPERM);
@@ -325,11 +327,25 @@ TEST_F(SandboxTest, SeccompRefusesTheListedCalls) {
 #endif
 }
 
+// A folder the sandbox would cover (here under /tmp) is there read-only with --bind-ro.
+TEST_F(SandboxTest, BindReadOnlyKeepsACoveredFolderVisibleAndReadOnly) {
+  testing::TempDir underTmp;  // in /tmp, which the sandbox replaces with a tmpfs of its own
+  ::chmod(underTmp.path().c_str(), 0777);
+  std::ofstream(underTmp / "tool") << "kept";
+  Sandbox sandbox({"--uid", "65534", "--gid", "65534", "--bind-ro", underTmp.path(), "--",
+                   "/bin/sh", "-c",
+                   "cat " + underTmp / "tool" + "; echo; touch " + underTmp / "new" +
+                       " 2>/dev/null && echo wrote || echo refused"});
+  ASSERT_EQ(sandbox.finish(), 0) << sandbox.err();
+  EXPECT_EQ(sandbox.out(), "kept\nrefused\n");
+  EXPECT_FALSE(std::filesystem::exists(underTmp / "new"));
+}
+
 // The probe tells the filter's refusals from the kernel's: without the filter, keyctl and a
 // user namespace succeed for the same user.
 TEST_F(SandboxTest, NoSeccompLetsTheCallsThrough) {
-  Sandbox sandbox({"--uid", "65534", "--gid", "65534", "--no-seccomp", "--",
-                   binary("sandbox_probe")});
+  Sandbox sandbox({"--uid", "65534", "--gid", "65534", "--no-seccomp", "--bind-ro",
+                   ENJIN_HELPERS_DIR, "--", binary("sandbox_probe")});
   ASSERT_EQ(sandbox.finish(), 0) << sandbox.err();
   auto calls = keyValues(sandbox.out());
   EXPECT_EQ(calls["keyctl"], "ok");

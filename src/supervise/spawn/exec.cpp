@@ -762,7 +762,17 @@ void sandboxPlan(spawn_detail::ChildPlan& plan, const SpawnDefaults::Sandbox& sa
   std::vector<std::string> argv{sandbox.exe, "--uid", std::to_string(runAs.uid), "--gid",
                                 std::to_string(runAs.gid)};
   for (const auto& dir : sandbox.hide) argv.insert(argv.end(), {"--hide", dir});
-  argv.insert(argv.end(), {"--bind-rw", runAs.home, "--net", "--cwd", plan.cwd, "--"});
+  argv.insert(argv.end(), {"--bind-rw", runAs.home, "--net", "--cwd", plan.cwd});
+  // The program's own folder, read-only, when it lies under what the sandbox covers (a fresh
+  // /tmp, an empty /run, a hidden folder): what the node was asked to run stays runnable.
+  const std::string programDir = plan.path.substr(0, plan.path.rfind('/'));
+  std::vector<std::string> covered{"/tmp", "/run", "/dev/shm"};
+  covered.insert(covered.end(), sandbox.hide.begin(), sandbox.hide.end());
+  const bool underCover = std::any_of(covered.begin(), covered.end(), [&](const std::string& c) {
+    return programDir == c || programDir.starts_with(c + "/");
+  });
+  if (underCover) argv.insert(argv.end(), {"--bind-ro", programDir});
+  argv.push_back("--");
   argv.push_back(plan.path);  // as found on PATH here: the sandbox sees the same files
   argv.insert(argv.end(), plan.argv.begin() + 1, plan.argv.end());
   plan.argv = std::move(argv);
