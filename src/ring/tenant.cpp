@@ -153,19 +153,36 @@ Status prepareTenantDir(const std::string& dir, const TenantIds& ids) {
   std::error_code ec;
   fs::create_directories(home, ec);
   if (ec) return Error{"create " + home + ": " + ec.message()};
-  // Everything but the home: the supervisor's alone. Symlinks are changed, never followed.
-  for (auto it = fs::recursive_directory_iterator(dir, fs::directory_options::none, ec);
-       !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
-    const std::string path = it->path().string();
-    if (path == home) {
-      it.disable_recursion_pending();
-      continue;
-    }
+  // Everything but the home: the supervisor's alone. Symlinks are changed, never followed. A
+  // dir that is the node's already needs only what this daemon writes into it (its top level:
+  // keys, config); the whole tree is walked once, when the dir is not yet the node's.
+  struct stat top;
+  if (::stat(dir.c_str(), &top) != 0) return errnoError("stat " + dir, errno);
+  const bool whole = top.st_uid != ids.uid || top.st_gid != ids.appUid;
+  auto fix = [&](const fs::directory_entry& entry) -> Status {
+    const std::string path = entry.path().string();
     struct stat st;
-    if (::lstat(path.c_str(), &st) != 0) continue;
+    if (::lstat(path.c_str(), &st) != 0) return {};
     if (::lchown(path.c_str(), ids.uid, ids.uid) != 0) return errnoError("chown " + path, errno);
     if (!S_ISLNK(st.st_mode) && ::chmod(path.c_str(), st.st_mode & 07700) != 0) {
       return errnoError("chmod " + path, errno);
+    }
+    return {};
+  };
+  if (whole) {
+    for (auto it = fs::recursive_directory_iterator(dir, fs::directory_options::none, ec);
+         !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+      if (it->path() == home) {
+        it.disable_recursion_pending();
+        continue;
+      }
+      if (auto st = fix(*it); !st.ok()) return st;
+    }
+  } else {
+    for (auto it = fs::directory_iterator(dir, ec); !ec && it != fs::directory_iterator();
+         it.increment(ec)) {
+      if (it->path() == home) continue;
+      if (auto st = fix(*it); !st.ok()) return st;
     }
   }
   if (ec) return Error{"walk " + dir + ": " + ec.message()};

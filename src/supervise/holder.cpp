@@ -34,9 +34,6 @@ struct Holder::Slot {
   std::optional<ProcessSpec> spec;
   SpawnRequest request;
   std::optional<ExecIdentity> identity;  // the spec's execIn() at its full spawn, if it has an exec check
-  // This holder's cgroup's OOM kill count when the child started: one more at its SIGKILL
-  // means the kernel's OOM killer ended it.
-  std::optional<uint64_t> oomBefore;
 };
 
 namespace {
@@ -93,6 +90,7 @@ Status Holder::start() {
   for (int s : {SIGCHLD, SIGTERM, SIGINT, SIGHUP}) sigaddset(&set, s);
   if (::sigprocmask(SIG_BLOCK, &set, nullptr) != 0) return errnoError("holder: sigprocmask", errno);
   ::signal(SIGPIPE, SIG_IGN);
+  oomKillsSeen_ = ownOomKills();
   signals_.reset(::signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK));
   if (!signals_) return errnoError("holder: signalfd", errno);
   if (auto st = reactor_.addFd(signals_.get(), EPOLLIN, [this](uint32_t) { onSignal(); });
@@ -307,7 +305,6 @@ void Holder::spawnSlot(Slot& slot, const std::vector<int>& newFds, const std::ve
   if (!spawned.ok()) return send(proto::SpawnFailed{slot.name, spawned.error().message, roles}, newFds);
   slot.pid = spawned->pid;
   slot.startTime = spawned->startTime;
-  slot.oomBefore = ownOomKills();
   slot.running = true;
   slot.exitReported = false;
   byPid_[slot.pid] = &slot;
@@ -397,9 +394,10 @@ void Holder::reap() {
                          slot.lastExit->signal == SIGKILL) ||
                         (slot.lastExit->kind == ExitInfo::Kind::kExited &&
                          slot.lastExit->code == 128 + SIGKILL);
-    if (killed && slot.oomBefore) {
-      const auto after = ownOomKills();
-      slot.lastExit->oomKilled = after && *after > *slot.oomBefore;
+    if (killed && oomKillsSeen_) {
+      const auto now = ownOomKills();
+      slot.lastExit->oomKilled = now && *now > *oomKillsSeen_;
+      if (slot.lastExit->oomKilled) ++*oomKillsSeen_;
     }
     slot.exitReported = client_.valid();
     send(proto::Exited{slot.name, slot.pid, *slot.lastExit});

@@ -53,8 +53,9 @@ Status retireTenantIds(store::Store& store, const std::string& uuid);
 
 // A tenant node's state dir, made theirs: the dir uid:appUid 0710 (the app may pass through to
 // its home, not list), its home/ appUid 0700, everything else in it (keys, config, logs, store)
-// owned by uid, group and other bits cleared. Done at every start, so a node switched from exec
-// keeps nothing root-owned it needs.
+// owned by uid, group and other bits cleared. Done at every start: the whole tree when the dir is
+// not yet the node's (a node switched from exec keeps nothing root-owned), else its top level,
+// where the parent writes.
 Status prepareTenantDir(const std::string& dir, const TenantIds& ids);
 // The home of a tenant node whose state dir is `dir`.
 std::string tenantHome(const std::string& dir);

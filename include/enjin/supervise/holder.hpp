@@ -78,6 +78,10 @@ class Holder {
   UniqueFd signals_;
   std::map<std::string, std::unique_ptr<Slot>> slots_;
   std::map<pid_t, Slot*> byPid_;
+  // The OOM kills of this holder's cgroup (a tenant node's) accounted for so far: each kill the
+  // count shows beyond it is given to the next child that dies of SIGKILL. Read at start and at
+  // such deaths only, never on the spawn path. Unset: the cgroup has no such count.
+  std::optional<uint64_t> oomKillsSeen_;
   struct Outgoing {
     std::string text;
     std::vector<int> fds;  // not owned: a slot's (see send)

@@ -99,16 +99,9 @@ Result<uint32_t> positiveId(const nlohmann::json& j, const char* key, std::strin
   return static_cast<uint32_t>(it->get<uint64_t>());
 }
 
-bool isTenantForm(const ProcessSpec& spec) {
-  if (spec.strategyConfig.empty()) return false;
-  const nlohmann::json j = nlohmann::json::parse(spec.strategyConfig, nullptr, false);
-  return j.is_object() && j.contains("uid");
-}
-
-Result<Tenant> parseTenant(const ProcessSpec& spec, std::string_view strategy) {
+Result<Tenant> parseTenant(const ProcessSpec& spec, const nlohmann::json& j,
+                           std::string_view strategy) {
   if (auto st = spawn_detail::validateCommon(spec); !st) return st.error();
-  const nlohmann::json j = nlohmann::json::parse(spec.strategyConfig, nullptr, false);
-  if (!j.is_object()) return Error{std::string(strategy) + ": settings: expected a JSON object"};
   static const char* const kKeys[] = {"uid",    "gid",    "app_uid", "app_gid", "groups",
                                       "cgroup", "limits", "home",    "hide"};
   for (const auto& [key, value] : j.items()) {
@@ -168,6 +161,15 @@ Result<Tenant> parseTenant(const ProcessSpec& spec, std::string_view strategy) {
   return t;
 }
 
+// The tenant form of `spec`'s block, read: nullopt when the block is the named form (no "uid"),
+// else the tenant's ids or why they are wrong. The block is parsed once here.
+std::optional<Result<Tenant>> tenantForm(const ProcessSpec& spec, std::string_view strategy) {
+  if (spec.strategyConfig.empty()) return std::nullopt;
+  const nlohmann::json j = nlohmann::json::parse(spec.strategyConfig, nullptr, false);
+  if (!j.is_object() || !j.contains("uid")) return std::nullopt;
+  return parseTenant(spec, j, strategy);
+}
+
 // The host's cgroup level, probed once per process.
 const CgroupHost& cgroupHost() {
   static const CgroupHost host = CgroupHost::detect();
@@ -190,11 +192,9 @@ void addRlimits(spawn_detail::ChildPlan& plan, const Limits& limits) {
 }
 
 // Starts a tenant node's daemon: see the top of this file.
-Result<SpawnedProcess> spawnTenant(const SpawnRequest& request, const SpawnDefaults& defaults,
-                                   std::string_view strategy, bool sandbox) {
-  auto tenant = parseTenant(spawn_detail::requireSpec(request), strategy);
-  if (!tenant) return tenant.error();
-  const Tenant& t = *tenant;
+Result<SpawnedProcess> spawnTenant(const SpawnRequest& request, const Tenant& t,
+                                   const SpawnDefaults& defaults, std::string_view strategy,
+                                   bool sandbox) {
   // What the node's daemon learns of its own isolation: what was done here, not what was asked.
   nlohmann::json isolation;
   isolation["strategy"] = std::string(strategy);
@@ -257,8 +257,8 @@ class UnixUserStrategy final : public SpawnStrategy {
   }
 
   Status validate(const ProcessSpec& spec) const override {
-    if (isTenantForm(spec)) {
-      if (auto t = parseTenant(spec, name()); !t) return t.error();
+    if (auto t = tenantForm(spec, name())) {
+      if (!*t) return t->error();
       return {};
     }
     if (sandbox_) return Error{"sandbox: only a tenant node's daemon runs sandboxed (needs 'uid')"};
@@ -268,14 +268,13 @@ class UnixUserStrategy final : public SpawnStrategy {
 
   // An exec check runs as the account, with the process's env.
   Result<ExecIdentity> execIn(const ProcessSpec& spec) const override {
-    if (isTenantForm(spec)) {
+    if (auto t = tenantForm(spec, name())) {
       // A check of a node's daemon runs as its supervisor uid, outside its namespace.
-      auto t = parseTenant(spec, name());
-      if (!t) return t.error();
+      if (!*t) return t->error();
       auto identity = SpawnStrategy::execIn(spec);
       if (!identity) return identity;
-      identity->uid = static_cast<int>(t->uid);
-      identity->gid = static_cast<int>(t->gid);
+      identity->uid = static_cast<int>((*t)->uid);
+      identity->gid = static_cast<int>((*t)->gid);
       return identity;
     }
     auto user = resolve(spec);
@@ -289,8 +288,9 @@ class UnixUserStrategy final : public SpawnStrategy {
 
   // The account is looked up again at every spawn: it may have changed since validate().
   Result<SpawnedProcess> spawn(const SpawnRequest& request) const override {
-    if (isTenantForm(spawn_detail::requireSpec(request))) {
-      return spawnTenant(request, defaults_, name(), sandbox_);
+    if (auto t = tenantForm(spawn_detail::requireSpec(request), name())) {
+      if (!*t) return t->error();
+      return spawnTenant(request, **t, defaults_, name(), sandbox_);
     }
     if (sandbox_) return Error{"sandbox: only a tenant node's daemon runs sandboxed (needs 'uid')"};
     auto resolved = resolve(spawn_detail::requireSpec(request));
@@ -308,10 +308,9 @@ class UnixUserStrategy final : public SpawnStrategy {
   // A tenant node's cgroup goes once nothing is left in it. While the node's holder lives (its
   // daemon died and is being restarted) it stays, and so does everything in it.
   void cleanup(const ProcessSpec& spec, const SpawnedRef&) const override {
-    if (!isTenantForm(spec)) return;
-    auto t = parseTenant(spec, name());
-    if (!t || t->cgroup.empty() || cgroupHost().kind() == CgroupLevel::kNone) return;
-    auto cg = NodeCgroup::open(cgroupHost(), t->cgroup);
+    auto t = tenantForm(spec, name());
+    if (!t || !*t || (*t)->cgroup.empty() || cgroupHost().kind() == CgroupLevel::kNone) return;
+    auto cg = NodeCgroup::open(cgroupHost(), (*t)->cgroup);
     if (!cg) return;
     if (auto procs = cg->processes(); procs && procs->empty()) (void)cg->remove(0);
   }
