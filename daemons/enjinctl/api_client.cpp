@@ -75,7 +75,8 @@ Result<ApiResponse> ApiClient::request(const std::string& method, const std::str
 }
 
 Result<ApiResponse> ApiClient::stream(
-    const std::string& path, const std::function<bool(const char*, size_t)>& onData) const {
+    const std::string& path, const std::function<bool(const char*, size_t)>& onData,
+    const std::string& accept) const {
   if (!server_.starts_with("http://") && !server_.starts_with("https://")) {
     return Error{"server '" + server_ + "': expected http://HOST:PORT or https://HOST:PORT",
                  kTransportOther};
@@ -83,7 +84,7 @@ Result<ApiResponse> ApiClient::stream(
   // A stream may stay quiet for long: no read timeout worth the name.
   auto cli = connect(server_, 24 * 3600);
   if (!cli->is_valid()) return Error{"server '" + server_ + "': not a valid URL", kTransportOther};
-  httplib::Headers headers{{"Accept", "text/event-stream"}};
+  httplib::Headers headers{{"Accept", accept}};
   if (!token_.empty()) headers.emplace("Authorization", "Bearer " + token_);
   ApiResponse out;
   bool stopped = false;

@@ -30,10 +30,12 @@ class ApiClient {
   Result<ApiResponse> request(const std::string& method, const std::string& path,
                               const std::string& body = "") const;
 
-  // GET `path` as a stream: `onData` receives each chunk as it arrives and returns false to
-  // stop. No read timeout (a stream may be quiet). The status of the response is returned.
+  // GET `path` as a stream: `onData` receives each chunk of a 200 answer as it arrives and
+  // returns false to stop; another status's body is returned. No read timeout (a stream may be
+  // quiet). The status of the response is returned.
   Result<ApiResponse> stream(const std::string& path,
-                             const std::function<bool(const char*, size_t)>& onData) const;
+                             const std::function<bool(const char*, size_t)>& onData,
+                             const std::string& accept = "text/event-stream") const;
 
  private:
   std::string server_;

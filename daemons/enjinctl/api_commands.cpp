@@ -21,6 +21,7 @@
 #include <nlohmann/json.hpp>
 
 #include "api_client.hpp"
+#include "api_common.hpp"
 #include "commands.hpp"
 #include "enjin/acl/password.hpp"
 #include "enjin/ring/tree.hpp"
@@ -35,8 +36,6 @@ const char* const kExitCodesHelp =
 namespace {
 
 using nlohmann::json;
-
-void complain(const std::string& message) { std::cerr << "enjinctl: " << message << "\n"; }
 
 std::string configDir() {
   if (const char* x = ::getenv("XDG_CONFIG_HOME"); x != nullptr && *x == '/') {
@@ -131,44 +130,6 @@ std::string messageOf(const ApiResponse& r) {
   return "HTTP " + std::to_string(r.status);
 }
 
-// One request with the stored session. The answer's JSON (null for an empty body) or nullopt
-// after printing why, with the exit code set.
-std::optional<json> call(const std::string& method, const std::string& path, const json& body,
-                         int& exitCode) {
-  auto creds = loadCredentials();
-  if (!creds.ok()) {
-    complain(creds.error().message);
-    exitCode = creds.error().code;
-    return std::nullopt;
-  }
-  ApiClient client(creds->server, creds->token);
-  auto r = client.request(method, path, body.is_null() ? "" : body.dump());
-  if (!r.ok()) {
-    complain(r.error().message);
-    exitCode = exitOfTransport(r.error());
-    return std::nullopt;
-  }
-  if (r->status == 401) {
-    complain(messageOf(*r) + " (log in again: enjinctl login)");
-    exitCode = kExitDenied;
-    return std::nullopt;
-  }
-  if (r->status < 200 || r->status >= 300) {
-    complain(messageOf(*r));
-    exitCode = exitOfStatus(r->status);
-    return std::nullopt;
-  }
-  exitCode = kExitOk;
-  if (r->body.empty()) return json();
-  json j = json::parse(r->body, nullptr, false);
-  if (j.is_discarded()) {
-    complain(method + " " + path + ": the server's answer is not JSON");
-    exitCode = kExitFailure;
-    return std::nullopt;
-  }
-  return j;
-}
-
 // A password: the first line of stdin, or typed on the terminal without echo.
 Result<std::string> readPassword(bool fromStdin, const std::string& prompt) {
   std::string pw;
@@ -218,13 +179,8 @@ std::string cell(const json& v) {
   return v.dump();
 }
 
-struct Column {
-  std::string header;
-  std::string key;
-};
+}  // namespace
 
-// Rows of `rows` (an array of objects) in aligned columns; without columns, the keys of the
-// first row that hold no object.
 void printTable(const json& rows, std::vector<Column> columns) {
   if (!rows.is_array()) {
     std::cout << rows.dump(2) << "\n";
@@ -260,6 +216,8 @@ void printTable(const json& rows, std::vector<Column> columns) {
     std::cout << out << "\n";
   }
 }
+
+namespace {
 
 // One object as "key: value" lines, keys aligned.
 void printObject(const json& o) {
@@ -417,7 +375,7 @@ void addKind(CLI::App& app, const KindSpec& k, int& exitCode) {
   auto listJson = std::make_shared<bool>(false);
   list->add_flag("--json", *listJson, "Print the server's JSON");
   list->callback([&exitCode, k, listJson] {
-    auto r = call("GET", k.path, json(), exitCode);
+    auto r = apiCall("GET", k.path, json(), exitCode);
     if (!r) return;
     if (*listJson) {
       std::cout << r->dump(2) << "\n";
@@ -432,7 +390,7 @@ void addKind(CLI::App& app, const KindSpec& k, int& exitCode) {
   show->add_option("NAME", *showName, nameHelp)->required();
   show->add_flag("--json", *showJson, "Print the server's JSON");
   show->callback([&exitCode, k, showName, showJson] {
-    auto r = call("GET", k.path + "/" + *showName, json(), exitCode);
+    auto r = apiCall("GET", k.path + "/" + *showName, json(), exitCode);
     if (!r) return;
     if (*showJson) {
       std::cout << r->dump(2) << "\n";
@@ -456,7 +414,7 @@ void addKind(CLI::App& app, const KindSpec& k, int& exitCode) {
     if (k.command != "membership" && !body.contains(k.nameKey)) {
       throw CLI::ValidationError("NAME", "give the " + k.singular + "'s " + k.nameKey);
     }
-    auto r = call("POST", k.path, body, exitCode);
+    auto r = apiCall("POST", k.path, body, exitCode);
     if (!r) return;
     if (*cOut == "json") {
       std::cout << r->dump(2) << "\n";
@@ -483,14 +441,14 @@ void addKind(CLI::App& app, const KindSpec& k, int& exitCode) {
     } else if (k.nameKey == "label") {
       body = json::object();  // a node's GET is its state, not its spec
     } else {
-      auto cur = call("GET", k.path + "/" + *uName, json(), exitCode);
+      auto cur = apiCall("GET", k.path + "/" + *uName, json(), exitCode);
       if (!cur) return;
       body = *cur;
       body.erase("created_at");
       body.erase("updated_at");
     }
     applyFlags(k, *uFlags, body, false);
-    auto r = call("PUT", k.path + "/" + *uName, body, exitCode);
+    auto r = apiCall("PUT", k.path + "/" + *uName, body, exitCode);
     if (!r) return;
     if (*uOut == "json") {
       std::cout << r->dump(2) << "\n";
@@ -503,7 +461,7 @@ void addKind(CLI::App& app, const KindSpec& k, int& exitCode) {
   auto dName = std::make_shared<std::string>();
   del->add_option("NAME", *dName, nameHelp)->required();
   del->callback([&exitCode, k, dName] {
-    if (call("DELETE", k.path + "/" + *dName, json(), exitCode)) {
+    if (apiCall("DELETE", k.path + "/" + *dName, json(), exitCode)) {
       std::cout << "deleted " << k.singular << " '" << *dName << "'\n";
     }
   });
@@ -592,6 +550,75 @@ void listNodePaths(const CLI::App& app, const std::string& stateDir) {
 
 }  // namespace
 
+void complain(const std::string& message) { std::cerr << "enjinctl: " << message << "\n"; }
+
+std::optional<ApiResponse> apiRequest(const std::string& method, const std::string& path,
+                                      const json& body, int& exitCode) {
+  auto creds = loadCredentials();
+  if (!creds.ok()) {
+    complain(creds.error().message);
+    exitCode = creds.error().code;
+    return std::nullopt;
+  }
+  ApiClient client(creds->server, creds->token);
+  auto r = client.request(method, path, body.is_null() ? "" : body.dump());
+  if (!r.ok()) {
+    complain(r.error().message);
+    exitCode = exitOfTransport(r.error());
+    return std::nullopt;
+  }
+  return *r;
+}
+
+std::optional<json> apiAnswer(const std::string& what, const ApiResponse& r, int& exitCode) {
+  if (r.status == 401) {
+    complain(messageOf(r) + " (log in again: enjinctl login)");
+    exitCode = kExitDenied;
+    return std::nullopt;
+  }
+  if (r.status < 200 || r.status >= 300) {
+    complain(messageOf(r));
+    exitCode = exitOfStatus(r.status);
+    return std::nullopt;
+  }
+  exitCode = kExitOk;
+  if (r.body.empty()) return json();
+  json j = json::parse(r.body, nullptr, false);
+  if (j.is_discarded()) {
+    complain(what + ": the server's answer is not JSON");
+    exitCode = kExitFailure;
+    return std::nullopt;
+  }
+  return j;
+}
+
+std::optional<json> apiCall(const std::string& method, const std::string& path, const json& body,
+                            int& exitCode) {
+  auto r = apiRequest(method, path, body, exitCode);
+  if (!r) return std::nullopt;
+  return apiAnswer(method + " " + path, *r, exitCode);
+}
+
+int apiStream(const std::string& path, const std::string& accept,
+              const std::function<bool(const char*, size_t)>& onData) {
+  auto creds = loadCredentials();
+  if (!creds.ok()) {
+    complain(creds.error().message);
+    return creds.error().code;
+  }
+  auto r = ApiClient(creds->server, creds->token).stream(path, onData, accept);
+  if (!r.ok()) {
+    complain(r.error().message);
+    return exitOfTransport(r.error());
+  }
+  if (r->status != 200) {
+    int exitCode = kExitOk;
+    (void)apiAnswer("GET " + path, *r, exitCode);
+    return exitCode == kExitOk ? kExitFailure : exitCode;
+  }
+  return kExitOk;
+}
+
 bool useApi(const CLI::App& app) {
   if (app.get_option("--state-dir")->count() > 0) return false;
   if (const char* env = ::getenv("ENJIN_STATE_DIR"); env != nullptr && *env != '\0') return false;
@@ -656,7 +683,7 @@ int apiEvents(const std::string& path, const std::function<bool(const SseEvent&)
   return kExitFailure;
 }
 
-std::optional<json> apiTree(int& exitCode) { return call("GET", "/v1/tree", json(), exitCode); }
+std::optional<json> apiTree(int& exitCode) { return apiCall("GET", "/v1/tree", json(), exitCode); }
 
 void addApiCommands(CLI::App& app, const std::string& stateDir, int& exitCode) {
   auto* hash = app.add_subcommand(
@@ -724,7 +751,7 @@ void addApiCommands(CLI::App& app, const std::string& stateDir, int& exitCode) {
   auto offersJson = std::make_shared<bool>(false);
   offers->add_flag("--json", *offersJson, "Print the server's JSON");
   offers->callback([&exitCode, offersJson] {
-    auto r = call("GET", "/v1/job-offers", json(), exitCode);
+    auto r = apiCall("GET", "/v1/job-offers", json(), exitCode);
     if (!r) return;
     if (*offersJson) {
       std::cout << r->dump(2) << "\n";
@@ -741,7 +768,7 @@ void addApiCommands(CLI::App& app, const std::string& stateDir, int& exitCode) {
   audit->add_option("--limit", *limit, "At most N records (1 to 1000)")->capture_default_str();
   audit->add_flag("--json", *auditJson, "Print the server's JSON");
   audit->callback([&exitCode, after, limit, auditJson] {
-    auto r = call("GET", "/v1/audit?after=" + std::to_string(*after) + "&limit=" + std::to_string(*limit),
+    auto r = apiCall("GET", "/v1/audit?after=" + std::to_string(*after) + "&limit=" + std::to_string(*limit),
                   json(), exitCode);
     if (!r) return;
     if (*auditJson) {

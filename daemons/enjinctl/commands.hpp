@@ -32,6 +32,8 @@ void addNodeCommands(CLI::App& app, const std::string& stateDir, int& exitCode);
 void addWatchCommand(CLI::App& app, const std::string& stateDir, int& exitCode);
 // login, logout, the resource commands, offer, audit, __complete-nodes (api_commands.cpp).
 void addApiCommands(CLI::App& app, const std::string& stateDir, int& exitCode);
+// app deploy | ls | show | scale | restart | rm | logs, __complete-apps (app_commands.cpp).
+void addAppCommands(CLI::App& app, int& exitCode);
 // completion bash: a script built from the commands and flags registered on `app` so far.
 void addCompletionCommand(CLI::App& app, int& exitCode);
 

@@ -1,5 +1,6 @@
 // enjinctl completion bash: a completion script generated from the CLI11 tree, so it lists
-// exactly the commands and flags enjinctl has. Node paths come from `enjinctl __complete-nodes`.
+// exactly the commands and flags enjinctl has. Node paths come from `enjinctl __complete-nodes`,
+// app names from `enjinctl __complete-apps`.
 #include <CLI/CLI.hpp>
 #include <iostream>
 #include <map>
@@ -16,6 +17,7 @@ struct Level {
   std::vector<std::string> subs;
   std::vector<std::string> flags;
   bool takesPath = false;  // a positional argument that names a node path
+  bool takesApp = false;   // a positional argument that names an app
 };
 
 void walk(const CLI::App& app, const std::string& path, std::map<std::string, Level>& out) {
@@ -31,6 +33,7 @@ void walk(const CLI::App& app, const std::string& path, std::map<std::string, Le
     if (o->get_positional()) {
       const std::string& n = o->get_single_name();
       if (n == "PATH" || n == "NODE" || (path.starts_with("node ") && n == "NAME")) l.takesPath = true;
+      if (path.starts_with("app ") && path != "app deploy" && n == "NAME") l.takesApp = true;
     }
   }
 }
@@ -58,6 +61,10 @@ void printBash(const CLI::App& app) {
   for (const auto& [p, l] : levels) {
     if (l.takesPath) std::cout << "  [\"" << key(p) << "\"]=1\n";
   }
+  std::cout << ")\ndeclare -gA _enjinctl_apps=(\n";
+  for (const auto& [p, l] : levels) {
+    if (l.takesApp) std::cout << "  [\"" << key(p) << "\"]=1\n";
+  }
   std::cout << R"SH()
 _enjinctl() {
   local cur=${COMP_WORDS[COMP_CWORD]} path=enjinctl w i s
@@ -73,6 +80,8 @@ _enjinctl() {
     COMPREPLY=($(compgen -W "${_enjinctl_subs[$path]}" -- "$cur"))
   elif [[ -n ${_enjinctl_paths[$path]} ]]; then
     COMPREPLY=($(compgen -W "$("${COMP_WORDS[0]}" __complete-nodes 2>/dev/null)" -- "$cur"))
+  elif [[ -n ${_enjinctl_apps[$path]} ]]; then
+    COMPREPLY=($(compgen -W "$("${COMP_WORDS[0]}" __complete-apps 2>/dev/null)" -- "$cur"))
   fi
 }
 complete -F _enjinctl enjinctl
