@@ -282,7 +282,9 @@ void addAppCommands(CLI::App& app, int& exitCode) {
       ->check(CLI::IsMember({"unix-user", "sandbox"}));
   deploy->add_option("--health", d->health, "The health check, http:/PATH");
   deploy->add_option("--readiness", d->readiness, "The readiness check, http:/PATH");
-  deploy->add_option("--env", d->env, "An environment variable K=V (repeatable)");
+  // One K=V per --env, so `--env A=1 NAME` leaves NAME to the positional.
+  deploy->add_option("--env", d->env, "An environment variable K=V (repeatable)")
+      ->allow_extra_args(false);
   deploy->add_option("--max-surge", d->maxSurge, "Instances above --instances during a roll-out")
       ->check(CLI::NonNegativeNumber);
   deploy->add_option("--max-unavailable", d->maxUnavailable,

@@ -325,6 +325,16 @@ TEST_F(EnjinctlAppTest, DeployOmitsWhatIsNotGiven) {
   EXPECT_EQ(json::parse(reqs[0].body), (json{{"name", "shop"}, {"command", {"/bin/true"}}}));
 }
 
+TEST_F(EnjinctlAppTest, EachEnvTakesOneValue) {
+  server_.answer("POST", "/v1/apps", 201, appObject("shop", "in progress", 1));
+  CtlRun r = ctl({"app", "deploy", "--env", "A=1", "shop", "--env", "B=2", "--cmd", "/bin/true"});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  auto reqs = server_.requests();
+  ASSERT_EQ(reqs.size(), 1u);
+  EXPECT_EQ(json::parse(reqs[0].body),
+            (json{{"name", "shop"}, {"command", {"/bin/true"}}, {"env", {{"A", "1"}, {"B", "2"}}}}));
+}
+
 TEST_F(EnjinctlAppTest, DeployOfAnExistingAppPutsTheSameBody) {
   server_.answer("POST", "/v1/apps", 409, {{"error", "exists"}, {"message", "app 'shop': exists"}});
   server_.answer("PUT", "/v1/apps/shop", 200, appObject("shop", "in progress", 2));
