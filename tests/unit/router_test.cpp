@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -231,6 +232,9 @@ class RouterProcess {
     pid_ = ::fork();
     if (pid_ == 0) {
       ::setpgid(0, 0);
+      // Should the test process die without its destructors, the master dies with it, and
+      // its workers follow their master.
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
       std::vector<char*> argv;
       for (const auto& a : spec.command) argv.push_back(const_cast<char*>(a.c_str()));
       argv.push_back(nullptr);
@@ -381,6 +385,32 @@ TEST_F(RouterTest, RoutesByHostAndAnswersUnknownHostsWith404) {
   EXPECT_NE(text.find("# TYPE enjin_router_response_time_seconds gauge"), std::string::npos);
   EXPECT_NE(text.find("enjin_router_errors_total{app=\"web\",kind=\"connect\"} 0"),
             std::string::npos);
+  if (::access("/usr/bin/promtool", X_OK) == 0) {
+    std::string path = dir_.path + "/metrics.txt";
+    std::ofstream(path) << text;
+    std::string lint = "promtool check metrics < '" + path + "' > /dev/null 2>&1";
+    EXPECT_EQ(std::system(lint.c_str()), 0) << text;
+  }
+}
+
+TEST_F(RouterTest, NeverHangsOnASocketThatDoesNotAnswer) {
+  SKIP_WITHOUT_HAPROXY();
+  apply({{"web", {}}});
+  // A listener that accepts (in the kernel) and never reads or answers.
+  std::string path = settings_.stateDir + "/admin.sock";
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  std::strncpy(a.sun_path, path.c_str(), sizeof(a.sun_path) - 1);
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+  ASSERT_EQ(::listen(fd, 8), 0);
+  auto t0 = std::chrono::steady_clock::now();
+  auto stats = router_->stats();
+  auto took = std::chrono::steady_clock::now() - t0;
+  ::close(fd);
+  ASSERT_FALSE(stats.ok());
+  EXPECT_EQ(stats.error().code, 504) << stats.error().message;
+  EXPECT_LT(took, 2s);
 }
 
 TEST_F(RouterTest, DrainedMaintainedAndRemovedServersGetNoNewRequests) {
