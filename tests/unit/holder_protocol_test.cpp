@@ -156,7 +156,7 @@ TEST(HolderProtocol, WhatCannotBeReadIsAnErrorNamingTheField) {
   EXPECT_EQ(reply.error().message, "'spawned': pid must be an integer");
   reply = decodeReply(R"({"op":"slot","name":"w","pid":1,"start_time":1,"running":true,"fds":["in"]})");
   ASSERT_FALSE(reply.ok());
-  EXPECT_EQ(reply.error().message, "'slot': fds must be out, err or notify");
+  EXPECT_EQ(reply.error().message, "'slot': fds must be out, err, notify or listen");
 }
 
 }  // namespace
