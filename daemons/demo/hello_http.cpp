@@ -4,8 +4,14 @@
 // connection ("Connection: close"). Kept apart from libenjin on purpose: it stands for a
 // customer's program, which knows nothing of enjin but the notify protocol.
 //
-// Exit status: 0 after SIGTERM or SIGINT, 1 when it cannot listen, CLI11's code on bad flags.
+// Socket activation: handed a listening socket with systemd's convention (LISTEN_PID naming it,
+// LISTEN_FDS >= 1), it serves on fd 3 and ignores --host and --port; so a supervisor that keeps
+// the socket across its restarts loses no connection made while it restarts.
+//
+// Exit status: 0 after SIGTERM or SIGINT, 1 when it cannot listen (or fd 3 is not a listening
+// socket), CLI11's code on bad flags.
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -437,9 +443,13 @@ int main(int argc, char** argv) {
   int port = 0;
   std::string name = "enjin";
   app.add_option("--host", host, "address to listen on")->capture_default_str();
-  app.add_option("--port", port, "TCP port to listen on (0: any free one, printed)")
-      ->required()
-      ->check(CLI::Range(0, 65535));
+  auto* portOpt =
+      app.add_option("--port", port, "TCP port to listen on (0: any free one, printed)")
+          ->check(CLI::Range(0, 65535));
+  app.footer(
+      "Socket activation: when LISTEN_PID is this process and LISTEN_FDS is at least 1 (the\n"
+      "systemd convention, which ring2d and enjin-sandbox follow), it serves on fd 3, which\n"
+      "must be a listening socket, and --host and --port are not needed.");
   app.add_option("--name", name, "name shown on the page")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
@@ -460,7 +470,39 @@ int main(int argc, char** argv) {
 
   Listener listener;
   std::string error;
-  if (!listenTcp(host, port, listener, error)) {
+  // sd_listen_fds checks LISTEN_PID, sets FD_CLOEXEC and unsets the variables.
+  const int handed = ::sd_listen_fds(1);
+  if (handed < 0) {
+    std::fprintf(stderr, "enjin-demo-http: %s\n", errnoText("LISTEN_FDS", -handed).c_str());
+    return 1;
+  }
+  if (handed > 0) {
+    const int fd = SD_LISTEN_FDS_START;
+    int accepting = 0;
+    socklen_t len = sizeof accepting;
+    if (::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &accepting, &len) != 0 || accepting == 0) {
+      std::fprintf(stderr, "enjin-demo-http: fd %d (LISTEN_FDS) is not a listening socket\n", fd);
+      return 1;
+    }
+    ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
+    sockaddr_storage bound{};
+    socklen_t boundLen = sizeof bound;
+    if (::getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &boundLen) == 0 &&
+        (bound.ss_family == AF_INET || bound.ss_family == AF_INET6)) {
+      char text[INET6_ADDRSTRLEN] = {};
+      const bool v6 = bound.ss_family == AF_INET6;
+      const auto* in4 = reinterpret_cast<const sockaddr_in*>(&bound);
+      const auto* in6 = reinterpret_cast<const sockaddr_in6*>(&bound);
+      ::inet_ntop(bound.ss_family, v6 ? static_cast<const void*>(&in6->sin6_addr) : &in4->sin_addr,
+                  text, sizeof text);
+      host = text;
+      listener.port = ntohs(v6 ? in6->sin6_port : in4->sin_port);
+    }
+    listener.fd = Fd(fd);
+  } else if (portOpt->count() == 0) {
+    std::fprintf(stderr, "enjin-demo-http: --port is required without LISTEN_FDS\n");
+    return 1;
+  } else if (!listenTcp(host, port, listener, error)) {
     std::fprintf(stderr, "enjin-demo-http: cannot listen on %s\n", error.c_str());
     return 1;
   }

@@ -8,6 +8,7 @@
 #include "enjin/ring/daemon.hpp"
 #include "enjin/ring/process_daemon.hpp"
 #include "enjin/supervise/observation.hpp"
+#include "enjin/supervise/socket_table.hpp"
 #include "enjin/supervise/spawn.hpp"
 
 int main(int argc, char** argv) {
@@ -35,6 +36,15 @@ int main(int argc, char** argv) {
   app.add_option("--log-level", o.logLevel, "trace, debug, info, warn, error")
       ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
+
+  // The listening sockets whoever started ring2d handed down (LISTEN_FDS, as systemd), for the
+  // processes whose spec names them; taken before anything else could inherit them.
+  auto sockets = supervise::socketsFromEnv();
+  if (!sockets.ok()) {
+    std::fprintf(stderr, "ring2d: %s\n", sockets.error().message.c_str());
+    return 1;
+  }
+  o.sockets = &*sockets;
 
   // Every spawn strategy a spec may name; ring2d checks specs against them, and the holder,
   // which spawns (daemons/holder/main.cpp), has the same ones.

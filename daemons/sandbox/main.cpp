@@ -19,8 +19,10 @@
 //   5. sets the host name (default "sandbox") and, for --net, brings up lo;
 //   6. forks the application: setsid, capability bounding set emptied, setgroups([]), setgid,
 //      setuid (setuid(0) must then fail), every capability dropped, PR_SET_NO_NEW_PRIVS,
-//      umask 077, chdir, fds from 3 up closed, the seccomp filter (src/supervise/sandbox.cpp),
-//      execvp;
+//      umask 077, chdir, fds from 3 up closed (but the listening sockets it was handed: with
+//      LISTEN_PID naming this process, fds 3 .. 3 + LISTEN_FDS - 1 stay, and the application
+//      gets LISTEN_PID set to its own pid, LISTEN_FDS and LISTEN_FDNAMES as they were), the
+//      seccomp filter (src/supervise/sandbox.cpp), execvp;
 //   7. as PID 1: forwards SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 to the
 //      application, reaps every child, and when the application ends exits with its code, or
 //      128 + the signal that killed it. The kernel then kills whatever is left in the pid
@@ -402,6 +404,8 @@ struct ChildPlan {
   const enjin::supervise::SeccompProgram* seccomp;  // null: --no-seccomp
   sigset_t mask;                                    // the mask to exec with
   int lastCap;
+  int listenFds;    // fds 3 .. 3 + listenFds - 1 are passed on (LISTEN_FDS)
+  char* listenPid;  // the value of the environment's LISTEN_PID, room for 20 digits; or null
 };
 
 [[noreturn]] void childFail(const char* step, int err) {
@@ -433,8 +437,26 @@ struct ChildPlan {
   if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) childFail("no_new_privs", errno);
   ::umask(077);
   if (::chdir(o.cwd.c_str()) != 0) childFail("chdir", errno);
-  // An fd inherited on a host folder would lead out of the new root.
-  if (::syscall(SYS_close_range, 3U, ~0U, 0U) != 0) childFail("close fds", errno);
+  // An fd inherited on a host folder would lead out of the new root. The listening sockets
+  // (sockets, not folders) are the application's.
+  const unsigned firstClosed = 3U + static_cast<unsigned>(plan.listenFds);
+  if (::syscall(SYS_close_range, firstClosed, ~0U, 0U) != 0) childFail("close fds", errno);
+  for (int fd = 3; fd < static_cast<int>(firstClosed); ++fd) {
+    if (::fcntl(fd, F_SETFD, 0) != 0) childFail("listening sockets", errno);
+  }
+  if (plan.listenPid != nullptr) {
+    // The application's pid, which only this child knows before the exec, into the bytes
+    // reserved before the fork.
+    long pid = ::getpid();
+    char digits[20];
+    int n = 0;
+    do {
+      digits[n++] = static_cast<char>('0' + pid % 10);
+      pid /= 10;
+    } while (pid > 0 && n < 20);
+    for (int i = 0; i < n; ++i) plan.listenPid[i] = digits[n - 1 - i];
+    plan.listenPid[n] = '\0';
+  }
   if (plan.seccomp != nullptr) {
     if (int err = enjin::supervise::loadSeccompProgram(*plan.seccomp); err != 0) {
       childFail("seccomp", err);
@@ -517,7 +539,26 @@ int main(int argc, char** argv) {
     }
     seccomp = std::move(*program);
   }
-  ChildPlan plan{&o, seccomp ? &*seccomp : nullptr, original, lastCapability()};
+  ChildPlan plan{&o, seccomp ? &*seccomp : nullptr, original, lastCapability(), 0, nullptr};
+  // Listening sockets handed to this process (systemd's convention, LISTEN_PID naming us) go on
+  // to the application; anything else of the kind is not for it.
+  const char* listenPid = ::getenv("LISTEN_PID");
+  const char* listenFds = ::getenv("LISTEN_FDS");
+  if (listenPid != nullptr && listenFds != nullptr && std::string_view(listenPid) == "1") {
+    char* end = nullptr;
+    const long n = std::strtol(listenFds, &end, 10);
+    if (end == listenFds || *end != '\0' || n < 0 || n > 4096) fail("LISTEN_FDS", EINVAL);
+    for (long i = 0; i < n; ++i) {
+      if (::fcntl(3 + static_cast<int>(i), F_GETFD) < 0) fail("LISTEN_FDS", errno);
+    }
+    plan.listenFds = static_cast<int>(n);
+    if (::setenv("LISTEN_PID", "00000000000000000000", 1) != 0) fail("setenv", errno);
+    plan.listenPid = ::getenv("LISTEN_PID");
+  } else {
+    ::unsetenv("LISTEN_PID");
+    ::unsetenv("LISTEN_FDS");
+    ::unsetenv("LISTEN_FDNAMES");
+  }
 
   pid_t app = ::fork();
   if (app < 0) fail("fork", errno);

@@ -204,6 +204,12 @@ int runProcessDaemon(ProcessDaemonOptions o) {
 
   supervise::SupervisorOptions so{o.stateDir, o.holderExe};
   so.observations = o.observations;
+  so.sockets = o.sockets;
+  if (o.sockets != nullptr && o.sockets->size() > 0) {
+    std::string keys;
+    for (const auto& key : o.sockets->keys()) keys += (keys.empty() ? "" : ", ") + key;
+    spdlog::info("ring2d: {} listening sockets received: {}", o.sockets->size(), keys);
+  }
   supervise::Supervisor supervisor(r, std::move(so), runner.random());
   runner.setStopper("every process", [&](std::function<void()> done) {
     supervisor.stopAll(std::move(done));

@@ -34,6 +34,9 @@ struct Holder::Slot {
   std::optional<ProcessSpec> spec;
   SpawnRequest request;
   std::optional<ExecIdentity> identity;  // the spec's execIn() at its full spawn, if it has an exec check
+  // The listening sockets of the last full spawn, one per spec->sockets entry: passed again at
+  // every respawn, so a connection made while the process restarts waits in their queue.
+  std::vector<UniqueFd> listen;
 };
 
 namespace {
@@ -129,7 +132,7 @@ void Holder::onClient(uint32_t events) {
     if (!client_) return;
   }
   std::string text;
-  std::vector<UniqueFd> fds;  // ring2d sends none; any that come are closed
+  std::vector<UniqueFd> fds;  // a spawn's listening sockets; any others are closed
   for (;;) {
     auto got = recvWithFds(client_.get(), text, fds);
     if (!got.ok()) {
@@ -146,7 +149,7 @@ void Holder::onClient(uint32_t events) {
       return;
     }
     try {
-      handle(text);
+      handle(text, fds);
     } catch (const std::exception& e) {
       // A request that cannot be served must never take the holder, and every child, down.
       send(proto::ErrorReply{std::string("holder: ") + e.what()});
@@ -183,7 +186,7 @@ void Holder::flushQueue() {
   (void)reactor_.modifyFd(client_.get(), EPOLLIN);
 }
 
-void Holder::handle(const std::string& text) {
+void Holder::handle(const std::string& text, std::vector<UniqueFd>& fds) {
   std::string failedSpawn;
   auto request = proto::decodeRequest(text, &failedSpawn);
   if (!request.ok()) {
@@ -193,8 +196,9 @@ void Holder::handle(const std::string& text) {
   }
   struct Visitor {
     Holder& h;
+    std::vector<UniqueFd>& fds;
     void operator()(const proto::Hello&) { h.opHello(); }
-    void operator()(proto::Spawn& m) { h.opSpawn(m); }
+    void operator()(proto::Spawn& m) { h.opSpawn(m, fds); }
     void operator()(const proto::Respawn& m) {
       auto it = h.slots_.find(m.name);
       if (it == h.slots_.end() || !it->second->spec) {
@@ -209,7 +213,7 @@ void Holder::handle(const std::string& text) {
       h.maybeFinish();
     }
   };
-  std::visit(Visitor{*this}, *request);
+  std::visit(Visitor{*this, fds}, *request);
 }
 
 void Holder::opHello() {
@@ -231,20 +235,37 @@ void Holder::opHello() {
       fds.push_back(slot->notify.get());
       roles.push_back(FdRole::kNotify);
     }
-    send(proto::Slot{name, slot->pid, slot->startTime, slot->running, slot->lastExit,
-                     slot->exitReported, std::move(roles), slot->identity},
-         fds);
+    // The listening sockets go back too: a restarted ring2d that lost its own copy (its socket
+    // table came from a parent that died as well) takes them back by source.
+    std::vector<std::string> sources;
+    for (size_t i = 0; i < slot->listen.size() && slot->spec; ++i) {
+      fds.push_back(slot->listen[i].get());
+      roles.push_back(FdRole::kListen);
+      sources.push_back(slot->spec->sockets[i].source);
+    }
+    proto::Slot msg{name,         slot->pid,          slot->startTime,  slot->running,
+                    slot->lastExit, slot->exitReported, std::move(roles), std::move(sources),
+                    slot->identity};
+    send(msg, fds);
   }
   send(proto::HelloDone{});
 }
 
-void Holder::opSpawn(proto::Spawn& req) {
+void Holder::opSpawn(proto::Spawn& req, std::vector<UniqueFd>& received) {
   const std::string& name = req.name;
   std::vector<int> newFds;
   std::vector<FdRole> roles;
   // The output channels made for a new slot go with the failure too: later spawns of the name
   // find the slot and send none, and its output would never reach ring2d.
   auto fail = [&](const std::string& error) { send(proto::SpawnFailed{name, error, roles}, newFds); };
+  // Checked before a slot is made: a spawn that lost its sockets on the way must not run without.
+  if (received.size() != req.fds.size()) {
+    return send(proto::SpawnFailed{name,
+                                   "holder: process '" + name + "': " +
+                                       std::to_string(req.fds.size()) + " listening sockets named, " +
+                                       std::to_string(received.size()) + " attached",
+                                   {}});
+  }
   auto& slot = slots_[name];
   if (!slot) {
     slot = std::make_unique<Slot>();
@@ -288,6 +309,10 @@ void Holder::opSpawn(proto::Spawn& req) {
   slot->request.stderrFd = slot->errWrite.get();
   slot->request.extraEnv = std::move(req.env);
   slot->request.defaultCwd = "/";
+  // A full spawn brings the sockets its spec names now: the old ones are closed.
+  slot->listen = std::move(received);
+  received.clear();
+  for (const auto& fd : slot->listen) slot->request.listenFds.push_back(fd.get());
   spawnSlot(*slot, newFds, roles, true);
 }
 

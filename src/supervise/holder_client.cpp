@@ -97,18 +97,26 @@ Result<std::unique_ptr<HolderClient>> HolderClient::connectOrLaunch(const std::s
   return std::unique_ptr<HolderClient>(new HolderClient(std::move(*sock), std::move(pidfd), true));
 }
 
-Status HolderClient::send(const std::string& message) {
+Status HolderClient::sendFds(const std::string& message, const std::vector<int>& fds) {
   if (queue_.empty()) {
-    auto st = sendWithFds(socket_.get(), message, {});
+    auto st = sendWithFds(socket_.get(), message, fds);
     if (st.ok() || errno != EAGAIN) return st;
   }
-  queue_.push_back(message);
+  Queued queued{message, {}};
+  for (int fd : fds) {
+    UniqueFd copy(::fcntl(fd, F_DUPFD_CLOEXEC, 3));
+    if (!copy) return errnoError("holder connection: dup a listening socket", errno);
+    queued.fds.push_back(std::move(copy));
+  }
+  queue_.push_back(std::move(queued));
   return {};
 }
 
 Status HolderClient::flush() {
   while (!queue_.empty()) {
-    auto st = sendWithFds(socket_.get(), queue_.front(), {});
+    std::vector<int> fds;
+    for (const auto& fd : queue_.front().fds) fds.push_back(fd.get());
+    auto st = sendWithFds(socket_.get(), queue_.front().text, fds);
     if (!st.ok()) return errno == EAGAIN ? Status{} : st;
     queue_.pop_front();
   }

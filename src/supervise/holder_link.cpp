@@ -114,7 +114,28 @@ void Supervisor::Impl::adopt(const proto::Slot& slot, std::vector<UniqueFd>& fds
     p = orphan.get();
     procs_[name] = std::move(orphan);
   }
-  attachFds(*p, slot.fds, fds);
+  // The listening sockets the holder keeps for it: each goes back into the socket table under
+  // its source when this daemon lacks one (it restarted, and so did whatever gave it its own).
+  std::vector<holder_proto::FdRole> roles;
+  std::vector<UniqueFd> channels;
+  size_t listenIndex = 0;
+  for (size_t i = 0; i < slot.fds.size() && i < fds.size(); ++i) {
+    if (slot.fds[i] != holder_proto::FdRole::kListen) {
+      roles.push_back(slot.fds[i]);
+      channels.push_back(std::move(fds[i]));
+      continue;
+    }
+    const std::string& source = slot.sockets[listenIndex++];
+    if (options_.sockets != nullptr && options_.sockets->find(source) < 0) {
+      spdlog::info("process '{}': socket '{}' taken back from the holder", name, source);
+      options_.sockets->put(source, std::move(fds[i]));
+    }
+  }
+  if (slot.fds.size() != fds.size()) {
+    roles = slot.fds;  // a mismatch attachFds refuses, as before
+    channels = std::move(fds);
+  }
+  attachFds(*p, roles, channels);
   p->execIdentity = slot.identity;
   if (slot.running) {
     p->pid = slot.pid;
@@ -144,8 +165,8 @@ void Supervisor::Impl::sendHolder(const proto::Request& msg) {
   if (auto st = sendToHolder(proto::encode(msg)); !st.ok()) holderLost(st.error().message);
 }
 
-Status Supervisor::Impl::sendToHolder(const std::string& text) {
-  auto st = holder_->send(text);
+Status Supervisor::Impl::sendToHolder(const std::string& text, const std::vector<int>& fds) {
+  auto st = holder_->sendFds(text, fds);
   if (st.ok() && holder_->queued() && !holderQueueWatched_) {
     holderQueueWatched_ = true;
     (void)reactor_.modifyFd(holder_->fd(), EPOLLIN | EPOLLOUT);

@@ -2,6 +2,8 @@
 
 #include <sys/wait.h>
 
+#include <algorithm>
+
 #include <nlohmann/json.hpp>
 
 #include "enjin/supervise/spec_json.hpp"
@@ -12,7 +14,7 @@ using nlohmann::json;
 
 namespace {
 
-constexpr std::string_view kRoleNames[] = {"out", "err", "notify"};
+constexpr std::string_view kRoleNames[] = {"out", "err", "notify", "listen"};
 
 void putIdentity(json& j, const std::optional<ExecIdentity>& id) {
   if (id) j["exec_in"] = json{{"uid", id->uid}, {"gid", id->gid}, {"env", id->env}};
@@ -61,7 +63,7 @@ class Fields {
           known = true;
         }
       }
-      if (!known) return fail("fds", "out, err or notify"), out;
+      if (!known) return fail("fds", "out, err, notify or listen"), out;
     }
     return out;
   }
@@ -134,13 +136,18 @@ Overloaded(Ts...) -> Overloaded<Ts...>;
 
 std::string encodeSpawn(std::string_view name, std::string_view specJson,
                         const std::vector<std::string>& env,
-                        const std::optional<std::string>& notify) {
+                        const std::optional<std::string>& notify, size_t listenFds) {
   std::string out = R"({"op":"spawn","name":)";
   out += json(name).dump();
   out += R"(,"spec":)";
   out += specJson;
   if (notify) out += R"(,"notify":)" + json(*notify).dump();
   if (!env.empty()) out += R"(,"env":)" + json(env).dump();
+  if (listenFds > 0) {
+    out += R"(,"fds":[)";
+    for (size_t i = 0; i < listenFds; ++i) out += i == 0 ? R"("listen")" : R"(,"listen")";
+    out += ']';
+  }
   out += '}';
   return out;
 }
@@ -153,7 +160,9 @@ std::string encode(const Request& request) {
   return std::visit(
       Overloaded{
           [](const Hello&) { return std::string(R"({"op":"hello"})"); },
-          [](const Spawn& m) { return encodeSpawn(m.name, specToJson(m.spec).dump(), m.env, m.notify); },
+          [](const Spawn& m) {
+            return encodeSpawn(m.name, specToJson(m.spec).dump(), m.env, m.notify, m.fds.size());
+          },
           [](const Respawn& m) { return encodeRespawn(m.name); },
           [](const Signal& m) {
             return json{{"op", "signal"}, {"name", m.name}, {"signal", m.signal}, {"group", m.group}}.dump();
@@ -178,6 +187,7 @@ std::string encode(const Reply& reply) {
                    {"exit", exitToJson(m.exit)},
                    {"exit_reported", m.exitReported},
                    {"fds", rolesToJson(m.fds)}};
+            if (!m.sockets.empty()) j["sockets"] = m.sockets;
             putIdentity(j, m.identity);
             return dump(j);
           },
@@ -236,9 +246,17 @@ Result<Request> decodeRequest(std::string_view text, std::string* failedSpawn) {
     m.name = f.string("name");
     m.env = f.strings("env");
     m.notify = f.optionalString("notify");
+    m.fds = f.roles();
+    for (FdRole r : m.fds) {
+      if (r != FdRole::kListen) f.fail("fds", "listen roles only");
+    }
     auto spec = specFromJson(f.raw("spec"));
     if (!spec.ok()) return spec.error().wrap("'spawn' of '" + m.name + "'");
     m.spec = std::move(*spec);
+    if (m.fds.size() != m.spec.sockets.size()) {
+      f.fail("fds", "one listen fd per socket of the spec (" +
+                        std::to_string(m.spec.sockets.size()) + ")");
+    }
     if (auto e = f.failed()) return *e;
     return Request{std::move(m)};
   }
@@ -266,6 +284,11 @@ Result<Reply> decodeReply(std::string_view text) {
     m.exit = exitFromJson(f.raw("exit"));
     m.exitReported = f.boolean("exit_reported", true, false);
     m.fds = f.roles();
+    m.sockets = f.strings("sockets");
+    if (static_cast<size_t>(std::count(m.fds.begin(), m.fds.end(), FdRole::kListen)) !=
+        m.sockets.size()) {
+      f.fail("sockets", "one source per listen fd");
+    }
     m.identity = f.identity();
     if (auto e = f.failed()) return *e;
     return Reply{std::move(m)};

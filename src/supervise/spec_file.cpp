@@ -50,7 +50,7 @@ constexpr NamedInt kSignals[] = {
 };
 
 constexpr std::string_view kProcessKeys[] = {
-    "name", "command", "env", "cwd", "strategy", "depends_on", "restart",
+    "name", "command", "env", "cwd", "strategy", "depends_on", "sockets", "restart",
     "restart_delay_ms", "backoff_max_ms", "stable_after_ms", "max_restarts", "restart_window_s",
     "readiness", "readiness_timeout_ms", "watchdog_ms", "health", "log", "stop_signal",
     "stop_timeout_ms",
@@ -339,6 +339,57 @@ void readStrategyKeys(ProcessReader& r, const toml::table& t, ProcessSpec& spec)
   if (json && !json->empty()) spec.strategyConfig = json->dump();
 }
 
+// sockets = ["http"] (name = source) or [{name = "http", source = "x/http"}], mixed freely; each
+// name once.
+void readSockets(ProcessReader& r, const toml::node& n, std::vector<SocketRef>& out) {
+  const toml::array* arr = n.as_array();
+  if (arr == nullptr) {
+    return r.fail(&n, "sockets", "expected an array of names or {name, source} tables, got " +
+                                     std::string(tomlTypeName(n)));
+  }
+  for (size_t i = 0; i < arr->size(); ++i) {
+    const toml::node& item = *arr->get(i);
+    const std::string path = "sockets[" + std::to_string(i) + "]";
+    SocketRef ref;
+    if (item.is_string()) {
+      auto s = r.string(item, path);
+      if (!s) return;
+      ref.name = ref.source = std::move(*s);
+    } else if (const toml::table* t = item.as_table()) {
+      static constexpr std::string_view kKeys[] = {"name", "source"};
+      r.checkKeys(*t, path + ".", kKeys);
+      const toml::node* name = t->get("name");
+      if (name == nullptr) return r.fail(&item, path + ".name", "missing");
+      auto s = r.string(*name, path + ".name");
+      if (!s) return;
+      ref.name = std::move(*s);
+      ref.source = ref.name;
+      if (const toml::node* source = t->get("source")) {
+        auto src = r.string(*source, path + ".source");
+        if (!src) return;
+        ref.source = std::move(*src);
+      }
+    } else {
+      return r.fail(&item, path, "expected a socket name or a {name, source} table, got " +
+                                     std::string(tomlTypeName(item)));
+    }
+    if (!validSocketName(ref.name)) {
+      return r.fail(&item, "socket '" + ref.name + "'",
+                    "expected 1 to 64 of A-Z a-z 0-9 _ . - as its name");
+    }
+    if (!validSocketSource(ref.source)) {
+      return r.fail(&item, "socket '" + ref.name + "'",
+                    "source '" + ref.source + "': expected 1 to 256 bytes");
+    }
+    for (const auto& earlier : out) {
+      if (earlier.name == ref.name) {
+        return r.fail(&item, "socket '" + ref.name + "'", "listed twice");
+      }
+    }
+    out.push_back(std::move(ref));
+  }
+}
+
 // Reads everything but the cross-process checks (unique names, depends_on targets, cycles).
 ProcessSpec readProcess(ProcessReader& r, ProcessLines& lines) {
   const toml::table& t = r.table();
@@ -410,6 +461,7 @@ ProcessSpec readProcess(ProcessReader& r, ProcessLines& lines) {
     }
   }
 
+  if (const toml::node* n = t.get("sockets")) readSockets(r, *n, spec.sockets);
   readRestart(r, t, spec.restart);
   readReadiness(r, t, spec.readiness);
   if (const toml::node* n = t.get("health")) readHealth(r, *n, spec.health);

@@ -1,11 +1,25 @@
 #include "enjin/supervise/spec_json.hpp"
 
+#include <algorithm>
 #include <initializer_list>
 #include <stdexcept>
 
 namespace enjin::supervise {
 
 using nlohmann::json;
+
+bool validSocketName(std::string_view name) {
+  if (name.empty() || name.size() > 64) return false;
+  return std::all_of(name.begin(), name.end(), [](char c) {
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+           c == '_' || c == '.' || c == '-';
+  });
+}
+
+bool validSocketSource(std::string_view source) {
+  return !source.empty() && source.size() <= 256 &&
+         source.find('\0') == std::string_view::npos;
+}
 
 json exitToJson(const std::optional<ExitInfo>& e) {
   if (!e) return nullptr;
@@ -99,6 +113,12 @@ json specToJson(const ProcessSpec& s) {
   if (!s.strategyConfig.empty()) {
     j["strategy_config"] = json::parse(s.strategyConfig, nullptr, false);
   }
+  // Absent when empty too: the digests of specs without sockets stay what they were.
+  if (!s.sockets.empty()) {
+    json sockets = json::array();
+    for (const auto& ref : s.sockets) sockets.push_back({{"name", ref.name}, {"source", ref.source}});
+    j["sockets"] = std::move(sockets);
+  }
   return j;
 }
 
@@ -137,6 +157,19 @@ Result<ProcessSpec> specFromJson(const json& j) {
       s.strategyConfig = legacyStrategyConfig(j);
     }
     j.at("depends_on").get_to(s.dependsOn);
+    if (auto it = j.find("sockets"); it != j.end()) {
+      if (!it->is_array()) return Error{"process spec: sockets: expected an array"};
+      for (const auto& ref : *it) {
+        SocketRef r;
+        ref.at("name").get_to(r.name);
+        ref.at("source").get_to(r.source);
+        if (!validSocketName(r.name) || !validSocketSource(r.source)) {
+          return Error{"process spec: sockets: invalid socket '" + r.name + "' (source '" +
+                       r.source + "')"};
+        }
+        s.sockets.push_back(std::move(r));
+      }
+    }
     const json& r = j.at("restart");
     s.restart.mode = static_cast<RestartMode>(r.at("mode").get<int>());
     r.at("delay_ms").get_to(s.restart.delayMs);

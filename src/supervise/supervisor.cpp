@@ -375,8 +375,31 @@ void Supervisor::Impl::spawn(Proc& p) {
       env.push_back("WATCHDOG_USEC=" + std::to_string(p.spec.readiness.watchdogMs * 1000));
     }
   }
+  // The listening sockets its spec names, from this daemon's table: one missing fails this
+  // spawn as an exec error would, answered on the next turn of the reactor as the holder would.
+  std::vector<int> listen;
+  for (const auto& ref : p.spec.sockets) {
+    const int fd = options_.sockets != nullptr ? options_.sockets->find(ref.source) : -1;
+    if (fd < 0) {
+      enter(p, Phase::kSpawning, "");
+      const std::string error = "process '" + p.spec.name + "': socket '" + ref.name +
+                                "' (source '" + ref.source + "') is not held here";
+      reactor_.addTimerAfterMillis(0, [this, name = p.spec.name, error] {
+        Proc* q = find(name);
+        if (q == nullptr || (q->phase != Phase::kSpawning && q->phase != Phase::kCancelling)) {
+          return;
+        }
+        dispatch(*q, Event::Kind::kSpawnFailed, error);
+        flushEvents();
+      });
+      return;
+    }
+    listen.push_back(fd);
+  }
   if (holder_) {
-    if (auto st = sendToHolder(holder_proto::encodeSpawn(p.spec.name, p.specJson, env, notify));
+    if (auto st = sendToHolder(holder_proto::encodeSpawn(p.spec.name, p.specJson, env, notify,
+                                                         listen.size()),
+                               listen);
         !st.ok()) {
       return holderLost(st.error().message);
     }

@@ -188,7 +188,7 @@ class Supervisor::Impl {
   void sendHolder(const holder_proto::Request& msg);
   // Every message to the holder goes through here. When its socket is full the message waits in
   // HolderClient's queue and the fd is watched for EPOLLOUT until the queue is sent.
-  Status sendToHolder(const std::string& text);
+  Status sendToHolder(const std::string& text, const std::vector<int>& fds = {});
   void flushHolderQueue();
   void signalGroup(Proc& p, int signal);
 

@@ -222,6 +222,7 @@ class FakeHolder {
                           slot.lastExit,
                           slot.exitReported,
                           {proto::FdRole::kOut, proto::FdRole::kErr},
+                          {},
                           supervise::ExecIdentity{}},
               std::move(fds));
       }

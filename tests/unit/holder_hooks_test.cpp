@@ -145,7 +145,7 @@ TEST_F(HolderHooksTest, RecoverOnReadoptionSignalThroughTheStrategyCleanupAfterT
   spec.name = "sleeper";
   spec.command = {"/bin/sleep", "600"};
   spec.strategy = "counting";
-  send(proto::Spawn{spec.name, spec, {}, std::nullopt});
+  send(proto::Spawn{spec.name, spec, {}, std::nullopt, {}});
   const auto spawned = expect<proto::Spawned>();
   ASSERT_GT(spawned.pid, 0);
   EXPECT_EQ(calls_.spawn, 1);

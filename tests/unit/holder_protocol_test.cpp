@@ -30,12 +30,12 @@ TEST(HolderProtocol, RequestsSurviveTheirTrip) {
   spec.name = "web";
   spec.command = {"/bin/sleep", "5"};
   spec.env["A"] = "1";
-  const auto spawn = requestTrip<Spawn>(Spawn{"web", spec, {"NOTIFY_SOCKET=/n.sock"}, "/n.sock"});
+  const auto spawn = requestTrip<Spawn>(Spawn{"web", spec, {"NOTIFY_SOCKET=/n.sock"}, "/n.sock", {}});
   EXPECT_EQ(spawn.name, "web");
   EXPECT_EQ(spawn.spec, spec);
   EXPECT_EQ(spawn.env, std::vector<std::string>{"NOTIFY_SOCKET=/n.sock"});
   EXPECT_EQ(spawn.notify, "/n.sock");
-  EXPECT_FALSE(requestTrip<Spawn>(Spawn{"web", spec, {}, std::nullopt}).notify);
+  EXPECT_FALSE(requestTrip<Spawn>(Spawn{"web", spec, {}, std::nullopt, {}}).notify);
 
   const auto sig = requestTrip<Signal>(Signal{"web", SIGKILL, false});
   EXPECT_EQ(sig.signal, SIGKILL);
@@ -47,7 +47,35 @@ TEST(HolderProtocol, RequestsSurviveTheirTrip) {
   // The fast paths write the same messages as the typed encoder.
   EXPECT_EQ(encodeRespawn("web"), encode(Respawn{"web"}));
   EXPECT_EQ(encodeSpawn("web", specToJson(spec).dump(), {}, std::nullopt),
-            encode(Spawn{"web", spec, {}, std::nullopt}));
+            encode(Spawn{"web", spec, {}, std::nullopt, {}}));
+}
+
+TEST(HolderProtocol, ASpawnNamesItsListeningSockets) {
+  ProcessSpec spec;
+  spec.name = "web";
+  spec.command = {"/bin/true"};
+  spec.sockets = {{"http", "x/http"}, {"admin", "admin"}};
+  const auto spawn = requestTrip<Spawn>(
+      Spawn{"web", spec, {}, std::nullopt, {FdRole::kListen, FdRole::kListen}});
+  EXPECT_EQ(spawn.spec.sockets, spec.sockets);
+  EXPECT_EQ(spawn.fds, (std::vector<FdRole>{FdRole::kListen, FdRole::kListen}));
+  EXPECT_EQ(encodeSpawn("web", specToJson(spec).dump(), {}, std::nullopt, 2),
+            encode(Spawn{"web", spec, {}, std::nullopt, {FdRole::kListen, FdRole::kListen}}));
+  // One fd per socket of the spec, and only listening sockets.
+  auto missing = decodeRequest(encodeSpawn("web", specToJson(spec).dump(), {}, std::nullopt, 1));
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(missing.error().message.find("one listen fd per socket of the spec (2)"),
+            std::string::npos)
+      << missing.error().message;
+  std::string notListen = encodeSpawn("web", specToJson(spec).dump(), {}, std::nullopt, 2);
+  notListen.replace(notListen.find(R"("listen")"), 8, R"("out")");
+  EXPECT_FALSE(decodeRequest(notListen).ok());
+  // A slot's sources match its listen fds one to one.
+  auto slot = decodeReply(
+      R"({"op":"slot","name":"web","pid":1,"start_time":2,"running":true,"exit":null,)"
+      R"("fds":["out","err","listen"],"sockets":[]})");
+  ASSERT_FALSE(slot.ok());
+  EXPECT_NE(slot.error().message.find("sockets"), std::string::npos) << slot.error().message;
 }
 
 TEST(HolderProtocol, RepliesSurviveTheirTrip) {
@@ -55,20 +83,23 @@ TEST(HolderProtocol, RepliesSurviveTheirTrip) {
   killed.kind = ExitInfo::Kind::kSignaled;
   killed.signal = SIGKILL;
   const auto slot = replyTrip<Slot>(
-      Slot{"db", 42, 7, false, killed, true, {FdRole::kOut, FdRole::kErr, FdRole::kNotify},
-           ExecIdentity{1000, 1001, {"PATH=/bin", "A=1"}}});
+      Slot{"db", 42, 7, false, killed, true,
+           {FdRole::kOut, FdRole::kErr, FdRole::kNotify, FdRole::kListen, FdRole::kListen},
+           {"http", "x/admin"}, ExecIdentity{1000, 1001, {"PATH=/bin", "A=1"}}});
   EXPECT_EQ(slot.pid, 42);
   EXPECT_EQ(slot.startTime, 7u);
   ASSERT_TRUE(slot.exit);
   EXPECT_EQ(slot.exit->kind, ExitInfo::Kind::kSignaled);
   EXPECT_EQ(slot.exit->signal, SIGKILL);
   EXPECT_TRUE(slot.exitReported);
-  EXPECT_EQ(slot.fds, (std::vector<FdRole>{FdRole::kOut, FdRole::kErr, FdRole::kNotify}));
+  EXPECT_EQ(slot.fds, (std::vector<FdRole>{FdRole::kOut, FdRole::kErr, FdRole::kNotify,
+                                           FdRole::kListen, FdRole::kListen}));
+  EXPECT_EQ(slot.sockets, (std::vector<std::string>{"http", "x/admin"}));
   ASSERT_TRUE(slot.identity);
   EXPECT_EQ(slot.identity->uid, 1000);
   EXPECT_EQ(slot.identity->gid, 1001);
   EXPECT_EQ(slot.identity->env, (std::vector<std::string>{"PATH=/bin", "A=1"}));
-  const auto bare = replyTrip<Slot>(Slot{"db", 1, 2, true, std::nullopt, false, {}, std::nullopt});
+  const auto bare = replyTrip<Slot>(Slot{"db", 1, 2, true, std::nullopt, false, {}, {}, std::nullopt});
   EXPECT_FALSE(bare.exit);
   EXPECT_FALSE(bare.identity);
 
@@ -125,7 +156,7 @@ TEST(HolderProtocol, WhatCannotBeReadIsAnErrorNamingTheField) {
   EXPECT_EQ(reply.error().message, "'spawned': pid must be an integer");
   reply = decodeReply(R"({"op":"slot","name":"w","pid":1,"start_time":1,"running":true,"fds":["in"]})");
   ASSERT_FALSE(reply.ok());
-  EXPECT_EQ(reply.error().message, "'slot': fds must be out, err or notify");
+  EXPECT_EQ(reply.error().message, "'slot': fds must be out, err, notify or listen");
 }
 
 }  // namespace

@@ -14,6 +14,7 @@
 namespace enjin::supervise {
 class ObservationRegistry;
 class SpawnRegistry;
+class SocketTable;
 }
 
 namespace enjin::ring {
@@ -42,6 +43,9 @@ struct ProcessDaemonOptions {
   // In a tenant node: the isolation its strategy put in force (JSON, supervise::kTenantEnv),
   // reported as "isolation" in every observation. Empty: {"strategy": "exec"}.
   std::string isolationJson;
+  // The listening sockets ring2d was handed (LISTEN_FDS), for the processes whose spec names
+  // them. Optional; must outlive runProcessDaemon.
+  supervise::SocketTable* sockets = nullptr;
 };
 
 // Every process of `specs` checked by its spawn strategy; errors name `source` and the process.

@@ -6,8 +6,9 @@
 // the child makes only async-signal-safe system calls, touches no lock and allocates nothing.
 // forkExec() then runs the plan. In the child, in this order:
 //   [kVfork: a private fd table holding only fds 0-2 and the low slots the parent put the
-//   child's fds in] -> setsid -> every signal disposition to SIG_DFL -> stdin /dev/null, stdout, stderr -> close
-//   every fd from 3 up -> rlimits -> [setgroups(plan.groups) -> setgid -> setuid -> setuid(0)
+//   child's fds in] -> setsid -> every signal disposition to SIG_DFL -> stdin /dev/null, stdout,
+//   stderr, listening sockets at 3 and up (LISTEN_PID written) -> close every fd above them ->
+//   rlimits -> [setgroups(plan.groups) -> setgid -> setuid -> setuid(0)
 //   must fail -> PR_SET_NO_NEW_PRIVS] -> umask -> chdir -> empty signal mask -> execve.
 // A plan with a user namespace or cgroups is started with clone3 (no shared memory) and the child
 // first waits at a gate: the parent writes the namespace's maps and the cgroup files, then lets
@@ -95,6 +96,11 @@ struct ChildPlan {
   uint64_t namespaces = 0;
   int stdoutFd = -1;                       // -1: /dev/null
   int stderrFd = -1;
+  // Listening sockets, put at fds 3 .. 3 + n - 1 in this order, with LISTEN_FDS=n,
+  // LISTEN_FDNAMES=listenNames and LISTEN_PID=<the child's pid> added to env (the pid written
+  // by the child itself, into a buffer the envp reserves). None: no LISTEN_* at all.
+  std::vector<int> listenFds;
+  std::string listenNames;                 // "a:b", one name per fd
 };
 
 // request.spec; a request without one is a bug of the caller and aborts.

@@ -50,7 +50,8 @@ class Holder {
   void onClient(uint32_t events);
   void onSignal();
   void reap();
-  void handle(const std::string& text);
+  // `fds`: what came with the request (a spawn's listening sockets); unused ones are closed.
+  void handle(const std::string& text, std::vector<UniqueFd>& fds);
   // Sends to ring2d, or queues (in order) while its socket is full: a burst of exits or spawns
   // must not cost the connection. `fds` must stay open until sent: they are slot fds, and
   // opClose keeps a closed slot alive while anything is queued.
@@ -61,7 +62,7 @@ class Holder {
 
   void send(const holder_proto::Reply& reply, const std::vector<int>& fds = {});
   void opHello();
-  void opSpawn(holder_proto::Spawn& request);
+  void opSpawn(holder_proto::Spawn& request, std::vector<UniqueFd>& fds);
   // Spawns from what the slot holds; `newFds` (with their `roles`) ride along, and after a
   // `full` spawn (a new spec) the identity its checks run as.
   void spawnSlot(Slot& slot, const std::vector<int>& newFds,
@@ -108,6 +109,13 @@ class HolderConnection {
   // Sends, or queues (in order) while the socket is full: a start or a respawn of thousands of
   // processes outruns the holder. An error only when the holder went.
   virtual Status send(const std::string& message) = 0;
+  // The same with fds attached (a spawn's listening sockets; the caller keeps its own): a
+  // message queued keeps copies of them until it is sent. The default carries none and refuses
+  // a message that has some.
+  virtual Status sendFds(const std::string& message, const std::vector<int>& fds) {
+    if (fds.empty()) return send(message);
+    return Error{"this holder connection cannot carry fds"};
+  }
   // Messages wait in the queue: the caller watches fd() for EPOLLOUT and then calls flush().
   virtual bool queued() const = 0;
   virtual Status flush() = 0;
@@ -126,7 +134,8 @@ class HolderClient final : public HolderConnection {
   int fd() const override { return socket_.get(); }
   UniqueFd takeLaunchedPidfd() override { return std::move(launchedPidfd_); }
   bool launched() const override { return launched_; }
-  Status send(const std::string& message) override;
+  Status send(const std::string& message) override { return sendFds(message, {}); }
+  Status sendFds(const std::string& message, const std::vector<int>& fds) override;
   bool queued() const override { return !queue_.empty(); }
   Status flush() override;
   Result<bool> receive(std::string& message, std::vector<UniqueFd>& fds) override;
@@ -137,7 +146,11 @@ class HolderClient final : public HolderConnection {
   UniqueFd socket_;
   UniqueFd launchedPidfd_;
   bool launched_;
-  std::deque<std::string> queue_;
+  struct Queued {
+    std::string text;
+    std::vector<UniqueFd> fds;  // copies, so the caller may close its own meanwhile
+  };
+  std::deque<Queued> queue_;
 };
 
 }  // namespace enjin::supervise

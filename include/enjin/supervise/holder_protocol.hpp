@@ -6,17 +6,24 @@
 // SCM_RIGHTS in the order their roles are listed in "fds".
 //   ring2d -> holder
 //     {"op":"hello"}                      -> one "slot" per process, then {"op":"hello_done"}
-//     {"op":"spawn","name","spec","env":[..],"notify":PATH|null}
+//     {"op":"spawn","name","spec","env":[..],"notify":PATH|null,"fds":["listen",..]}
 //                                         -> "spawned" (+ fds out, err[, notify] the first time
 //                                            a name is spawned) or "spawn_failed"
-//     {"op":"respawn","name"}             spawn again with the last spec, env and cwd
-//                                         -> "spawned" or "spawn_failed"
+//                                         "fds" (absent when none): one listening socket per
+//                                         spec.sockets entry, in order, attached; the holder
+//                                         keeps them for the name (a later full spawn replaces
+//                                         them, "close" closes them)
+//     {"op":"respawn","name"}             spawn again with the last spec, env, cwd and
+//                                         listening sockets -> "spawned" or "spawn_failed"
 //     {"op":"signal","name","signal","group":true}   (no reply)
 //     {"op":"close","name"}               forget a stopped process and close its fds
 //     {"op":"shutdown"}                   exit once nothing runs -> {"op":"bye"}
 //   holder -> ring2d
 //     {"op":"slot","name","pid","start_time","running","exit":EXIT|null,"exit_reported",
-//      "fds":["out","err",..],"exec_in":ID}
+//      "fds":["out","err",..,"listen",..],"sockets":[SOURCE,..],"exec_in":ID}
+//                                         "sockets": the spec's source of each "listen" fd, in
+//                                         order, so a restarted ring2d puts back in its
+//                                         SocketTable what it lacks (absent when none)
 //     {"op":"spawned","name","pid","start_time","fds":[..],"exec_in":ID (after a full spawn)}
 //     {"op":"spawn_failed","name","error","fds":[..]}
 //     {"op":"exited","name","pid","exit":EXIT}
@@ -43,7 +50,7 @@
 namespace enjin::supervise::holder_proto {
 
 // What an attached fd is for.
-enum class FdRole { kOut, kErr, kNotify };
+enum class FdRole { kOut, kErr, kNotify, kListen };
 
 // --- ring2d -> holder ---------------------------------------------------------------------------
 struct Hello {};
@@ -52,6 +59,8 @@ struct Spawn {
   ProcessSpec spec;
   std::vector<std::string> env;       // "KEY=VALUE", added to the process's environment
   std::optional<std::string> notify;  // the notify socket's path, when it uses one
+  // kListen, one per spec.sockets entry: the fds attached to the message.
+  std::vector<FdRole> fds;
 };
 struct Respawn {
   std::string name;
@@ -76,6 +85,7 @@ struct Slot {
   std::optional<ExitInfo> exit;  // the last exit, if it ever exited
   bool exitReported = false;     // a connected ring2d received that exit
   std::vector<FdRole> fds;
+  std::vector<std::string> sockets;      // the source of each kListen fd, in order
   std::optional<ExecIdentity> identity;  // what its exec checks run as (SpawnStrategy::execIn)
 };
 struct HelloDone {};
@@ -108,9 +118,10 @@ std::string encode(const Request& request);
 std::string encode(const Reply& reply);
 // The spawn request from a spec already encoded by specToJson(): ring2d keeps that text per spec
 // so a full spawn does not serialize the spec again.
+// `listenFds`: how many listening sockets ride along (spec.sockets.size()).
 std::string encodeSpawn(std::string_view name, std::string_view specJson,
                         const std::vector<std::string>& env,
-                        const std::optional<std::string>& notify);
+                        const std::optional<std::string>& notify, size_t listenFds = 0);
 // The respawn request, the restart fast path: no JSON library involved.
 std::string encodeRespawn(std::string_view name);
 

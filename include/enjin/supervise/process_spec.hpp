@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace enjin::supervise {
@@ -54,6 +55,21 @@ struct LogConfig {
   bool operator==(const LogConfig&) const = default;
 };
 
+// A listening socket the process is handed at fd 3 and up (systemd's socket activation: LISTEN_FDS,
+// LISTEN_FDNAMES, LISTEN_PID). The parent daemon holds it in its SocketTable (socket_table.hpp)
+// and the holder keeps it across restarts, so a connection made while the process restarts waits
+// in the accept queue.
+struct SocketRef {
+  std::string name;    // what the process sees in LISTEN_FDNAMES: [A-Za-z0-9_.-]{1,64}
+  std::string source;  // its key in the parent daemon's socket table; may hold '/'
+  bool operator==(const SocketRef&) const = default;
+};
+
+// [A-Za-z0-9_.-]{1,64}: a socket's name as LISTEN_FDNAMES carries it (no ':', its separator).
+bool validSocketName(std::string_view name);
+// A source key: 1 to 256 bytes, no NUL.
+bool validSocketSource(std::string_view source);
+
 struct ProcessSpec {
   std::string name;                       // [A-Za-z0-9_.-]{1,64}, unique in a spec
   std::vector<std::string> command;       // argv; command[0] is an absolute path or on PATH
@@ -66,6 +82,7 @@ struct ProcessSpec {
   // without a field in every spec. exec knows "rlimits"; unix-user "user" and "rlimits".
   std::string strategyConfig;
   std::vector<std::string> dependsOn;
+  std::vector<SocketRef> sockets;         // fds 3, 4, ... in this order
   RestartConfig restart;
   ReadinessConfig readiness;
   HealthConfig health;

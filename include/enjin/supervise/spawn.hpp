@@ -2,7 +2,8 @@
 // in a SpawnRegistry that main() builds, so reading main() shows every strategy in use.
 //
 // Every strategy gives the same guarantees: the child runs in its own session and process group
-// (pgid == pid), with stdin from /dev/null, stdout and stderr on the given fds, no other fd open,
+// (pgid == pid), with stdin from /dev/null, stdout and stderr on the given fds, its listening
+// sockets at fds 3 and up (SpawnRequest::listenFds), no other fd open,
 // the signal mask empty and every signal disposition at its default. spawn() returns only after
 // the child has exec'd; an exec failure comes back as an error naming the call and the cause
 // ("exec /x: No such file or directory"), reported through a close-on-exec pipe.
@@ -29,6 +30,9 @@ struct SpawnRequest {
   int stderrFd = -1;                  // becomes fd 2; -1: /dev/null
   std::vector<std::string> extraEnv;  // "KEY=VALUE", e.g. NOTIFY_SOCKET; after spec->env
   std::string defaultCwd = "/";       // used when spec->cwd is empty
+  // One listening socket per spec->sockets entry, in order: the child gets them at fds 3 and up
+  // with LISTEN_FDS, LISTEN_FDNAMES (the entries' names) and LISTEN_PID (socket_table.hpp).
+  std::vector<int> listenFds;
 };
 
 struct SpawnedProcess {

@@ -29,6 +29,7 @@
 
 #include "enjin/base/result.hpp"
 #include "enjin/reactor/reactor.hpp"
+#include "enjin/supervise/socket_table.hpp"
 #include "enjin/supervise/process_spec.hpp"
 #include "enjin/supervise/restart_policy.hpp"
 
@@ -69,6 +70,11 @@ struct SupervisorOptions {
   // The observation strategies that readiness and health checks are made from, by the kind the
   // spec names. Required; main() builds it, and it must outlive the supervisor.
   const ObservationRegistry* observations = nullptr;
+  // The listening sockets this daemon holds for its processes, by source (ProcessSpec::sockets):
+  // looked up at each full spawn and sent to the holder. A restarted daemon gets back, from the
+  // holder's hello, each socket it lacks. Optional (no sockets: a spec naming one fails to
+  // spawn); main() owns it, and it must outlive the supervisor.
+  SocketTable* sockets = nullptr;
 };
 
 class Supervisor {

@@ -89,6 +89,7 @@ enum class Step : int {
   kGate,
   kSetsid,
   kStdio,
+  kListen,
   kCloseFds,
   kSetrlimit,
   kSetgroups,
@@ -104,8 +105,14 @@ enum class Step : int {
 struct ChildReport {
   int step;
   int err;
-  int index;  // kSetrlimit: which of plan.rlimits; kStdio: the target fd
+  int index;  // kSetrlimit: which of plan.rlimits; kStdio: the target fd; kListen: which socket
 };
+
+// At most this many listening sockets per process: the child keeps their sources in an array
+// on its stack.
+constexpr size_t kMaxListenFds = 64;
+// Room for a pid in decimal, and its NUL, after "LISTEN_PID=" in the child's envp.
+constexpr size_t kPidDigits = 20;
 
 // Everything the child reads. Built in the parent; with CLONE_VM the child reads it in place.
 struct ChildArgs {
@@ -124,6 +131,9 @@ struct ChildArgs {
   int gateWrite;  // the gate's other end, closed first thing in the child
   const gid_t* groups;
   size_t groupCount;
+  const int* listenFds;  // put at 3 .. 3 + listenCount - 1
+  int listenCount;
+  char* listenPid;       // kPidDigits + 1 bytes of the envp's "LISTEN_PID=" entry, or nullptr
 };
 
 // The sanitizers track stack frames in shadow memory; a child frame never returns (execve or
@@ -144,10 +154,13 @@ struct ChildArgs {
   ::_exit(127);
 }
 
-// Closes every fd from 3 up except `keep`.
-ENJIN_CHILD_CODE bool closeFdsFrom3(int keep) {
+// Closes every fd from `first` up except `keep`.
+ENJIN_CHILD_CODE bool closeFdsFrom(int first, int keep) {
   bool ok = true;
-  if (keep > 3) ok = ::syscall(SYS_close_range, 3U, static_cast<unsigned>(keep) - 1, 0U) == 0;
+  if (keep > first) {
+    ok = ::syscall(SYS_close_range, static_cast<unsigned>(first), static_cast<unsigned>(keep) - 1,
+                   0U) == 0;
+  }
   if (ok) ok = ::syscall(SYS_close_range, static_cast<unsigned>(keep) + 1, ~0U, 0U) == 0;
   if (ok) return true;
   if (errno != ENOSYS) return false;
@@ -156,7 +169,7 @@ ENJIN_CHILD_CODE bool closeFdsFrom3(int keep) {
   rlimit limit;
   if (::getrlimit(RLIMIT_NOFILE, &limit) != 0) return false;
   int max = limit.rlim_cur > (1U << 20) ? (1 << 20) : static_cast<int>(limit.rlim_cur);
-  for (int fd = 3; fd < max; ++fd) {
+  for (int fd = first; fd < max; ++fd) {
     if (fd != keep) ::close(fd);
   }
   return true;
@@ -195,27 +208,57 @@ ENJIN_CHILD_CODE bool closeFdsFrom3(int keep) {
     ::sigaction(sig, &dfl, nullptr);  // EINVAL for glibc's reserved signals: harmless
   }
 
-  // dup2 must not read a source that an earlier dup2 overwrote, nor leave FD_CLOEXEC set on a
-  // source that already is its target, so sources below 3 (and the error pipe) move up first.
+  // The child's fds are 0-2 and its listening sockets at 3 .. firstFree - 1. dup2 must not read
+  // a source that an earlier dup2 overwrote, nor leave FD_CLOEXEC set on a source that already
+  // is its target, so every source below firstFree (and the error pipe) moves up first; only a
+  // listening socket already at its own target stays, its FD_CLOEXEC cleared.
+  const int firstFree = 3 + args.listenCount;
   int errorFd = args.errorFd;
   int sources[3] = {args.devNull, args.stdoutFd, args.stderrFd};
   for (int i = 0; i < 3; ++i) {
-    if (sources[i] < 3) {
-      sources[i] = ::fcntl(sources[i], F_DUPFD_CLOEXEC, 3);
+    if (sources[i] < firstFree) {
+      sources[i] = ::fcntl(sources[i], F_DUPFD_CLOEXEC, firstFree);
       if (sources[i] < 0) childFail(args, Step::kStdio, errno, i);
     }
   }
-  if (errorFd < 3) {
-    int moved = ::fcntl(errorFd, F_DUPFD_CLOEXEC, 3);
+  if (errorFd < firstFree) {
+    int moved = ::fcntl(errorFd, F_DUPFD_CLOEXEC, firstFree);
     if (moved < 0) childFail(args, Step::kStdio, errno, 3);
     errorFd = moved;
   }
   ChildArgs reportTo = args;
   reportTo.errorFd = errorFd;
+  int listen[kMaxListenFds];
+  for (int i = 0; i < args.listenCount; ++i) {
+    listen[i] = args.listenFds[i];
+    if (listen[i] < firstFree && listen[i] != 3 + i) {
+      listen[i] = ::fcntl(listen[i], F_DUPFD_CLOEXEC, firstFree);
+      if (listen[i] < 0) childFail(reportTo, Step::kListen, errno, i);
+    }
+  }
   for (int i = 0; i < 3; ++i) {
     if (::dup2(sources[i], i) < 0) childFail(reportTo, Step::kStdio, errno, i);
   }
-  if (!closeFdsFrom3(errorFd)) childFail(reportTo, Step::kCloseFds, errno);
+  for (int i = 0; i < args.listenCount; ++i) {
+    const int target = 3 + i;
+    const bool ok = listen[i] == target ? ::fcntl(target, F_SETFD, 0) == 0
+                                        : ::dup2(listen[i], target) == target;
+    if (!ok) childFail(reportTo, Step::kListen, errno, i);
+  }
+  if (args.listenPid != nullptr) {
+    // sd_listen_fds() takes the fds only when LISTEN_PID is its own pid: written here, the one
+    // place that knows it before the exec, into the bytes the parent reserved.
+    long pid = ::syscall(SYS_getpid);
+    char digits[kPidDigits];
+    int n = 0;
+    do {
+      digits[n++] = static_cast<char>('0' + pid % 10);
+      pid /= 10;
+    } while (pid > 0 && n < static_cast<int>(kPidDigits));
+    for (int i = 0; i < n; ++i) args.listenPid[i] = digits[n - 1 - i];
+    args.listenPid[n] = '\0';
+  }
+  if (!closeFdsFrom(firstFree, errorFd)) childFail(reportTo, Step::kCloseFds, errno);
 
   for (size_t i = 0; i < plan.rlimits.size(); ++i) {
     if (::setrlimit(static_cast<__rlimit_resource_t>(plan.rlimits[i].resource),
@@ -267,6 +310,10 @@ std::string describe(const ChildPlan& plan, const ChildReport& report) {
     case Step::kSetsid: what = "setsid"; break;
     case Step::kStdio:
       what = report.index == 3 ? "move error pipe" : "dup2 to fd " + std::to_string(report.index);
+      break;
+    case Step::kListen:
+      what = "put listening socket " + std::to_string(report.index) + " at fd " +
+             std::to_string(3 + report.index);
       break;
     case Step::kCloseFds: what = "close_range"; break;
     case Step::kSetrlimit: {
@@ -415,19 +462,39 @@ class LowFdSlots {
  public:
   // Fills `args` with slot numbers and returns true, or false (the slots could not be made:
   // the caller spawns without them). The lock is held until release().
-  bool take(ChildArgs& args, int stdoutFd, int stderrFd, int errorFd) {
+  // `listen` (the listening sockets) is rewritten to slot numbers too; a slot is added for each
+  // socket beyond the most any spawn has had so far.
+  bool take(ChildArgs& args, int stdoutFd, int stderrFd, int errorFd, std::vector<int>& listen) {
     lock_.lock();
     if (null_ < 0 && !make()) {
       lock_.unlock();
       return false;
     }
+    const auto isSlot = [&](int fd) {
+      return fd == null_ || fd == out_ || fd == err_ || fd == report_ ||
+             std::find(listen_.begin(), listen_.end(), fd) != listen_.end();
+    };
     // A slot number someone else closed and reused for a source: do without the slots rather
     // than overwrite it.
     for (int fd : {stdoutFd, stderrFd, errorFd}) {
-      if (fd >= 0 && (fd == null_ || fd == out_ || fd == err_ || fd == report_)) {
+      if (fd >= 0 && isSlot(fd)) {
         lock_.unlock();
         return false;
       }
+    }
+    for (int fd : listen) {
+      if (isSlot(fd)) {
+        lock_.unlock();
+        return false;
+      }
+    }
+    while (listen_.size() < listen.size()) {
+      const int fd = ::fcntl(null_, F_DUPFD_CLOEXEC, 3);
+      if (fd < 0) {
+        lock_.unlock();
+        return false;
+      }
+      listen_.push_back(fd);
     }
     if (::dup3(stdoutFd >= 0 ? stdoutFd : null_, out_, O_CLOEXEC) < 0 ||
         ::dup3(stderrFd >= 0 ? stderrFd : null_, err_, O_CLOEXEC) < 0 ||
@@ -435,11 +502,20 @@ class LowFdSlots {
       release();
       return false;
     }
+    int below = std::max({null_, out_, err_, report_}) + 1;
+    for (size_t i = 0; i < listen.size(); ++i) {
+      if (::dup3(listen[i], listen_[i], O_CLOEXEC) < 0) {
+        release();
+        return false;
+      }
+      listen[i] = listen_[i];
+      below = std::max(below, listen_[i] + 1);
+    }
     args.devNull = null_;
     args.stdoutFd = out_;
     args.stderrFd = err_;
     args.errorFd = report_;
-    args.privateFdsBelow = std::max({null_, out_, err_, report_}) + 1;
+    args.privateFdsBelow = below;
     return true;
   }
 
@@ -447,6 +523,7 @@ class LowFdSlots {
   // the exec happened) or its output channel open.
   void release() {
     for (int slot : {out_, err_, report_}) (void)::dup3(null_, slot, O_CLOEXEC);
+    for (int slot : listen_) (void)::dup3(null_, slot, O_CLOEXEC);
     lock_.unlock();
   }
 
@@ -474,6 +551,7 @@ class LowFdSlots {
 
   std::mutex lock_;  // one spawn at a time uses the slots
   int null_ = -1, out_ = -1, err_ = -1, report_ = -1;
+  std::vector<int> listen_;  // one per listening socket of the spawn that had the most
 };
 
 LowFdSlots& lowFdSlots() {
@@ -626,6 +704,16 @@ Result<ChildPlan> makePlan(const SpawnRequest& request, std::vector<std::string>
   }
   plan.stdoutFd = request.stdoutFd;
   plan.stderrFd = request.stderrFd;
+  if (request.listenFds.size() != spec.sockets.size()) {
+    return Error{"process '" + spec.name + "': " + std::to_string(spec.sockets.size()) +
+                 " sockets in its spec, " + std::to_string(request.listenFds.size()) +
+                 " listening fds given"};
+  }
+  plan.listenFds = request.listenFds;
+  for (const auto& ref : spec.sockets) {
+    if (!plan.listenNames.empty()) plan.listenNames += ':';
+    plan.listenNames += ref.name;
+  }
   return plan;
 }
 
@@ -635,10 +723,31 @@ Result<SpawnedProcess> forkExec(const ChildPlan& plan, CloneMode mode) {
   argv.reserve(plan.argv.size() + 1);
   for (const auto& arg : plan.argv) argv.push_back(const_cast<char*>(arg.c_str()));
   argv.push_back(nullptr);
+  if (plan.listenFds.size() > kMaxListenFds) {
+    return Error{"spawn: " + std::to_string(plan.listenFds.size()) +
+                 " listening sockets, more than " + std::to_string(kMaxListenFds)};
+  }
+  // With listening sockets: LISTEN_FDS, LISTEN_FDNAMES, and LISTEN_PID with room for the pid the
+  // child writes; whatever the plan's env said of the three is replaced.
+  const bool listening = !plan.listenFds.empty();
+  std::string listenPid, listenCount, listenNames;
   std::vector<char*> envp;
-  envp.reserve(plan.env.size() + 1);
-  for (const auto& entry : plan.env) envp.push_back(const_cast<char*>(entry.c_str()));
+  envp.reserve(plan.env.size() + 4);
+  for (const auto& entry : plan.env) {
+    if (listening) {
+      const std::string_view key = envKey(entry);
+      if (key == "LISTEN_PID" || key == "LISTEN_FDS" || key == "LISTEN_FDNAMES") continue;
+    }
+    envp.push_back(const_cast<char*>(entry.c_str()));
+  }
+  if (listening) {
+    listenPid = "LISTEN_PID=" + std::string(kPidDigits + 1, '\0');
+    listenCount = "LISTEN_FDS=" + std::to_string(plan.listenFds.size());
+    listenNames = "LISTEN_FDNAMES=" + plan.listenNames;
+    for (std::string* entry : {&listenPid, &listenCount, &listenNames}) envp.push_back(entry->data());
+  }
   envp.push_back(nullptr);
+  std::vector<int> listenFds = plan.listenFds;
 
   UniqueFd devNull(::open("/dev/null", O_RDWR | O_CLOEXEC));
   if (!devNull) return errnoError("open /dev/null", errno);
@@ -670,10 +779,14 @@ Result<SpawnedProcess> forkExec(const ChildPlan& plan, CloneMode mode) {
                  gated ? gateRead.get() : -1,
                  gated ? gateWrite.get() : -1,
                  plan.groups.data(),
-                 plan.groups.size()};
+                 plan.groups.size(),
+                 listenFds.data(),
+                 static_cast<int>(listenFds.size()),
+                 listening ? listenPid.data() + std::strlen("LISTEN_PID=") : nullptr};
   // kVfork shares the fd table with the child, which then copies only the low slots.
   const bool slots = mode == CloneMode::kVfork &&
-                     lowFdSlots().take(args, plan.stdoutFd, plan.stderrFd, errorWrite.get());
+                     lowFdSlots().take(args, plan.stdoutFd, plan.stderrFd, errorWrite.get(), listenFds);
+  args.listenFds = listenFds.data();
   Clone child;
   {
     BlockAllSignals blocked;
