@@ -1,5 +1,7 @@
 #include "enjin/api/control_api.hpp"
 
+#include "log_tail.hpp"
+
 #include <algorithm>
 #include <atomic>
 #include <memory>
@@ -121,6 +123,7 @@ class ControlApi::Impl {
     std::function<std::string(const std::vector<std::string>&)> resource;
     std::function<void(Call&)> handler;
     bool mutating = false;
+    bool noBody = false;  // a POST that takes no body (an empty one is not refused)
     std::string name;                           // "GET /v1/users/{name}", the metrics' label
     metrics::Histogram* duration = nullptr;     // registered with the route
   };
@@ -279,7 +282,7 @@ class ControlApi::Impl {
     }
     if (req.method == "POST" || req.method == "PUT") {
       const std::string type = req.header("content-type");
-      if (!req.body.empty() || found->pattern != "/v1/sessions") {
+      if (!req.body.empty() || (found->pattern != "/v1/sessions" && !found->noBody)) {
         if (type.rfind("application/json", 0) != 0) {
           jsonError(res, 415, "unsupported_media_type",
                     "the body must be application/json, not '" + type + "'");
@@ -552,6 +555,7 @@ class ControlApi::Impl {
       }
       ok(c.res, 200, out);
     });
+    addAppRoutes();
     add("GET", "/v1/audit", "audit:read", fixed("audit"), [this](Call& c) { readAudit(c); });
     add("GET", "/v1/events", "events:read", fixed("events"), [this](Call& c) { openEvents(c); });
     add("GET", "/metrics", "metrics:read", fixed("metrics"), [this](Call& c) {
@@ -596,6 +600,99 @@ class ControlApi::Impl {
     }
     c.body["password_hash"] = *hash;
     return true;
+  }
+
+  // /v1/apps: a ring1d's apps (DaemonView::listApps ...), actions apps:*.
+  void addAppRoutes() {
+    auto app = [](const std::vector<std::string>& a) { return "apps/" + a.at(0); };
+    auto answer = [this](Call& c, int status, const std::optional<Result<json>>& r) {
+      if (!r) return busy(c.res);
+      if (!r->ok()) return fail(c.res, r->error());
+      ok(c.res, status, **r);
+    };
+    add("GET", "/v1/apps", "apps:read", [](const auto&) { return std::string("apps"); },
+        [this, answer](Call& c) {
+          if (!view_.listApps) return notServed(c);
+          answer(c, 200, onReactor<Result<json>>([this] { return view_.listApps(); }));
+        });
+    add("POST", "/v1/apps", "apps:create", [](const auto&) { return std::string("apps"); },
+        [this, answer](Call& c) {
+          if (!view_.createApp || !view_.getApp) return notServed(c);
+          // A name in use has a code of its own ("exists"), so that a client can fall back to
+          // PUT (enjinctl app deploy) and tell it from an app that does not fit (a 409 too).
+          const std::string name = c.body.value("name", json()).is_string() ? c.body["name"].get<std::string>() : "";
+          auto exists = onReactor<bool>([this, name] { return !name.empty() && view_.getApp(name).ok(); });
+          if (!exists) return busy(c.res);
+          if (*exists) {
+            return jsonError(c.res, 409, "exists",
+                             "app '" + name + "' exists (change it with PUT /v1/apps/" + name + ")");
+          }
+          answer(c, 201, onReactor<Result<json>>([this, b = c.body] { return view_.createApp(b); }));
+        });
+    add("GET", "/v1/apps/{name}", "apps:read", app, [this, answer](Call& c) {
+      if (!view_.getApp) return notServed(c);
+      answer(c, 200, onReactor<Result<json>>([this, n = c.args[0]] { return view_.getApp(n); }));
+    });
+    add("PUT", "/v1/apps/{name}", "apps:update", app, [this, answer](Call& c) {
+      if (!view_.updateApp) return notServed(c);
+      answer(c, 200, onReactor<Result<json>>(
+                         [this, n = c.args[0], b = c.body] { return view_.updateApp(n, b); }));
+    });
+    add("POST", "/v1/apps/{name}/restart", "apps:restart", app, [this, answer](Call& c) {
+      if (!view_.restartApp) return notServed(c);
+      answer(c, 202, onReactor<Result<json>>([this, n = c.args[0]] { return view_.restartApp(n); }));
+    });
+    routes_.back().noBody = true;
+    add("DELETE", "/v1/apps/{name}", "apps:delete", app, [this](Call& c) {
+      if (!view_.deleteApp) return notServed(c);
+      auto r = onReactor<Status>([this, n = c.args[0]] { return view_.deleteApp(n); });
+      if (!r) return busy(c.res);
+      if (!r->ok()) return fail(c.res, r->error());
+      c.res.status = 204;
+      c.res.body.clear();
+    });
+    add("GET", "/v1/apps/{name}/logs", "apps:logs", app, [this](Call& c) { readAppLogs(c); });
+  }
+
+  // GET /v1/apps/NAME/logs?lines=N&follow=1: every instance's log, each line prefixed by its
+  // instance, the last N (default 100) in time order; with follow, then new lines as they come.
+  void readAppLogs(Call& c) {
+    if (!view_.appLogs) return notServed(c);
+    size_t lines = 100;
+    if (auto s = c.req.param("lines"); !s.empty()) {
+      if (s.size() > 6 || s.find_first_not_of("0123456789") != std::string::npos) {
+        return jsonError(c.res, 400, "bad_request", "lines: expected a number, not '" + s + "'");
+      }
+      lines = std::clamp<size_t>(std::stoul(s), 0, 100'000);
+    }
+    const std::string follow = c.req.param("follow");
+    const std::string name = c.args[0];
+    using Files = std::vector<std::pair<std::string, std::string>>;
+    auto files = onReactor<Result<Files>>([this, name] { return view_.appLogs(name); });
+    if (!files) return busy(c.res);
+    if (!files->ok()) return fail(c.res, files->error());
+    LogTail tail;
+    std::string head = tail.start(**files, lines);
+    c.res.status = 200;
+    c.res.contentType = "text/plain; charset=utf-8";
+    if (follow != "1" && follow != "true") {
+      c.res.body = std::move(head);
+      return;
+    }
+    c.res.body.clear();
+    c.res.headers.emplace_back("Cache-Control", "no-cache");
+    // The instances change while one follows (a roll-out): the list is asked for again now and
+    // then, on the reactor, and new instances are read from their start.
+    auto refresh = [this, name]() -> std::optional<Files> {
+      auto f = onReactor<Result<Files>>([this, name] { return view_.appLogs(name); });
+      if (!f || !f->ok()) return std::nullopt;
+      return std::move(**f);
+    };
+    c.res.stream = [tail = std::move(tail), head = std::move(head), refresh](
+                       const std::function<bool(const std::string&)>& write) mutable {
+      if (!write(head)) return;
+      followLogs(tail, refresh, write);
+    };
   }
 
   void login(Call& c) {

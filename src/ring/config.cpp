@@ -16,6 +16,7 @@
 #include "enjin/directory/directory.hpp"
 #include "enjin/supervise/spec_file.hpp"
 #include "enjin/supervise/spec_toml.hpp"
+#include "enjin/ring/apps.hpp"
 #include "enjin/ring/isolation_policy.hpp"
 #include "enjin/ring/tenant.hpp"
 #include "enjin/supervise/limits.hpp"
@@ -116,9 +117,10 @@ bool readNodes(supervise::TomlFields& r, const toml::node* tables, int ring, con
     static constexpr std::string_view kRing1Keys[] = {"label",    "strategy",   "user",
                                                         "compartment", "ring2", "api_listen",
                                                         "admin", "tenant_uids",
-                                                        "min_isolation"};
+                                                        "min_isolation", "ports",
+                                                        "router_listen", "domain"};
     static constexpr std::string_view kRing2Keys[] = {"label", "strategy", "user", "compartment",
-                                                        "process", "limits"};
+                                                        "process", "limits", "sockets"};
     if (ring == 1) {
       nodeFields.checkKeys(kRing1Keys);
     } else {
@@ -155,6 +157,15 @@ bool readNodes(supervise::TomlFields& r, const toml::node* tables, int ring, con
           nodeFields.fail(t.get("min_isolation"), "min_isolation", st.error().message);
         }
       }
+      fields.read("ports", node.ports);
+      fields.read("router_listen", node.routerListen);
+      fields.read("domain", node.domain);
+      if (!r.failed()) {
+        if (auto st = checkAppSettings(node, 1); !st.ok()) {
+          r.failAt(lineOf(&t), "", "", where + ": " + st.error().message);
+          return false;
+        }
+      }
       if (!r.failed() && !readAdmins(r, t.get("admin"), where, node.admins)) return false;
       if (r.failed()) return false;
       if (!readNodes(r, t.get("ring2"), 2, where, node.nodes)) return false;
@@ -166,6 +177,30 @@ bool readNodes(supervise::TomlFields& r, const toml::node* tables, int ring, con
           return false;
         }
         node.limitsJson = std::move(*parsed);
+      }
+      if (const toml::node* socks = t.get("sockets")) {
+        const toml::array* sarr = socks->as_array();
+        bool shaped = sarr != nullptr && sarr->is_array_of_tables();
+        if (shaped) {
+          for (const toml::node& sn : *sarr) {
+            const toml::table& st = *sn.as_table();
+            auto name = st["name"].value<std::string>();
+            auto port = st["port"].value<int64_t>();
+            if (!name || !port || st.size() != 2) {
+              shaped = false;
+              break;
+            }
+            node.sockets.push_back({*name, static_cast<int>(*port)});
+          }
+        }
+        if (!shaped) {
+          nodeFields.fail(socks, "sockets", "expected [{name = \"http\", port = 20001}, ...]");
+          return false;
+        }
+        if (auto st = checkNodeSockets(node.sockets); !st.ok()) {
+          nodeFields.fail(socks, "sockets", st.error().message);
+          return false;
+        }
       }
       if (const toml::node* procs = t.get("process")) {
         const toml::array* parr = procs->as_array();

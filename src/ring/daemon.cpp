@@ -29,6 +29,7 @@
 #include "enjin/ring/config.hpp"
 #include "enjin/ring/daemon_metrics.hpp"
 #include "enjin/ring/node_catalog.hpp"
+#include "enjin/ring/paas.hpp"
 #include "enjin/ring/node_spec_json.hpp"
 #include "enjin/ring/isolation_policy.hpp"
 #include "enjin/ring/parent.hpp"
@@ -365,8 +366,13 @@ int runParentDaemon(const ParentDaemonOptions& opts) {
   ParentOptions po{cfg, besideSelf(daemonName(ring + 1)), opts.holderExe, runner.dropFraction(),
                    &nodeStrategies, opts.nodeObservations};
   NodeParent parent(r, runner.clock(), runner.zmq(), **store, po, runner.random());
+  // A ring1d's apps (ring/paas.hpp) and their router: stopped after every node.
+  std::unique_ptr<Paas> paas;
   runner.setStopper("every node", [&](std::function<void()> done) {
-    parent.stopAll(std::move(done));
+    parent.stopAll([&paas, done = std::move(done)] {
+      if (paas) return paas->stop(done);
+      done();
+    });
   });
 
   // The desired state: what ring0d's file declares, or what ring1d's parent's spec does (and
@@ -375,12 +381,36 @@ int runParentDaemon(const ParentDaemonOptions& opts) {
   const int nodeRing = ring + 1;
   NodeCatalog catalog(**store, nodeRing, ring == 0 ? configPath : "this node's spec from its parent");
   if (auto st = catalog.load(); !st.ok()) return fail(st.error());
+  // Every node the parent runs: the declared, the API's, and (ring 1) the apps' instances.
+  auto allNodes = [&] {
+    std::vector<NodeSpec> nodes = catalog.desired();
+    if (paas) {
+      auto instances = paas->apps().nodes();
+      nodes.insert(nodes.end(), std::make_move_iterator(instances.begin()),
+                   std::make_move_iterator(instances.end()));
+    }
+    return nodes;
+  };
+  metrics::Registry registry;
+  if (ring == 1) {
+    PaasOptions pa;
+    pa.stateDir = cfg.stateDir;
+    pa.holderExe = opts.holderExe;
+    pa.nodeLabel = cfg.label;
+    paas = std::make_unique<Paas>(
+        r, runner.clock(), **store, parent, registry, pa, runner.random(),
+        [&]() -> Status { return parent.apply(allNodes()); },
+        [&](const std::string& label) {
+          return catalog.declares(label) || catalog.findMade(label) != nullptr;
+        });
+    if (auto st = paas->load(); !st.ok()) return fail(st.error());
+  }
   std::optional<std::vector<NodeSpec>> desired;
   AppliedSpec applied;
   NodeSpec ownSpec;  // ring 1: this node as its parent wants it (its API, its admins)
   if (ring == 0) {
     if (auto st = catalog.setDeclared(cfg.nodes); !st.ok()) return fail(st.error().wrap(configPath));
-    desired = catalog.desired();
+    desired = allNodes();
   } else {
     // Until a spec is stored: the nodes the store has, as they are.
     auto stored = loadAppliedSpec(**store);
@@ -393,7 +423,7 @@ int runParentDaemon(const ParentDaemonOptions& opts) {
       if (auto st = catalog.setDeclared(ownSpec.nodes); !st.ok()) {
         return fail(st.error().wrap((*store)->path() + ": stored spec"));
       }
-      desired = catalog.desired();
+      desired = allNodes();
     }
   }
   if (ring == 1) {
@@ -406,7 +436,7 @@ int runParentDaemon(const ParentDaemonOptions& opts) {
   auto applyDeclared = [&](std::vector<NodeSpec> declared) -> Status {
     std::vector<NodeSpec> before = catalog.declared();
     if (auto st = catalog.setDeclared(std::move(declared)); !st.ok()) return st;
-    if (auto st = parent.apply(catalog.desired()); !st.ok()) {
+    if (auto st = parent.apply(allNodes()); !st.ok()) {
       (void)catalog.setDeclared(std::move(before));
       return st;
     }
@@ -417,7 +447,6 @@ int runParentDaemon(const ParentDaemonOptions& opts) {
   // spec's api_listen says (started, moved or stopped as the spec changes). Served on its own
   // threads, with the daemon's state reached through the reactor.
   directory::Directory directory(**store, runner.clock());
-  metrics::Registry registry;
   addDaemonMetrics(registry, parent, r);
   // GET /v1/events streams the tree_events of the out bus from `events`; each audit record goes
   // out signed on the out bus.
@@ -524,7 +553,8 @@ int runParentDaemon(const ParentDaemonOptions& opts) {
       json t = parent.tree();
       for (auto& n : t["nodes"]) {
         const auto* made = catalog.findMade(n.value("label", ""));
-        n["source"] = made != nullptr ? "api" : ring == 0 ? "file" : "parent";
+        const bool app = paas && paas->apps().ownsLabel(n.value("label", ""));
+        n["source"] = made != nullptr ? "api" : app ? "app" : ring == 0 ? "file" : "parent";
         if (made != nullptr) n["spec"] = shownBody(*made);
       }
       return t;
@@ -532,16 +562,19 @@ int runParentDaemon(const ParentDaemonOptions& opts) {
     // The catalog changed (and is stored): the parent runs it, or `undo` puts the catalog back
     // and the parent runs that again.
     auto applyOrUndo = [&](const std::function<void()>& undo) -> Status {
-      Status st = parent.apply(catalog.desired());
+      Status st = parent.apply(allNodes());
       if (st.ok()) return st;
       undo();
-      (void)parent.apply(catalog.desired());
+      (void)parent.apply(allNodes());
       return badRequest(st.error());
     };
     view.createNode = [&, applyOrUndo](const json& body) -> Result<json> {
       auto node = nodeFromBody(body, "");
       if (!node.ok()) return node.error();
       const std::string label = node->spec.label;
+      if (paas && paas->apps().ownsLabel(label)) {
+        return Error{"node '" + label + "' is an instance of an app (GET /v1/apps)", 409};
+      }
       if (auto st = catalog.create(*node); !st.ok()) return st.error();
       if (auto st = applyOrUndo([&] { (void)catalog.remove(label); }); !st.ok()) return st.error();
       spdlog::info("{}: node '{}' made through the API", name, label);
@@ -567,6 +600,16 @@ int runParentDaemon(const ParentDaemonOptions& opts) {
       spdlog::info("{}: node '{}' deleted through the API", name, label);
       return {};
     };
+    if (paas) {
+      AppManager& apps = paas->apps();
+      view.listApps = [&apps] { return apps.list(); };
+      view.getApp = [&apps](const std::string& n) { return apps.get(n); };
+      view.createApp = [&apps](const json& b) { return apps.create(b); };
+      view.updateApp = [&apps](const std::string& n, const json& b) { return apps.update(n, b); };
+      view.restartApp = [&apps](const std::string& n) { return apps.restart(n); };
+      view.deleteApp = [&apps](const std::string& n) { return apps.remove(n); };
+      view.appLogs = [&apps](const std::string& n) { return apps.logFiles(n); };
+    }
     auto controlApi = std::make_unique<api::ControlApi>(r, runner.clock(), directory, **store,
                                                         registry, ao, std::move(view));
     api::HttpServerOptions ho;
@@ -587,6 +630,11 @@ int runParentDaemon(const ParentDaemonOptions& opts) {
   // A ring1d's own spec: its admins exist (created once; a password changed since through the
   // API stays), its API listens where the spec says.
   auto applyOwnSpec = [&](const NodeSpec& own) -> Status {
+    if (paas) {
+      if (auto st = paas->configure(own); !st.ok()) {
+        spdlog::error("{}: apps: {}", name, st.error().message);
+      }
+    }
     for (const auto& a : own.admins) {
       auto made = directory.seedAdmin(a.user, a.passwordHash);
       if (!made.ok()) return made.error();
@@ -705,6 +753,7 @@ int runParentDaemon(const ParentDaemonOptions& opts) {
   // re-adopted this daemon without having seen the first one learns it within a beat.
   std::string lastStatus;
   report = [&](const json& t) {
+    if (paas) paas->apps().observe(t);
     std::string status = summary(t);
     if (!runner.ready() && haveSpec() && t.value("state", "") != "starting") {
       spdlog::info("{}: ready: {}", name, status);

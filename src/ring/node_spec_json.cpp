@@ -8,6 +8,7 @@
 #include "enjin/api/http_server.hpp"
 #include "enjin/base/hex.hpp"
 #include "enjin/directory/directory.hpp"
+#include "enjin/ring/apps.hpp"
 #include "enjin/ring/isolation_policy.hpp"
 #include "enjin/ring/tenant.hpp"
 #include "enjin/supervise/limits.hpp"
@@ -33,6 +34,14 @@ json nodeSpecToJson(const NodeSpec& spec) {
   if (!spec.tenantUids.empty()) j["tenant_uids"] = spec.tenantUids;
   if (!spec.minIsolation.empty()) j["min_isolation"] = spec.minIsolation;
   if (!spec.limitsJson.empty()) j["limits"] = json::parse(spec.limitsJson, nullptr, false);
+  if (!spec.ports.empty()) j["ports"] = spec.ports;
+  if (!spec.routerListen.empty()) j["router_listen"] = spec.routerListen;
+  if (!spec.domain.empty()) j["domain"] = spec.domain;
+  if (!spec.sockets.empty()) {
+    json socks = json::array();
+    for (const auto& s : spec.sockets) socks.push_back({{"name", s.name}, {"port", s.port}});
+    j["sockets"] = std::move(socks);
+  }
   if (!spec.admins.empty()) {
     json admins = json::array();
     for (const auto& a : spec.admins) {
@@ -64,7 +73,10 @@ Result<NodeSpec> nodeSpecFromJson(const json& j, int ring) {
                           {"compartment", &spec.compartment},
                           {"api_listen", &spec.apiListen},
                           {"tenant_uids", &spec.tenantUids},
-                          {"min_isolation", &spec.minIsolation}}) {
+                          {"min_isolation", &spec.minIsolation},
+                          {"ports", &spec.ports},
+                          {"router_listen", &spec.routerListen},
+                          {"domain", &spec.domain}}) {
     if (auto st = text(key, *out); !st.ok()) return st.error();
   }
   if (!supervise::validName(spec.label)) {
@@ -88,6 +100,19 @@ Result<NodeSpec> nodeSpecFromJson(const json& j, int ring) {
     if (auto st = checkIsolationName(spec.minIsolation); !st.ok()) {
       return st.error().wrap(where + ": min_isolation");
     }
+  }
+  if (auto st = checkAppSettings(spec, ring); !st.ok()) return st.error().wrap(where);
+  if (auto it = j.find("sockets"); it != j.end()) {
+    if (ring != 2) return Error{where + ": sockets: only a ring-2 node is handed sockets"};
+    if (!it->is_array()) return Error{where + ": sockets: expected an array"};
+    for (const auto& s : *it) {
+      if (!s.is_object() || s.size() != 2 || !s.contains("name") || !s["name"].is_string() ||
+          !s.contains("port") || !s["port"].is_number_integer()) {
+        return Error{where + ": sockets: expected {\"name\": NAME, \"port\": PORT}"};
+      }
+      spec.sockets.push_back({s["name"].get<std::string>(), s["port"].get<int>()});
+    }
+    if (auto st = checkNodeSockets(spec.sockets); !st.ok()) return st.error().wrap(where);
   }
   if (auto it = j.find("limits"); it != j.end()) {
     if (ring != 2) return Error{where + ": limits: only a ring-2 node has limits"};

@@ -1,10 +1,15 @@
 #include "enjin/ring/parent.hpp"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <spdlog/spdlog.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <set>
@@ -14,6 +19,7 @@
 #include "enjin/bus/subscriber.hpp"
 #include "enjin/bus/trust_store.hpp"
 #include "enjin/crypto/keys.hpp"
+#include "enjin/ring/apps.hpp"
 #include "enjin/ring/daemon.hpp"
 #include "enjin/ring/messages.hpp"
 #include "enjin/ring/node_spec_json.hpp"
@@ -42,10 +48,31 @@ constexpr int64_t kCommandTimeoutStepMs = 1000;
 constexpr int64_t kCommandTimeoutMinMs = 1000;
 
 supervise::SupervisorOptions supervisorOptions(const std::string& stateDir,
-                                               const ParentOptions& opts) {
+                                               const ParentOptions& opts,
+                                               supervise::SocketTable& sockets) {
   supervise::SupervisorOptions so{stateDir, opts.holderExe};
   so.observations = opts.nodeObservations;
+  so.sockets = &sockets;
   return so;
+}
+
+// A listening TCP socket on 127.0.0.1:port, blocking (the process it is handed accepts on it;
+// O_NONBLOCK would be shared with it), close-on-exec (only the holder passes it on).
+Result<UniqueFd> bindLoopback(int port) {
+  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd) return Error{std::string("socket: ") + std::strerror(errno)};
+  const int one = 1;
+  (void)::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+      ::listen(fd.get(), SOMAXCONN) != 0) {
+    return Error{"127.0.0.1:" + std::to_string(port) + ": " + std::strerror(errno),
+                 errno == EADDRINUSE ? 409 : 500};
+  }
+  return fd;
 }
 
 // How a child node's daemon is supervised. Its own processes may take their readiness timeout
@@ -151,7 +178,7 @@ class NodeParent::Impl {
         opts_(std::move(options)),
         cfg_(opts_.config),
         random_(random),
-        supervisor_(reactor, supervisorOptions(cfg_.stateDir, opts_), std::move(random)) {}
+        supervisor_(reactor, supervisorOptions(cfg_.stateDir, opts_, sockets_), std::move(random)) {}
 
   ~Impl() {
     for (auto& [id, p] : pending_) reactor_.cancelTimer(p.timer);
@@ -189,14 +216,57 @@ class NodeParent::Impl {
       if (auto st = ensureNodes(*desired); !st.ok()) return st;
     }
     supervisor_.setObserver([this](const supervise::StateEvent& ev) { onProcessEvent(ev); });
+    // A socket the holder still keeps (the node ran before this daemon restarted) cannot be
+    // bound again: the holder's hello gives it back. Every other one is bound now.
+    holdNodeSockets(/*quietIfInUse=*/true);
     if (auto st = supervisor_.start(processSpecs()); !st.ok()) return st;
     tick();
     return {};
   }
 
+  Status holdSocket(int port) {
+    const std::string key = loopbackSocketKey(port);
+    if (sockets_.find(key) >= 0) return {};
+    auto fd = bindLoopback(port);
+    if (!fd.ok()) return fd.error();
+    sockets_.put(key, std::move(*fd));
+    return {};
+  }
+
+  void releaseSocket(int port) { sockets_.erase(loopbackSocketKey(port)); }
+
+  void holdNodeSockets(bool quietIfInUse) {
+    for (const auto& [label, c] : children_) {
+      for (const auto& s : c.spec.sockets) {
+        if (auto st = holdSocket(s.port); !st.ok()) {
+          if (quietIfInUse && st.error().code == 409) continue;
+          spdlog::error("{}: node '{}': socket '{}': {}", name(), label, s.name,
+                        st.error().message);
+        }
+      }
+    }
+  }
+
+  // Sockets no node names any more are closed (the holder closes its copy with the process).
+  void dropUnusedSockets() {
+    std::set<std::string> used;
+    for (const auto& [label, c] : children_) {
+      for (const auto& s : c.spec.sockets) used.insert(loopbackSocketKey(s.port));
+    }
+    for (const auto& key : sockets_.keys()) {
+      if (!used.count(key)) sockets_.erase(key);
+    }
+  }
+
+  std::string nodeStateDir(const std::string& label) const {
+    return children_.count(label) ? childDir(label) : "";
+  }
+
   Status apply(std::vector<NodeSpec> desired) {
     if (auto st = ensureNodes(desired); !st.ok()) return st;
+    holdNodeSockets(/*quietIfInUse=*/false);
     if (auto st = supervisor_.reload(processSpecs()); !st.ok()) return st;
+    dropUnusedSockets();
     for (auto& [label, c] : children_) publishSpec(c);
     changed();
     return {};
@@ -590,6 +660,7 @@ class NodeParent::Impl {
       supervise::ProcessSpec p =
           nodeDaemonSpec(c.spec, opts_.childExe, cfg_.ring + 1, c.tenant ? &tenant : nullptr);
       p.name = label;  // c.spec is empty for a node whose spec the store does not have
+      for (const auto& s : c.spec.sockets) p.sockets.push_back({s.name, loopbackSocketKey(s.port)});
       p.command.insert(p.command.end(), {"--config", childConfigPath(label)});
       // The child says READY=1 once its own children are up, and WATCHDOG=1 from its reactor
       // every heartbeat: a hung daemon is restarted like a dead one.
@@ -862,6 +933,9 @@ class NodeParent::Impl {
   ParentOptions opts_;
   const DaemonConfig& cfg_;
   std::function<uint64_t()> random_;
+  // The listening sockets of the ring-2 nodes (NodeSpec::sockets), by loopbackSocketKey: bound
+  // here, kept by the holder with each node's daemon, and given back by it after a restart.
+  supervise::SocketTable sockets_;
   supervise::Supervisor supervisor_;
   bus::TrustStore trust_;
   crypto::PublicKey ownPublic_{};
@@ -916,5 +990,10 @@ void NodeParent::setOnChange(std::function<void(const nlohmann::json&)> f) {
 const bus::BusCounters& NodeParent::upCounters() const { return impl_->upCounters(); }
 uint64_t NodeParent::refusedMessages() const { return impl_->refusedMessages(); }
 supervise::Supervisor& NodeParent::supervisor() { return impl_->supervisor(); }
+Status NodeParent::holdSocket(int port) { return impl_->holdSocket(port); }
+void NodeParent::releaseSocket(int port) { impl_->releaseSocket(port); }
+std::string NodeParent::nodeStateDir(const std::string& label) const {
+  return impl_->nodeStateDir(label);
+}
 
 }  // namespace enjin::ring

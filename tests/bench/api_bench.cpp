@@ -64,28 +64,6 @@ const std::string kBin = ENJIN_BIN_DIR;
 constexpr const char* kPassword = "api-bench-admin-password";
 constexpr const char* kVictim = "sup/app/victim";
 
-struct Failure : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
-
-double msSinceNs(int64_t t0) {
-  return static_cast<double>(monoNs() - t0) / 1e6;
-}
-
-int freeTcpPort() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof a;
-  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
-    throw Failure(std::string("no free loopback port: ") + std::strerror(errno));
-  }
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
-
 // ---------------------------------------------------------------------------------------------
 // Figures
 
@@ -312,49 +290,6 @@ void sampleRoundTrips(const std::string& sock, const std::atomic<bool>& stop,
     if (r.ok()) out.push_back(msSinceNs(t0));
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
-}
-
-// ---------------------------------------------------------------------------------------------
-// wrk
-
-struct WrkResult {
-  double requestsPerS = -1;
-  double p50Ms = -1, p75Ms = -1, p90Ms = -1, p99Ms = -1;
-  long requests = -1;
-  long non2xx = 0;
-  long socketErrors = 0;
-};
-
-double toMs(double v, const std::string& unit) {
-  if (unit == "us") return v / 1e3;
-  if (unit == "ms") return v;
-  if (unit == "s") return v * 1e3;
-  if (unit == "m") return v * 60e3;
-  return v;
-}
-
-WrkResult parseWrk(const std::string& text) {
-  WrkResult w;
-  std::smatch m;
-  static const std::regex rps(R"(Requests/sec:\s+([0-9.]+))");
-  static const std::regex pct(R"(\n\s+(50|75|90|99)%\s+([0-9.]+)(us|ms|s|m)\b)");
-  static const std::regex total(R"((\d+) requests in)");
-  static const std::regex non2xx(R"(Non-2xx or 3xx responses:\s+(\d+))");
-  static const std::regex sockErr(
-      R"(Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+))");
-  if (std::regex_search(text, m, rps)) w.requestsPerS = std::stod(m[1]);
-  if (std::regex_search(text, m, total)) w.requests = std::stol(m[1]);
-  if (std::regex_search(text, m, non2xx)) w.non2xx = std::stol(m[1]);
-  if (std::regex_search(text, m, sockErr)) {
-    for (int i = 1; i <= 4; ++i) w.socketErrors += std::stol(m[i]);
-  }
-  for (auto it = std::sregex_iterator(text.begin(), text.end(), pct); it != std::sregex_iterator();
-       ++it) {
-    const double ms = toMs(std::stod((*it)[2]), (*it)[3]);
-    const std::string p = (*it)[1];
-    (p == "50" ? w.p50Ms : p == "75" ? w.p75Ms : p == "90" ? w.p90Ms : w.p99Ms) = ms;
-  }
-  return w;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -4,7 +4,10 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -20,6 +23,7 @@
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <regex>
 #include <sstream>
 #include <thread>
 
@@ -293,5 +297,59 @@ std::optional<Stamp> StampFifo::next(int64_t timeoutMs) {
     ::poll(&pfd, 1, static_cast<int>(std::min<int64_t>(left, 100)));
   }
 }
+
+double msSinceNs(int64_t t0) {
+  return static_cast<double>(monoNs() - t0) / 1e6;
+}
+
+int freeTcpPort() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+    throw Failure(std::string("no free loopback port: ") + std::strerror(errno));
+  }
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+namespace {
+double toMs(double v, const std::string& unit) {
+  if (unit == "us") return v / 1e3;
+  if (unit == "ms") return v;
+  if (unit == "s") return v * 1e3;
+  if (unit == "m") return v * 60e3;
+  return v;
+}
+
+}  // namespace
+
+WrkResult parseWrk(const std::string& text) {
+  WrkResult w;
+  std::smatch m;
+  static const std::regex rps(R"(Requests/sec:\s+([0-9.]+))");
+  static const std::regex pct(R"(\n\s+(50|75|90|99)%\s+([0-9.]+)(us|ms|s|m)\b)");
+  static const std::regex total(R"((\d+) requests in)");
+  static const std::regex non2xx(R"(Non-2xx or 3xx responses:\s+(\d+))");
+  static const std::regex sockErr(
+      R"(Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+))");
+  if (std::regex_search(text, m, rps)) w.requestsPerS = std::stod(m[1]);
+  if (std::regex_search(text, m, total)) w.requests = std::stol(m[1]);
+  if (std::regex_search(text, m, non2xx)) w.non2xx = std::stol(m[1]);
+  if (std::regex_search(text, m, sockErr)) {
+    for (int i = 1; i <= 4; ++i) w.socketErrors += std::stol(m[i]);
+  }
+  for (auto it = std::sregex_iterator(text.begin(), text.end(), pct); it != std::sregex_iterator();
+       ++it) {
+    const double ms = toMs(std::stod((*it)[2]), (*it)[3]);
+    const std::string p = (*it)[1];
+    (p == "50" ? w.p50Ms : p == "75" ? w.p75Ms : p == "90" ? w.p90Ms : w.p99Ms) = ms;
+  }
+  return w;
+}
+
 
 }  // namespace enjin::bench

@@ -113,4 +113,27 @@ class StampFifo {
   std::string buffered_;  // records are written whole (16 <= PIPE_BUF) but may be read in parts
 };
 
+
+// ---------------------------------------------------------------------------------------------
+// Benches of the daemons: a failure that ends the run, loopback ports, wrk's report
+
+struct Failure : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+double msSinceNs(int64_t t0);
+// A loopback port nothing listens on now (throws Failure if none can be had).
+int freeTcpPort();
+
+// What `wrk --latency` printed: requests/s, the latency percentiles, the requests, the
+// answers other than 2xx/3xx and the socket errors (connect, read, write, timeout together).
+struct WrkResult {
+  double requestsPerS = -1;
+  double p50Ms = -1, p75Ms = -1, p90Ms = -1, p99Ms = -1;
+  long requests = -1;
+  long non2xx = 0;
+  long socketErrors = 0;
+};
+WrkResult parseWrk(const std::string& text);
+
 }  // namespace enjin::bench

@@ -97,10 +97,6 @@ constexpr int kRestartTimeoutMs = 10'000;     // a restart that takes longer is 
 // ---------------------------------------------------------------------------------------------
 // Measurements
 
-struct Failure : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
-
 // Waits for `n` stamps from distinct pids, taken after `afterNs`; returns pid -> stamp time.
 // (By time, not by pid: a pid may be reused by the next generation of children.)
 std::map<pid_t, int64_t> collectStamps(StampFifo& sock, size_t n, int64_t timeoutMs,

@@ -55,6 +55,20 @@ struct DaemonView {
   std::function<Result<nlohmann::json>(const std::string& label, const nlohmann::json& body)>
       updateNode;
   std::function<Status(const std::string& label)> deleteNode;
+  // A ring1d's apps (ring/apps.hpp: bodies and answers as GET /v1/apps/NAME shows them). Errors
+  // carry their HTTP status: 400 a bad body, 404 no such app, 409 a name in use or an app that
+  // does not fit. Empty: 405.
+  std::function<Result<nlohmann::json>()> listApps;
+  std::function<Result<nlohmann::json>(const std::string& name)> getApp;
+  std::function<Result<nlohmann::json>(const nlohmann::json& body)> createApp;
+  std::function<Result<nlohmann::json>(const std::string& name, const nlohmann::json& body)>
+      updateApp;
+  std::function<Result<nlohmann::json>(const std::string& name)> restartApp;
+  std::function<Status(const std::string& name)> deleteApp;
+  // Each instance's log file, {instance, path}, for GET /v1/apps/NAME/logs (read on the HTTP
+  // thread, never on the reactor).
+  std::function<Result<std::vector<std::pair<std::string, std::string>>>(const std::string& name)>
+      appLogs;
   // Each audit record once stored (its JSON as GET /v1/audit shows it): the daemon publishes it
   // signed on its out bus.
   std::function<void(const nlohmann::json& record)> onAudit;

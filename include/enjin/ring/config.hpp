@@ -27,6 +27,16 @@ struct AdminSeed {
   bool operator==(const AdminSeed&) const = default;
 };
 
+// A listening socket a parent binds for a ring-2 node and hands to its daemon (LISTEN_FDS,
+// under `name`); the node's processes name it in their `sockets`. It stays open in the parent's
+// keeping across restarts of the node, so a connection made meanwhile waits in the accept queue.
+struct NodeSocket {
+  std::string name;  // LISTEN_FDNAMES: [A-Za-z0-9_.-]{1,64}
+  int port = 0;      // 127.0.0.1:port
+
+  bool operator==(const NodeSocket&) const = default;
+};
+
 // What a parent wants one child node to be.
 struct NodeSpec {
   std::string label;             // [A-Za-z0-9_-]{1,64}, unique among its siblings
@@ -45,6 +55,13 @@ struct NodeSpec {
   // A ring-2 node: its limits (memory, processes, cpu, open_files) as canonical JSON
   // (supervise::limitsToJson); "" = none.
   std::string limitsJson;
+  std::vector<NodeSocket> sockets;  // a ring-2 node: what its parent binds for it
+  // A ring-1 node's apps (ring/apps.hpp): the loopback ports its instances are given
+  // ("20000-29999"; "" = no apps), where its router listens ("127.0.0.1:8080"; "" = no router)
+  // and the domain it serves besides NAME.localhost ("apps.example.com"; "" = none).
+  std::string ports;
+  std::string routerListen;
+  std::string domain;
 
   bool operator==(const NodeSpec&) const = default;
 };

@@ -114,6 +114,12 @@ class NodeParent {
   const bus::BusCounters& upCounters() const;
   // Signed messages from children that broke the protocol (a malformed observation or reply).
   uint64_t refusedMessages() const;
+  // The listening socket 127.0.0.1:port a ring-2 node's spec names (NodeSpec::sockets), bound
+  // and kept here until no node names it; holding one already held is a no-op. 409: in use.
+  Status holdSocket(int port);
+  void releaseSocket(int port);
+  // A child node's state dir ("" if there is no such child).
+  std::string nodeStateDir(const std::string& label) const;
   // The engine that runs the children's daemons (for the control socket's process commands).
   supervise::Supervisor& supervisor();
 
