@@ -263,6 +263,7 @@ namespace {
 
 struct Instance {
   std::string label;
+  AppSpec spec;  // the definition it runs: its revision's, until it is replaced
   int port = 0;
   uint64_t revision = 0;
   int64_t createdMs = 0;   // wall clock: survives a restart of ring1d
@@ -288,7 +289,9 @@ struct Seen {
 };
 
 json instanceToJson(const Instance& i) {
-  json j{{"label", i.label}, {"port", i.port}, {"revision", i.revision}, {"created_ms", i.createdMs}};
+  json j{{"label", i.label},         {"port", i.port},
+         {"revision", i.revision},   {"created_ms", i.createdMs},
+         {"spec", appToJson(i.spec)}};
   if (i.drainingMs > 0) j["draining_ms"] = i.drainingMs;
   return j;
 }
@@ -327,6 +330,9 @@ class AppManager::Impl {
         in.revision = i.value("revision", uint64_t{0});
         in.createdMs = i.value("created_ms", int64_t{0});
         in.drainingMs = i.value("draining_ms", int64_t{0});
+        auto ispec = appFromJson(i.value("spec", json()), nullptr, "unix-user");
+        if (!ispec.ok()) return ispec.error().wrap(where + ": instance " + in.label);
+        in.spec = std::move(*ispec);
         if (!supervise::validName(in.label) || in.port <= 0) {
           return Error{where + ": app '" + app.spec.name + "': a bad instance"};
         }
@@ -577,18 +583,19 @@ class AppManager::Impl {
   }
 
   // The ring-2 node of one instance: one process, the app, handed the instance's socket.
-  NodeSpec instanceNode(const App& a, const Instance& i) const {
+  NodeSpec instanceNode(const App&, const Instance& i) const {
+    const AppSpec& spec = i.spec;
     NodeSpec n;
     n.label = i.label;
-    n.strategy = a.spec.strategy;
-    n.limitsJson = a.spec.limitsJson;
+    n.strategy = spec.strategy;
+    n.limitsJson = spec.limitsJson;
     n.sockets.push_back({"http", i.port});
     supervise::ProcessSpec p;
-    p.name = a.spec.name;
-    p.command = a.spec.command;
-    p.env = a.spec.env;
+    p.name = spec.name;
+    p.command = spec.command;
+    p.env = spec.env;
     p.env["PORT"] = std::to_string(i.port);
-    p.cwd = a.spec.cwd;
+    p.cwd = spec.cwd;
     p.sockets.push_back({"http", "http"});
     // A crashing instance is restarted for as long as it crashes, with a backoff: an app is
     // never given up on (its roll-out halts instead, and says why).
@@ -596,20 +603,20 @@ class AppManager::Impl {
     p.restart.backoffMaxMs = 5000;
     p.restart.maxRestarts = 1'000'000;
     const std::string base = "http://127.0.0.1:" + std::to_string(i.port);
-    if (a.spec.readiness == "tcp") {
+    if (spec.readiness == "tcp") {
       p.readiness.kind = "tcp";
       p.readiness.port = i.port;
     } else {
       p.readiness.kind = "http";
-      p.readiness.url = base + a.spec.readiness.substr(5);
+      p.readiness.url = base + spec.readiness.substr(5);
     }
-    p.readiness.timeoutMs = a.spec.readyTimeoutMs;
-    if (a.spec.health == "tcp") {
+    p.readiness.timeoutMs = spec.readyTimeoutMs;
+    if (spec.health == "tcp") {
       p.health.kind = "tcp";
       p.health.port = i.port;
-    } else if (!a.spec.health.empty()) {
+    } else if (!spec.health.empty()) {
       p.health.kind = "http";
-      p.health.url = base + a.spec.health.substr(5);
+      p.health.url = base + spec.health.substr(5);
     }
     if (p.health.kind != "none") {
       p.health.intervalMs = 2000;
@@ -690,6 +697,7 @@ class AppManager::Impl {
       } while (taken_ && taken_(i.label));
       i.port = *port;
       i.revision = a.revision;
+      i.spec = a.spec;
       i.createdMs = clock_.wallMillis();
       a.instances.push_back(i);
       made.push_back(i);
@@ -867,7 +875,8 @@ class AppManager::Impl {
 
   // The router's view: every app's instances, ready ones in rotation, leaving ones draining.
   void routeAll() {
-    if (host_.router == nullptr) return;
+    // Before the instances have reported (a restart of ring1d), the router keeps what it has.
+    if (host_.router == nullptr || !settled_) return;
     std::vector<router::RouterBackend> backends;
     std::set<std::string> serving;
     for (const auto& a : apps_) {

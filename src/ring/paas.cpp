@@ -111,8 +111,13 @@ class Paas::Impl {
     }
     rs.exe = opts_.routerExe;
     auto next = router::makeHaproxyRouter(rs);
-    // The config the process starts from (the apps come with the next step).
-    if (auto st = next->apply({}); !st.ok()) return st;
+    // The config the process starts from. One a previous ring1d wrote is kept: the router it
+    // started may be serving from it still (it outlives ring1d), and the apps are routed anew
+    // only once their instances have reported (AppManager).
+    struct stat cfg {};
+    if (::stat((rs.stateDir + "/haproxy.cfg").c_str(), &cfg) != 0) {
+      if (auto written = next->apply({}); !written.ok()) return written;
+    }
     const supervise::ProcessSpec spec = next->processSpec();
     if (!routerSup_) {
       supervise::SupervisorOptions so{opts_.stateDir + "/router", opts_.holderExe};

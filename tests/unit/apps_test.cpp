@@ -316,6 +316,11 @@ TEST_F(AppManagerTest, ANewInstanceNeverReadyHaltsTheRollOutAndTheOldOnesServe) 
   allReady();
   ASSERT_TRUE(manager_->update("shop", json{{"command", {"/bin/broken"}}}).ok());
   ASSERT_EQ(running_.count("shop-3"), 1u);
+  // Each instance runs its own revision's definition: the old ones are not changed under way.
+  for (const auto& n : manager_->nodes()) {
+    EXPECT_EQ(n.processes.at(0).command.at(0), n.label == "shop-3" ? "/bin/broken" : "/bin/shop")
+        << n.label;
+  }
   clock_.advanceMillis(31'000);
   observe({{"shop-1", "ready"}, {"shop-2", "ready"}, {"shop-3", "backoff"}});
   json a = app("shop");
