@@ -134,6 +134,7 @@ void Holder::onClient(uint32_t events) {
   std::string text;
   std::vector<UniqueFd> fds;  // a spawn's listening sockets; any others are closed
   for (;;) {
+    fds.clear();  // recvWithFds appends: each message has only its own
     auto got = recvWithFds(client_.get(), text, fds);
     if (!got.ok()) {
       if (errno == EAGAIN) return;

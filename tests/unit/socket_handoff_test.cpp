@@ -448,6 +448,10 @@ TEST(SocketSpec, ErrorsNameTheProcessAndTheSocket) {
   EXPECT_NE(error("[1]").find("process 'web'"), std::string::npos) << error("[1]");
   EXPECT_NE(error("\"http\"").find("sockets"), std::string::npos);
   EXPECT_EQ(error(R"([{name = "a", source = "x/y"}])"), "accepted");
+  std::string many = "[";
+  for (int i = 0; i < 17; ++i) many += (i ? ", \"s" : "\"s") + std::to_string(i) + "\"";
+  many += "]";
+  EXPECT_NE(error(many).find("17 sockets, more than 16"), std::string::npos) << error(many);
 }
 
 // ---- a real holder -----------------------------------------------------------------------------
