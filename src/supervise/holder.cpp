@@ -121,6 +121,7 @@ void Holder::onAccept() {
 void Holder::dropClient() {
   outQueue_.clear();
   closedSlots_.clear();
+  retiredFds_.clear();
   if (!client_) return;
   reactor_.removeFd(client_.get());
   client_.reset();
@@ -134,6 +135,7 @@ void Holder::onClient(uint32_t events) {
   std::string text;
   std::vector<UniqueFd> fds;  // a spawn's listening sockets; any others are closed
   for (;;) {
+    fds.clear();  // recvWithFds appends: each message has only its own
     auto got = recvWithFds(client_.get(), text, fds);
     if (!got.ok()) {
       if (errno == EAGAIN) return;
@@ -183,6 +185,7 @@ void Holder::flushQueue() {
     outQueue_.pop_front();
   }
   closedSlots_.clear();
+  retiredFds_.clear();
   (void)reactor_.modifyFd(client_.get(), EPOLLIN);
 }
 
@@ -309,7 +312,11 @@ void Holder::opSpawn(proto::Spawn& req, std::vector<UniqueFd>& received) {
   slot->request.stderrFd = slot->errWrite.get();
   slot->request.extraEnv = std::move(req.env);
   slot->request.defaultCwd = "/";
-  // A full spawn brings the sockets its spec names now: the old ones are closed.
+  // A full spawn brings the sockets its spec names now: the old ones are closed, once no queued
+  // message (a slot of a hello) still carries them.
+  if (!outQueue_.empty()) {
+    for (auto& fd : slot->listen) retiredFds_.push_back(std::move(fd));
+  }
   slot->listen = std::move(received);
   received.clear();
   for (const auto& fd : slot->listen) slot->request.listenFds.push_back(fd.get());

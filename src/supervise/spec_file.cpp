@@ -347,6 +347,10 @@ void readSockets(ProcessReader& r, const toml::node& n, std::vector<SocketRef>& 
     return r.fail(&n, "sockets", "expected an array of names or {name, source} tables, got " +
                                      std::string(tomlTypeName(n)));
   }
+  if (arr->size() > kMaxSockets) {
+    return r.fail(&n, "sockets", std::to_string(arr->size()) + " sockets, more than " +
+                                     std::to_string(kMaxSockets));
+  }
   for (size_t i = 0; i < arr->size(); ++i) {
     const toml::node& item = *arr->get(i);
     const std::string path = "sockets[" + std::to_string(i) + "]";

@@ -158,14 +158,17 @@ Result<ProcessSpec> specFromJson(const json& j) {
     }
     j.at("depends_on").get_to(s.dependsOn);
     if (auto it = j.find("sockets"); it != j.end()) {
-      if (!it->is_array()) return Error{"process spec: sockets: expected an array"};
+      if (!it->is_array() || it->size() > kMaxSockets) {
+        return Error{"process spec: sockets: expected an array of at most " +
+                     std::to_string(kMaxSockets)};
+      }
       for (const auto& ref : *it) {
         SocketRef r;
         ref.at("name").get_to(r.name);
         ref.at("source").get_to(r.source);
         if (!validSocketName(r.name) || !validSocketSource(r.source)) {
-          return Error{"process spec: sockets: invalid socket '" + r.name + "' (source '" +
-                       r.source + "')"};
+          return Error{"process spec: process '" + s.name + "': socket '" + r.name +
+                       "' (source '" + r.source + "'): invalid name or source"};
         }
         s.sockets.push_back(std::move(r));
       }

@@ -601,5 +601,90 @@ user = ")" + user.name() + R"("
   EXPECT_EQ(facts["no_new_privs"], 1) << facts.dump();
 }
 
+// GET / on 127.0.0.1:port: the response, or "" when nothing answered within 5 s.
+std::string getRoot(int port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  timeval tv{5, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  std::string out;
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
+    const std::string req = "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    ::send(fd, req.data(), req.size(), MSG_NOSIGNAL);
+    char buf[4096];
+    ssize_t n;
+    while ((n = ::recv(fd, buf, sizeof buf, 0)) > 0) out.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  return out;
+}
+
+// ring2d handed a listening socket as systemd hands one (LISTEN_FDS at fd 3), a process whose
+// spec names it serving on it; a ring2d started again without it takes it back from the holder.
+TEST_F(Ring2dTest, HandedSocketReachesItsProcessAndOutlivesRing2d) {
+  int sock = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(sock, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(::listen(sock, 64), 0);
+  socklen_t len = sizeof addr;
+  ::getsockname(sock, reinterpret_cast<sockaddr*>(&addr), &len);
+  const int port = ntohs(addr.sin_port);
+  writeSpec(R"(
+[[process]]
+name = "web"
+command = [")" + helper("enjin-demo-http") + R"(", "--name", "activated"]
+sockets = ["http"]
+)");
+  std::vector<std::string> args{helper("ring2d"), "--spec", specPath(), "--state-dir", state(),
+                                "--holder", helper("enjin-holder"), "--log-level", "debug"};
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  const std::string errPath = dir_ / "ring2d.err";
+  ring2d_ = ::fork();
+  ASSERT_GE(ring2d_, 0);
+  if (ring2d_ == 0) {
+    int err = ::open(errPath.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    ::dup2(err, 2);
+    // dup2 clears FD_CLOEXEC on a copy; a socket already at 3 is no copy.
+    if (sock == 3) {
+      ::fcntl(3, F_SETFD, 0);
+    } else {
+      ::dup2(sock, 3);
+    }
+    ::setenv("LISTEN_PID", std::to_string(::getpid()).c_str(), 1);
+    ::setenv("LISTEN_FDS", "1", 1);
+    ::setenv("LISTEN_FDNAMES", "http", 1);
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+  ::close(sock);  // ring2d and its holder hold it now
+  ASSERT_TRUE(waitFor([&] { return controlOk(); }, 10'000)) << ring2dErr();
+  ASSERT_TRUE(waitFor([&] { return stateOf("web") == "ready"; }, 5000)) << ring2dErr();
+  EXPECT_NE(getRoot(port).find("activated"), std::string::npos) << ring2dErr();
+  EXPECT_NE(ring2dErr().find("1 listening sockets received: http"), std::string::npos)
+      << ring2dErr();
+
+  killRing2d(SIGKILL);
+  startRing2d();  // no LISTEN_FDS this time
+  ASSERT_TRUE(waitFor([&] { return stateOf("web") == "ready"; }, 5000)) << ring2dErr();
+  EXPECT_NE(ring2dErr().find("socket 'http' taken back from the holder"), std::string::npos)
+      << ring2dErr();
+  // A restart now needs the socket from the table the holder refilled.
+  const int before = proc("web")["pid"];
+  auto restarted = call({{"cmd", "restart"}, {"name", "web"}});
+  ASSERT_FALSE(restarted.contains("error")) << restarted.dump();
+  ASSERT_TRUE(waitFor([&] {
+    auto p = proc("web");
+    return p.is_object() && p["state"] == "ready" && p["pid"] != before;
+  }, 10'000)) << ring2dErr();
+  EXPECT_NE(getRoot(port).find("activated"), std::string::npos) << ring2dErr();
+}
+
 }  // namespace
 }  // namespace enjin::testing

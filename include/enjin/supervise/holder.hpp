@@ -89,6 +89,7 @@ class Holder {
   };
   std::deque<Outgoing> outQueue_;
   std::vector<std::unique_ptr<Slot>> closedSlots_;  // closed while messages were queued
+  std::vector<UniqueFd> retiredFds_;  // listening sockets replaced while messages were queued
   bool shuttingDown_ = false;
   bool finished_ = false;
 };

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <csignal>
+#include <cstddef>
 #include <cstdint>
 #include <map>
 #include <string>
@@ -64,6 +65,10 @@ struct SocketRef {
   std::string source;  // its key in the parent daemon's socket table; may hold '/'
   bool operator==(const SocketRef&) const = default;
 };
+
+// At most this many sockets per process: they travel with the holder's messages, next to the
+// output channels and the notify socket, within one message's fds.
+inline constexpr size_t kMaxSockets = 16;
 
 // [A-Za-z0-9_.-]{1,64}: a socket's name as LISTEN_FDNAMES carries it (no ':', its separator).
 bool validSocketName(std::string_view name);
