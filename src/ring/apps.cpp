@@ -597,10 +597,12 @@ class AppManager::Impl {
     p.env["PORT"] = std::to_string(i.port);
     p.cwd = spec.cwd;
     p.sockets.push_back({"http", "http"});
-    // A crashing instance is restarted for as long as it crashes, with a backoff: an app is
+    // A crashing instance is restarted for as long as it crashes, backing off from 50 ms to 1 s
+    // (the accept queue holds its connections meanwhile): an app is
     // never given up on (its roll-out halts instead, and says why).
     p.restart.delayMs = 50;
-    p.restart.backoffMaxMs = 5000;
+    p.restart.backoffMaxMs = 1000;
+    p.restart.stableAfterMs = 5000;
     p.restart.maxRestarts = 1'000'000;
     const std::string base = "http://127.0.0.1:" + std::to_string(i.port);
     if (spec.readiness == "tcp") {
@@ -912,13 +914,14 @@ class AppManager::Impl {
     json j = appToJson(a.spec);
     j["revision"] = a.revision;
     json list = json::array();
-    int ready = 0;
+    int ready = 0, updated = 0;
     bool allCurrent = true;
     for (const auto& i : a.instances) {
       auto s = seen_.find(i.label);
       const Seen seen = s != seen_.end() ? s->second : Seen{};
       const bool serving = isServing(i);
-      ready += serving && i.revision == a.revision ? 1 : 0;
+      ready += serving ? 1 : 0;
+      updated += serving && i.revision == a.revision ? 1 : 0;
       if (i.revision != a.revision || i.drainingMs > 0) allCurrent = false;
       json e{{"name", i.label},
              {"node", i.label},
@@ -931,7 +934,7 @@ class AppManager::Impl {
       if (!seen.detail.empty()) e["detail"] = seen.detail;
       list.push_back(std::move(e));
     }
-    const bool complete = allCurrent && ready == a.spec.instances &&
+    const bool complete = allCurrent && updated == a.spec.instances &&
                           static_cast<int>(a.instances.size()) == a.spec.instances;
     json urls = json::array();
     for (std::string u : host_.urls) {
@@ -941,7 +944,8 @@ class AppManager::Impl {
     j["status"] = {{"rollout", !a.halted.empty() ? "halted" : complete ? "complete" : "in progress"},
                    {"message", a.halted},
                    {"urls", urls},
-                   {"ready", ready},
+                   {"ready", ready},      // serving, of any revision
+                   {"updated", updated},  // serving, of the app's revision
                    {"instances", list}};
     return j;
   }

@@ -311,9 +311,13 @@ TEST_F(AppsTest, ARollOutThatNeverGetsReadyHaltsAndTheOldInstancesServe) {
   const std::string msg = api("GET", "/v1/apps/web").body["status"]["message"];
   EXPECT_EQ(msg.rfind("roll-out halted: instance web-3 not ready after 3 s: ", 0), 0u) << msg;
   for (int k = 0; k < 10; ++k) EXPECT_EQ(routed("web.localhost").status, 200);
-  EXPECT_TRUE(waitFor([&] { return pidsWithCmdline("sleep:" + tag(5)).empty(); }, 10'000))
-      << "the failed instance is gone";
-  EXPECT_EQ(api("GET", "/v1/apps/web").body["status"]["instances"].size(), 2u);
+  // The failed instance goes (drained, then stopped); the two old ones stay.
+  EXPECT_TRUE(waitFor([&] {
+    return api("GET", "/v1/apps/web").body["status"]["instances"].size() == 2;
+  }, 10'000)) << show("web");
+  EXPECT_TRUE(waitFor([&] { return pidsWithCmdline("sleep:" + tag(5)).empty(); }, 10'000));
+  EXPECT_EQ(api("GET", "/v1/apps/web").body["status"]["ready"], 2) << show("web");
+  EXPECT_EQ(api("GET", "/v1/apps/web").body["status"]["updated"], 0);
 }
 
 TEST_F(AppsTest, TwoAppsSideBySideAndTheRouterOutlivesRing1d) {
