@@ -254,6 +254,18 @@ void printApp(const json& app) {
   }
 }
 
+// --wait and --timeout, for the commands that start a roll-out.
+struct WaitArgs {
+  bool wait = false;
+  double timeoutS = 120;
+};
+void addWait(CLI::App* sub, WaitArgs& w) {
+  sub->add_flag("--wait", w.wait, "Wait until the roll-out is complete (exit 0) or halted (exit 1)");
+  sub->add_option("--timeout", w.timeoutS, "With --wait: give up after SECONDS (exit 3)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+}
+
 // Adds NAME (required) and --json to `sub`.
 void nameAndJson(CLI::App* sub, std::string& name, bool* asJson) {
   sub->add_option("NAME", name, "The app's name")->required();
@@ -332,28 +344,37 @@ void addAppCommands(CLI::App& app, int& exitCode) {
   auto* scale = top->add_subcommand("scale", "Change how many instances of an app run");
   nameAndJson(scale, *scaleName, scaleJson.get());
   scale->add_option("N", *scaleN, "The number of instances")->required()->check(CLI::NonNegativeNumber);
-  scale->callback([&exitCode, scaleName, scaleN, scaleJson] {
+  auto scaleWait = std::make_shared<WaitArgs>();
+  addWait(scale, *scaleWait);
+  scale->callback([&exitCode, scaleName, scaleN, scaleJson, scaleWait] {
     auto r = apiCall("PUT", appPath(*scaleName), json{{"instances", *scaleN}}, exitCode);
     if (!r) return;
-    if (*scaleJson) {
+    if (*scaleJson && !scaleWait->wait) {
       std::cout << r->dump(2) << "\n";
-    } else {
+    } else if (!*scaleJson) {
       std::cout << "scaled app '" << *scaleName << "' to " << *scaleN << " instances (revision "
                 << text(field(*r, "revision")) << ")\n";
     }
+    if (scaleWait->wait) exitCode = waitForRollout(*scaleName, scaleWait->timeoutS, *scaleJson);
   });
 
   auto restartName = std::make_shared<std::string>();
   auto restartJson = std::make_shared<bool>(false);
   auto* restart = top->add_subcommand("restart", "Restart every instance of an app, as a roll-out");
   nameAndJson(restart, *restartName, restartJson.get());
-  restart->callback([&exitCode, restartName, restartJson] {
+  auto restartWait = std::make_shared<WaitArgs>();
+  addWait(restart, *restartWait);
+  restart->callback([&exitCode, restartName, restartJson, restartWait] {
     auto r = apiCall("POST", appPath(*restartName, "/restart"), json(), exitCode);
     if (!r) return;
-    if (*restartJson) {
+    if (*restartJson && !restartWait->wait) {
       std::cout << r->dump(2) << "\n";
-    } else {
-      std::cout << "restarting app '" << *restartName << "'\n";
+    } else if (!*restartJson) {
+      std::cout << "restarting app '" << *restartName << "' (revision "
+                << text(field(*r, "revision")) << "), one instance at a time\n";
+    }
+    if (restartWait->wait) {
+      exitCode = waitForRollout(*restartName, restartWait->timeoutS, *restartJson);
     }
   });
 

@@ -537,18 +537,10 @@ class AppManager::Impl {
     return out;
   }
 
-  json summary() const {
-    json out = json::array();
-    for (const auto& a : apps_) {
-      int ready = 0;
-      for (const auto& i : a.instances) ready += isServing(i) ? 1 : 0;
-      out.push_back({{"app", a.spec.name},
-                     {"instances", static_cast<int>(a.instances.size())},
-                     {"ready", ready},
-                     {"desired", a.spec.instances},
-                     {"halted", !a.halted.empty()}});
-    }
-    return out;
+  int portsFree() const {
+    int held = 0;
+    for (const auto& a : apps_) held += static_cast<int>(a.instances.size());
+    return std::max(0, host_.ports.size() - held);
   }
 
   void setTaken(std::function<bool(const std::string&)> taken) { taken_ = std::move(taken); }
@@ -1007,7 +999,7 @@ Result<std::vector<std::pair<std::string, std::string>>> AppManager::logFiles(
     const std::string& name) const {
   return impl_->logFiles(name);
 }
-json AppManager::summary() const { return impl_->summary(); }
+int AppManager::portsFree() const { return impl_->portsFree(); }
 void AppManager::setDefaultStrategy(std::string strategy) {
   impl_->setDefaultStrategy(std::move(strategy));
 }

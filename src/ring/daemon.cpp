@@ -691,7 +691,11 @@ int runParentDaemon(const ParentDaemonOptions& opts) {
     h.onCommand = [&](const std::string& op, const std::string& path, ParentLink::Reply reply) {
       parent.command(op, path, std::move(reply));
     };
-    h.observe = [&] { return parent.tree(); };
+    h.observe = [&] {
+      json t = parent.tree();
+      if (paas) t["offer"] = {{"ports_free", paas->apps().portsFree()}};
+      return t;
+    };
     if (auto st = runner.linkToParent(cfg, std::move(h), applied.digest); !st.ok()) {
       return fail(st.error());
     }

@@ -89,7 +89,10 @@ class ParentLink::Impl {
     if (revoked_) return;
     json body = handlers_.observe();
     body["spec_digest"] = applied_;
-    body["offer"] = hostOffer();
+    // The host's capacity, with what the daemon adds of its own (a ring1d's free ports).
+    json offer = hostOffer();
+    if (auto it = body.find("offer"); it != body.end() && it->is_object()) offer.update(*it);
+    body["offer"] = std::move(offer);
     if (!specError_.empty()) body["spec_error"] = specError_;
     if (auto st = up_->publish("obs." + cfg_.uuid, kObservationType, body); !st.ok()) {
       spdlog::warn("{}: {}", daemonName(cfg_.ring), st.error().message);

@@ -62,6 +62,11 @@ class Cleaner {
       if (!c.integer(key, o, true)) return fail(c.error_);
       if (o[key].get<int64_t>() < 0) return fail(std::string("offer: ") + key + ": negative");
     }
+    // A ring-1 node that runs apps: the ports of its range no instance holds.
+    if (!c.integer("ports_free", o)) return fail(c.error_);
+    if (o.contains("ports_free") && o["ports_free"].get<int64_t>() < 0) {
+      return fail("offer: ports_free: negative");
+    }
     out["offer"] = std::move(o);
     return true;
   }

@@ -480,7 +480,7 @@ TEST_F(EnjinctlAppTest, ScaleRestartAndRmSendTheirRequests) {
   EXPECT_EQ(s.out, "scaled app 'shop' to 3 instances (revision 5)\n");
   CtlRun rs = ctl({"app", "restart", "shop"});
   EXPECT_EQ(rs.rc, 0) << rs.err;
-  EXPECT_EQ(rs.out, "restarting app 'shop'\n");
+  EXPECT_EQ(rs.out, "restarting app 'shop' (revision 6), one instance at a time\n");
   CtlRun rm = ctl({"app", "rm", "shop"});
   EXPECT_EQ(rm.rc, 0) << rm.err;
   EXPECT_EQ(rm.out, "removed app 'shop'\n");

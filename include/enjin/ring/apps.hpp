@@ -152,9 +152,8 @@ class AppManager {
   // Each instance's log file, for `app logs`: {instance, path}.
   Result<std::vector<std::pair<std::string, std::string>>> logFiles(const std::string& name) const;
 
-  // For /metrics and status: apps and instances by state.
-  nlohmann::json summary() const;
-
+  // The ports of the range no instance holds (the node's job offer: ports_free).
+  int portsFree() const;
   // The default node strategy of an app on this host.
   void setDefaultStrategy(std::string strategy);
 
