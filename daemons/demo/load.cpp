@@ -66,8 +66,12 @@ int main(int argc, char** argv) {
   app.add_option("--host-header", host, "the Host header (selects the app at a router)")
       ->capture_default_str();
   app.add_option("--path", path, "the path to GET")->capture_default_str();
-  app.add_option("--seconds", seconds, "how long (1-600)")->check(CLI::Range(1, 600))->capture_default_str();
-  app.add_option("--threads", threads, "requests in flight (1-64)")->check(CLI::Range(1, 64))->capture_default_str();
+  app.add_option("--seconds", seconds, "how long (1-600)")
+      ->check(CLI::Range(1, 600))
+      ->capture_default_str();
+  app.add_option("--threads", threads, "requests in flight (1-64)")
+      ->check(CLI::Range(1, 64))
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
   const std::string request =

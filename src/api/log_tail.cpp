@@ -32,8 +32,8 @@ std::string readFrom(const std::string& path, uint64_t offset, uint64_t& end, ui
   std::string out(end - offset, '\0');
   size_t got = 0;
   while (got < out.size()) {
-    const ssize_t n = ::pread(fd.get(), out.data() + got, out.size() - got,
-                              static_cast<off_t>(offset + got));
+    const ssize_t n =
+        ::pread(fd.get(), out.data() + got, out.size() - got, static_cast<off_t>(offset + got));
     if (n <= 0) break;
     got += static_cast<size_t>(n);
   }

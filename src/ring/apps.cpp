@@ -125,7 +125,9 @@ Status checkNodeSockets(const std::vector<NodeSocket>& sockets) {
   return {};
 }
 
-std::string loopbackSocketKey(int port) { return "tcp/127.0.0.1:" + std::to_string(port); }
+std::string loopbackSocketKey(int port) {
+  return "tcp/127.0.0.1:" + std::to_string(port);
+}
 
 int portOfSocketKey(std::string_view key) {
   constexpr std::string_view kPrefix = "tcp/127.0.0.1:";
@@ -149,8 +151,8 @@ Result<AppSpec> appFromJson(const json& body, const AppSpec* base,
     return Error{where + ": " + field + ": " + why, 400};
   };
   static const std::set<std::string> kKnown = {
-      "name",      "command",  "cwd",    "instances", "strategy",       "health",
-      "readiness", "env",      "limits", "max_surge", "max_unavailable", "ready_timeout_ms"};
+      "name",      "command", "cwd",    "instances", "strategy",        "health",
+      "readiness", "env",     "limits", "max_surge", "max_unavailable", "ready_timeout_ms"};
   for (const auto& [k, v] : body.items()) {
     // The fields GET answers with may come back in a PUT of what was read: they change nothing.
     if (k == "revision" || k == "status") continue;
@@ -167,8 +169,8 @@ Result<AppSpec> appFromJson(const json& body, const AppSpec* base,
     auto it = body.find(key);
     if (it == body.end()) return {};
     if (!it->is_number_integer() || it->get<int64_t>() < lo || it->get<int64_t>() > hi) {
-      return bad(key, "expected a whole number from " + std::to_string(lo) + " to " +
-                          std::to_string(hi));
+      return bad(
+          key, "expected a whole number from " + std::to_string(lo) + " to " + std::to_string(hi));
     }
     out = static_cast<std::remove_reference_t<decltype(out)>>(it->get<int64_t>());
     return {};
@@ -195,17 +197,20 @@ Result<AppSpec> appFromJson(const json& body, const AppSpec* base,
   } else if (base == nullptr) {
     return bad("command", "required: [PROGRAM, ARG...]");
   }
-  for (auto st : {str("cwd", app.cwd), str("strategy", app.strategy), str("health", app.health),
-                  str("readiness", app.readiness), num("instances", app.instances, 0, kMaxInstances),
-                  num("max_surge", app.maxSurge, 0, kMaxInstances),
-                  num("max_unavailable", app.maxUnavailable, 0, kMaxInstances),
-                  num("ready_timeout_ms", app.readyTimeoutMs, 1000, 3'600'000)}) {
+  for (auto st :
+       {str("cwd", app.cwd), str("strategy", app.strategy), str("health", app.health),
+        str("readiness", app.readiness), num("instances", app.instances, 0, kMaxInstances),
+        num("max_surge", app.maxSurge, 0, kMaxInstances),
+        num("max_unavailable", app.maxUnavailable, 0, kMaxInstances),
+        num("ready_timeout_ms", app.readyTimeoutMs, 1000, 3'600'000)}) {
     if (!st.ok()) return st.error();
   }
   if (app.strategy.empty()) app.strategy = defaultStrategy;
   if (app.strategy != "unix-user" && app.strategy != "sandbox") {
-    return bad("strategy", "expected unix-user or sandbox (each instance runs as ids of its own), "
-                           "not '" + app.strategy + "'");
+    return bad("strategy",
+               "expected unix-user or sandbox (each instance runs as ids of its own), "
+               "not '" +
+                   app.strategy + "'");
   }
   if (!app.cwd.empty() && app.cwd.front() != '/') return bad("cwd", "expected an absolute path");
   if (auto st = checkCheck(app.health, true); !st.ok()) return bad("health", st.error().message);
@@ -289,8 +294,10 @@ struct Seen {
 };
 
 json instanceToJson(const Instance& i) {
-  json j{{"label", i.label},         {"port", i.port},
-         {"revision", i.revision},   {"created_ms", i.createdMs},
+  json j{{"label", i.label},
+         {"port", i.port},
+         {"revision", i.revision},
+         {"created_ms", i.createdMs},
          {"spec", appToJson(i.spec)}};
   if (i.drainingMs > 0) j["draining_ms"] = i.drainingMs;
   return j;
@@ -438,9 +445,8 @@ class AppManager::Impl {
     auto spec = appFromJson(body, nullptr, defaultStrategy_);
     if (!spec.ok()) return spec.error();
     if (find(spec->name) != nullptr) {
-      return Error{"app '" + spec->name + "' exists (change it with PUT /v1/apps/" + spec->name +
-                       ")",
-                   409};
+      return Error{
+          "app '" + spec->name + "' exists (change it with PUT /v1/apps/" + spec->name + ")", 409};
     }
     if (taken_) {
       for (int k = 1; k <= spec->instances + spec->maxSurge; ++k) {
@@ -557,9 +563,7 @@ class AppManager::Impl {
     }
     return nullptr;
   }
-  const App* find(const std::string& name) const {
-    return const_cast<Impl*>(this)->find(name);
-  }
+  const App* find(const std::string& name) const { return const_cast<Impl*>(this)->find(name); }
   const App* appOfInstance(const std::string& label) const {
     for (const auto& a : apps_) {
       for (const auto& i : a.instances) {
@@ -589,11 +593,11 @@ class AppManager::Impl {
     p.env["PORT"] = std::to_string(i.port);
     p.cwd = spec.cwd;
     p.sockets.push_back({"http", "http"});
-    // A crashing instance is restarted for as long as it crashes, backing off from 50 ms to 1 s
-    // (the accept queue holds its connections meanwhile): an app is
-    // never given up on (its roll-out halts instead, and says why).
+    // A crashing instance is restarted for as long as it crashes, backing off from 50 ms to
+    // 500 ms (the accept queue holds its connections meanwhile): an app is never given up on
+    // (its roll-out halts instead, and says why).
     p.restart.delayMs = 50;
-    p.restart.backoffMaxMs = 1000;
+    p.restart.backoffMaxMs = 500;
     p.restart.stableAfterMs = 5000;
     p.restart.maxRestarts = 1'000'000;
     const std::string base = "http://127.0.0.1:" + std::to_string(i.port);
@@ -627,8 +631,8 @@ class AppManager::Impl {
     const int have = current != nullptr ? static_cast<int>(current->instances.size()) : 0;
     const int want = next.instances + next.maxSurge;
     const int more = std::max(0, want - have);
-    const std::string what = "app '" + next.name + "' does not fit on ring-1 node '" +
-                             host_.nodeLabel + "': ";
+    const std::string what =
+        "app '" + next.name + "' does not fit on ring-1 node '" + host_.nodeLabel + "': ";
     int held = 0;
     for (const auto& a : apps_) held += static_cast<int>(a.instances.size());
     const int freePorts = host_.ports.size() - held;
@@ -724,9 +728,8 @@ class AppManager::Impl {
     }
     return Error{"app '" + app + "' does not fit on ring-1 node '" + host_.nodeLabel +
                      "': ports: none of " + std::to_string(host_.ports.first) + "-" +
-                     std::to_string(host_.ports.last) + " is free (" +
-                     std::to_string(used.size()) + " held by instances, " +
-                     std::to_string(refused) + " taken by other programs)",
+                     std::to_string(host_.ports.last) + " is free (" + std::to_string(used.size()) +
+                     " held by instances, " + std::to_string(refused) + " taken by other programs)",
                  409};
   }
 
@@ -817,9 +820,8 @@ class AppManager::Impl {
     }
     // Too many of the current revision: the surplus leaves, those not ready first.
     if (static_cast<int>(cur.size()) > n) {
-      std::stable_sort(cur.begin(), cur.end(), [&](Instance* x, Instance* y) {
-        return isReady(*x) < isReady(*y);
-      });
+      std::stable_sort(cur.begin(), cur.end(),
+                       [&](Instance* x, Instance* y) { return isReady(*x) < isReady(*y); });
       for (size_t k = n; k < cur.size(); ++k) startDrain(a, *cur[k], "scaled down");
       return true;
     }
@@ -831,9 +833,8 @@ class AppManager::Impl {
       for (Instance* i : cur) serving += isServing(*i) ? 1 : 0;
       for (Instance* i : old) serving += isServing(*i) ? 1 : 0;
       // Those not serving first: removing them costs no availability.
-      std::stable_sort(old.begin(), old.end(), [&](Instance* x, Instance* y) {
-        return isServing(*x) < isServing(*y);
-      });
+      std::stable_sort(old.begin(), old.end(),
+                       [&](Instance* x, Instance* y) { return isServing(*x) < isServing(*y); });
       Instance* o = old.front();
       const int after = serving - (isServing(*o) ? 1 : 0);
       const int live = static_cast<int>(cur.size() + old.size());
@@ -850,8 +851,8 @@ class AppManager::Impl {
       } else {
         // One at a time: the next only after the last is ready, and no more than the surge,
         // counting those still draining (they hold a port and memory until they are gone).
-        const bool pending = std::any_of(cur.begin(), cur.end(),
-                                         [&](Instance* i) { return !isServing(*i); });
+        const bool pending =
+            std::any_of(cur.begin(), cur.end(), [&](Instance* i) { return !isServing(*i); });
         const int live = static_cast<int>(a.instances.size());
         if (!pending && live < n + a.spec.maxSurge) changed |= growOrHalt(a, 1);
       }
@@ -933,7 +934,9 @@ class AppManager::Impl {
       if (auto p = u.find("NAME"); p != std::string::npos) u.replace(p, 4, a.spec.name);
       urls.push_back(u);
     }
-    j["status"] = {{"rollout", !a.halted.empty() ? "halted" : complete ? "complete" : "in progress"},
+    j["status"] = {{"rollout", !a.halted.empty() ? "halted"
+                               : complete        ? "complete"
+                                                 : "in progress"},
                    {"message", a.halted},
                    {"urls", urls},
                    {"ready", ready},      // serving, of any revision
@@ -976,30 +979,52 @@ class AppManager::Impl {
 AppManager::AppManager(Reactor& reactor, const Clock& clock, store::Store& store, AppHost host)
     : impl_(std::make_unique<Impl>(reactor, clock, store, std::move(host))) {}
 AppManager::~AppManager() = default;
-Status AppManager::load() { return impl_->load(); }
-void AppManager::start() { impl_->start(); }
+Status AppManager::load() {
+  return impl_->load();
+}
+void AppManager::start() {
+  impl_->start();
+}
 void AppManager::configure(PortRange ports, std::vector<std::string> urls, router::Router* router) {
   impl_->configure(ports, std::move(urls), router);
 }
-std::vector<NodeSpec> AppManager::nodes() const { return impl_->nodes(); }
-bool AppManager::ownsLabel(const std::string& label) const { return impl_->ownsLabel(label); }
+std::vector<NodeSpec> AppManager::nodes() const {
+  return impl_->nodes();
+}
+bool AppManager::ownsLabel(const std::string& label) const {
+  return impl_->ownsLabel(label);
+}
 void AppManager::setTakenLabels(std::function<bool(const std::string&)> taken) {
   impl_->setTaken(std::move(taken));
 }
-void AppManager::observe(const json& tree) { impl_->observe(tree); }
-Result<json> AppManager::list() const { return impl_->list(); }
-Result<json> AppManager::get(const std::string& name) const { return impl_->get(name); }
-Result<json> AppManager::create(const json& body) { return impl_->create(body); }
+void AppManager::observe(const json& tree) {
+  impl_->observe(tree);
+}
+Result<json> AppManager::list() const {
+  return impl_->list();
+}
+Result<json> AppManager::get(const std::string& name) const {
+  return impl_->get(name);
+}
+Result<json> AppManager::create(const json& body) {
+  return impl_->create(body);
+}
 Result<json> AppManager::update(const std::string& name, const json& body) {
   return impl_->update(name, body);
 }
-Result<json> AppManager::restart(const std::string& name) { return impl_->restart(name); }
-Status AppManager::remove(const std::string& name) { return impl_->remove(name); }
+Result<json> AppManager::restart(const std::string& name) {
+  return impl_->restart(name);
+}
+Status AppManager::remove(const std::string& name) {
+  return impl_->remove(name);
+}
 Result<std::vector<std::pair<std::string, std::string>>> AppManager::logFiles(
     const std::string& name) const {
   return impl_->logFiles(name);
 }
-int AppManager::portsFree() const { return impl_->portsFree(); }
+int AppManager::portsFree() const {
+  return impl_->portsFree();
+}
 void AppManager::setDefaultStrategy(std::string strategy) {
   impl_->setDefaultStrategy(std::move(strategy));
 }

@@ -157,9 +157,17 @@ Paas::Paas(Reactor& reactor, const Clock& clock, store::Store& store, NodeParent
     : impl_(std::make_unique<Impl>(reactor, clock, store, parent, metrics, std::move(options),
                                    std::move(random), std::move(applyNodes), std::move(taken))) {}
 Paas::~Paas() = default;
-Status Paas::load() { return impl_->load(); }
-Status Paas::configure(const NodeSpec& own) { return impl_->configure(own); }
-AppManager& Paas::apps() { return impl_->apps(); }
-void Paas::stop(std::function<void()> done) { impl_->stop(std::move(done)); }
+Status Paas::load() {
+  return impl_->load();
+}
+Status Paas::configure(const NodeSpec& own) {
+  return impl_->configure(own);
+}
+AppManager& Paas::apps() {
+  return impl_->apps();
+}
+void Paas::stop(std::function<void()> done) {
+  impl_->stop(std::move(done));
+}
 
 }  // namespace enjin::ring

@@ -82,7 +82,9 @@ int waitExit(pid_t pid, int64_t ms) {
   }
 }
 
-void onSignal(int s) { gSignal = s; }
+void onSignal(int s) {
+  gSignal = s;
+}
 
 // Polls `done` every 50 ms for `ms`; throws Failure with `what` when it never holds.
 void await(const std::function<bool()>& done, int64_t ms, const std::string& what) {
@@ -98,7 +100,7 @@ struct Scenario {
   std::string name;
   std::string what;
   WrkResult wrk;
-  long actions = 0;  // kills, restarts ...
+  long actions = 0;      // kills, restarts ...
   bool counted = false;  // the zero-error target applies
 };
 
@@ -109,44 +111,54 @@ class Bench {
   int run() {
     wrk_ = findOnPath("wrk");
     if (wrk_.empty() || !std::filesystem::exists("/usr/sbin/haproxy") || ::geteuid() != 0) {
-      std::printf("paas_bench: needs root, wrk and haproxy (./enjin bench installs them): skipped\n");
+      std::printf(
+          "paas_bench: needs root, wrk and haproxy (./enjin bench installs them): skipped\n");
       return 77;
     }
     start();
     std::vector<Scenario> out;
     const int d = o_.durationS;
     const std::string routed = "http://127.0.0.1:" + std::to_string(routerPort_) + "/";
-    out.push_back(load("direct", "wrk straight at one instance", "http://127.0.0.1:" +
-                       std::to_string(instances().at(0).second) + "/", "", d, nullptr, false));
-    out.push_back(load("router", "through the router, nothing happening", routed, "app.localhost", d,
+    out.push_back(load("direct", "wrk straight at one instance",
+                       "http://127.0.0.1:" + std::to_string(instances().at(0).second) + "/", "", d,
                        nullptr, false));
-    out.push_back(load("kill", "one instance SIGKILLed every second", routed, "app.localhost", d,
-                       [this](long& n, int64_t t0) {
-                         int k = 0;
-                         while (msSinceNs(t0) < (o_.durationS - 1) * 1000.0) {
-                           sleepMs(1000);
-                           auto inst = instances();
-                           const pid_t pid = inst.at(k++ % inst.size()).first;
-                           if (pid > 0 && ::kill(pid, SIGKILL) == 0) ++n;
-                         }
-                       }, true));
-    out.push_back(load("rolling", "a rolling restart of the three", routed, "app.localhost", d,
-                       [this](long& n, int64_t) {
-                         sleepMs(1000);
-                         if (http(apiPort_, "POST", "/v1/apps/app/restart", token_).status == 202) ++n;
-                       }, true));
+    out.push_back(load("router", "through the router, nothing happening", routed, "app.localhost",
+                       d, nullptr, false));
+    out.push_back(load(
+        "kill", "one instance SIGKILLed every second", routed, "app.localhost", d,
+        [this](long& n, int64_t t0) {
+          int k = 0;
+          while (msSinceNs(t0) < (o_.durationS - 1) * 1000.0) {
+            sleepMs(1000);
+            auto inst = instances();
+            const pid_t pid = inst.at(k++ % inst.size()).first;
+            if (pid > 0 && ::kill(pid, SIGKILL) == 0) ++n;
+          }
+        },
+        true));
+    out.push_back(load(
+        "rolling", "a rolling restart of the three", routed, "app.localhost", d,
+        [this](long& n, int64_t) {
+          sleepMs(1000);
+          if (http(apiPort_, "POST", "/v1/apps/app/restart", token_).status == 202) ++n;
+        },
+        true));
     awaitRolledOut("app", 3);
-    out.push_back(load("deploy", "a second app deployed (router reload)", routed, "app.localhost",
-                       d, [this](long& n, int64_t) {
-                         sleepMs(1000);
-                         if (http(apiPort_, "POST", "/v1/apps", token_, app("two", 1)).status == 201) ++n;
-                       }, true));
-    out.push_back(load("ring1d", "ring1d SIGKILLed", routed, "app.localhost", d,
-                       [this](long& n, int64_t) {
-                         sleepMs(1000);
-                         const pid_t pid = ring1dPid();
-                         if (pid > 0 && ::kill(pid, SIGKILL) == 0) ++n;
-                       }, true));
+    out.push_back(load(
+        "deploy", "a second app deployed (router reload)", routed, "app.localhost", d,
+        [this](long& n, int64_t) {
+          sleepMs(1000);
+          if (http(apiPort_, "POST", "/v1/apps", token_, app("two", 1)).status == 201) ++n;
+        },
+        true));
+    out.push_back(load(
+        "ring1d", "ring1d SIGKILLed", routed, "app.localhost", d,
+        [this](long& n, int64_t) {
+          sleepMs(1000);
+          const pid_t pid = ring1dPid();
+          if (pid > 0 && ::kill(pid, SIGKILL) == 0) ++n;
+        },
+        true));
     report(out);
     return 0;
   }
@@ -182,12 +194,16 @@ class Bench {
                         << "\"\n";
     ring0d_ = launch({kBin + "/ring0d", "--config", conf}, {}, dir_ + "/ring0d.log");
     state_ = state;
-    await([&] {
-      if (waitExit(ring0d_, 0) != -1) throw Failure("ring0d exited: " + readText(dir_ + "/ring0d.log"));
-      auto r = http(apiPort_, "POST", "/v1/sessions", "", {{"user", "ops"}, {"password", kPassword}});
-      if (r.status == 201) token_ = r.body.value("token", "");
-      return !token_.empty();
-    }, 60'000, "the ring-1 API did not come up");
+    await(
+        [&] {
+          if (waitExit(ring0d_, 0) != -1)
+            throw Failure("ring0d exited: " + readText(dir_ + "/ring0d.log"));
+          auto r = http(apiPort_, "POST", "/v1/sessions", "",
+                        {{"user", "ops"}, {"password", kPassword}});
+          if (r.status == 201) token_ = r.body.value("token", "");
+          return !token_.empty();
+        },
+        60'000, "the ring-1 API did not come up");
     auto made = http(apiPort_, "POST", "/v1/apps", token_, app("app", 3));
     if (made.status != 201) throw Failure("POST /v1/apps answered " + made.body.dump());
     awaitRolledOut("app", 3);
@@ -195,12 +211,15 @@ class Bench {
   }
 
   void awaitRolledOut(const std::string& name, int ready) {
-    await([&] {
-      auto a = http(apiPort_, "GET", "/v1/apps/" + name, token_);
-      return a.status == 200 && a.body["status"]["rollout"] == "complete" &&
-             a.body["status"]["ready"] == ready;
-    }, 90'000, "app '" + name + "' not rolled out: " +
-                   http(apiPort_, "GET", "/v1/apps/" + name, token_).body.dump());
+    await(
+        [&] {
+          auto a = http(apiPort_, "GET", "/v1/apps/" + name, token_);
+          return a.status == 200 && a.body["status"]["rollout"] == "complete" &&
+                 a.body["status"]["ready"] == ready;
+        },
+        90'000,
+        "app '" + name +
+            "' not rolled out: " + http(apiPort_, "GET", "/v1/apps/" + name, token_).body.dump());
   }
 
   // {pid, port} of each instance of `app`.
@@ -229,8 +248,8 @@ class Bench {
     checkAbort();
     Scenario s{name, what, {}, 0, counted};
     const std::string outPath = dir_ + "/wrk-" + name + ".out";
-    std::vector<std::string> argv{wrk_, "-t2", "-c32", "-d" + std::to_string(seconds) + "s",
-                                  "--latency", "--timeout", "5s"};
+    std::vector<std::string> argv{
+        wrk_, "-t2", "-c32", "-d" + std::to_string(seconds) + "s", "--latency", "--timeout", "5s"};
     if (!host.empty()) argv.insert(argv.end(), {"-H", "Host: " + host});
     argv.push_back(url);
     const int64_t t0 = monoNs();
@@ -277,13 +296,11 @@ class Bench {
     const double ratio = direct > 0 ? router / direct : 0;
     std::printf("  router throughput / direct: %.2f\n", ratio);
     std::printf("  target: 0 non-2xx and 0 socket errors under kill, rolling, deploy, ring1d: %s\n",
-                o_.smoke ? "(not checked: smoke)" : allZero ? "PASS" : "FAIL");
-    json j{{"smoke", o_.smoke},
-           {"duration_s", o_.durationS},
-           {"strategy", strategy_},
-           {"scenarios", scenarios},
-           {"router_over_direct", ratio},
-           {"zero_errors", allZero}};
+                o_.smoke  ? "(not checked: smoke)"
+                : allZero ? "PASS"
+                          : "FAIL");
+    json j{{"smoke", o_.smoke},      {"duration_s", o_.durationS},  {"strategy", strategy_},
+           {"scenarios", scenarios}, {"router_over_direct", ratio}, {"zero_errors", allZero}};
     std::printf("BENCH_JSON %s\n", j.dump().c_str());
   }
 

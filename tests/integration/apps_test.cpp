@@ -37,10 +37,11 @@ Answer request(int port, const std::string& method, const std::string& path,
   if (!token.empty()) headers.emplace("Authorization", "Bearer " + token);
   if (!host.empty()) headers.emplace("Host", host);
   const std::string text = body.is_null() ? "" : body.dump();
-  httplib::Result r = method == "GET"    ? client.Get(path.c_str(), headers)
-                      : method == "POST" ? client.Post(path.c_str(), headers, text, "application/json")
-                      : method == "PUT"  ? client.Put(path.c_str(), headers, text, "application/json")
-                                         : client.Delete(path.c_str(), headers);
+  httplib::Result r =
+      method == "GET"    ? client.Get(path.c_str(), headers)
+      : method == "POST" ? client.Post(path.c_str(), headers, text, "application/json")
+      : method == "PUT"  ? client.Put(path.c_str(), headers, text, "application/json")
+                         : client.Delete(path.c_str(), headers);
   if (!r) return {};
   return {r->status, json::parse(r->body, nullptr, false), r->body};
 }
@@ -120,20 +121,22 @@ class AppsTest : public HierarchyTest {
     portBase_ = 40000 + (::getpid() % 1000) * 12;
     auto hash = acl::hashPassword(kOpsPassword);
     ASSERT_TRUE(hash.ok());
-    writeConfig("state_dir = \"" + state() + "\"\nheartbeat_ms = 200\nheartbeat_timeout_ms = 1500\n" +
-                "[[ring1]]\nlabel = \"paas\"\napi_listen = \"127.0.0.1:" + std::to_string(apiPort_) +
-                "\"\nrouter_listen = \"127.0.0.1:" + std::to_string(routerPort_) +
-                "\"\ndomain = \"apps.test\"\nports = \"" + std::to_string(portBase_) + "-" +
-                std::to_string(portBase_ + 9) + "\"\ntenant_uids = \"" +
-                std::to_string(61000 + (::getpid() % 100) * 40) + "-" +
-                std::to_string(61000 + (::getpid() % 100) * 40 + 39) + "\"\n" +
-                "  [[ring1.admin]]\n  user = \"ops\"\n  password_hash = \"" + *hash + "\"\n");
+    writeConfig(
+        "state_dir = \"" + state() + "\"\nheartbeat_ms = 200\nheartbeat_timeout_ms = 1500\n" +
+        "[[ring1]]\nlabel = \"paas\"\napi_listen = \"127.0.0.1:" + std::to_string(apiPort_) +
+        "\"\nrouter_listen = \"127.0.0.1:" + std::to_string(routerPort_) +
+        "\"\ndomain = \"apps.test\"\nports = \"" + std::to_string(portBase_) + "-" +
+        std::to_string(portBase_ + 9) + "\"\ntenant_uids = \"" +
+        std::to_string(61000 + (::getpid() % 100) * 40) + "-" +
+        std::to_string(61000 + (::getpid() % 100) * 40 + 39) + "\"\n" +
+        "  [[ring1.admin]]\n  user = \"ops\"\n  password_hash = \"" + *hash + "\"\n");
     startRing0d();
     ASSERT_TRUE(waitFor([&] { return !(ops_ = login()).empty(); }, 20'000)) << err();
   }
 
   std::string login() {
-    auto a = request(apiPort_, "POST", "/v1/sessions", "", {{"user", "ops"}, {"password", kOpsPassword}});
+    auto a = request(apiPort_, "POST", "/v1/sessions", "",
+                     {{"user", "ops"}, {"password", kOpsPassword}});
     return a.status == 201 ? a.body.value("token", "") : "";
   }
   Answer api(const std::string& method, const std::string& path, const json& body = nullptr) {
@@ -178,7 +181,8 @@ class AppsTest : public HierarchyTest {
 TEST_F(AppsTest, DeployRouteScaleRollAndRemove) {
   auto made = api("POST", "/v1/apps", demo("shop", 2));
   ASSERT_EQ(made.status, 201) << made.body.dump();
-  EXPECT_EQ(made.body["status"]["urls"][0], "http://shop.localhost:" + std::to_string(routerPort_) + "/")
+  EXPECT_EQ(made.body["status"]["urls"][0],
+            "http://shop.localhost:" + std::to_string(routerPort_) + "/")
       << show("shop");
   ASSERT_TRUE(waitFor([&] { return rolledOut("shop", 2); }, 30'000)) << show("shop") << err();
 
@@ -220,9 +224,13 @@ TEST_F(AppsTest, DeployRouteScaleRollAndRemove) {
   ASSERT_EQ(api("PUT", "/v1/apps/shop", {{"instances", 3}}).status, 200);
   ASSERT_TRUE(waitFor([&] { return rolledOut("shop", 3); }, 30'000)) << show("shop");
   ASSERT_EQ(api("PUT", "/v1/apps/shop", {{"instances", 1}}).status, 200);
-  ASSERT_TRUE(waitFor([&] {
-    return rolledOut("shop", 1) && api("GET", "/v1/apps/shop").body["status"]["instances"].size() == 1;
-  }, 30'000)) << show("shop");
+  ASSERT_TRUE(waitFor(
+      [&] {
+        return rolledOut("shop", 1) &&
+               api("GET", "/v1/apps/shop").body["status"]["instances"].size() == 1;
+      },
+      30'000))
+      << show("shop");
 
   // A rolling restart replaces the instance, and requests are served all along.
   const auto before = instancePids("shop");
@@ -238,6 +246,17 @@ TEST_F(AppsTest, DeployRouteScaleRollAndRemove) {
   EXPECT_EQ(failed, 0) << "served " << served;
   ASSERT_TRUE(rolledOut("shop", 1)) << show("shop");
   EXPECT_NE(instancePids("shop"), before);
+
+  // The router's counters are ring1d's metrics; the logs of every instance, prefixed.
+  auto metrics = request(apiPort_, "GET", "/metrics", ops_);
+  EXPECT_NE(metrics.text.find("enjin_router_requests_total{app=\"shop\"}"), std::string::npos)
+      << metrics.text.substr(0, 2000);
+  EXPECT_NE(metrics.text.find("enjin_router_responses_total{app=\"shop\",code=\"2xx\"}"),
+            std::string::npos);
+  auto logs = request(apiPort_, "GET", "/v1/apps/shop/logs?lines=5", ops_);
+  EXPECT_EQ(logs.status, 200);
+  EXPECT_EQ(logs.text.rfind("shop-", 0), 0u) << logs.text;
+  EXPECT_NE(logs.text.find(" | "), std::string::npos) << logs.text;
 
   // Removed: out of the router, its processes gone.
   ASSERT_EQ(api("DELETE", "/v1/apps/shop").status, 204);
@@ -264,10 +283,12 @@ TEST_F(AppsTest, AKilledInstanceRefusesNoConnection) {
     const pid_t pid = instancePids("kill").begin()->second;
     if (pid > 0 && ::kill(pid, SIGKILL) == 0) ++kills;
     // The next kill once it is back (bounded).
-    waitFor([&] {
-      const pid_t now = instancePids("kill").begin()->second;
-      return now > 0 && now != pid;
-    }, 10'000);
+    waitFor(
+        [&] {
+          const pid_t now = instancePids("kill").begin()->second;
+          return now > 0 && now != pid;
+        },
+        10'000);
   }
   stop = true;
   client.join();
@@ -287,15 +308,17 @@ TEST_F(AppsTest, AnAppThatCannotBePlacedIsRefusedAndLeavesNothing) {
   for (const auto& n : tree()["nodes"][0].value("nodes", json::array())) {
     EXPECT_NE(n.value("label", "").rfind("big-", 0), 0u) << "no instance was made";
   }
-  auto mem = api("POST", "/v1/apps", json{{"name", "mem"},
-                                          {"command", {kDemoHttp}},
-                                          {"instances", 2},
-                                          {"limits", {{"memory", "100T"}}}});
+  auto mem = api("POST", "/v1/apps",
+                 json{{"name", "mem"},
+                      {"command", {kDemoHttp}},
+                      {"instances", 2},
+                      {"limits", {{"memory", "100T"}}}});
   EXPECT_EQ(mem.status, 409);
   EXPECT_NE(mem.body.value("message", "").find("memory:"), std::string::npos) << mem.body.dump();
-  EXPECT_EQ(api("POST", "/v1/apps", json{{"name", "x"}, {"command", {kDemoHttp}}, {"strategy", "exec"}})
-                .status,
-            400);
+  EXPECT_EQ(
+      api("POST", "/v1/apps", json{{"name", "x"}, {"command", {kDemoHttp}}, {"strategy", "exec"}})
+          .status,
+      400);
 }
 
 TEST_F(AppsTest, ARollOutThatNeverGetsReadyHaltsAndTheOldInstancesServe) {
@@ -305,16 +328,16 @@ TEST_F(AppsTest, ARollOutThatNeverGetsReadyHaltsAndTheOldInstancesServe) {
   auto put = api("PUT", "/v1/apps/web",
                  {{"command", json::parse(sleeper(5))}, {"ready_timeout_ms", 3000}});
   ASSERT_EQ(put.status, 200) << put.body.dump();
-  ASSERT_TRUE(waitFor([&] {
-    return api("GET", "/v1/apps/web").body["status"]["rollout"] == "halted";
-  }, 20'000)) << show("web");
+  ASSERT_TRUE(waitFor(
+      [&] { return api("GET", "/v1/apps/web").body["status"]["rollout"] == "halted"; }, 20'000))
+      << show("web");
   const std::string msg = api("GET", "/v1/apps/web").body["status"]["message"];
   EXPECT_EQ(msg.rfind("roll-out halted: instance web-3 not ready after 3 s: ", 0), 0u) << msg;
   for (int k = 0; k < 10; ++k) EXPECT_EQ(routed("web.localhost").status, 200);
   // The failed instance goes (drained, then stopped); the two old ones stay.
-  EXPECT_TRUE(waitFor([&] {
-    return api("GET", "/v1/apps/web").body["status"]["instances"].size() == 2;
-  }, 10'000)) << show("web");
+  EXPECT_TRUE(waitFor(
+      [&] { return api("GET", "/v1/apps/web").body["status"]["instances"].size() == 2; }, 10'000))
+      << show("web");
   EXPECT_TRUE(waitFor([&] { return pidsWithCmdline("sleep:" + tag(5)).empty(); }, 10'000));
   EXPECT_EQ(api("GET", "/v1/apps/web").body["status"]["ready"], 2) << show("web");
   EXPECT_EQ(api("GET", "/v1/apps/web").body["status"]["updated"], 0);
@@ -334,10 +357,30 @@ TEST_F(AppsTest, TwoAppsSideBySideAndTheRouterOutlivesRing1d) {
   EXPECT_EQ(routed("beta.localhost").status, 200);
   EXPECT_NE(routed("beta.localhost").text, routed("alpha.localhost").text);
   // Their instances run as two uids.
-  struct stat a {}, b {};
-  ASSERT_EQ(::stat(("/proc/" + std::to_string(instancePids("alpha").begin()->second)).c_str(), &a), 0);
-  ASSERT_EQ(::stat(("/proc/" + std::to_string(instancePids("beta").begin()->second)).c_str(), &b), 0);
+  struct stat a {
+  }, b{};
+  ASSERT_EQ(::stat(("/proc/" + std::to_string(instancePids("alpha").begin()->second)).c_str(), &a),
+            0);
+  ASSERT_EQ(::stat(("/proc/" + std::to_string(instancePids("beta").begin()->second)).c_str(), &b),
+            0);
   EXPECT_NE(a.st_uid, b.st_uid);
+
+  // The router dies: restarted by ring1d's router supervisor, it serves again from its config.
+  stop = true;
+  load.join();
+  EXPECT_EQ(bad.load(), 0) << ok.load() << " served across the reload";
+  auto haproxy = pidsWithCmdline(state() + "/nodes/paas/router/haproxy/haproxy.cfg");
+  ASSERT_FALSE(haproxy.empty());
+  for (pid_t p : haproxy) ::kill(p, SIGKILL);
+  EXPECT_TRUE(waitFor([&] { return routed("alpha.localhost").status == 200; }, 20'000))
+      << show("alpha");
+  EXPECT_TRUE(waitFor([&] { return routed("beta.localhost").status == 200; }, 20'000));
+  ok = 0;
+  bad = 0;
+  stop = false;
+  load = std::thread([&] {
+    while (!stop) (routed("alpha.localhost").status == 200 ? ok : bad)++;
+  });
 
   // ring1d dies: the router and the instances do not.
   const int ring1d = pidOf("paas");

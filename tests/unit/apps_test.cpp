@@ -1,6 +1,8 @@
 // Apps (ring/apps.hpp): the bodies the API takes, and the controller that turns apps into
 // instance nodes and rolls changes out, driven here by trees the test writes (what the parent's
 // tree would say of each instance) on a fake clock, with a real store and real port binds.
+#include "enjin/ring/apps.hpp"
+
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
@@ -13,7 +15,6 @@
 
 #include "enjin/base/unique_fd.hpp"
 #include "enjin/reactor/reactor.hpp"
-#include "enjin/ring/apps.hpp"
 #include "enjin/ring/config.hpp"
 #include "enjin/ring/node_spec_json.hpp"
 #include "enjin/store/store.hpp"

@@ -70,15 +70,15 @@ int portOfSocketKey(std::string_view key);
 //    "readiness":"http:/PATH"|"tcp","env":{..},"limits":{..},"cwd","max_surge","max_unavailable",
 //    "ready_timeout_ms"}
 struct AppSpec {
-  std::string name;                     // [a-z0-9-]{1,40}, a DNS label (NAME.localhost)
-  std::vector<std::string> command;     // argv; command[0] absolute or on PATH
-  std::string cwd;                      // the bundle directory it runs in ("" = its home)
-  int instances = 1;                    // 0..100
-  std::string strategy;                 // unix-user | sandbox
-  std::string health;                   // "" (none), "tcp", "http:/PATH"
-  std::string readiness = "tcp";        // "tcp", "http:/PATH"
+  std::string name;                  // [a-z0-9-]{1,40}, a DNS label (NAME.localhost)
+  std::vector<std::string> command;  // argv; command[0] absolute or on PATH
+  std::string cwd;                   // the bundle directory it runs in ("" = its home)
+  int instances = 1;                 // 0..100
+  std::string strategy;              // unix-user | sandbox
+  std::string health;                // "" (none), "tcp", "http:/PATH"
+  std::string readiness = "tcp";     // "tcp", "http:/PATH"
   std::map<std::string, std::string> env;
-  std::string limitsJson;               // canonical, supervise::limitsToJson; "" = none
+  std::string limitsJson;  // canonical, supervise::limitsToJson; "" = none
   int maxSurge = 1;
   int maxUnavailable = 0;
   int64_t readyTimeoutMs = 30'000;
@@ -98,10 +98,11 @@ nlohmann::json appToJson(const AppSpec& app);
 
 // What the apps need of their ring1d, given once.
 struct AppHost {
-  std::string nodeLabel;      // the ring-1 node, for messages
+  std::string nodeLabel;  // the ring-1 node, for messages
   // Set by AppManager::configure (they come with the node's spec):
-  PortRange ports;            // size 0: apps are refused
-  std::vector<std::string> urls;  // "http://NAME.localhost:8080/", NAME for the app (none: no router)
+  PortRange ports;  // size 0: apps are refused
+  std::vector<std::string>
+      urls;  // "http://NAME.localhost:8080/", NAME for the app (none: no router)
   // What the node offers now (ring/offer.hpp's hostOffer(): memory_bytes, process_slots).
   std::function<nlohmann::json()> offer;
   // The instance nodes changed: the parent must run the union of its nodes and these
