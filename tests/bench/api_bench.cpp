@@ -312,23 +312,6 @@ std::string configText(const std::string& state, int port, int nodes) {
   return c.str();
 }
 
-// Waits for `pid` to exit within `ms`; its exit status, or -1 (still running).
-int waitExit(pid_t pid, int64_t ms) {
-  const int64_t until = monoNs() + ms * 1'000'000;
-  for (;;) {
-    int status = 0;
-    const pid_t r = ::waitpid(pid, &status, WNOHANG);
-    if (r == pid) return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    if (r < 0) return -2;
-    if (monoNs() > until) return -1;
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-}
-
-void onSignal(int s) {
-  gSignal = s;
-}
-
 // Busy jiffies of the whole machine (every CPU: user, nice, system, irq, softirq, steal), and
 // those of this bench and everything below it, so the CPU that other jobs took during the load
 // can be told: the machine is shared.
@@ -640,13 +623,7 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  // Whatever a killed process leaves comes back here and is killed at the end.
-  ::prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
-  struct sigaction sa {};
-  sa.sa_handler = onSignal;
-  for (int s : {SIGINT, SIGTERM, SIGHUP}) ::sigaction(s, &sa, nullptr);
-  ::signal(SIGPIPE, SIG_IGN);
-  gDeadlineNs = monoNs() + static_cast<int64_t>(o.maxSeconds) * 1'000'000'000;
+  startBench(o.maxSeconds);
 
   char tmpl[] = "/tmp/enjin-apibench.XXXXXX";
   if (::mkdtemp(tmpl) == nullptr) {

@@ -302,6 +302,31 @@ double msSinceNs(int64_t t0) {
   return static_cast<double>(monoNs() - t0) / 1e6;
 }
 
+int waitExit(pid_t pid, int64_t ms) {
+  const int64_t until = monoNs() + ms * 1'000'000;
+  for (;;) {
+    int status = 0;
+    const pid_t r = ::waitpid(pid, &status, WNOHANG);
+    if (r == pid) return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    if (r < 0) return -2;
+    if (monoNs() > until) return -1;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+}
+
+namespace {
+void onStopSignal(int s) { gSignal = s; }
+}  // namespace
+
+void startBench(int maxSeconds) {
+  ::prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+  struct sigaction sa {};
+  sa.sa_handler = onStopSignal;
+  for (int s : {SIGINT, SIGTERM, SIGHUP}) ::sigaction(s, &sa, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
+  gDeadlineNs = monoNs() + static_cast<int64_t>(maxSeconds) * 1'000'000'000;
+}
+
 int freeTcpPort() {
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in a{};

@@ -122,6 +122,14 @@ struct Failure : std::runtime_error {
 };
 
 double msSinceNs(int64_t t0);
+// Waits up to `ms` for the child `pid` to exit: its exit code (128 + signal when killed), -1
+// while it still runs, -2 when it is not a child.
+int waitExit(pid_t pid, int64_t ms);
+// What a bench of the daemons does first: it becomes the subreaper of whatever it starts (what a
+// killed daemon leaves behind comes back to it), SIGINT, SIGTERM and SIGHUP set gSignal (so
+// checkAbort() stops the run and main cleans up), SIGPIPE is ignored, and the run is bounded
+// by `maxSeconds`.
+void startBench(int maxSeconds);
 // A loopback port nothing listens on now (throws Failure if none can be had).
 int freeTcpPort();
 

@@ -70,22 +70,6 @@ Http http(int port, const std::string& method, const std::string& path, const st
   return {r->status, json::parse(r->body, nullptr, false)};
 }
 
-int waitExit(pid_t pid, int64_t ms) {
-  const int64_t until = monoNs() + ms * 1'000'000;
-  for (;;) {
-    int status = 0;
-    const pid_t r = ::waitpid(pid, &status, WNOHANG);
-    if (r == pid) return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    if (r < 0) return -2;
-    if (monoNs() > until) return -1;
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-}
-
-void onSignal(int s) {
-  gSignal = s;
-}
-
 // Polls `done` every 50 ms for `ms`; throws Failure with `what` when it never holds.
 void await(const std::function<bool()>& done, int64_t ms, const std::string& what) {
   const int64_t t0 = monoNs();
@@ -331,12 +315,7 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  ::prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
-  struct sigaction sa {};
-  sa.sa_handler = onSignal;
-  for (int s : {SIGINT, SIGTERM, SIGHUP}) ::sigaction(s, &sa, nullptr);
-  ::signal(SIGPIPE, SIG_IGN);
-  gDeadlineNs = monoNs() + static_cast<int64_t>(o.maxSeconds) * 1'000'000'000;
+  startBench(o.maxSeconds);
   char tmpl[] = "/var/tmp/enjin-paasbench.XXXXXX";
   if (::mkdtemp(tmpl) == nullptr) {
     std::perror("paas_bench: mkdtemp");
