@@ -293,7 +293,8 @@ TEST_F(AppManagerTest, ARestartRollsOneInstanceAtATime) {
   }
   EXPECT_EQ(running_, (std::set<std::string>{"shop-4", "shop-5", "shop-6"}));
   EXPECT_EQ(app("shop")["status"]["rollout"], "complete");
-  for (const auto& i : app("shop")["status"]["instances"]) EXPECT_EQ(i["revision"], 2);
+  const json rolled = app("shop");
+  for (const auto& i : rolled["status"]["instances"]) EXPECT_EQ(i["revision"], 2);
   EXPECT_EQ(held_.size(), 3u);  // the old instances' ports are free again
 }
 
