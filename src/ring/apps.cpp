@@ -322,7 +322,19 @@ class AppManager::Impl {
     const std::string where = store_.path() + ": meta apps";
     json j = json::parse(**text, nullptr, false);
     if (!j.is_array()) return Error{where + ": not a JSON array"};
+    // A field of the wrong type makes json throw: the store is then refused, naming it, like
+    // any set that does not parse.
+    try {
+      return loadApps(j, where);
+    } catch (const json::exception& e) {
+      apps_.clear();
+      return Error{where + ": " + e.what()};
+    }
+  }
+
+  Status loadApps(const json& j, const std::string& where) {
     for (const auto& a : j) {
+      if (!a.is_object()) return Error{where + ": an app that is not a JSON object"};
       auto spec = appFromJson(a.value("spec", json()), nullptr, "unix-user");
       if (!spec.ok()) return spec.error().wrap(where);
       App app;
@@ -331,6 +343,7 @@ class AppManager::Impl {
       app.nextOrdinal = a.value("next_ordinal", uint64_t{1});
       app.halted = a.value("halted", "");
       for (const auto& i : a.value("instances", json::array())) {
+        if (!i.is_object()) return Error{where + ": an instance that is not a JSON object"};
         Instance in;
         in.label = i.value("label", "");
         in.port = i.value("port", 0);

@@ -365,6 +365,18 @@ TEST_F(AppManagerTest, ScalingAndRemovalDrainFirstAndSurviveARestart) {
   EXPECT_EQ(manager_->get("shop").error().code, 404);
 }
 
+TEST_F(AppManagerTest, AStoredSetThatDoesNotParseIsRefusedNamingTheStore) {
+  for (const char* bad : {"{}", "[1]", R"([{"spec":5}])", R"([{"spec":{"name":"a","command":["/x"]},
+        "revision":"two"}])", R"([{"spec":{"name":"a","command":["/x"]},"instances":[7]}])"}) {
+    ASSERT_TRUE(store_->setMeta("apps", bad).ok());
+    AppHost h;
+    AppManager m(*reactor_, clock_, *store_, h);
+    auto st = m.load();
+    ASSERT_FALSE(st.ok()) << bad;
+    EXPECT_NE(st.error().message.find("meta apps"), std::string::npos) << st.error().message;
+  }
+}
+
 TEST_F(AppManagerTest, WithoutAPortRangeAppsAreRefused) {
   make(PortRange{});
   auto r = manager_->create(shop(1));
