@@ -262,7 +262,7 @@ TEST_F(AppsTest, DeployRouteScaleRollAndRemove) {
   ASSERT_EQ(api("DELETE", "/v1/apps/shop").status, 204);
   EXPECT_EQ(api("GET", "/v1/apps/shop").status, 404);
   EXPECT_TRUE(waitFor([&] { return routed("shop.localhost").status == 404; }, 10'000));
-  EXPECT_TRUE(waitFor([&] { return pidsWithCmdline(kDemoHttp).empty(); }, 20'000));
+  EXPECT_TRUE(waitFor([&] { return ownPidsWithCmdline(kDemoHttp).empty(); }, 20'000));
 }
 
 TEST_F(AppsTest, AKilledInstanceRefusesNoConnection) {
