@@ -146,7 +146,9 @@ Result<AppSpec> appFromJson(const json& body, const AppSpec* base,
                             const std::string& defaultStrategy) {
   if (!body.is_object()) return Error{"app: expected a JSON object", 400};
   AppSpec app = base != nullptr ? *base : AppSpec{};
-  std::string where = "app '" + (base != nullptr ? base->name : body.value("name", "")) + "'";
+  const auto named = body.find("name");
+  const std::string given = named != body.end() && named->is_string() ? named->get<std::string>() : "";
+  std::string where = "app '" + (base != nullptr ? base->name : given) + "'";
   auto bad = [&](const std::string& field, const std::string& why) {
     return Error{where + ": " + field + ": " + why, 400};
   };
@@ -273,6 +275,7 @@ struct Instance {
   uint64_t revision = 0;
   int64_t createdMs = 0;   // wall clock: survives a restart of ring1d
   int64_t drainingMs = 0;  // > 0: leaving since then
+  bool everReady = false;  // seen ready by this run of ring1d (or made by an earlier one)
 };
 
 struct App {
@@ -350,6 +353,7 @@ class AppManager::Impl {
         in.revision = i.value("revision", uint64_t{0});
         in.createdMs = i.value("created_ms", int64_t{0});
         in.drainingMs = i.value("draining_ms", int64_t{0});
+        in.everReady = true;  // made by an earlier run: judged by its process, not halted on
         auto ispec = appFromJson(i.value("spec", json()), nullptr, "unix-user");
         if (!ispec.ok()) return ispec.error().wrap(where + ": instance " + in.label);
         in.spec = std::move(*ispec);
@@ -420,6 +424,9 @@ class AppManager::Impl {
       seen.emplace(label, std::move(s));
     }
     seen_ = std::move(seen);
+    for (auto& a : apps_) {
+      for (auto& i : a.instances) i.everReady = i.everReady || isReady(i);
+    }
     if (!settled_) {
       // After a restart of ring1d the instances are running, but the tree knows them only once
       // their ring2d reports: until then nothing is judged, routed or replaced.
@@ -756,6 +763,8 @@ class AppManager::Impl {
   }
 
   void tick() {
+    // The settle deadline holds even when the tree stops changing.
+    if (!settled_ && clock_.wallMillis() - loadedMs_ >= kSettleMs) settled_ = true;
     step();
     timer_ = reactor_.addTimerAfterMillis(kTickMs, [this] { tick(); });
   }
@@ -817,7 +826,9 @@ class AppManager::Impl {
       for (Instance* i : cur) {
         // An instance made before this run of ring1d gets its whole timeout from the start.
         const int64_t since = std::max(i->createdMs, loadedMs_);
-        if (isReady(*i) || now - since < a.spec.readyTimeoutMs) continue;
+        // Only an instance that has never been ready halts a roll-out; one that was and
+        // crashed since is restarted, like any process.
+        if (i->everReady || isReady(*i) || now - since < a.spec.readyTimeoutMs) continue;
         const auto s = seen_.find(i->label);
         std::string why = s == seen_.end() ? "not started" : s->second.state;
         if (s != seen_.end() && !s->second.detail.empty()) why += ": " + s->second.detail;
