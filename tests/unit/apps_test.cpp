@@ -59,6 +59,7 @@ TEST(AppSpecTest, ReadsABodyAndNamesWhatIsWrong) {
     const char* says;
   } bads[] = {
       {json{{"command", {"/bin/app"}}}, "name"},
+      {json{{"name", 1}, {"command", {"/bin/app"}}}, "name"},
       {json{{"name", "Shop"}, {"command", {"/bin/app"}}}, "DNS label"},
       {json{{"name", "shop"}}, "command: required"},
       {json{{"name", "shop"}, {"command", json::array()}}, "command"},
