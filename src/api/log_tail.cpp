@@ -17,9 +17,15 @@ namespace {
 // At most this much of a file is read at once (a tail, or what was appended since a poll).
 constexpr uint64_t kMaxRead = 4 << 20;
 
-// Reads [offset, end) of `path`, at most kMaxRead from the end; `end` and `inode` are set.
-std::string readFrom(const std::string& path, uint64_t offset, uint64_t& end, uint64_t& inode) {
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+// An offset of kFromEnd + N reads the last N bytes.
+constexpr uint64_t kFromEnd = uint64_t{1} << 62;
+
+// Reads [offset, end) of `path`, at most kMaxRead from the end, through one open: `end` and
+// `inode` (0: no such regular file) come from its fstat. `cut` says whether the read began
+// after the file's start because of a bound.
+std::string readFrom(const std::string& path, uint64_t offset, uint64_t& end, uint64_t& inode,
+                     bool* cut = nullptr) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
   end = 0;
   inode = 0;
   if (!fd) return {};
@@ -27,13 +33,19 @@ std::string readFrom(const std::string& path, uint64_t offset, uint64_t& end, ui
   if (::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) return {};
   end = static_cast<uint64_t>(st.st_size);
   inode = static_cast<uint64_t>(st.st_ino);
+  uint64_t limit = kMaxRead;
+  if (offset >= kFromEnd) {
+    limit = std::min(limit, offset - kFromEnd);
+    offset = 0;
+  }
   if (offset > end) offset = 0;  // rotated: a new, shorter file
-  if (end - offset > kMaxRead) offset = end - kMaxRead;
+  if (end - offset > limit) offset = end - limit;
+  if (cut != nullptr) *cut = offset > 0;
   std::string out(end - offset, '\0');
   size_t got = 0;
   while (got < out.size()) {
-    const ssize_t n =
-        ::pread(fd.get(), out.data() + got, out.size() - got, static_cast<off_t>(offset + got));
+    const ssize_t n = ::pread(fd.get(), out.data() + got, out.size() - got,
+                              static_cast<off_t>(offset + got));
     if (n <= 0) break;
     got += static_cast<size_t>(n);
   }
@@ -68,18 +80,17 @@ void byTime(std::vector<std::string>& lines) {
 
 std::string LogTail::start(const LogFiles& files, size_t lines) {
   std::vector<std::string> all;
+  // The tail of each file: enough for `lines` lines of any length up to kMaxRead.
+  const uint64_t want = std::min<uint64_t>(kMaxRead, std::max<uint64_t>(4096, lines * 512));
   for (const auto& [instance, path] : files) {
     Position& p = at_[instance];
     p.path = path;
     uint64_t end = 0, inode = 0;
-    // The tail of each file: enough for `lines` lines of any length up to kMaxRead.
-    struct stat st {};
-    const uint64_t size = ::stat(path.c_str(), &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
-    const uint64_t want = std::min<uint64_t>(kMaxRead, std::max<uint64_t>(4096, lines * 512));
-    const std::string text = readFrom(path, size > want ? size - want : 0, end, inode);
+    bool cut = false;
+    const std::string text = readFrom(path, kFromEnd + want, end, inode, &cut);
     std::vector<std::string> mine;
     takeLines(instance, text, end, mine);
-    if (size > want && !mine.empty()) mine.erase(mine.begin());  // cut at the start
+    if (cut && !mine.empty()) mine.erase(mine.begin());  // a line cut at its start
     if (mine.size() > lines) mine.erase(mine.begin(), mine.end() - static_cast<long>(lines));
     all.insert(all.end(), mine.begin(), mine.end());
     p.offset = end;
@@ -100,19 +111,17 @@ std::string LogTail::poll(const LogFiles& files) {
     if (fresh || p.path != path) {
       p.path = path;
       p.offset = 0;
+      p.inode = 0;
     }
-    struct stat st {};
-    if (::stat(path.c_str(), &st) != 0) continue;
-    const uint64_t inode = static_cast<uint64_t>(st.st_ino);
-    if ((p.inode != 0 && inode != p.inode) || static_cast<uint64_t>(st.st_size) < p.offset) {
-      p.offset = 0;  // rotated
+    uint64_t end = 0, inode = 0;
+    std::string text = readFrom(path, p.offset, end, inode);
+    if (p.inode != 0 && inode != 0 && inode != p.inode && p.offset != 0) {
+      text = readFrom(path, 0, end, inode);  // rotated: the new file from its start
     }
-    if (static_cast<uint64_t>(st.st_size) == p.offset) continue;
-    uint64_t end = 0, ino = 0;
-    const std::string text = readFrom(path, p.offset, end, ino);
+    if (inode == 0) continue;
     takeLines(instance, text, end, all);
     p.offset = end;
-    p.inode = ino;
+    p.inode = inode;
   }
   byTime(all);
   std::string out;

@@ -3,12 +3,12 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
-#include <charconv>
 #include <set>
 
 #include "enjin/api/http_server.hpp"
 #include "enjin/base/clock.hpp"
 #include "enjin/reactor/reactor.hpp"
+#include "enjin/ring/tenant.hpp"
 #include "enjin/router/router.hpp"
 #include "enjin/store/store.hpp"
 #include "enjin/supervise/limits.hpp"
@@ -29,15 +29,6 @@ constexpr int64_t kDrainMs = 1000;
 constexpr uint64_t kSlotsPerInstance = 16;
 // After a restart, how long the instances' first reports are waited for before acting anyway.
 constexpr int64_t kSettleMs = 5000;
-
-Result<int> parseInt(std::string_view s) {
-  int v = 0;
-  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-  if (ec != std::errc() || end != s.data() + s.size() || s.empty()) {
-    return Error{"'" + std::string(s) + "' is not a number"};
-  }
-  return v;
-}
 
 bool validAppName(const std::string& s) {
   if (s.empty() || s.size() > 40 || s.front() == '-' || s.back() == '-') return false;
@@ -77,16 +68,12 @@ std::string fmtBytes(uint64_t b) {
 }  // namespace
 
 Result<PortRange> parsePortRange(std::string_view text) {
-  const auto dash = text.find('-');
-  auto bad = [&] {
+  auto r = splitNumberRange(text);
+  if (!r || r->first < 1024 || r->second > 65535 || r->first > r->second) {
     return Error{"ports: expected FIRST-LAST within 1024-65535 (\"20000-29999\"), not '" +
                  std::string(text) + "'"};
-  };
-  if (dash == std::string_view::npos) return bad();
-  auto a = parseInt(text.substr(0, dash));
-  auto b = parseInt(text.substr(dash + 1));
-  if (!a.ok() || !b.ok() || *a < 1024 || *b > 65535 || *a > *b) return bad();
-  return PortRange{*a, *b};
+  }
+  return PortRange{static_cast<int>(r->first), static_cast<int>(r->second)};
 }
 
 Status checkAppSettings(const NodeSpec& node, int ring) {
@@ -127,13 +114,6 @@ Status checkNodeSockets(const std::vector<NodeSocket>& sockets) {
 
 std::string loopbackSocketKey(int port) {
   return "tcp/127.0.0.1:" + std::to_string(port);
-}
-
-int portOfSocketKey(std::string_view key) {
-  constexpr std::string_view kPrefix = "tcp/127.0.0.1:";
-  if (key.substr(0, kPrefix.size()) != kPrefix) return 0;
-  auto p = parseInt(key.substr(kPrefix.size()));
-  return p.ok() && *p > 0 && *p <= 65535 ? *p : 0;
 }
 
 bool AppSpec::sameRevision(const AppSpec& a, const AppSpec& b) {
@@ -390,14 +370,7 @@ class AppManager::Impl {
     return out;
   }
 
-  bool ownsLabel(const std::string& label) const {
-    for (const auto& a : apps_) {
-      for (const auto& i : a.instances) {
-        if (i.label == label) return true;
-      }
-    }
-    return false;
-  }
+  bool ownsLabel(const std::string& label) const { return appOfInstance(label) != nullptr; }
 
   void observe(const json& tree) {
     std::map<std::string, Seen> seen;

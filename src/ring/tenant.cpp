@@ -76,20 +76,30 @@ Status chownPath(const std::string& path, uid_t uid, gid_t gid, mode_t mode) {
 
 }  // namespace
 
-Result<UidRange> parseUidRange(std::string_view text) {
-  auto bad = [&](const std::string& why) {
-    return Error{"tenant_uids '" + std::string(text) + "': " + why, 400};
-  };
+std::optional<std::pair<uint32_t, uint32_t>> splitNumberRange(std::string_view text) {
   const size_t dash = text.find('-');
-  if (dash == std::string_view::npos) return bad("expected FIRST-LAST, e.g. 60000-60999");
-  UidRange r;
+  if (dash == std::string_view::npos) return std::nullopt;
   auto num = [](std::string_view s, uint32_t& out) {
     auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), out);
     return ec == std::errc() && end == s.data() + s.size() && !s.empty();
   };
-  if (!num(text.substr(0, dash), r.first) || !num(text.substr(dash + 1), r.last)) {
-    return bad("expected two numbers, FIRST-LAST");
+  std::pair<uint32_t, uint32_t> r;
+  if (!num(text.substr(0, dash), r.first) || !num(text.substr(dash + 1), r.second)) {
+    return std::nullopt;
   }
+  return r;
+}
+
+Result<UidRange> parseUidRange(std::string_view text) {
+  auto bad = [&](const std::string& why) {
+    return Error{"tenant_uids '" + std::string(text) + "': " + why, 400};
+  };
+  if (text.find('-') == std::string_view::npos) return bad("expected FIRST-LAST, e.g. 60000-60999");
+  auto split = splitNumberRange(text);
+  if (!split) return bad("expected two numbers, FIRST-LAST");
+  UidRange r;
+  r.first = split->first;
+  r.last = split->second;
   if (r.first < kMinTenantId) return bad("ids below 1000 belong to the system");
   if (r.last >= 0xFFFFFFFEU) return bad("the last id is too large");
   if (r.last < r.first + 2) return bad("too small: the bus group and one pair need 3 ids");

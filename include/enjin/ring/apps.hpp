@@ -61,9 +61,8 @@ Status checkAppSettings(const NodeSpec& node, int ring);
 Status checkNodeSockets(const std::vector<NodeSocket>& sockets);
 
 // The socket table's key a parent keeps the listening socket of 127.0.0.1:port under
-// ("tcp/127.0.0.1:20001"), and the port such a key names (0 if it names none).
+// ("tcp/127.0.0.1:20001").
 std::string loopbackSocketKey(int port);
-int portOfSocketKey(std::string_view key);
 
 // One app as the API gives it. The JSON form (appToJson / appFromJson) is the API's body:
 //   {"name","command":[ARGV..],"instances":N,"strategy","health":"http:/PATH"|"tcp"|"",

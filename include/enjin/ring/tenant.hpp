@@ -18,6 +18,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "enjin/base/result.hpp"
 
@@ -36,6 +37,8 @@ struct UidRange {
 // "60000-60999": both ends at least 1000 (system accounts stay out), first < last, room for the
 // bus group and one pair at least. Errors (400) say what is wrong with the text.
 Result<UidRange> parseUidRange(std::string_view text);
+// "FIRST-LAST", two whole numbers: the form of tenant_uids and of a ring-1 node's ports.
+std::optional<std::pair<uint32_t, uint32_t>> splitNumberRange(std::string_view text);
 
 struct TenantIds {
   uint32_t uid = 0;     // the supervisor's uid and gid
