@@ -388,7 +388,8 @@ TEST_F(AppsTest, TwoAppsSideBySideAndTheRouterOutlivesRing1d) {
   ASSERT_EQ(::kill(ring1d, SIGKILL), 0);
   ASSERT_TRUE(waitFor([&] { return pidOf("paas") > 0 && pidOf("paas") != ring1d; }, 20'000));
   ASSERT_TRUE(waitFor([&] { return !(ops_ = login()).empty(); }, 20'000));
-  EXPECT_TRUE(rolledOut("alpha", 1)) << show("alpha");
+  // The new ring1d judges nothing until every instance has reported through its ring2d.
+  EXPECT_TRUE(waitFor([&] { return rolledOut("alpha", 1); }, 10'000)) << show("alpha");
   stop = true;
   load.join();
   EXPECT_EQ(bad.load(), 0) << ok.load() << " served";
