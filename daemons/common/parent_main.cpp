@@ -34,6 +34,10 @@ int parentMain(int ring, int argc, char** argv) {
     app.add_option("--admin-password-file", o.adminPasswordFile,
                    "With --init: take the admin's password from this file (mode 0600) instead of "
                    "making one up");
+    app.add_option("--join", o.joinToken,
+                   "Join the fleet of the [fleet] table's etcd with this enrolment token (from "
+                   "`enjinctl fleet token` on a member; single use, expiring). Needed once: a "
+                   "member stays one");
   }
   app.add_option("--state-dir", o.stateDir, "Overrides the config's state_dir");
   app.add_option("--log-level", o.logLevel, "Overrides the config's log_level");

@@ -34,6 +34,9 @@ void addWatchCommand(CLI::App& app, const std::string& stateDir, int& exitCode);
 void addApiCommands(CLI::App& app, const std::string& stateDir, int& exitCode);
 // app deploy | ls | show | scale | restart | rm | logs, __complete-apps (app_commands.cpp).
 void addAppCommands(CLI::App& app, int& exitCode);
+// fleet status | token (fleet_commands.cpp); runFleetStatus is `status --fleet` too.
+void addFleetCommands(CLI::App& app, int& exitCode);
+int runFleetStatus(bool asJson);
 // completion bash: a script built from the commands and flags registered on `app` so far.
 void addCompletionCommand(CLI::App& app, int& exitCode);
 

@@ -32,6 +32,7 @@ int main(int argc, char** argv) {
   enjin::ctl::addWatchCommand(app, stateDir, exitCode);
   enjin::ctl::addApiCommands(app, stateDir, exitCode);
   enjin::ctl::addAppCommands(app, exitCode);
+  enjin::ctl::addFleetCommands(app, exitCode);
   // Last: the script covers every command registered above.
   enjin::ctl::addCompletionCommand(app, exitCode);
   app.footer(enjin::ctl::kExitCodesHelp);

@@ -366,8 +366,16 @@ void addNodeCommands(CLI::App& app, const std::string& stateDir, int& exitCode) 
                 "in and no --state-dir is given, else from the daemon's control socket");
   auto asJson = std::make_shared<bool>(false);
   status->add_flag("--json", *asJson, "The whole tree as one JSON object");
+  auto fleet = std::make_shared<bool>(false);
+  status->add_flag("--fleet", *fleet,
+                   "The whole fleet instead (through the control API): every host, its "
+                   "compartment and nodes, and pending nodes with reasons");
   // Logged in (enjinctl login) and no --state-dir or ENJIN_STATE_DIR: through the control API.
-  status->callback([&, asJson] {
+  status->callback([&, asJson, fleet] {
+    if (*fleet) {
+      exitCode = runFleetStatus(*asJson);
+      return;
+    }
     exitCode = useApi(app) ? runApiStatus(*asJson) : runStatus(stateDir, *asJson);
   });
 

@@ -165,6 +165,10 @@ class ControlApi::Impl {
   static void busy(HttpResponse& res) {
     jsonError(res, 503, "unavailable", "the daemon did not answer in time; retry");
   }
+  static void notAFleet(Call& c) {
+    jsonError(c.res, 404, "not_found",
+              "this host is not in a fleet (no [fleet] table in its ring0d.toml)");
+  }
   static void notServed(Call& c) {
     jsonError(c.res, 405, "method_not_allowed",
               c.req.method + " " + c.req.path + " is not served by this daemon");
@@ -516,6 +520,11 @@ class ControlApi::Impl {
         });
     auto node = [](const std::vector<std::string>& a) { return "nodes/" + a.at(0); };
     add("POST", "/v1/nodes", "nodes:create", fixed("nodes"), [this](Call& c) {
+      if (view_.fleet.createNode) {
+        auto made = view_.fleet.createNode(c.body);
+        if (!made.ok()) return fail(c.res, made.error());
+        return ok(c.res, 201, *made);
+      }
       if (!view_.createNode) return notServed(c);
       auto r = onReactor<Result<json>>([this, b = c.body] { return view_.createNode(b); });
       if (!r) return busy(c.res);
@@ -523,6 +532,11 @@ class ControlApi::Impl {
       ok(c.res, 201, **r);
     });
     add("PUT", "/v1/nodes/{label}", "nodes:update", node, [this](Call& c) {
+      if (view_.fleet.updateNode) {
+        auto changed = view_.fleet.updateNode(c.args[0], c.body);
+        if (!changed.ok()) return fail(c.res, changed.error());
+        return ok(c.res, 200, *changed);
+      }
       if (!view_.updateNode) return notServed(c);
       auto r = onReactor<Result<json>>(
           [this, label = c.args[0], b = c.body] { return view_.updateNode(label, b); });
@@ -531,6 +545,13 @@ class ControlApi::Impl {
       ok(c.res, 200, **r);
     });
     add("DELETE", "/v1/nodes/{label}", "nodes:delete", node, [this](Call& c) {
+      if (view_.fleet.deleteNode) {
+        Status gone = view_.fleet.deleteNode(c.args[0]);
+        if (!gone.ok()) return fail(c.res, gone.error());
+        c.res.status = 204;
+        c.res.body.clear();
+        return;
+      }
       if (!view_.deleteNode) return notServed(c);
       auto r = onReactor<Status>([this, label = c.args[0]] { return view_.deleteNode(label); });
       if (!r) return busy(c.res);
@@ -538,6 +559,27 @@ class ControlApi::Impl {
       c.res.status = 204;
       c.res.body.clear();
     });
+    // The fleet (a ring0d with [fleet]): its hosts, nodes and pending reasons; enrolment tokens.
+    add("GET", "/v1/fleet", "fleet:read", fixed("fleet"), [this](Call& c) {
+      if (!view_.fleet.view) return notAFleet(c);
+      auto v = view_.fleet.view();
+      if (!v.ok()) return fail(c.res, v.error());
+      ok(c.res, 200, *v);
+    });
+    add("POST", "/v1/fleet/tokens", "fleet:tokens", fixed("fleet/tokens"), [this](Call& c) {
+      if (!view_.fleet.token) return notAFleet(c);
+      int64_t ttl = 3600;
+      if (c.body.is_object() && c.body.contains("ttl_s")) {
+        if (!c.body["ttl_s"].is_number_integer()) {
+          return jsonError(c.res, 400, "bad_request", "ttl_s: expected a number of seconds");
+        }
+        ttl = c.body["ttl_s"].get<int64_t>();
+      }
+      auto t = view_.fleet.token(ttl);
+      if (!t.ok()) return fail(c.res, t.error());
+      ok(c.res, 201, *t);
+    });
+    routes_.back().noBody = true;  // {"ttl_s": N}, or nothing for an hour
     add("GET", "/v1/nodes/{label}/observations", "nodes:read", node,
         [this](Call& c) { readObservations(c); });
     add("GET", "/v1/job-offers", "job-offers:read", fixed("job-offers"), [this](Call& c) {

@@ -12,6 +12,7 @@
 
 #include "enjin/acl/password.hpp"
 #include "enjin/api/http_server.hpp"
+#include "enjin/fleet/placement.hpp"
 #include "enjin/base/file.hpp"
 #include "enjin/directory/directory.hpp"
 #include "enjin/supervise/spec_file.hpp"
@@ -325,6 +326,64 @@ std::string defaultStateDir(int ring) {
   return std::string(home != nullptr ? home : "/tmp") + "/.local/state/enjin/" + leaf;
 }
 
+namespace {
+// [fleet]: etcd (required), the host's name and compartment, the lease and its grace.
+void readFleet(supervise::TomlFields& r, supervise::TomlTable& root, const toml::node& node,
+               FleetSettings& out) {
+  if (!node.is_table()) {
+    root.fail(&node, "fleet", "expected a table: [fleet] etcd = [\"https://10.0.0.1:2379\"]");
+    return;
+  }
+  supervise::TomlTable t(r, *node.as_table(), "fleet");
+  static constexpr std::string_view kFleetKeys[] = {
+      "host",     "compartment", "etcd",     "etcd_ca",   "etcd_cert", "etcd_key",
+      "lease_ttl_ms", "grace_ms", "max_nodes", "levels", "advertise"};
+  t.checkKeys(kFleetKeys);
+  if (const toml::node* e = node.as_table()->get("etcd")) {
+    if (auto v = t.strings(*e, "etcd", 1)) out.etcd = std::move(*v);
+  } else if (!r.failed()) {
+    t.failAt(t.lineOf(&node), "etcd", "required: the client URLs of the fleet's etcd members");
+  }
+  for (const auto& url : out.etcd) {
+    if (!r.failed() && !url.starts_with("http://") && !url.starts_with("https://")) {
+      t.fail(node.as_table()->get("etcd"), "etcd", "'" + url + "': expected http://HOST:PORT or https://HOST:PORT");
+    }
+  }
+  t.read("host", out.host, false);
+  t.read("compartment", out.compartment, false);
+  t.read("etcd_ca", out.etcdCa);
+  t.read("etcd_cert", out.etcdCert);
+  t.read("etcd_key", out.etcdKey);
+  t.read("advertise", out.advertise);
+  t.read("lease_ttl_ms", out.leaseTtlMs, 1000, 3'600'000, kMs);
+  t.read("grace_ms", out.graceMs, 0, 3'600'000, kMs);
+  t.read("max_nodes", out.maxNodes, 0, 100'000);
+  if (const toml::node* l = node.as_table()->get("levels")) {
+    if (auto v = t.strings(*l, "levels", 1)) out.levels = std::move(*v);
+  }
+  if (r.failed()) return;
+  if (out.leaseTtlMs % 1000 != 0) {
+    t.fail(node.as_table()->get("lease_ttl_ms"), "lease_ttl_ms",
+           "etcd leases are whole seconds: give a multiple of 1000");
+  }
+  if (out.etcdCert.empty() != out.etcdKey.empty()) {
+    t.failAt(t.lineOf(&node), out.etcdCert.empty() ? "etcd_cert" : "etcd_key",
+             "etcd_cert and etcd_key go together");
+  }
+  if (out.host.empty()) {
+    char name[256] = {};
+    if (::gethostname(name, sizeof name - 1) == 0) out.host = name;
+  }
+  if (!supervise::validName(out.host)) {
+    t.fail(node.as_table()->get("host"), "host", "'" + out.host + "': expected 1 to 64 of A-Z a-z 0-9 _ -");
+  }
+  if (out.compartment.empty()) out.compartment = out.host;
+  if (auto p = fleet::parseCompartmentPath(out.compartment); !p.ok() && !r.failed()) {
+    t.fail(node.as_table()->get("compartment"), "compartment", p.error().message);
+  }
+}
+}  // namespace
+
 Result<DaemonConfig> parseConfig(std::string_view text, const std::string& source, int ring,
                                  const std::string& stateDirOverride) {
   auto parsed = supervise::parseToml(text, source);
@@ -338,8 +397,9 @@ Result<DaemonConfig> parseConfig(std::string_view text, const std::string& sourc
   if (ring == 0) {
     static constexpr std::string_view kKeys[] = {
         "state_dir", "log_level", "key", "down", "up", "observe", "heartbeat_ms",
-        "heartbeat_timeout_ms", "ring1", "api", "metrics"};
+        "heartbeat_timeout_ms", "ring1", "api", "metrics", "fleet"};
     f.checkKeys(kKeys);
+    if (const toml::node* fl = root.get("fleet"); fl != nullptr) readFleet(r, f, *fl, c.fleet);
     if (const toml::node* api = root.get("api"); api != nullptr) {
       if (!api->is_table()) {
         f.fail(api, "api", "expected a table: [api] listen = \"127.0.0.1:PORT\"");

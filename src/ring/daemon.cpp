@@ -28,6 +28,7 @@
 #include "enjin/reactor/reactor.hpp"
 #include "enjin/ring/config.hpp"
 #include "enjin/ring/daemon_metrics.hpp"
+#include "enjin/ring/fleet_agent.hpp"
 #include "enjin/ring/node_catalog.hpp"
 #include "enjin/ring/paas.hpp"
 #include "enjin/ring/node_spec_json.hpp"
@@ -368,8 +369,11 @@ int runParentDaemon(const ParentDaemonOptions& opts) {
   NodeParent parent(r, runner.clock(), runner.zmq(), **store, po, runner.random());
   // A ring1d's apps (ring/paas.hpp) and their router: stopped after every node.
   std::unique_ptr<Paas> paas;
+  std::unique_ptr<FleetAgent>* fleetSlot = nullptr;  // set once the fleet agent exists
   runner.setStopper("every node", [&](std::function<void()> done) {
-    parent.stopAll([&paas, done = std::move(done)] {
+    parent.stopAll([&paas, &fleetSlot, done = std::move(done)] {
+      // Stopped here, so the fleet may move them: the host leaves at once.
+      if (fleetSlot != nullptr && *fleetSlot) (*fleetSlot)->stop();
       if (paas) return paas->stop(done);
       done();
     });
@@ -381,9 +385,21 @@ int runParentDaemon(const ParentDaemonOptions& opts) {
   const int nodeRing = ring + 1;
   NodeCatalog catalog(**store, nodeRing, ring == 0 ? configPath : "this node's spec from its parent");
   if (auto st = catalog.load(); !st.ok()) return fail(st.error());
-  // Every node the parent runs: the declared, the API's, and (ring 1) the apps' instances.
+  // A fleet member's share of the fleet's nodes (ring/fleet_agent.hpp): what is assigned to this
+  // host, while it holds its lease.
+  std::vector<NodeSpec> fleetNodes;
+  // Every node the parent runs: the declared, the API's, the fleet's, and (ring 1) the apps'
+  // instances.
   auto allNodes = [&] {
     std::vector<NodeSpec> nodes = catalog.desired();
+    for (const auto& f : fleetNodes) {
+      if (catalog.declares(f.label) || catalog.findMade(f.label) != nullptr) {
+        spdlog::error("{}: fleet node '{}' not run: this host has a node of that label of its own",
+                      name, f.label);
+        continue;
+      }
+      nodes.push_back(f);
+    }
     if (paas) {
       auto instances = paas->apps().nodes();
       nodes.insert(nodes.end(), std::make_move_iterator(instances.begin()),
@@ -429,7 +445,40 @@ int runParentDaemon(const ParentDaemonOptions& opts) {
   if (ring == 1) {
     if (auto st = parent.setTenantUids(ownSpec.tenantUids); !st.ok()) return fail(st.error());
   }
+  // A fleet member: joins, takes its lease and reads what is assigned to it before its nodes
+  // start, so that a restarted ring0d re-adopts its fleet nodes instead of stopping them.
+  std::unique_ptr<FleetAgent> fleet;
+  bool parentStarted = false;
+  if (ring == 0 && cfg.fleet.enabled()) {
+    FleetHooks hooks;
+    hooks.run = [&](std::vector<NodeSpec> nodes) -> Status {
+      fleetNodes = std::move(nodes);
+      return parent.apply(allNodes());
+    };
+    hooks.parseNode = [&](const json& body) -> Result<NodeSpec> {
+      auto spec = nodeSpecFromTableJson(body, nodeRing);
+      if (!spec.ok()) return spec.error();
+      if (auto st = checkNodeTree(*spec, nodeRing, nodeStrategies, processStrategies); !st.ok()) {
+        Error e = st.error();
+        if (e.code == 0) e.code = 400;
+        return e;
+      }
+      return spec;
+    };
+    hooks.tree = [&] { return parentStarted ? parent.tree() : json::object(); };
+    auto made = FleetAgent::create(r, runner.clock(), **store, cfg.fleet, parent.publicKeyHex(),
+                                   cfg.apiListen, std::move(hooks));
+    if (!made.ok()) return fail(made.error().wrap(cfg.source + ": [fleet]"));
+    fleet = std::move(*made);
+    if (auto st = fleet->start(opts.joinToken); !st.ok()) {
+      return fail(st.error().wrap("fleet"));
+    }
+    fleetNodes = fleet->running();
+    desired = allNodes();
+    fleetSlot = &fleet;
+  }
   if (auto st = parent.start(desired); !st.ok()) return fail(st.error());
+  parentStarted = true;
 
   // A new declared set (a reload, a spec from the parent) with the API's nodes: refused as a
   // whole if the catalog or the parent refuses it, and then the running set stays.
@@ -551,10 +600,18 @@ int runParentDaemon(const ParentDaemonOptions& opts) {
     // API (with the body it was made from).
     view.tree = [&] {
       json t = parent.tree();
+      if (fleet) t["fleet"] = fleet->status();
       for (auto& n : t["nodes"]) {
         const auto* made = catalog.findMade(n.value("label", ""));
         const bool app = paas && paas->apps().ownsLabel(n.value("label", ""));
-        n["source"] = made != nullptr ? "api" : app ? "app" : ring == 0 ? "file" : "parent";
+        const bool fromFleet =
+            std::any_of(fleetNodes.begin(), fleetNodes.end(),
+                        [&](const NodeSpec& f) { return f.label == n.value("label", ""); });
+        n["source"] = made != nullptr ? "api"
+                      : app           ? "app"
+                      : fromFleet     ? "fleet"
+                      : ring == 0     ? "file"
+                                      : "parent";
         if (made != nullptr) n["spec"] = shownBody(*made);
       }
       return t;
@@ -600,6 +657,14 @@ int runParentDaemon(const ParentDaemonOptions& opts) {
       spdlog::info("{}: node '{}' deleted through the API", name, label);
       return {};
     };
+    if (fleet) {
+      FleetAgent& f = *fleet;
+      view.fleet.createNode = [&f](const json& b) { return f.createNode(b); };
+      view.fleet.updateNode = [&f](const std::string& l, const json& b) { return f.updateNode(l, b); };
+      view.fleet.deleteNode = [&f](const std::string& l) { return f.deleteNode(l); };
+      view.fleet.view = [&f] { return f.view(); };
+      view.fleet.token = [&f](int64_t ttl) { return f.mintToken(ttl); };
+    }
     if (paas) {
       AppManager& apps = paas->apps();
       view.listApps = [&apps] { return apps.list(); };
@@ -730,8 +795,10 @@ int runParentDaemon(const ParentDaemonOptions& opts) {
       for (size_t i = 0; i < bus::kRejectReasonCount; ++i) {
         bus[std::string(bus::rejectReasonName(static_cast<bus::RejectReason>(i)))] = c.rejected[i];
       }
+      json tree = parent.tree();
+      if (fleet) tree["fleet"] = fleet->status();
       respond(json{{"ok", true},
-                   {"tree", parent.tree()},
+                   {"tree", std::move(tree)},
                    {"up_bus", bus},
                    {"observe", cfg.observe},
                    {"public_key", parent.publicKeyHex()}});

@@ -72,6 +72,19 @@ struct DaemonView {
   // Each audit record once stored (its JSON as GET /v1/audit shows it): the daemon publishes it
   // signed on its out bus.
   std::function<void(const nlohmann::json& record)> onAudit;
+  // A fleet member's (ring0d with [fleet], ring/fleet_agent.hpp): the fleet's nodes, its view
+  // and its enrolment tokens. Called on the HTTP thread (they wait on etcd, never on the
+  // reactor). With createNode set, POST, PUT and DELETE /v1/nodes change the fleet's nodes;
+  // GET /v1/nodes still lists what runs on this host. Errors carry their HTTP status (503: etcd
+  // cannot be reached or has no quorum).
+  struct Fleet {
+    std::function<Result<nlohmann::json>(const nlohmann::json& body)> createNode;
+    std::function<Result<nlohmann::json>(const std::string& label, const nlohmann::json& body)>
+        updateNode;
+    std::function<Status(const std::string& label)> deleteNode;
+    std::function<Result<nlohmann::json>()> view;
+    std::function<Result<nlohmann::json>(int64_t ttlSeconds)> token;
+  } fleet;
   // The observation stream GET /v1/events serves (nullptr: 405). Must outlive the API.
   EventLog* events = nullptr;
 };

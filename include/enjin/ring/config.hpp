@@ -66,6 +66,25 @@ struct NodeSpec {
   bool operator==(const NodeSpec&) const = default;
 };
 
+// ring0d's [fleet] table: this host is one of a fleet of ring-0 hosts that share their desired
+// ring-1 nodes in etcd (ring/fleet_agent.hpp). No etcd endpoints: no fleet, the host runs what
+// its file and its API say, alone.
+struct FleetSettings {
+  std::string host;                // this host's name in the fleet; default: its hostname
+  std::string compartment;         // its compartment path, outermost first ("dc/rack-a/h1");
+                                   // default: the host's name
+  std::vector<std::string> etcd;   // client URLs of the etcd members ("https://10.0.0.1:2379")
+  std::string etcdCa, etcdCert, etcdKey;  // TLS to etcd: its CA, this host's client cert and key
+  int64_t leaseTtlMs = 2000;       // the host's lease in etcd (whole seconds, at least 1 s)
+  int64_t graceMs = 1000;          // after a lost host's lease expired, until its nodes move
+  int64_t maxNodes = 32;           // ring-1 nodes this host takes at most
+  std::vector<std::string> levels = {"dc", "rack", "host"};  // what the path's depths are
+  std::string advertise;           // the address other hosts reach this one at ("10.0.0.1")
+
+  bool enabled() const { return !etcd.empty(); }
+  bool operator==(const FleetSettings&) const = default;
+};
+
 struct DaemonConfig {
   int ring = 0;
   std::string source;            // the file it was read from, for messages
@@ -94,6 +113,8 @@ struct DaemonConfig {
   // [metrics] listen in ring0d.toml: GET /metrics without a token (plain HTTP), for a local
   // Prometheus. Empty: the metrics are served by the API only.
   std::string metricsListen;     // "127.0.0.1:9480"
+
+  FleetSettings fleet;           // ring 0: [fleet]
 
   int64_t heartbeatMs = 1000;        // full state is republished this often, both ways
   int64_t heartbeatTimeoutMs = 5000; // no heartbeat for this long: the child is `lost`

@@ -94,6 +94,7 @@ struct ParentDaemonOptions {
   bool checkOnly = false;  // --check-config: check, print a summary, exit
   bool initOnly = false;   // --init (ring0d): create state dir, root key and store, exit
   std::string adminPasswordFile;  // --admin-password-file (with --init): the admin's password
+  std::string joinToken;          // --join (ring0d with [fleet]): an enrolment token
   // The strategies a child node's daemon may be started with (ParentOptions::nodeStrategies).
   const supervise::SpawnRegistry* nodeStrategies = nullptr;
   // The strategies ring-2 processes are checked against (ring0d's config, see checkConfig).

@@ -1,0 +1,113 @@
+// One ring0d's part in a fleet of ring-0 hosts that share their desired ring-1 nodes in etcd.
+//
+// The keys (all under /enjin/):
+//
+//   fleet                 {"created_by","created_at"}: the fleet exists (its first host made it)
+//   trust/<host>          the host's ring-0 public key (hex): a member, trusted fleet-wide
+//   tokens/<sha256>       an enrolment token's hash, under a lease of its lifetime: one join
+//   hosts/<host>          the host record under the host's lease: public key, compartment,
+//                         capacity, API, its ring-1 nodes and their states
+//   nodes/<label>         a desired ring-1 node: the meta API's body, plus "spread" and
+//                         "on_lost_quorum"
+//   assign/<label>        {"host": ...}: where it runs; written by the scheduler only, with
+//                         compare-and-swap
+//   pending/<label>       why it runs nowhere (the scheduler's reason)
+//   scheduler             the scheduler's host name, under its lease (the election)
+//
+// Safety ("no ring-1 node on two hosts"): a host runs a node only while the node is assigned to
+// it and it can prove its lease is alive. It fences itself (stops those nodes) once
+// `lease_ttl - fence margin` has passed since the send time of its last keep-alive that
+// succeeded, that is before etcd can let the lease expire. The scheduler moves a lost host's
+// nodes only `grace` after it saw the host's record go (the lease expired), and only in a
+// transaction that checks the record is still absent. So a partitioned host has stopped its
+// nodes margin + grace before another host may start them. A host whose lease expired makes a
+// new one and reads the whole fleet again before it runs anything.
+//
+// on_lost_quorum (per node): "fence" (default) stops the node as above; "keep" leaves it running
+// while the host cannot reach etcd. With "keep", a second copy runs when the host is cut off from
+// a majority that still has quorum: that side's scheduler moves the node after grace. When no
+// side has quorum (etcd itself is down), nothing moves and "keep" is safe.
+//
+// Threads: the agent lives on the reactor; etcd calls run on EtcdWorkers and the watch's thread,
+// and their results come back through Handoffs. The API's calls (createNode, view, ...) block
+// their own (HTTP) thread on etcd and touch no reactor state.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "enjin/base/clock.hpp"
+#include "enjin/base/result.hpp"
+#include "enjin/ring/config.hpp"
+
+namespace enjin {
+class Reactor;
+namespace store {
+class Store;
+}
+}  // namespace enjin
+
+namespace enjin::ring {
+
+struct FleetHooks {
+  // The fleet's nodes this host must run now (label order), whenever that set changes: an
+  // assignment, a changed spec, a fence or its end. On the reactor. An error is logged, and the
+  // same set is tried again at the next change.
+  std::function<Status(std::vector<NodeSpec> nodes)> run;
+  // A node body the API was given, parsed and checked as a ring-1 node (without the fleet's
+  // fields). Thread-safe: called on HTTP threads.
+  std::function<Result<NodeSpec>(const nlohmann::json& body)> parseNode;
+  // The local tree (ring0d's), for the host record's summary of its nodes. On the reactor.
+  std::function<nlohmann::json()> tree;
+};
+
+class FleetAgent {
+ public:
+  // The fence margin: the share of the lease's TTL before its end at which a host that could not
+  // renew it stops its nodes.
+  static constexpr double kFenceMargin = 0.3;
+
+  // `reactor`, `clock` and `store` must outlive the agent; create it on the reactor thread.
+  static Result<std::unique_ptr<FleetAgent>> create(Reactor& reactor, const Clock& clock,
+                                                    store::Store& store, FleetSettings settings,
+                                                    std::string publicKeyHex, std::string apiUrl,
+                                                    FleetHooks hooks);
+  ~FleetAgent();
+
+  // Blocking and bounded (at start, before the reactor runs): becomes a member (founds the
+  // fleet, joins with `joinToken`, or is one already), takes its lease (the stored one, if it
+  // still lives: a restarted ring0d keeps its nodes), registers the host, reads the fleet and
+  // starts watching it. Errors name etcd's endpoints or the membership problem.
+  Status start(const std::string& joinToken);
+  // The fleet's nodes this host runs now (what `run` was last given, or would be).
+  std::vector<NodeSpec> running() const;
+  // Revokes the lease (the host leaves at once: the scheduler moves its nodes after grace).
+  void stop();
+
+  // The meta API in a fleet (HTTP threads; errors carry their HTTP status: 503 when etcd cannot
+  // be written, naming why).
+  Result<nlohmann::json> listNodes();
+  Result<nlohmann::json> getNode(const std::string& label);
+  Result<nlohmann::json> createNode(const nlohmann::json& body);
+  Result<nlohmann::json> updateNode(const std::string& label, const nlohmann::json& body);
+  Status deleteNode(const std::string& label);
+  // GET /v1/fleet: hosts (compartment, nodes and their states), assignments, pending nodes with
+  // reasons, the scheduler.
+  Result<nlohmann::json> view();
+  // A single-use enrolment token valid `ttlSeconds`: {"token","expires_at"}.
+  Result<nlohmann::json> mintToken(int64_t ttlSeconds);
+
+  // This host's part, for the tree and the metrics (reactor): host, scheduler, lease state.
+  nlohmann::json status() const;
+
+ private:
+  FleetAgent();
+  class Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace enjin::ring

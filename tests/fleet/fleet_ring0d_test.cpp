@@ -1,0 +1,423 @@
+// A fleet of three ring0d hosts (network namespaces, one etcd member each): membership, placement
+// on compartments, a lost host, a partitioned host, a lost scheduler and a lost etcd quorum,
+// with real ring0d and ring1d processes. Skipped where namespaces cannot be made (not root).
+#include <dirent.h>
+#include <httplib.h>
+#include <signal.h>
+#include <sys/stat.h>
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "enjin/supervise/control_server.hpp"
+#include "fakes/wait.hpp"
+#include "test_fleet.hpp"
+
+namespace enjin::testing {
+namespace {
+
+using nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+const std::string kBin = ENJIN_BIN_DIR;
+constexpr const char* kAdminPassword = "fleet-admin-password";
+constexpr int kApiPort = 8480;
+
+int64_t msSince(Clock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t).count();
+}
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+struct Answer {
+  int status = 0;  // 0: no answer
+  json body;
+};
+
+class FleetRing0Test : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (auto why = TestFleet::etcdUnavailableReason()) GTEST_SKIP() << *why;
+    auto f = TestFleet::create({});
+    ASSERT_TRUE(f.ok()) << f.error().message;
+    fleet_ = std::move(*f);
+    auto formed = fleet_->startEtcd();
+    ASSERT_TRUE(formed.ok()) << formed.error().message;
+  }
+
+  static std::string pathOf(const std::string& h) {
+    return h == "h3" ? "dc/rack-b/h3" : "dc/rack-a/" + h;
+  }
+  std::string stateOf(const std::string& h) const { return fleet_->dir() + "/" + h + "/state"; }
+
+  // ring0d's file for host `name` (in the namespace of `h`): its API on the host's loopback,
+  // [fleet] with every member, its own first.
+  std::string writeConfig(const std::string& h, const std::string& name = "", int port = kApiPort) {
+    const std::string n = name.empty() ? h : name;
+    std::string etcd = "\"http://127.0.0.1:2379\"";
+    for (const auto& other : fleet_->hosts()) {
+      if (other != h) etcd += ", \"" + fleet_->clientUrl(other) + "\"";
+    }
+    const std::string dir = fleet_->dir() + "/" + n;
+    std::filesystem::create_directories(dir);
+    const std::string path = dir + "/ring0d.toml";
+    std::ofstream(path) << "state_dir = \"" << stateOf(n) << "\"\n"
+                        << "[api]\nlisten = \"127.0.0.1:" << port << "\"\n"
+                        << "[fleet]\nhost = \"" << n << "\"\ncompartment = \"" << pathOf(h)
+                        << "\"\netcd = [" << etcd << "]\nlease_ttl_ms = 1000\ngrace_ms = 1000\n"
+                        << "advertise = \"" << fleet_->addressOf(h) << "\"\n";
+    const std::string pw = dir + "/admin.pw";
+    std::ofstream(pw) << kAdminPassword << "\n";
+    ::chmod(pw.c_str(), 0600);
+    return path;
+  }
+
+  // Starts ring0d for host `name` in the namespace of `h` (after --init), joining with `token`
+  // if given.
+  HostProcess* startRing0(const std::string& h, const std::string& token = "",
+                          const std::string& name = "") {
+    const std::string n = name.empty() ? h : name;
+    const std::string cfg = fleet_->dir() + "/" + n + "/ring0d.toml";
+    if (!std::filesystem::exists(stateOf(n) + "/ring0d.db")) {
+      auto init = fleet_->exec(h, {kBin + "/ring0d", "--config", cfg, "--init",
+                                   "--admin-password-file", fleet_->dir() + "/" + n + "/admin.pw"});
+      EXPECT_TRUE(init.ok() && init->ok()) << (init.ok() ? init->describe() : init.error().message);
+    }
+    std::vector<std::string> argv{kBin + "/ring0d", "--config", cfg, "--log-level", "debug"};
+    if (!token.empty()) argv.insert(argv.end(), {"--join", token});
+    auto p = fleet_->spawn(h, argv, {}, "ring0d-" + n);
+    EXPECT_TRUE(p.ok()) << (p.ok() ? "" : p.error().message);
+    if (!p.ok()) return nullptr;
+    ring0_[n] = *p;
+    return *p;
+  }
+
+  bool loggedIn(const std::string& h) {
+    auto a = request(h, "POST", "/v1/sessions", {{"user", "admin"}, {"password", kAdminPassword}}, "");
+    if (a.status != 201) return false;
+    tokens_[h] = a.body.value("token", "");
+    return true;
+  }
+
+  // Brings up the three hosts: h1 founds the fleet, h2 and h3 join with tokens minted on h1.
+  void startFleet() {
+    for (const auto& h : fleet_->hosts()) writeConfig(h);
+    ASSERT_NE(startRing0("h1"), nullptr);
+    ASSERT_TRUE(waitFor([&] { return loggedIn("h1"); }, 20'000)) << ring0_["h1"]->log();
+    for (const char* h : {"h2", "h3"}) {
+      auto t = api("h1", "POST", "/v1/fleet/tokens", {{"ttl_s", 600}});
+      ASSERT_EQ(t.status, 201) << t.body.dump();
+      ASSERT_NE(startRing0(h, t.body.value("token", "")), nullptr);
+      ASSERT_TRUE(waitFor([&] { return loggedIn(h); }, 20'000)) << ring0_[h]->log();
+    }
+    ASSERT_TRUE(waitFor([&] { return api("h1", "GET", "/v1/fleet").body["hosts"].size() == 3; }, 10'000));
+  }
+
+  Answer request(const std::string& h, const std::string& method, const std::string& path,
+                 const json& body, const std::string& token) {
+    Answer out;
+    Status st = fleet_->runIn(h, [&] {
+      httplib::Client client("127.0.0.1", kApiPort);
+      client.set_connection_timeout(2);
+      client.set_read_timeout(10);
+      httplib::Headers headers;
+      if (!token.empty()) headers.emplace("Authorization", "Bearer " + token);
+      const std::string text = body.is_null() ? "" : body.dump();
+      httplib::Result r = method == "GET"    ? client.Get(path.c_str(), headers)
+                          : method == "POST" ? client.Post(path.c_str(), headers, text, "application/json")
+                          : method == "PUT"  ? client.Put(path.c_str(), headers, text, "application/json")
+                                             : client.Delete(path.c_str(), headers);
+      if (r) out = {r->status, json::parse(r->body, nullptr, false)};
+    });
+    EXPECT_TRUE(st.ok()) << (st.ok() ? "" : st.error().message);
+    return out;
+  }
+  Answer api(const std::string& h, const std::string& method, const std::string& path,
+             const json& body = nullptr) {
+    return request(h, method, path, body, tokens_[h]);
+  }
+
+  json treeOf(const std::string& h) {
+    auto r = supervise::controlCall(stateOf(h) + "/control.sock", {{"cmd", "tree"}});
+    return r.ok() ? r->value("tree", json::object()) : json::object();
+  }
+  bool readyOn(const std::string& h, const std::string& label) {
+    for (const auto& n : treeOf(h).value("nodes", json::array())) {
+      if (n.value("label", "") == label && n.value("state", "") == "ready") return true;
+    }
+    return false;
+  }
+  std::string schedulerSeenBy(const std::string& h) {
+    json f = treeOf(h).value("fleet", json::object());
+    return f.value("scheduler", json()).is_string() ? f["scheduler"].get<std::string>() : "";
+  }
+
+  // label -> the hosts with a ring1d of it, read from every process's command line.
+  std::map<std::string, std::set<std::string>> ring1dHosts() {
+    std::map<std::string, std::set<std::string>> out;
+    DIR* d = ::opendir("/proc");
+    if (d == nullptr) return out;
+    while (dirent* e = ::readdir(d)) {
+      if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+      std::string cmd = slurp(std::string("/proc/") + e->d_name + "/cmdline");
+      if (cmd.find("ring1d") == std::string::npos) continue;
+      for (const auto& h : fleet_->hosts()) {
+        const std::string prefix = stateOf(h) + "/nodes/";
+        const size_t at = cmd.find(prefix);
+        if (at == std::string::npos) continue;
+        const size_t end = cmd.find('/', at + prefix.size());
+        if (end != std::string::npos) out[cmd.substr(at + prefix.size(), end - at - prefix.size())].insert(h);
+      }
+    }
+    ::closedir(d);
+    return out;
+  }
+  std::string hostOf(const std::string& label) {
+    auto all = ring1dHosts();
+    auto it = all.find(label);
+    return it == all.end() || it->second.size() != 1 ? "" : *it->second.begin();
+  }
+
+  json node(const std::string& label, const std::string& compartment, const std::string& spread = "") {
+    json n{{"label", label}, {"strategy", "exec"}};
+    if (!compartment.empty()) n["compartment"] = compartment;
+    if (!spread.empty()) n["spread"] = spread;
+    return n;
+  }
+  std::string logs() {
+    std::string s;
+    for (auto& [h, p] : ring0_) s += "---- ring0d " + h + "\n" + p->log();
+    return s;
+  }
+
+  std::unique_ptr<TestFleet> fleet_;
+  std::map<std::string, HostProcess*> ring0_;
+  std::map<std::string, std::string> tokens_;
+};
+
+TEST_F(FleetRing0Test, MembersJoinWithSingleUseTokensAndNodesGoWhereTheirCompartmentsSay) {
+  ASSERT_NO_FATAL_FAILURE(startFleet());
+  // A new host: refused without a token, joins with one, and the token is used up.
+  writeConfig("h3", "h4", kApiPort + 1);
+  HostProcess* alone = startRing0("h3", "", "h4");
+  ASSERT_NE(alone, nullptr);
+  auto status = alone->wait(15'000);
+  ASSERT_TRUE(status.has_value()) << alone->log();
+  EXPECT_NE(*status, 0);
+  EXPECT_NE(alone->log().find("is not a member of the fleet"), std::string::npos) << alone->log();
+  auto minted = api("h1", "POST", "/v1/fleet/tokens", {{"ttl_s", 60}});
+  ASSERT_EQ(minted.status, 201) << minted.body.dump();
+  const std::string token = minted.body.value("token", "");
+  HostProcess* joined = startRing0("h3", token, "h4");
+  ASSERT_NE(joined, nullptr);
+  EXPECT_TRUE(waitFor([&] { return api("h1", "GET", "/v1/fleet").body["members"].contains("h4"); }, 15'000))
+      << joined->log();
+  joined->stop();
+  writeConfig("h3", "h5", kApiPort + 2);
+  HostProcess* again = startRing0("h3", token, "h5");
+  ASSERT_NE(again, nullptr);
+  status = again->wait(15'000);
+  ASSERT_TRUE(status.has_value()) << again->log();
+  EXPECT_NE(*status, 0);
+  EXPECT_NE(again->log().find("enrolment token refused"), std::string::npos) << again->log();
+
+  for (const auto& n : {node("a1", "rack-a"), node("a2", "rack-a"), node("a3", "rack-a"),
+                        node("s1", "dc", "rack"), node("s2", "dc", "rack"), node("x", "rack-c")}) {
+    auto made = api("h2", "POST", "/v1/nodes", n);  // any member's API writes the fleet's nodes
+    ASSERT_EQ(made.status, 201) << made.body.dump();
+  }
+  EXPECT_EQ(api("h3", "POST", "/v1/nodes", node("a1", "rack-a")).status, 409);
+  EXPECT_EQ(api("h3", "POST", "/v1/nodes", node("bad", "dc", "row")).status, 400);
+
+  ASSERT_TRUE(waitFor([&] {
+    auto all = ring1dHosts();
+    for (const char* l : {"a1", "a2", "a3", "s1", "s2"}) {
+      if (all[l].size() != 1) return false;
+    }
+    return true;
+  }, 30'000)) << logs();
+  for (const char* l : {"a1", "a2", "a3"}) {
+    const std::string h = hostOf(l);
+    EXPECT_TRUE(h == "h1" || h == "h2") << l << " on " << h;
+  }
+  std::set<std::string> racks{hostOf("s1") == "h3" ? "b" : "a", hostOf("s2") == "h3" ? "b" : "a"};
+  EXPECT_EQ(racks.size(), 2u) << "s1 on " << hostOf("s1") << ", s2 on " << hostOf("s2");
+  EXPECT_EQ(ring1dHosts().count("x"), 0u);
+  ASSERT_TRUE(waitFor([&] {
+    for (const auto& n : api("h3", "GET", "/v1/fleet").body["nodes"]) {
+      if (n.value("label", "") == "x") return n.value("pending", "") == "no live host in compartment 'rack-c'";
+    }
+    return false;
+  }, 10'000)) << api("h3", "GET", "/v1/fleet").body.dump(1);
+
+  // Deleting a node stops it wherever it runs.
+  const std::string a1 = hostOf("a1");
+  ASSERT_EQ(api("h1", "DELETE", "/v1/nodes/a1").status, 204);
+  EXPECT_TRUE(waitFor([&] { return ring1dHosts().count("a1") == 0; }, 20'000)) << a1;
+  EXPECT_EQ(api("h1", "DELETE", "/v1/nodes/a1").status, 404);
+}
+
+TEST_F(FleetRing0Test, ALostHostsNodesAreReadyElsewhereInsideTheirCompartment) {
+  ASSERT_NO_FATAL_FAILURE(startFleet());
+  for (const char* l : {"n1", "n2", "n3", "n4"}) {
+    ASSERT_EQ(api("h1", "POST", "/v1/nodes", node(l, "rack-a")).status, 201);
+  }
+  ASSERT_TRUE(waitFor([&] {
+    auto all = ring1dHosts();
+    for (const char* l : {"n1", "n2", "n3", "n4"}) {
+      if (all[l].size() != 1 || !readyOn(*all[l].begin(), l)) return false;
+    }
+    return true;
+  }, 30'000)) << logs();
+  std::vector<std::string> onH2;
+  for (const char* l : {"n1", "n2", "n3", "n4"}) {
+    if (hostOf(l) == "h2") onH2.push_back(l);
+  }
+  ASSERT_FALSE(onH2.empty()) << "placement put nothing on h2";
+  const std::string watcher = schedulerSeenBy("h1") == "h2" ? "h3" : "h1";
+
+  const auto killed = Clock::now();
+  ASSERT_TRUE(fleet_->killHost("h2").ok());
+  int64_t detectedMs = -1;
+  ASSERT_TRUE(waitFor([&] {
+    for (const auto& h : api(watcher, "GET", "/v1/fleet").body["hosts"]) {
+      if (h.value("host", "") == "h2") return false;
+    }
+    detectedMs = msSince(killed);
+    return true;
+  }, 15'000));
+  ASSERT_TRUE(waitFor([&] {
+    for (const auto& l : onH2) {
+      if (hostOf(l) != "h1" || !readyOn("h1", l)) return false;
+    }
+    return true;
+  }, 20'000)) << logs();
+  const int64_t readyMs = msSince(killed);
+  std::printf("host lost: detected in %lld ms, its ring-1 nodes ready elsewhere in %lld ms\n",
+              static_cast<long long>(detectedMs), static_cast<long long>(readyMs));
+  // Never on h3: it is outside rack-a.
+  for (const char* l : {"n1", "n2", "n3", "n4"}) EXPECT_EQ(hostOf(l), "h1") << l;
+}
+
+TEST_F(FleetRing0Test, APartitionedHostFencesItselfAndNoNodeEverRunsTwice) {
+  ASSERT_NO_FATAL_FAILURE(startFleet());
+  for (const char* l : {"p1", "p2", "p3", "p4"}) {
+    ASSERT_EQ(api("h1", "POST", "/v1/nodes", node(l, "rack-a")).status, 201);
+  }
+  ASSERT_TRUE(waitFor([&] {
+    auto all = ring1dHosts();
+    for (const char* l : {"p1", "p2", "p3", "p4"}) {
+      if (all[l].size() != 1 || !readyOn(*all[l].begin(), l)) return false;
+    }
+    return true;
+  }, 30'000)) << logs();
+  std::vector<std::string> onH2;
+  for (const char* l : {"p1", "p2", "p3", "p4"}) {
+    if (hostOf(l) == "h2") onH2.push_back(l);
+  }
+  ASSERT_FALSE(onH2.empty());
+
+  std::atomic<bool> stop{false};
+  std::atomic<int> samples{0}, twice{0};
+  std::string twiceSeen;
+  std::thread sampler([&] {
+    while (!stop) {
+      for (const auto& [label, hosts] : ring1dHosts()) {
+        if (hosts.size() > 1 && twice++ == 0) twiceSeen = label;
+      }
+      ++samples;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  });
+  ASSERT_TRUE(fleet_->cut("h2").ok());
+  // h2's nodes are fenced there and run on h1 within the partition.
+  EXPECT_TRUE(waitFor([&] {
+    for (const auto& l : onH2) {
+      if (hostOf(l) != "h1") return false;
+    }
+    return true;
+  }, 8'000)) << logs();
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+  ASSERT_TRUE(fleet_->heal("h2").ok());
+  // h2 rejoins (a new lease) and keeps those nodes stopped: they are assigned elsewhere now.
+  EXPECT_TRUE(waitFor([&] {
+    json f = treeOf("h2").value("fleet", json::object());
+    return f.value("lease", false) && !f.value("fenced", true);
+  }, 15'000)) << logs();
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  stop = true;
+  sampler.join();
+  EXPECT_EQ(twice.load(), 0) << "node '" << twiceSeen << "' ran on two hosts; " << samples.load()
+                             << " samples\n" << logs();
+  EXPECT_GT(samples.load(), 50);
+  for (const auto& l : onH2) EXPECT_EQ(hostOf(l), "h1") << l;
+  std::printf("partition healed: %d nodes ran twice (%d samples)\n", twice.load(), samples.load());
+}
+
+TEST_F(FleetRing0Test, ALostSchedulerIsReplacedWithinATtlAndNothingMoves) {
+  ASSERT_NO_FATAL_FAILURE(startFleet());
+  for (const char* l : {"q1", "q2", "q3"}) ASSERT_EQ(api("h2", "POST", "/v1/nodes", node(l, "")).status, 201);
+  ASSERT_TRUE(waitFor([&] {
+    auto all = ring1dHosts();
+    return all["q1"].size() == 1 && all["q2"].size() == 1 && all["q3"].size() == 1;
+  }, 30'000)) << logs();
+  const std::string scheduler = schedulerSeenBy("h1");
+  ASSERT_FALSE(scheduler.empty());
+  const auto before = ring1dHosts();
+  const std::string other = scheduler == "h1" ? "h2" : "h1";
+
+  const auto killed = Clock::now();
+  ring0_[scheduler]->signal(SIGKILL);
+  ring0_[scheduler]->wait(5'000);
+  int64_t electedMs = -1;
+  ASSERT_TRUE(waitFor([&] {
+    const std::string now = schedulerSeenBy(other);
+    if (now.empty() || now == scheduler) return false;
+    electedMs = msSince(killed);
+    return true;
+  }, 10'000)) << logs();
+  // Its supervisor (systemd; here the test) starts it again: it re-adopts its nodes.
+  ASSERT_NE(startRing0(scheduler), nullptr);
+  ASSERT_TRUE(waitFor([&] { return treeOf(scheduler).value("fleet", json::object()).value("lease", false); }, 15'000));
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  EXPECT_EQ(ring1dHosts(), before) << logs();
+  std::printf("scheduler lost: another elected in %lld ms\n", static_cast<long long>(electedMs));
+}
+
+TEST_F(FleetRing0Test, WithoutQuorumFenceNodesStopKeepNodesStayAndWritesAre503) {
+  ASSERT_NO_FATAL_FAILURE(startFleet());
+  json fenced = node("f1", "h1");
+  json kept = node("k1", "h1");
+  kept["on_lost_quorum"] = "keep";
+  ASSERT_EQ(api("h1", "POST", "/v1/nodes", fenced).status, 201);
+  ASSERT_EQ(api("h1", "POST", "/v1/nodes", kept).status, 201);
+  ASSERT_TRUE(waitFor([&] { return readyOn("h1", "f1") && readyOn("h1", "k1"); }, 30'000)) << logs();
+
+  fleet_->stopEtcd("h2");
+  fleet_->stopEtcd("h3");
+  EXPECT_TRUE(waitFor([&] { return ring1dHosts().count("f1") == 0; }, 10'000)) << logs();
+  EXPECT_EQ(hostOf("k1"), "h1");
+  auto refused = api("h1", "POST", "/v1/nodes", node("later", ""));
+  EXPECT_EQ(refused.status, 503) << refused.body.dump();
+  EXPECT_NE(refused.body.value("message", "").find("etcd"), std::string::npos) << refused.body.dump();
+
+  ASSERT_TRUE(fleet_->startEtcd("h2").ok());
+  ASSERT_TRUE(fleet_->startEtcd("h3").ok());
+  EXPECT_TRUE(waitFor([&] { return readyOn("h1", "f1"); }, 20'000)) << logs();
+  EXPECT_EQ(hostOf("k1"), "h1");
+  EXPECT_TRUE(waitFor([&] { return api("h1", "POST", "/v1/nodes", node("later", "")).status == 201; }, 10'000));
+}
+
+}  // namespace
+}  // namespace enjin::testing
