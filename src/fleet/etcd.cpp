@@ -202,29 +202,42 @@ int codeOfGrpc(int64_t grpc, int httpStatus) {
   }
 }
 
-std::string describe(httplib::Error e, bool tls) {
+// `tls`: the endpoint is https://; `clientCert`: this client presents a certificate.
+std::string describe(httplib::Error e, bool tls, bool clientCert) {
+  std::string out;
   switch (e) {
     case httplib::Error::Connection:
       return "cannot connect";
     case httplib::Error::ConnectionTimeout:
       return "connect timed out";
-    case httplib::Error::Read:
-      return tls ? "read failed or timed out (a TLS peer also ends here when it refuses this "
-                   "client's certificate)"
-                 : "read failed or timed out";
-    case httplib::Error::Write:
-      return "write failed or timed out";
-    case httplib::Error::SSLConnection:
-      return "TLS handshake failed (certificate refused, or not a TLS server)";
     case httplib::Error::SSLLoadingCerts:
       return "cannot load the TLS CA, certificate or key";
     case httplib::Error::SSLServerVerification:
       return "TLS: the server's certificate does not verify against the CA";
     case httplib::Error::Canceled:
       return "canceled";
+    case httplib::Error::Read:
+      out = "read failed or timed out";
+      break;
+    case httplib::Error::Write:
+      out = "write failed or timed out";
+      break;
+    case httplib::Error::SSLConnection:
+      out = "TLS handshake failed";
+      break;
     default:
       return "transport error " + httplib::to_string(e);
   }
+  // TLS 1.3 finishes the client's side of the handshake before the server checks the client's
+  // certificate: a refusal shows as a connection closed under the request or before the answer.
+  if (tls && !clientCert) {
+    out +=
+        " (no client certificate configured: a member with --client-cert-auth refuses such "
+        "connections)";
+  } else if (tls) {
+    out += " (or the member refused the client certificate)";
+  }
+  return out;
 }
 
 // A write to a connection the peer closed raises SIGPIPE, which OpenSSL's writes do not suppress
@@ -404,7 +417,8 @@ struct EtcdClient::Impl {
                              res.has_header("Trailer") && j.is_object();
     if (!sent && !trailerOnly) {
       transport = true;
-      return Error{endpoint + ": " + describe(err, isTls(endpoint)), 503};
+      return Error{endpoint + ": " + describe(err, isTls(endpoint), !options.certFile.empty()),
+                   503};
     }
     const int status = res.status;
     // Only a plain answer leaves the connection reusable (nothing unread after it).
