@@ -3,7 +3,7 @@
 #   base <- crypto <- bus        base <- reactor <- supervise        base <- store <- directory
 #   base <- metrics              base <- acl
 #   base, reactor, store, acl, directory, metrics <- api
-#   base, metrics, supervise <- router
+#   base, metrics, supervise <- router      base, reactor <- fleet
 #   ring <- every one of them
 #
 # enjin_subsystem() declares one of them (target enjin_<NAME>, sources in src/<NAME>/, public

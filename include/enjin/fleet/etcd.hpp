@@ -11,11 +11,16 @@
 //   reactor thread (EtcdWorker runs them on a thread of its own).
 // - A call tries the endpoints in turn, starting with the last one that answered, and fails over
 //   only on a transport failure (no connection, timeout) or a 503 (the member has no leader).
-//   Any other answer from etcd (a failed compare, a missing lease) is the answer.
+//   Any other answer from etcd (a failed compare, a missing lease) is the answer. A call that
+//   failed on the transport may still have been applied (its answer was lost): writes that must
+//   not happen twice are transactions with a compare.
 // - An Error's code tells failures apart for callers: 503 = no endpoint could serve the request
 //   (etcd unreachable or without quorum), 404 = the lease named does not exist (any more), 400 =
-//   the request was refused as malformed; the message names the endpoint(s) and the cause.
-// - EtcdClient is thread-safe: calls on several threads each use their own connection.
+//   the request was refused as malformed, 410 = a watch's revision was compacted, 502 = an
+//   answer that is not what etcd sends (not JSON, a field of the wrong type); the message names
+//   the endpoint(s) and the cause. Nothing here throws on what a peer sends.
+// - EtcdClient is thread-safe: calls on several threads each use their own connection (an idle
+//   kept-alive one, or a new one).
 #pragma once
 
 #include <cstdint>
@@ -106,8 +111,11 @@ class EtcdClient;
 // revision order. After a broken stream it reconnects (any endpoint) and resumes after the last
 // revision it delivered, so no event is lost or repeated; if etcd has compacted that revision
 // away, onError hears it (code 410) and the watch ends: the caller must read the range again
-// and start a new watch. Destroying the Watch ends it (within `timeoutMs`); no callback runs after
-// the destructor returns.
+// and start a new watch. Destroying the Watch ends it at once (it shuts its socket down), after
+// the callback in progress if any: no callback runs after the destructor returns, and a callback
+// must not destroy its own Watch. A Watch keeps its own copy of the options: it may outlive its
+// client. A stream silent for 10 s is opened again (resuming), which bounds how long a member
+// that accepts connections but never answers can hold a watch.
 class Watch {
  public:
   virtual ~Watch() = default;
@@ -148,7 +156,8 @@ class EtcdClient {
 
   using OnEvents = std::function<void(std::vector<WatchEvent> events, int64_t revision)>;
   using OnWatchError = std::function<void(const Error& error)>;
-  // Watches [key, rangeEnd) from `startRevision` (0: from now). Callbacks run on the watch's
+  // Watches [key, rangeEnd) (rangeEnd empty: the one key) from `startRevision` (0: from the
+  // revision etcd reports when the watch is first established). Callbacks run on the watch's
   // thread. Failures to reach etcd are retried (every 100 ms .. 1 s) and are not errors;
   // onError hears only what ends the watch (compaction, a refused request).
   std::unique_ptr<Watch> watch(const std::string& key, const std::string& rangeEnd,
@@ -166,7 +175,8 @@ class EtcdClient {
 // Runs etcd calls on a thread of its own, in order, and hands each result to the reactor thread
 // (a Handoff): what the reactor-side fleet code uses, so that no etcd round trip ever blocks the
 // reactor. Create and destroy on the reactor thread; a result whose worker was destroyed is
-// dropped (its callback never runs).
+// dropped (its callback never runs). The destructor drops the calls not started and waits for
+// the one in progress (bounded by the client's timeouts), so it may block the reactor that long.
 //
 //   worker.run<int64_t>([](EtcdClient& c) { return c.leaseGrant(2); },
 //                       [this](Result<int64_t> lease) { ... on the reactor ... });
