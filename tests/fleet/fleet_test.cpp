@@ -218,8 +218,10 @@ TEST(Fleet, CutHostLosesQuorumTheOthersKeepWritingAndHealCatchesUp) {
       "[measured] healed member serves the writes made meanwhile after %lld ms\n",
       static_cast<long long>(
           std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - healAt).count()));
-  // The write that could not commit during the cut never took effect.
-  EXPECT_EQ(getValue(*fleet, "h1", "/enjin/test/lonely"), "");
+  // Not asserted: whether the write that timed out on h2 took effect. Its outcome is unknown to
+  // the client; when h2 was a follower that still believed in its leader, the forwarded proposal
+  // waits in h2's peer queue and commits after the heal (seen here). Fencing must not count on
+  // a timed-out write having failed.
 }
 
 TEST(Fleet, KilledHostLeavesTheOthersWithQuorumAndCanComeBack) {

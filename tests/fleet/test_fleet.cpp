@@ -267,34 +267,40 @@ Result<CommandResult> runCommand(const std::vector<std::string>& argv, int timeo
   CommandResult result;
   const auto deadline = Clock::now() + std::chrono::milliseconds(timeoutMs);
   bool timedOut = false;
-  pollfd fds[2] = {{outRead.get(), POLLIN, 0}, {errRead.get(), POLLIN, 0}};
+  // Reads until the command exits (its pidfd), not until EOF: a background process it left
+  // (`sh -c "x &"`) may hold the pipes open for long. What is buffered at the exit is read.
+  UniqueFd pidfd(pidfdOpen(*pid));
+  ::fcntl(outRead.get(), F_SETFL, O_NONBLOCK);
+  ::fcntl(errRead.get(), F_SETFL, O_NONBLOCK);
+  pollfd fds[3] = {
+      {outRead.get(), POLLIN, 0}, {errRead.get(), POLLIN, 0}, {pidfd.get(), POLLIN, 0}};
   std::string* sinks[2] = {&result.out, &result.err};
-  int open = 2;
-  while (open > 0) {
+  auto drain = [&](int i) {
+    char buf[4096];
+    for (;;) {
+      ssize_t n = ::read(fds[i].fd, buf, sizeof buf);
+      if (n > 0) {
+        sinks[i]->append(buf, static_cast<size_t>(n));
+        continue;
+      }
+      if (n < 0 && errno == EINTR) continue;
+      if (n == 0) fds[i].fd = -1;  // EOF; poll ignores negative fds
+      return;
+    }
+  };
+  for (bool exited = false; !exited;) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
     if (left.count() <= 0) {
       timedOut = true;
       break;
     }
-    int r = ::poll(fds, 2, static_cast<int>(left.count()));
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) continue;
+    int r = ::poll(fds, 3, static_cast<int>(left.count()));
+    if (r <= 0) continue;  // EINTR, or the deadline (checked above)
+    exited = pidfd && fds[2].revents != 0;
     for (int i = 0; i < 2; ++i) {
-      if (fds[i].fd < 0 || fds[i].revents == 0) continue;
-      char buf[4096];
-      ssize_t n = ::read(fds[i].fd, buf, sizeof buf);
-      if (n > 0) {
-        sinks[i]->append(buf, static_cast<size_t>(n));
-      } else if (n == 0 || errno != EINTR) {
-        fds[i].fd = -1;
-        --open;
-      }
+      if (fds[i].fd >= 0 && (fds[i].revents != 0 || exited)) drain(i);
     }
-  }
-  UniqueFd pidfd(pidfdOpen(*pid));
-  if (!timedOut && pidfd) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-    timedOut = !pollExit(pidfd.get(), std::max<int>(0, static_cast<int>(left.count())));
+    if (!pidfd) exited = fds[0].fd < 0 && fds[1].fd < 0;  // no pidfd: until EOF
   }
   if (timedOut) ::kill(*pid, SIGKILL);
   int status;
