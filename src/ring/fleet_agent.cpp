@@ -223,8 +223,8 @@ class FleetAgent::Impl {
             {"compartment", s_.compartment},
             {"capacity",
              {{"slots", s_.maxNodes},
-              {"memory_bytes", offer.value("memory_bytes", 0)},
-              {"cpus", offer.value("cpus", 0)}}},
+              {"memory_bytes", offer.value("memory_bytes", int64_t{0})},
+              {"cpus", offer.value("cpus", int64_t{0})}}},
             {"api", apiUrl_},
             {"advertise", s_.advertise},
             {"nodes", std::move(nodes)}};
@@ -582,8 +582,15 @@ class FleetAgent::Impl {
     std::vector<fleet::NodeRequest> requests;
     int64_t nextGrace = 0;
     for (const auto& [label, n] : nodes_) {
-      if (writing_.count(label)) continue;
       fleet::NodeRequest q{label, n.spec.compartment, n.spread, n.need, ""};
+      // A write under way: counted where it goes (its room, its spread group), not placed again.
+      if (auto w = writing_.find(label); w != writing_.end()) {
+        if (!w->second.empty() && hosts_.count(w->second)) {
+          q.assigned = w->second;
+          requests.push_back(std::move(q));
+        }
+        continue;
+      }
       if (auto a = assign_.find(label); a != assign_.end()) {
         if (hosts_.count(a->second.host)) {
           q.assigned = a->second.host;
@@ -616,7 +623,7 @@ class FleetAgent::Impl {
     // Assignments of nodes that are gone.
     for (const auto& [label, a] : assign_) {
       if (nodes_.count(label) || writing_.count(label)) continue;
-      writing_.insert(label);
+      writing_[label] = "";
       const std::string key = kAssign + label;
       const int64_t rev = a.modRev;
       worker_->run<fleet::TxnResult>(
@@ -628,7 +635,7 @@ class FleetAgent::Impl {
   }
 
   void writeAssignment(const std::string& label, const std::string& host) {
-    writing_.insert(label);
+    writing_[label] = host;
     std::vector<Compare> compares{Compare::valueIs(kSchedulerKey, s_.host)};
     std::string from;
     if (auto a = assign_.find(label); a != assign_.end()) {
@@ -871,7 +878,7 @@ class FleetAgent::Impl {
   bool fenced_ = false, renewing_ = false, rejoining_ = false, campaigning_ = false;
   bool stopped_ = false, runFailed_ = false;
   std::map<std::string, int64_t> lostSince_;
-  std::set<std::string> writing_;
+  std::map<std::string, std::string> writing_;  // label -> the host an assignment goes to ("": a delete)
   std::vector<NodeSpec> running_;
   std::string lastRecord_;
   uint64_t fences_ = 0, moves_ = 0, elections_ = 0;

@@ -255,7 +255,8 @@ TEST_F(FleetRing0Test, MembersJoinWithSingleUseTokensAndNodesGoWhereTheirCompart
   EXPECT_EQ(racks.size(), 2u) << "s1 on " << hostOf("s1") << ", s2 on " << hostOf("s2");
   EXPECT_EQ(ring1dHosts().count("x"), 0u);
   ASSERT_TRUE(waitFor([&] {
-    for (const auto& n : api("h3", "GET", "/v1/fleet").body["nodes"]) {
+    const json view = api("h3", "GET", "/v1/fleet").body;
+    for (const auto& n : view["nodes"]) {
       if (n.value("label", "") == "x") return n.value("pending", "") == "no live host in compartment 'rack-c'";
     }
     return false;
@@ -291,7 +292,8 @@ TEST_F(FleetRing0Test, ALostHostsNodesAreReadyElsewhereInsideTheirCompartment) {
   ASSERT_TRUE(fleet_->killHost("h2").ok());
   int64_t detectedMs = -1;
   ASSERT_TRUE(waitFor([&] {
-    for (const auto& h : api(watcher, "GET", "/v1/fleet").body["hosts"]) {
+    const json view = api(watcher, "GET", "/v1/fleet").body;
+    for (const auto& h : view["hosts"]) {
       if (h.value("host", "") == "h2") return false;
     }
     detectedMs = msSince(killed);
