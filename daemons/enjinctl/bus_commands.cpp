@@ -1,14 +1,14 @@
 // enjinctl bus pub | sub: the bus from a shell, one JSON line per message; enjinctl watch: the
 // observation stream of a daemon, one line per event.
-#include <csignal>
-#include <chrono>
-#include <ctime>
 #include <CLI/CLI.hpp>
+#include <chrono>
+#include <csignal>
+#include <ctime>
 #include <functional>
 #include <iostream>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <thread>
-#include <nlohmann/json.hpp>
 #include <zmq.hpp>
 
 #include "commands.hpp"
@@ -16,8 +16,8 @@
 #include "enjin/base/strict_json.hpp"
 #include "enjin/bus/curve.hpp"
 #include "enjin/bus/publisher.hpp"
-#include "enjin/crypto/keys.hpp"
 #include "enjin/bus/subscriber.hpp"
+#include "enjin/crypto/keys.hpp"
 #include "enjin/supervise/control_server.hpp"
 
 namespace enjin::ctl {
@@ -146,8 +146,8 @@ struct SubArgs {
 struct PubArgs {
   Endpoint endpoint;
   std::string keyFile;
-  std::string serverKey;            // --connect tcp://: the binding subscriber's key
-  std::vector<std::string> admit;   // --bind tcp://: subscribers' .pub files to admit
+  std::string serverKey;           // --connect tcp://: the binding subscriber's key
+  std::vector<std::string> admit;  // --bind tcp://: subscribers' .pub files to admit
   std::string seqFile;
   bool noSeqFile = false;
   std::string topic;

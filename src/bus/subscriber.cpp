@@ -1,11 +1,11 @@
 #include "enjin/bus/subscriber.hpp"
 
-#include "attach.hpp"
-#include "curve_socket.hpp"
-
 #include <array>
 #include <cstdint>
 #include <limits>
+
+#include "attach.hpp"
+#include "curve_socket.hpp"
 
 namespace enjin::bus {
 

@@ -1,8 +1,8 @@
 #include "enjin/ring/daemon_metrics.hpp"
 
 #include <functional>
-#include <memory>
 #include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <utility>
@@ -134,7 +134,8 @@ void writeConnectionMetrics(metrics::Registry::Writer& out,
   for (const auto& [bus, c] : byBus) {
     for (size_t i = 0; i < bus::kConnectionRejectCount; ++i) {
       out.sample({{"bus", bus},
-                  {"reason", std::string(bus::connectionRejectName(static_cast<bus::ConnectionReject>(i)))}},
+                  {"reason",
+                   std::string(bus::connectionRejectName(static_cast<bus::ConnectionReject>(i)))}},
                  static_cast<double>(c.rejected[i]));
     }
   }

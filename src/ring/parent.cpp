@@ -409,7 +409,8 @@ class NodeParent::Impl {
     down_ = std::move(*down);
     auto k2 = loadKey();
     if (!k2.ok()) return k2.error();
-    bus::PublisherOptions opo{cfg_.observe, true, cfg_.stateDir + "/out.seq", kBusSendHighWater, {}};
+    bus::PublisherOptions opo{
+        cfg_.observe, true, cfg_.stateDir + "/out.seq", kBusSendHighWater, {}};
     opo.curve = {opts_.zap, "observe", std::nullopt};
     auto out = bus::Publisher::open(zmq_, std::move(*k2), clock_, opo);
     if (!out.ok()) return out.error().wrap("observation bus");

@@ -53,7 +53,8 @@ class ParentLink::Impl {
     // ed25519 key, already trusted, gives the server key.
     auto downKey = crypto::SecretKey::load(cfg_.key);
     if (!downKey.ok()) return downKey.error();
-    bus::PublisherOptions po{cfg_.parentUp, false, cfg_.stateDir + "/up.seq", kBusSendHighWater, {}};
+    bus::PublisherOptions po{
+        cfg_.parentUp, false, cfg_.stateDir + "/up.seq", kBusSendHighWater, {}};
     po.curve.serverKey = *parent;
     auto up = bus::Publisher::open(zmq, std::move(*key), clock_, po);
     if (!up.ok()) return up.error().wrap("parent's up bus");

@@ -1,11 +1,11 @@
 #include "enjin/ring/process_daemon.hpp"
 
-#include <filesystem>
 #include <limits.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -199,7 +199,8 @@ int runProcessDaemon(ProcessDaemonOptions o) {
   if (!o.observe.empty()) {
     auto key = crypto::SecretKey::load(o.keyFile);
     if (!key.ok()) return fail(key.error());
-    bus::PublisherOptions po{o.observe, true, o.stateDir + "/observe.seq", kObserveSendHighWater, {}};
+    bus::PublisherOptions po{
+        o.observe, true, o.stateDir + "/observe.seq", kObserveSendHighWater, {}};
     if (bus::needsCurve(o.observe)) {
       auto zap = runner.zap();
       if (!zap.ok()) return fail(zap.error());

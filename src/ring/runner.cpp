@@ -110,7 +110,8 @@ Result<bus::ZapHandler*> DaemonRunner::zap() {
     impl_->zap = std::move(*opened);
     bus::ZapHandler* handler = impl_->zap.get();
     Reactor* r = impl_->reactor.get();
-    handler->setOnNewSocket([r, handler](zmq::socket_t& s) { r->addSocket(s, [handler] { handler->serve(); }); });
+    handler->setOnNewSocket(
+        [r, handler](zmq::socket_t& s) { r->addSocket(s, [handler] { handler->serve(); }); });
   }
   return impl_->zap.get();
 }

@@ -4,20 +4,20 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 
 #include <filesystem>
 #include <map>
-#include <poll.h>
 #include <set>
 #include <sstream>
+#include <zmq.hpp>
 
-#include "hierarchy_fixture.hpp"
 #include "enjin/base/unique_fd.hpp"
 #include "enjin/crypto/keys.hpp"
-#include <zmq.hpp>
+#include "hierarchy_fixture.hpp"
 
 namespace enjin::testing {
 namespace {
@@ -467,14 +467,16 @@ TEST_F(HierarchyTest, BusesOverTcp) {
 
   startRing0d();
   ASSERT_TRUE(waitFor([&] { return allReady(); }, 20'000)) << tree().dump(1) << err();
-  const std::string watch = kBinDir + "/enjinctl --state-dir " + state() + " watch --tree --count 1";
+  const std::string watch =
+      kBinDir + "/enjinctl --state-dir " + state() + " watch --tree --count 1";
   auto [rc, out] = run(watch + " --key " + (dir_ / "watcher.key") + " --timeout-ms 5000");
   EXPECT_EQ(rc, 0) << out;
   EXPECT_NE(out.find("tree  ready"), std::string::npos) << out;
   auto [noKeyRc, noKeyOut] = run(watch + " --timeout-ms 1000 2>&1");
   EXPECT_EQ(noKeyRc, 1) << noKeyOut;
   EXPECT_NE(noKeyOut.find("give --key"), std::string::npos) << noKeyOut;
-  auto [strangerRc, strangerOut] = run(watch + " --key " + (dir_ / "stranger.key") + " --timeout-ms 1500");
+  auto [strangerRc, strangerOut] =
+      run(watch + " --key " + (dir_ / "stranger.key") + " --timeout-ms 1500");
   EXPECT_EQ(strangerRc, 3) << strangerOut;  // a timeout: the connection never opened
 
   zmq::context_t ctx(1);
@@ -485,8 +487,12 @@ TEST_F(HierarchyTest, BusesOverTcp) {
   std::string page;
   auto counted = [&] {
     page = httpGetRaw(ports[3], "/metrics");
-    return sampleValue(page, "enjin_bus_connections_rejected_total{bus=\"down\",reason=\"plaintext\"}") >= 1 &&
-           sampleValue(page, "enjin_bus_connections_rejected_total{bus=\"observe\",reason=\"unknown_key\"}") >= 1;
+    return sampleValue(page,
+                       "enjin_bus_connections_rejected_total{bus=\"down\",reason=\"plaintext\"}") >=
+               1 &&
+           sampleValue(
+               page,
+               "enjin_bus_connections_rejected_total{bus=\"observe\",reason=\"unknown_key\"}") >= 1;
   };
   ASSERT_TRUE(waitFor(counted, 10'000)) << page;
   EXPECT_GE(sampleValue(page, "enjin_bus_connections_admitted_total{bus=\"down\"}"), 1) << page;

@@ -23,9 +23,8 @@
 
 #include <map>
 #include <memory>
-#include <string>
-
 #include <nlohmann/json_fwd.hpp>
+#include <string>
 
 #include "enjin/base/result.hpp"
 #include "enjin/metrics/metrics.hpp"
