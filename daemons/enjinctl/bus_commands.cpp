@@ -1,21 +1,23 @@
 // enjinctl bus pub | sub: the bus from a shell, one JSON line per message; enjinctl watch: the
 // observation stream of a daemon, one line per event.
-#include <csignal>
-#include <chrono>
-#include <ctime>
 #include <CLI/CLI.hpp>
+#include <chrono>
+#include <csignal>
+#include <ctime>
 #include <functional>
 #include <iostream>
-#include <thread>
 #include <nlohmann/json.hpp>
+#include <optional>
+#include <thread>
 #include <zmq.hpp>
 
 #include "commands.hpp"
 #include "enjin/base/clock.hpp"
 #include "enjin/base/strict_json.hpp"
+#include "enjin/bus/curve.hpp"
 #include "enjin/bus/publisher.hpp"
-#include "enjin/crypto/keys.hpp"
 #include "enjin/bus/subscriber.hpp"
+#include "enjin/crypto/keys.hpp"
 #include "enjin/supervise/control_server.hpp"
 
 namespace enjin::ctl {
@@ -33,16 +35,62 @@ void installStopHandlers() {
   sigaction(SIGTERM, &sa, nullptr);
 }
 
-// Waits for `sock` to be readable for at most `timeoutMs` (-1: no limit). Returns false when a
-// stop signal arrived.
+// The ZAP handler of a command that binds a tcp:// bus (CURVE server), served while waiting.
+bus::ZapHandler* gZap = nullptr;
+
+// Waits for `sock` to be readable for at most `timeoutMs` (-1: no limit), answering CURVE
+// handshakes meanwhile. Returns false when a stop signal arrived.
 bool waitReadable(zmq::socket_t& sock, long timeoutMs) {
-  zmq::pollitem_t item{sock.handle(), 0, ZMQ_POLLIN, 0};
-  try {
-    zmq::poll(&item, 1, std::chrono::milliseconds(timeoutMs));
-  } catch (const zmq::error_t& e) {
-    if (e.num() != EINTR) throw;
+  std::vector<zmq::pollitem_t> items{{sock.handle(), 0, ZMQ_POLLIN, 0}};
+  if (gZap != nullptr) {
+    for (zmq::socket_t* s : gZap->sockets()) items.push_back({s->handle(), 0, ZMQ_POLLIN, 0});
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeoutMs);
+  for (;;) {
+    try {
+      zmq::poll(items, std::chrono::milliseconds(timeoutMs));
+    } catch (const zmq::error_t& e) {
+      if (e.num() != EINTR) throw;
+    }
+    if (gZap == nullptr || (items[0].revents & ZMQ_POLLIN) != 0 || gStop != 0) break;
+    gZap->serve();
+    if (timeoutMs >= 0) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          deadline - std::chrono::steady_clock::now());
+      if (left.count() <= 0) break;
+      timeoutMs = static_cast<long>(left.count());
+    }
   }
   return gStop == 0;
+}
+
+// A key given as 64 hex digits or as a .pub file.
+Result<crypto::PublicKey> publicKeyArg(const std::string& arg) {
+  auto hex = crypto::PublicKey::fromHex(arg);
+  return hex.ok() ? hex : crypto::loadPublicKey(arg);
+}
+
+// CURVE for a tcp:// endpoint (enjin/bus/curve.hpp): as a client, `serverKey` (hex or .pub) is
+// the binding side's key; as a server, a ZAP handler admits the keys of `admit`. Fills `curve`;
+// an error names the option at fault.
+Status setUpCurve(zmq::context_t& ctx, const std::string& endpoint, bool bind,
+                  const std::string& serverKey, const bus::TrustStore& admit,
+                  std::unique_ptr<bus::ZapHandler>& zap, bus::CurveOptions& curve) {
+  if (!bus::needsCurve(endpoint)) return {};
+  if (bind) {
+    auto opened = bus::ZapHandler::open(ctx);
+    if (!opened.ok()) return opened.error();
+    zap = std::move(*opened);
+    zap->admit("enjinctl", {&admit});
+    curve.zap = zap.get();
+    curve.domain = "enjinctl";
+    gZap = zap.get();
+  } else if (!serverKey.empty()) {
+    auto key = publicKeyArg(serverKey);
+    if (!key.ok()) return key.error().wrap("--server-key");
+    curve.serverKey = *key;
+  }
+  return {};
 }
 
 // Hands each accepted message to `print` until `count` were (0: no end), `timeoutMs` passed
@@ -86,6 +134,8 @@ struct Endpoint {
 struct SubArgs {
   Endpoint endpoint;
   std::vector<std::string> trust;
+  std::string keyFile;    // own key, for CURVE on tcp://
+  std::string serverKey;  // --connect tcp://: the publisher's key
   std::vector<std::string> prefixes;
   uint64_t count = 0;
   long timeoutMs = -1;
@@ -96,6 +146,8 @@ struct SubArgs {
 struct PubArgs {
   Endpoint endpoint;
   std::string keyFile;
+  std::string serverKey;           // --connect tcp://: the binding subscriber's key
+  std::vector<std::string> admit;  // --bind tcp://: subscribers' .pub files to admit
   std::string seqFile;
   bool noSeqFile = false;
   std::string topic;
@@ -127,6 +179,23 @@ int runSub(const SubArgs& a) {
   opts.endpoint = a.endpoint.address();
   opts.bind = a.endpoint.isBind();
   opts.verify.prefixes = a.prefixes;
+  // On tcp:// the sub speaks CURVE with its own key; bound, it admits the publishers it trusts.
+  std::optional<crypto::SecretKey> ownKey;
+  if (!a.keyFile.empty()) {
+    auto k = crypto::SecretKey::load(a.keyFile);
+    if (!k.ok()) {
+      std::cerr << "enjinctl bus sub: " << k.error().message << "\n";
+      return kExitFailure;
+    }
+    ownKey = std::move(*k);
+    opts.key = &*ownKey;
+  }
+  std::unique_ptr<bus::ZapHandler> zap;
+  if (auto st = setUpCurve(ctx, opts.endpoint, opts.bind, a.serverKey, trust, zap, opts.curve);
+      !st.ok()) {
+    std::cerr << "enjinctl bus sub: " << st.error().message << "\n";
+    return kExitFailure;
+  }
   opts.verify.maxPayloadBytes = a.maxPayload;
   opts.verify.windowMillis = a.windowMs;
   auto sub = bus::Subscriber::open(ctx, trust, clock, opts);
@@ -171,7 +240,20 @@ int runPub(const PubArgs& a) {
   }
   SystemClock clock;
   zmq::context_t ctx(1);
-  bus::PublisherOptions opts{a.endpoint.address(), a.endpoint.isBind(), seqFile, 100'000};
+  bus::PublisherOptions opts{a.endpoint.address(), a.endpoint.isBind(), seqFile, 100'000, {}};
+  bus::TrustStore admitted;
+  for (const auto& path : a.admit) {
+    if (auto st = admitted.load(path, {""}); !st.ok()) {
+      std::cerr << "enjinctl bus pub: --admit: " << st.error().message << "\n";
+      return kExitFailure;
+    }
+  }
+  std::unique_ptr<bus::ZapHandler> zap;
+  if (auto st = setUpCurve(ctx, opts.endpoint, opts.bind, a.serverKey, admitted, zap, opts.curve);
+      !st.ok()) {
+    std::cerr << "enjinctl bus pub: " << st.error().message << "\n";
+    return kExitFailure;
+  }
   auto pub = bus::Publisher::open(ctx, std::move(*key), clock, opts);
   if (!pub.ok()) {
     std::cerr << "enjinctl bus pub: " << pub.error().message << "\n";
@@ -221,6 +303,7 @@ int runPub(const PubArgs& a) {
 struct WatchArgs {
   std::string connect;
   std::string trust;
+  std::string keyFile;  // own key, for CURVE on a tcp:// stream
   uint64_t count = 0;
   long timeoutMs = -1;
   bool json = false;
@@ -290,6 +373,25 @@ int runWatch(const std::string& stateDir, WatchArgs a) {
   opts.endpoint = a.connect;
   opts.verify.prefixes = {"event", "obs"};
   if (a.tree) opts.verify.prefixes.push_back("tree");
+  // A tcp:// stream speaks CURVE: the daemon is the server, its key the one it signs with; ours
+  // must be among its observers (STATE_DIR/observers/*.pub).
+  std::optional<crypto::SecretKey> ownKey;
+  if (!a.keyFile.empty()) {
+    auto k = crypto::SecretKey::load(a.keyFile);
+    if (!k.ok()) {
+      std::cerr << "enjinctl watch: " << k.error().message << "\n";
+      return kExitFailure;
+    }
+    ownKey = std::move(*k);
+    opts.key = &*ownKey;
+  }
+  if (auto server = publicKeyArg(a.trust); server.ok()) opts.curve.serverKey = *server;
+  if (bus::needsCurve(opts.endpoint) && opts.key == nullptr) {
+    std::cerr << "enjinctl watch: " << opts.endpoint
+              << " speaks CURVE: give --key, a key whose .pub is in the daemon's observers/ "
+                 "folder\n";
+    return kExitFailure;
+  }
   auto sub = bus::Subscriber::open(ctx, trust, clock, opts);
   if (!sub.ok()) {
     std::cerr << "enjinctl watch: " << sub.error().message << "\n";
@@ -362,6 +464,10 @@ void addBusCommands(CLI::App& app, int& exitCode) {
   sa->endpoint.addTo(sub);
   sub->add_option("--trust", sa->trust, "A .pub file or a directory of them (repeatable)")
       ->required();
+  sub->add_option("--key", sa->keyFile,
+                  "Own .key file: on a tcp:// endpoint the bus speaks CURVE with it");
+  sub->add_option("--server-key", sa->serverKey,
+                  "--connect tcp://: the publisher's public key, hex or a .pub file");
   sub->add_option("--prefix", sa->prefixes,
                   "Receive only topics under this prefix, matched by whole segments (repeatable)");
   sub->add_option("--count", sa->count, "Exit after N accepted messages (0: never)");
@@ -379,6 +485,11 @@ void addBusCommands(CLI::App& app, int& exitCode) {
       "for subscribers to disconnect, so short streams are not cut off");
   pa->endpoint.addTo(pub);
   pub->add_option("--key", pa->keyFile, "The sender's .key file (mode 0600)")->required();
+  pub->add_option("--server-key", pa->serverKey,
+                  "--connect tcp://: the subscriber's public key, hex or a .pub file");
+  pub->add_option("--admit", pa->admit,
+                  "--bind tcp://: a subscriber's .pub file, or a folder of them, to admit "
+                  "(repeatable)");
   pub->add_option("--topic", pa->topic, "Topic, e.g. obs.r2.web")->required();
   pub->add_option("--type", pa->type, "Message type, e.g. heartbeat")->required();
   pub->add_option("--body", pa->body, "The body, a JSON object")->capture_default_str();
@@ -411,6 +522,9 @@ void addWatchCommand(CLI::App& app, const std::string& stateDir, int& exitCode) 
   watch->add_option("--connect", wa->connect, "The stream's endpoint (default: asked of the daemon)");
   watch->add_option("--trust", wa->trust,
                     "The daemon's public key, hex or a .pub file (default: asked of the daemon)");
+  watch->add_option("--key", wa->keyFile,
+                    "Own .key file, for a tcp:// stream (CURVE); its .pub must be in the "
+                    "daemon's observers/ folder");
   watch->add_option("--count", wa->count, "Exit 0 after N messages (0: never)");
   watch->add_option("--timeout-ms", wa->timeoutMs, "Give up after MS milliseconds (exit 3)");
   watch->add_flag("--json", wa->json, "Each message as a JSON line instead");

@@ -1,9 +1,9 @@
 #include "enjin/bus/publisher.hpp"
 
-#include "attach.hpp"
-
 #include <nlohmann/json.hpp>
 
+#include "attach.hpp"
+#include "curve_socket.hpp"
 #include "enjin/bus/envelope.hpp"
 #include "enjin/bus/topic.hpp"
 
@@ -19,6 +19,10 @@ Result<std::unique_ptr<Publisher>> Publisher::open(zmq::context_t& ctx, crypto::
     sock.set(zmq::sockopt::sndhwm, options.sendHighWater);
     sock.set(zmq::sockopt::linger, 1000);
     sock.set(zmq::sockopt::ipv6, 1);
+    if (auto st = secureSocket(sock, options.endpoint, options.bind, &key, options.curve);
+        !st.ok()) {
+      return st.error();
+    }
     if (auto st = attach(sock, options.endpoint, options.bind); !st.ok()) return st.error();
     return std::unique_ptr<Publisher>(
         new Publisher(std::move(sock), std::move(key), clock, std::move(*seq)));

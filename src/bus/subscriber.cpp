@@ -1,10 +1,11 @@
 #include "enjin/bus/subscriber.hpp"
 
-#include "attach.hpp"
-
 #include <array>
 #include <cstdint>
 #include <limits>
+
+#include "attach.hpp"
+#include "curve_socket.hpp"
 
 namespace enjin::bus {
 
@@ -36,6 +37,10 @@ Result<std::unique_ptr<Subscriber>> Subscriber::open(zmq::context_t& ctx, const 
       sock.set(zmq::sockopt::subscribe, "");
     } else {
       for (const auto& p : options.verify.prefixes) sock.set(zmq::sockopt::subscribe, p);
+    }
+    if (auto st = secureSocket(sock, options.endpoint, options.bind, options.key, options.curve);
+        !st.ok()) {
+      return st.error();
     }
     if (auto st = attach(sock, options.endpoint, options.bind); !st.ok()) return st.error();
     return std::unique_ptr<Subscriber>(

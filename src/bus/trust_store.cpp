@@ -23,10 +23,20 @@ Status TrustStore::add(const crypto::PublicKey& key, std::string name,
     }
   }
   keys_[key] = TrustedKey{key, std::move(name), std::move(prefixes)};
+  // A key that is no curve point can still sign nothing valid; it just never passes ZAP.
+  if (auto curve = key.toCurve(); curve.ok()) byCurve_[*curve] = key;
   return {};
 }
 
-bool TrustStore::remove(const crypto::PublicKey& key) { return keys_.erase(key) > 0; }
+bool TrustStore::remove(const crypto::PublicKey& key) {
+  if (auto curve = key.toCurve(); curve.ok()) byCurve_.erase(*curve);
+  return keys_.erase(key) > 0;
+}
+
+const TrustedKey* TrustStore::findByCurve(const crypto::CurvePublicKey& curve) const {
+  auto it = byCurve_.find(curve);
+  return it == byCurve_.end() ? nullptr : find(it->second);
+}
 
 const TrustedKey* TrustStore::find(const crypto::PublicKey& key) const {
   auto it = keys_.find(key);

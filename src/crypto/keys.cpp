@@ -60,6 +60,15 @@ Result<PublicKey> PublicKey::fromHex(std::string_view hex) {
 std::string PublicKey::hex() const { return toHex(bytes); }
 std::string PublicKey::shortHex() const { return hex().substr(0, 8); }
 
+Result<CurvePublicKey> PublicKey::toCurve() const {
+  initSodium();
+  CurvePublicKey out{};
+  if (crypto_sign_ed25519_pk_to_curve25519(out.data(), bytes.data()) != 0) {
+    return Error{"public key " + shortHex() + ": not a valid ed25519 point"};
+  }
+  return out;
+}
+
 size_t PublicKeyHash::operator()(const PublicKey& k) const noexcept {
   size_t h;
   std::memcpy(&h, k.bytes.data(), sizeof h);  // keys are uniformly distributed
@@ -145,6 +154,10 @@ Signature SecretKey::sign(std::span<const uint8_t> message) const {
 
 void SecretKey::signInto(std::span<const uint8_t> message, uint8_t* signatureOut) const {
   crypto_sign_detached(signatureOut, nullptr, message.data(), message.size(), secret_);
+}
+
+void SecretKey::curveSecretInto(uint8_t* out) const {
+  crypto_sign_ed25519_sk_to_curve25519(out, secret_);
 }
 
 void SecretKey::writeSeedHex(char* out) const {

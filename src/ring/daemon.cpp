@@ -364,8 +364,15 @@ int runParentDaemon(const ParentDaemonOptions& opts) {
     return 0;
   }
 
-  ParentOptions po{cfg, besideSelf(daemonName(ring + 1)), opts.holderExe, runner.dropFraction(),
-                   &nodeStrategies, opts.nodeObservations};
+  auto zap = runner.zap();
+  if (!zap.ok()) return fail(zap.error());
+  ParentOptions po{cfg,
+                   besideSelf(daemonName(ring + 1)),
+                   opts.holderExe,
+                   runner.dropFraction(),
+                   &nodeStrategies,
+                   opts.nodeObservations,
+                   *zap};
   NodeParent parent(r, runner.clock(), runner.zmq(), **store, po, runner.random());
   // A ring1d's apps (ring/paas.hpp) and their router: stopped after every node.
   std::unique_ptr<Paas> paas;

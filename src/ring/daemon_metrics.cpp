@@ -1,14 +1,15 @@
 #include "enjin/ring/daemon_metrics.hpp"
 
 #include <functional>
-#include <memory>
 #include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <utility>
 #include <vector>
 
 #include "enjin/api/http_server.hpp"
+#include "enjin/bus/curve.hpp"
 #include "enjin/bus/envelope.hpp"
 #include "enjin/bus/verifier.hpp"
 #include "enjin/reactor/handoff.hpp"
@@ -123,6 +124,23 @@ void writeBusMetrics(metrics::Registry::Writer& out, const bus::BusCounters& c, 
   out.sample({}, static_cast<double>(refused));
 }
 
+void writeConnectionMetrics(metrics::Registry::Writer& out,
+                            const std::map<std::string, bus::ConnectionCounters>& byBus) {
+  out.family("enjin_bus_connections_admitted_total", "counter",
+             "CURVE clients the ZAP handler admitted to a tcp:// bus");
+  for (const auto& [bus, c] : byBus) out.sample({{"bus", bus}}, static_cast<double>(c.admitted));
+  out.family("enjin_bus_connections_rejected_total", "counter",
+             "Connections to a tcp:// bus refused before any message, by reason");
+  for (const auto& [bus, c] : byBus) {
+    for (size_t i = 0; i < bus::kConnectionRejectCount; ++i) {
+      out.sample({{"bus", bus},
+                  {"reason",
+                   std::string(bus::connectionRejectName(static_cast<bus::ConnectionReject>(i)))}},
+                 static_cast<double>(c.rejected[i]));
+    }
+  }
+}
+
 constexpr int64_t kLagProbeMs = 50;
 
 void addDaemonMetrics(metrics::Registry& registry, NodeParent& parent, Reactor& reactor) {
@@ -142,6 +160,7 @@ void addDaemonMetrics(metrics::Registry& registry, NodeParent& parent, Reactor& 
   registry.addCollector([&parent](metrics::Registry::Writer& out) {
     writeTreeMetrics(out, parent.tree());
     writeBusMetrics(out, parent.upCounters(), parent.refusedMessages());
+    writeConnectionMetrics(out, parent.connectionCounters());
   });
 }
 

@@ -187,6 +187,10 @@ class NodeParent::Impl {
     if (down_) reactor_.removeSocket(down_->socket());
     if (out_) reactor_.removeSocket(out_->socket());
     if (up_) reactor_.removeSocket(up_->socket());
+    // The handler outlives this parent: it must not read the trust stores that die with it.
+    if (opts_.zap != nullptr) {
+      for (const char* domain : {"down", "up", "observe"}) opts_.zap->admit(domain, {});
+    }
   }
 
   struct Child {
@@ -355,6 +359,10 @@ class NodeParent::Impl {
   }
   std::string publicKeyHex() const { return ownPublic_.hex(); }
   const bus::BusCounters& upCounters() const { return up_->counters(); }
+  std::map<std::string, bus::ConnectionCounters> connectionCounters() const {
+    if (opts_.zap == nullptr) return {};
+    return opts_.zap->allCounters();
+  }
   uint64_t refusedMessages() const { return refused_; }
   supervise::Supervisor& supervisor() { return supervisor_; }
 
@@ -386,20 +394,35 @@ class NodeParent::Impl {
     auto k1 = loadKey();
     if (!k1.ok()) return k1.error();
     ownPublic_ = k1->publicKey();
-    auto down = bus::Publisher::open(zmq_, std::move(*k1), clock_,
-                                     {cfg_.down, true, cfg_.stateDir + "/down.seq", kBusSendHighWater});
+    // On tcp:// each bus is a CURVE server (enjin/bus/curve.hpp). down and up admit the
+    // children's keys; observe admits them and the operator's observers (observers/*.pub).
+    if (opts_.zap != nullptr) {
+      if (auto st = loadObservers(); !st.ok()) return st;
+      opts_.zap->admit("down", {&trust_});
+      opts_.zap->admit("up", {&trust_});
+      opts_.zap->admit("observe", {&trust_, &observers_});
+    }
+    bus::PublisherOptions dpo{cfg_.down, true, cfg_.stateDir + "/down.seq", kBusSendHighWater, {}};
+    dpo.curve = {opts_.zap, "down", std::nullopt};
+    auto down = bus::Publisher::open(zmq_, std::move(*k1), clock_, dpo);
     if (!down.ok()) return down.error().wrap("down bus");
     down_ = std::move(*down);
     auto k2 = loadKey();
     if (!k2.ok()) return k2.error();
-    auto out = bus::Publisher::open(zmq_, std::move(*k2), clock_,
-                                    {cfg_.observe, true, cfg_.stateDir + "/out.seq", kBusSendHighWater});
+    bus::PublisherOptions opo{
+        cfg_.observe, true, cfg_.stateDir + "/out.seq", kBusSendHighWater, {}};
+    opo.curve = {opts_.zap, "observe", std::nullopt};
+    auto out = bus::Publisher::open(zmq_, std::move(*k2), clock_, opo);
     if (!out.ok()) return out.error().wrap("observation bus");
     out_ = std::move(*out);
+    auto k3 = loadKey();
+    if (!k3.ok()) return k3.error();
     bus::SubscriberOptions so;
     so.endpoint = cfg_.up;
     so.bind = true;
     so.verify.prefixes = {"obs", "reply"};
+    so.key = &*k3;
+    so.curve = {opts_.zap, "up", std::nullopt};
     auto up = bus::Subscriber::open(zmq_, trust_, clock_, so);
     if (!up.ok()) return up.error().wrap("up bus");
     up_ = std::move(*up);
@@ -414,6 +437,16 @@ class NodeParent::Impl {
     reactor_.addSocket(out_->socket(), [this] { out_->pollSubscriptions(); });
     reactor_.addSocket(up_->socket(), [this] { drainUp(); });
     return {};
+  }
+
+  // The outside observers of a tcp:// observation bus: every observers/*.pub of the state dir
+  // (none when the folder is absent). They are admitted to connect, nothing more: they publish
+  // nothing this daemon reads.
+  Status loadObservers() {
+    const std::string dir = cfg_.stateDir + "/observers";
+    std::error_code ec;
+    if (!std::filesystem::is_directory(dir, ec)) return {};
+    return observers_.load(dir, {""});
   }
 
   Status loadNodes() {
@@ -938,6 +971,7 @@ class NodeParent::Impl {
   supervise::SocketTable sockets_;
   supervise::Supervisor supervisor_;
   bus::TrustStore trust_;
+  bus::TrustStore observers_;  // admitted to a tcp:// observation bus only
   crypto::PublicKey ownPublic_{};
   std::unique_ptr<bus::Publisher> down_, out_;
   std::unique_ptr<bus::Subscriber> up_;
@@ -988,6 +1022,9 @@ void NodeParent::setOnChange(std::function<void(const nlohmann::json&)> f) {
   impl_->setOnChange(std::move(f));
 }
 const bus::BusCounters& NodeParent::upCounters() const { return impl_->upCounters(); }
+std::map<std::string, bus::ConnectionCounters> NodeParent::connectionCounters() const {
+  return impl_->connectionCounters();
+}
 uint64_t NodeParent::refusedMessages() const { return impl_->refusedMessages(); }
 supervise::Supervisor& NodeParent::supervisor() { return impl_->supervisor(); }
 Status NodeParent::holdSocket(int port) { return impl_->holdSocket(port); }

@@ -49,12 +49,20 @@ class ParentLink::Impl {
     if (auto st = trust_.add(*parent, "parent", {""}); !st.ok()) return st;
     auto key = crypto::SecretKey::load(cfg_.key);
     if (!key.ok()) return key.error();
-    auto up = bus::Publisher::open(zmq, std::move(*key), clock_,
-                                   {cfg_.parentUp, false, cfg_.stateDir + "/up.seq", kBusSendHighWater});
+    // On tcp:// both are CURVE clients of the parent (enjin/bus/curve.hpp): the parent's
+    // ed25519 key, already trusted, gives the server key.
+    auto downKey = crypto::SecretKey::load(cfg_.key);
+    if (!downKey.ok()) return downKey.error();
+    bus::PublisherOptions po{
+        cfg_.parentUp, false, cfg_.stateDir + "/up.seq", kBusSendHighWater, {}};
+    po.curve.serverKey = *parent;
+    auto up = bus::Publisher::open(zmq, std::move(*key), clock_, po);
     if (!up.ok()) return up.error().wrap("parent's up bus");
     up_ = std::move(*up);
     bus::SubscriberOptions so;
     so.endpoint = cfg_.parentDown;
+    so.key = &*downKey;
+    so.curve.serverKey = *parent;
     so.verify.prefixes = {"spec." + cfg_.uuid, "cmd." + cfg_.uuid, "revoke." + cfg_.uuid};
     auto down = bus::Subscriber::open(zmq, trust_, clock_, so);
     if (!down.ok()) return down.error().wrap("parent's down bus");

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -190,13 +191,28 @@ int runProcessDaemon(ProcessDaemonOptions o) {
   }
   if (!specs.ok()) return fail(specs.error());
 
+  // On tcp:// the observation stream is a CURVE server (enjin/bus/curve.hpp) that admits the
+  // operator's observers: every observers/*.pub of the state dir. (The runner's handler keeps
+  // a pointer to `observers` past this function, but serves nothing once the reactor stopped.)
+  bus::TrustStore observers;
   std::unique_ptr<bus::Publisher> publisher;
   if (!o.observe.empty()) {
     auto key = crypto::SecretKey::load(o.keyFile);
     if (!key.ok()) return fail(key.error());
-    auto pub = bus::Publisher::open(runner.zmq(), std::move(*key), runner.clock(),
-                                    {o.observe, true, o.stateDir + "/observe.seq",
-                                     kObserveSendHighWater});
+    bus::PublisherOptions po{
+        o.observe, true, o.stateDir + "/observe.seq", kObserveSendHighWater, {}};
+    if (bus::needsCurve(o.observe)) {
+      auto zap = runner.zap();
+      if (!zap.ok()) return fail(zap.error());
+      const std::string dir = o.stateDir + "/observers";
+      std::error_code ec;
+      if (std::filesystem::is_directory(dir, ec)) {
+        if (auto st = observers.load(dir, {""}); !st.ok()) return fail(st.error());
+      }
+      (*zap)->admit("observe", {&observers});
+      po.curve = {*zap, "observe", std::nullopt};
+    }
+    auto pub = bus::Publisher::open(runner.zmq(), std::move(*key), runner.clock(), po);
     if (!pub.ok()) return fail(pub.error());
     publisher = std::move(*pub);
     r.addSocket(publisher->socket(), [&] { publisher->pollSubscriptions(); });

@@ -12,6 +12,7 @@
 #include "enjin/base/clock.hpp"
 #include "enjin/base/systemd.hpp"
 #include "enjin/base/unique_fd.hpp"
+#include "enjin/bus/curve.hpp"
 #include "enjin/reactor/reactor.hpp"
 #include "enjin/ring/daemon.hpp"
 
@@ -26,6 +27,7 @@ class DaemonRunner::Impl {
   SystemClock clock;
   std::unique_ptr<Reactor> reactor;
   std::unique_ptr<zmq::context_t> zmq;  // destroyed before the reactor, after every socket
+  std::unique_ptr<bus::ZapHandler> zap;  // after every CURVE server socket, before the context
   std::mt19937_64 rng;
   double drop = 0;
   std::unique_ptr<ParentLink> link;
@@ -41,6 +43,10 @@ class DaemonRunner::Impl {
     // The link's sockets go before the context they belong to, and its timers before the
     // reactor that holds them.
     link.reset();
+    if (zap) {
+      for (zmq::socket_t* s : zap->sockets()) reactor->removeSocket(*s);
+      zap.reset();
+    }
     zmq.reset();
   }
 };
@@ -95,6 +101,19 @@ const Clock& DaemonRunner::clock() const { return impl_->clock; }
 zmq::context_t& DaemonRunner::zmq() {
   if (!impl_->zmq) impl_->zmq = std::make_unique<zmq::context_t>(1);
   return *impl_->zmq;
+}
+
+Result<bus::ZapHandler*> DaemonRunner::zap() {
+  if (!impl_->zap) {
+    auto opened = bus::ZapHandler::open(zmq());
+    if (!opened.ok()) return opened.error();
+    impl_->zap = std::move(*opened);
+    bus::ZapHandler* handler = impl_->zap.get();
+    Reactor* r = impl_->reactor.get();
+    handler->setOnNewSocket(
+        [r, handler](zmq::socket_t& s) { r->addSocket(s, [handler] { handler->serve(); }); });
+  }
+  return impl_->zap.get();
 }
 
 std::function<uint64_t()> DaemonRunner::random() {

@@ -376,9 +376,26 @@ StreamResult runSigned(const Clock& clock, const Config& config, const std::stri
     r.error = st.error().message;
     return r;
   }
+  // On tcp:// the bus speaks CURVE (enjin/bus/curve.hpp): the publisher's context gets a ZAP
+  // handler admitting the subscriber's key, served below until the subscription arrives.
+  const crypto::PublicKey pubPublic = key.publicKey();
+  const crypto::SecretKey subKey = crypto::SecretKey::generate();
+  bus::TrustStore admitted;
+  if (auto st = admitted.add(subKey.publicKey(), "bench-sub", {""}); !st.ok()) {
+    r.error = st.error().message;
+    return r;
+  }
+  auto zap = bus::ZapHandler::open(pubCtx);
+  if (!zap.ok()) {
+    r.error = zap.error().message;
+    return r;
+  }
+  (*zap)->admit("bench", {&admitted});
   bus::PublisherOptions po;
   po.endpoint = bindEndpoint;
   po.sendHighWater = config.hwm;
+  po.curve.zap = zap->get();
+  po.curve.domain = "bench";
   auto pub = bus::Publisher::open(pubCtx, std::move(key), clock, po);
   if (!pub.ok()) {
     r.error = pub.error().message;
@@ -387,6 +404,8 @@ StreamResult runSigned(const Clock& clock, const Config& config, const std::stri
   bus::SubscriberOptions so;
   so.endpoint = (*pub)->boundEndpoint();
   so.receiveHighWater = config.hwm;
+  so.key = &subKey;
+  so.curve.serverKey = pubPublic;
   auto sub = bus::Subscriber::open(subCtx, trust, clock, so);
   if (!sub.ok()) {
     r.error = sub.error().message;
@@ -408,7 +427,8 @@ StreamResult runSigned(const Clock& clock, const Config& config, const std::stri
       r.error = "no subscription reached the publisher on " + so.endpoint + " within 5 s";
       return r;
     }
-    zmq::poll(&subItem, 1, std::chrono::milliseconds(50));
+    zmq::poll(&subItem, 1, std::chrono::milliseconds(10));
+    (*zap)->serve();
   }
 
   SendReport send;

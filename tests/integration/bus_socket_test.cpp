@@ -246,11 +246,26 @@ TEST_P(PubSubTest, SegmentPrefixesAndOrderedDelivery) {
   auto key = keyFromByte(9);
   TrustStore trust;
   ASSERT_TRUE(trust.add(key.publicKey(), "p", {""}).ok());
-  const std::string endpoint = GetParam() == "ipc" ? "ipc://" + (dir / "bus") : "tcp://127.0.0.1:0";
-  auto pub = Publisher::open(ctx, std::move(key), clock, {endpoint, true, dir / "p.seq", 1000});
+  const bool tcp = GetParam() == "tcp";
+  const std::string endpoint = tcp ? "tcp://127.0.0.1:0" : "ipc://" + (dir / "bus");
+  // tcp:// speaks CURVE: a ZAP handler admits the subscriber's key (bus_curve_test.cpp tests
+  // the refusals).
+  const crypto::PublicKey pubPublic = key.publicKey();
+  const crypto::SecretKey subKey = keyFromByte(10);
+  TrustStore admitted;
+  ASSERT_TRUE(admitted.add(subKey.publicKey(), "sub", {""}).ok());
+  auto zap = ZapHandler::open(ctx);
+  ASSERT_TRUE(zap.ok()) << zap.error().message;
+  (*zap)->admit("test", {&admitted});
+  PublisherOptions po{endpoint, true, dir / "p.seq", 1000, {}};
+  po.curve.zap = zap->get();
+  po.curve.domain = "test";
+  auto pub = Publisher::open(ctx, std::move(key), clock, po);
   ASSERT_TRUE(pub.ok()) << pub.error().message;
   SubscriberOptions opts;
   opts.endpoint = (*pub)->boundEndpoint();
+  opts.key = &subKey;
+  opts.curve.serverKey = pubPublic;
   opts.verify.prefixes = {"obs.r2"};
   auto sub = Subscriber::open(ctx, trust, clock, opts);
   ASSERT_TRUE(sub.ok()) << sub.error().message;
@@ -258,7 +273,8 @@ TEST_P(PubSubTest, SegmentPrefixesAndOrderedDelivery) {
   while ((*pub)->pollSubscriptions() == 0) {
     ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "no subscription arrived";
     zmq::pollitem_t item{(*pub)->socket().handle(), 0, ZMQ_POLLIN, 0};
-    zmq::poll(&item, 1, std::chrono::milliseconds(50));
+    zmq::poll(&item, 1, std::chrono::milliseconds(10));
+    (*zap)->serve();
   }
   for (int i = 0; i < 100; ++i) {
     ASSERT_TRUE((*pub)->publish(i % 2 ? "obs.r20.x" : "obs.r2.x", "t", {{"i", i}}).ok());

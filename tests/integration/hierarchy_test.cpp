@@ -4,16 +4,19 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 
 #include <filesystem>
 #include <map>
-#include <poll.h>
 #include <set>
 #include <sstream>
+#include <zmq.hpp>
 
+#include "enjin/base/unique_fd.hpp"
+#include "enjin/crypto/keys.hpp"
 #include "hierarchy_fixture.hpp"
 
 namespace enjin::testing {
@@ -413,19 +416,92 @@ TEST_F(HierarchyTest, SilentChildIsObservedLostThenBack) {
   EXPECT_NE(err().find("node 'infra' is lost"), std::string::npos);
 }
 
-// The buses over TCP on loopback instead of ipc sockets.
+// One HTTP/1.0 GET on loopback: the whole response, "" when nothing answered.
+std::string httpGetRaw(int port, const std::string& target) {
+  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  timeval tv{5, 0};
+  ::setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  std::string raw;
+  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) return raw;
+  const std::string req = "GET " + target + " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+  if (::send(fd.get(), req.data(), req.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(req.size())) {
+    return raw;
+  }
+  char buf[8192];
+  ssize_t n;
+  while ((n = ::read(fd.get(), buf, sizeof buf)) > 0) raw.append(buf, static_cast<size_t>(n));
+  return raw;
+}
+
+// The value of one sample in a Prometheus text page, -1 when absent.
+double sampleValue(const std::string& page, const std::string& series) {
+  const size_t at = page.find("\n" + series + " ");
+  if (at == std::string::npos) return -1;
+  return std::strtod(page.c_str() + at + series.size() + 2, nullptr);
+}
+
+// The buses over TCP on loopback instead of ipc sockets: CURVE with keys from the daemons'
+// ed25519 identities. The ring-1 child connects with its parent's key; an observer connects
+// with a key of its own from observers/; a plaintext client, a stranger's key and a watch
+// without a key get nothing, and ring0d's /metrics counts the refusals by bus and reason.
 TEST_F(HierarchyTest, BusesOverTcp) {
-  int ports[3];
+  int ports[4];
   for (int& p : ports) p = freeTcpPort();
-  writeConfig("down = \"tcp://127.0.0.1:" + std::to_string(ports[0]) + "\"\nup = \"tcp://127.0.0.1:" +
-              std::to_string(ports[1]) + "\"\nobserve = \"tcp://127.0.0.1:" +
-              std::to_string(ports[2]) + "\"\n" + baseConfig());
+  const std::string down = "tcp://127.0.0.1:" + std::to_string(ports[0]);
+  writeConfig("down = \"" + down + "\"\nup = \"tcp://127.0.0.1:" + std::to_string(ports[1]) +
+              "\"\nobserve = \"tcp://127.0.0.1:" + std::to_string(ports[2]) + "\"\n" +
+              baseConfig() + "[metrics]\nlisten = \"127.0.0.1:" + std::to_string(ports[3]) +
+              "\"\n");
+  // An observer of the tcp:// observation stream: its own key, the public half granted by a
+  // file in observers/.
+  std::filesystem::create_directories(state() + "/observers");
+  ::chmod(state().c_str(), 0700);
+  const crypto::SecretKey watcher = crypto::SecretKey::generate();
+  ASSERT_TRUE(crypto::writeKeyPair(dir_ / "watcher", watcher, false).ok());
+  std::filesystem::copy_file(dir_ / "watcher.pub", state() + "/observers/watcher.pub");
+  ASSERT_TRUE(crypto::writeKeyPair(dir_ / "stranger", crypto::SecretKey::generate(), false).ok());
+
   startRing0d();
   ASSERT_TRUE(waitFor([&] { return allReady(); }, 20'000)) << tree().dump(1) << err();
-  auto [rc, out] = run(kBinDir + "/enjinctl --state-dir " + state() +
-                       " watch --tree --count 1 --timeout-ms 5000");
+  const std::string watch =
+      kBinDir + "/enjinctl --state-dir " + state() + " watch --tree --count 1";
+  auto [rc, out] = run(watch + " --key " + (dir_ / "watcher.key") + " --timeout-ms 5000");
   EXPECT_EQ(rc, 0) << out;
   EXPECT_NE(out.find("tree  ready"), std::string::npos) << out;
+  auto [noKeyRc, noKeyOut] = run(watch + " --timeout-ms 1000 2>&1");
+  EXPECT_EQ(noKeyRc, 1) << noKeyOut;
+  EXPECT_NE(noKeyOut.find("give --key"), std::string::npos) << noKeyOut;
+  auto [strangerRc, strangerOut] =
+      run(watch + " --key " + (dir_ / "stranger.key") + " --timeout-ms 1500");
+  EXPECT_EQ(strangerRc, 3) << strangerOut;  // a timeout: the connection never opened
+
+  zmq::context_t ctx(1);
+  zmq::socket_t plain(ctx, zmq::socket_type::sub);
+  plain.set(zmq::sockopt::linger, 0);
+  plain.set(zmq::sockopt::subscribe, "");
+  plain.connect(down);
+  std::string page;
+  auto counted = [&] {
+    page = httpGetRaw(ports[3], "/metrics");
+    return sampleValue(page,
+                       "enjin_bus_connections_rejected_total{bus=\"down\",reason=\"plaintext\"}") >=
+               1 &&
+           sampleValue(
+               page,
+               "enjin_bus_connections_rejected_total{bus=\"observe\",reason=\"unknown_key\"}") >= 1;
+  };
+  ASSERT_TRUE(waitFor(counted, 10'000)) << page;
+  EXPECT_GE(sampleValue(page, "enjin_bus_connections_admitted_total{bus=\"down\"}"), 1) << page;
+  EXPECT_GE(sampleValue(page, "enjin_bus_connections_admitted_total{bus=\"up\"}"), 1) << page;
+  EXPECT_GE(sampleValue(page, "enjin_bus_connections_admitted_total{bus=\"observe\"}"), 1) << page;
+  // The parent republishes specs every beat (200 ms): a plaintext client would have had some.
+  zmq::message_t m;
+  EXPECT_FALSE(plain.recv(m, zmq::recv_flags::dontwait)) << "a plaintext client got data";
+  EXPECT_TRUE(allReady()) << tree().dump(1);
 }
 
 TEST_F(HierarchyTest, CleanShutdownLeavesNoProcess) {

@@ -6,6 +6,10 @@
 (a) peer.py signs, `enjinctl bus sub` verifies: 20 good messages are accepted as sent; one from an
     untrusted key is rejected as unknown_key, one tampered after signing as bad_signature.
 (b) `enjinctl bus pub` signs, peer.py verifies, knowing only the public key from the .pub file.
+(c) CURVE over tcp:// (proto/envelope.md section 1), peer.py the CURVE client both ways:
+    `enjinctl bus pub --bind tcp://` admits py.pub: peer.py sub with py's curve keys gets the 20
+    messages, a plaintext peer.py sub gets none; `enjinctl bus sub --bind tcp://` trusting py.pub
+    gets peer.py pub's 20 messages over CURVE, while a stranger's key never gets a connection.
 Exits 0 when all holds; otherwise prints every failed check and exits 1.
 """
 
@@ -137,6 +141,72 @@ def enjinctl_to_python(enjinctl, tmp):
           f"seqs are not consecutive: {seqs}")
 
 
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def curve_enjinctl_to_python(enjinctl, tmp):
+    """(c1) enjinctl bus pub binds tcp:// (CURVE server); peer.py subscribes with and without."""
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    topic = "spec.r2.curve"
+    ctl_hex = read_line(f"{tmp}/ctl.pub")
+    py_seed = read_line(f"{tmp}/py.key")
+    plain = start([PYTHON, PEER, "sub", "--connect", endpoint, "--trust-hex", ctl_hex,
+                   "--count", "1", "--timeout-ms", "4000"])
+    curve = start([PYTHON, PEER, "sub", "--connect", endpoint, "--trust-hex", ctl_hex,
+                   "--curve-seed-hex", py_seed, "--curve-server-hex", ctl_hex,
+                   "--count", str(N), "--timeout-ms", str(STEP_TIMEOUT_S * 1000 - 2000)])
+    rc, _, err = run([enjinctl, "bus", "pub", "--bind", endpoint, "--key", f"{tmp}/ctl.key",
+                      "--admit", f"{tmp}/py.pub", "--topic", topic, "--type", "spec",
+                      "--count", str(N), "--interval-ms", "20", "--wait-ms", "5000",
+                      "--drain-ms", "3000"])
+    check(rc == 0, f"enjinctl bus pub --bind tcp:// exited {rc}: {err}")
+    rc, out, err = finish(curve)
+    check(rc == 0, f"peer.py sub over CURVE exited {rc}; stderr: {err}")
+    got = json_lines(out, "peer.py sub (CURVE) stdout")
+    check(len(got) == N and all(m.get("from") == ctl_hex and m.get("topic") == topic for m in got),
+          f"peer.py sub over CURVE verified {len(got)} messages, expected {N} from ctl")
+    rc, out, err = finish(plain)
+    check(rc == 3 and not out, f"a plaintext peer.py sub exited {rc} with {out}: expected a timeout "
+                               "and no message")
+    # A tcp:// endpoint without the keys its side needs is an error, never plaintext.
+    rc, _, err = run([enjinctl, "bus", "pub", "--connect", endpoint, "--key", f"{tmp}/ctl.key",
+                      "--topic", topic, "--type", "spec", "--count", "1", "--wait-ms", "100"])
+    check(rc != 0 and any("public key" in line for line in err),
+          f"enjinctl bus pub --connect tcp:// without --server-key exited {rc}: {err}")
+
+
+def curve_python_to_enjinctl(enjinctl, tmp):
+    """(c2) enjinctl bus sub binds tcp:// (CURVE server) trusting py.pub; peer.py publishes."""
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    topic = "obs.r2.curve"
+    ctl_hex = read_line(f"{tmp}/ctl.pub")
+    py_seed = read_line(f"{tmp}/py.key")
+    sub = start([enjinctl, "bus", "sub", "--bind", endpoint, "--key", f"{tmp}/ctl.key",
+                 "--trust", f"{tmp}/py.pub", "--count", str(N),
+                 "--timeout-ms", str(STEP_TIMEOUT_S * 1000 - 2000)])
+    stranger = os.urandom(32).hex()
+    rc, out, err = run([PYTHON, PEER, "pub", "--connect", endpoint, "--topic", topic,
+                        "--seed-hex", stranger, "--curve-seed-hex", stranger,
+                        "--curve-server-hex", ctl_hex, "--count", "1", "--wait-ms", "2000"])
+    check(rc == 1, f"peer.py pub with an untrusted CURVE key exited {rc}: expected no subscriber")
+    rc, sent_lines, err = run([PYTHON, PEER, "pub", "--connect", endpoint, "--topic", topic,
+                               "--seed-hex", py_seed, "--curve-seed-hex", py_seed,
+                               "--curve-server-hex", ctl_hex, "--count", str(N)])
+    check(rc == 0, f"peer.py pub over CURVE exited {rc}: {err}")
+    sent = json_lines(sent_lines, "peer.py pub (CURVE) stdout")
+    rc, out, err = finish(sub)
+    check(rc == 0, f"enjinctl bus sub --bind tcp:// exited {rc}; stderr: {err}")
+    got = json_lines(out, "enjinctl bus sub (CURVE) stdout")
+    check(got == sent and len(got) == N, f"enjinctl bus sub got {len(got)} of {N} over CURVE")
+    rejected = [line.get("rejected") for line in
+                json_lines([e for e in err if e.startswith("{")], "enjinctl bus sub stderr")]
+    check(rejected == [], f"the stranger's messages reached the verifier: {rejected}")
+
+
 def main():
     if len(sys.argv) != 2:
         sys.exit("usage: interop_test.py PATH/TO/enjinctl")
@@ -146,7 +216,9 @@ def main():
         keygen(enjinctl, f"{tmp}/py")
         keygen(enjinctl, f"{tmp}/ctl")
         for name, step in (("python -> enjinctl", python_to_enjinctl),
-                           ("enjinctl -> python", enjinctl_to_python)):
+                           ("enjinctl -> python", enjinctl_to_python),
+                           ("CURVE enjinctl -> python", curve_enjinctl_to_python),
+                           ("CURVE python -> enjinctl", curve_python_to_enjinctl)):
             before = len(failures)
             try:
                 step(enjinctl, tmp)

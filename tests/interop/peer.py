@@ -10,6 +10,12 @@ and not from the C++ code, using only python3-zmq and python3-nacl. Run it with 
       Receives N messages, verifies each as a v1 receiver must and prints it as a JSON line
       (topic, from, seq, ts, type, body), the line `enjinctl bus sub` prints.
 
+  Both, with --connect tcp://...: --curve-seed-hex HEX --curve-server-hex HEX make the socket a
+  CurveZMQ client (proto/envelope.md section 1): its curve keypair is the one of the ed25519 seed
+  HEX converted (crypto_sign_ed25519_sk_to_curve25519), the server's curve key that of the
+  binding side's ed25519 public key (crypto_sign_ed25519_pk_to_curve25519). Without them a
+  tcp:// enjin bus refuses the connection.
+
 Exit codes, as enjinctl's: 0 done, 1 failure (stderr says why), 2 usage, 3 timeout.
 """
 
@@ -19,6 +25,7 @@ import re
 import sys
 import time
 
+import nacl.bindings
 import nacl.exceptions
 import nacl.signing
 import zmq
@@ -46,8 +53,21 @@ def encode_payload(from_hex, seq, ts, type_, body) -> bytes:
     return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+def curve_client(sock, seed_hex, server_hex):
+    """CURVE client keys from ed25519 ones, as proto/envelope.md section 1 fixes."""
+    public, secret = nacl.bindings.crypto_sign_seed_keypair(bytes.fromhex(seed_hex))
+    sock.curve_publickey = nacl.bindings.crypto_sign_ed25519_pk_to_curve25519(public)
+    sock.curve_secretkey = nacl.bindings.crypto_sign_ed25519_sk_to_curve25519(secret)
+    sock.curve_serverkey = nacl.bindings.crypto_sign_ed25519_pk_to_curve25519(
+        bytes.fromhex(server_hex))
+
+
 def open_socket(ctx, kind, args):
     sock = ctx.socket(kind)
+    if args.curve_seed_hex or args.curve_server_hex:
+        if not (args.curve_seed_hex and args.curve_server_hex and args.connect):
+            sys.exit("peer: CURVE needs --connect, --curve-seed-hex and --curve-server-hex")
+        curve_client(sock, args.curve_seed_hex, args.curve_server_hex)
     if args.bind:
         sock.bind(args.bind)
     else:
@@ -203,6 +223,8 @@ def main() -> int:
         where = p.add_mutually_exclusive_group(required=True)
         where.add_argument("--bind", metavar="EP")
         where.add_argument("--connect", metavar="EP")
+        p.add_argument("--curve-seed-hex", help="own ed25519 seed: be a CURVE client")
+        p.add_argument("--curve-server-hex", help="the binding side's ed25519 public key")
     args = parser.parse_args()
     return run_pub(args) if args.mode == "pub" else run_sub(args)
 

@@ -13,6 +13,7 @@
 
 #include "enjin/base/clock.hpp"
 #include "enjin/base/result.hpp"
+#include "enjin/bus/curve.hpp"
 #include "enjin/bus/seq_counter.hpp"
 #include "enjin/crypto/keys.hpp"
 
@@ -23,6 +24,9 @@ struct PublisherOptions {
   bool bind = true;         // bind the endpoint, or connect to it
   std::string seqFile;      // where the seq reservation is kept; empty: clock only
   int sendHighWater = 1000; // messages queued per subscriber before drops (ZMQ_SNDHWM)
+  // CURVE on a tcp:// endpoint (enjin/bus/curve.hpp), with the publisher's own key; required
+  // there, ignored elsewhere.
+  CurveOptions curve;
 };
 
 class Publisher {

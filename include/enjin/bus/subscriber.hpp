@@ -9,6 +9,7 @@
 #include <zmq.hpp>
 
 #include "enjin/base/result.hpp"
+#include "enjin/bus/curve.hpp"
 #include "enjin/bus/verifier.hpp"
 
 namespace enjin::bus {
@@ -18,6 +19,10 @@ struct SubscriberOptions {
   bool bind = false;                  // connect by default; bind for a many-publishers bus
   VerifierOptions verify;             // limits, window and the subscribed prefixes
   int receiveHighWater = 1000;        // ZMQ_RCVHWM
+  // CURVE on a tcp:// endpoint (enjin/bus/curve.hpp): the subscriber's own key (read during
+  // open() only) and what its side needs; required there, ignored elsewhere.
+  const crypto::SecretKey* key = nullptr;
+  CurveOptions curve;
 };
 
 class Subscriber {

@@ -7,6 +7,7 @@
 // A file without allow lines gets the loader's default prefixes.
 #pragma once
 
+#include <map>
 #include <optional>
 #include <string>
 #include <unordered_map>
@@ -35,12 +36,17 @@ class TrustStore {
   bool remove(const crypto::PublicKey& key);
 
   const TrustedKey* find(const crypto::PublicKey& key) const;
+  // The entry whose ed25519 key has this Curve25519 form: how the ZAP handler recognises a
+  // CurveZMQ client (the conversion is one-way, so the store keeps the forms as keys are added).
+  const TrustedKey* findByCurve(const crypto::CurvePublicKey& curve) const;
   size_t size() const { return keys_.size(); }
 
  private:
   Status loadFile(const std::string& path, const std::vector<std::string>& defaultPrefixes);
 
   std::unordered_map<crypto::PublicKey, TrustedKey, crypto::PublicKeyHash> keys_;
+  // Curve form -> ed25519 key, for every key of keys_ that has one.
+  std::map<crypto::CurvePublicKey, crypto::PublicKey> byCurve_;
 };
 
 }  // namespace enjin::bus

@@ -22,7 +22,11 @@ inline constexpr size_t kPublicKeyBytes = 32;
 inline constexpr size_t kSeedBytes = 32;
 inline constexpr size_t kSignatureBytes = 64;
 
+inline constexpr size_t kCurveKeyBytes = 32;
+
 using Signature = std::array<uint8_t, kSignatureBytes>;
+// An X25519 (Curve25519) public key, as CurveZMQ takes it.
+using CurvePublicKey = std::array<uint8_t, kCurveKeyBytes>;
 
 // Initialises libsodium; idempotent and thread-safe. Aborts if libsodium cannot start, since
 // nothing in enjin can work without it.
@@ -36,6 +40,10 @@ struct PublicKey {
   // The first 8 hex digits: enough to tell keys apart in a log line.
   std::string shortHex() const;
   bool operator==(const PublicKey&) const = default;
+  // The Curve25519 form of this ed25519 key (crypto_sign_ed25519_pk_to_curve25519), the key a
+  // CurveZMQ peer holding the matching SecretKey presents. Fails for bytes that are not a
+  // valid ed25519 point.
+  Result<CurvePublicKey> toCurve() const;
 };
 
 struct PublicKeyHash {
@@ -58,6 +66,9 @@ class SecretKey {
   const PublicKey& publicKey() const { return public_; }
   Signature sign(std::span<const uint8_t> message) const;
   void signInto(std::span<const uint8_t> message, uint8_t* signatureOut) const;
+  // The Curve25519 secret of this key (crypto_sign_ed25519_sk_to_curve25519) into `out`, which
+  // the caller wipes (sodium_memzero) when done; its public half is publicKey().toCurve().
+  void curveSecretInto(uint8_t* out /* kCurveKeyBytes */) const;
   // The seed in hex, in a string the caller must wipe (used only to write the key file).
   void writeSeedHex(char* out /* 2*kSeedBytes+1 */) const;
 

@@ -9,6 +9,9 @@
 //   enjin_bus_messages_accepted_total                     counter  up bus, signed and verified
 //   enjin_bus_messages_rejected_total{reason}             counter  up bus, by rejectReasonName
 //   enjin_bus_messages_refused_total                      counter  verified, but broke the protocol
+//   enjin_bus_connections_admitted_total{bus}             counter  CURVE clients ZAP admitted
+//   enjin_bus_connections_rejected_total{bus,reason}      counter  refused: plaintext, unknown_key,
+//                                                                  handshake (tcp:// buses only)
 //   enjin_reactor_lag_seconds                             histogram  how late the loop's timers fire
 //
 // `node` is the node's path below this daemon ("r1/web" on ring0d, "web" on a ring1d), as
@@ -18,10 +21,10 @@
 // thread (the API's GET /metrics and MetricsServer do); the lag histogram is updated there too.
 #pragma once
 
+#include <map>
 #include <memory>
-#include <string>
-
 #include <nlohmann/json_fwd.hpp>
+#include <string>
 
 #include "enjin/base/result.hpp"
 #include "enjin/metrics/metrics.hpp"
@@ -30,6 +33,7 @@ namespace enjin {
 class Reactor;
 namespace bus {
 struct BusCounters;
+struct ConnectionCounters;
 }
 namespace api {
 class HttpServer;
@@ -49,6 +53,10 @@ void writeTreeMetrics(metrics::Registry::Writer& out, const nlohmann::json& tree
 // The up bus's families.
 void writeBusMetrics(metrics::Registry::Writer& out, const bus::BusCounters& counters,
                      uint64_t refused);
+
+// The CURVE connection families, one `bus` label per ZAP domain.
+void writeConnectionMetrics(metrics::Registry::Writer& out,
+                            const std::map<std::string, bus::ConnectionCounters>& byBus);
 
 // The token-less listener of [metrics] listen, for a local Prometheus: GET /metrics, rendered on
 // the reactor thread (503 when it does not answer within 5 s); anything else is a 404 (JSON).

@@ -17,15 +17,17 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
-#include <optional>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 #include <zmq.hpp>
 
 #include "enjin/base/clock.hpp"
 #include "enjin/base/result.hpp"
+#include "enjin/bus/curve.hpp"
 #include "enjin/bus/verifier.hpp"
 #include "enjin/reactor/reactor.hpp"
 #include "enjin/ring/config.hpp"
@@ -53,6 +55,9 @@ struct ParentOptions {
   // The observations a child's daemon is watched with: its exit and READY=1 (notify). Required;
   // must outlive the parent.
   const supervise::ObservationRegistry* nodeObservations = nullptr;
+  // The ZAP handler of the parent's ZeroMQ context: required when a bus it binds is tcp://
+  // (CURVE, enjin/bus/curve.hpp); must outlive the parent.
+  bus::ZapHandler* zap = nullptr;
 };
 
 // Whether `registry` can start the daemon of `node` (a node of ring `ring`) as the node asks:
@@ -112,6 +117,9 @@ class NodeParent {
   std::string publicKeyHex() const;
 
   const bus::BusCounters& upCounters() const;
+  // Connections refused and admitted on the tcp:// (CURVE) buses, by ZAP domain ("down", "up",
+  // "observe"); empty without a ZAP handler.
+  std::map<std::string, bus::ConnectionCounters> connectionCounters() const;
   // Signed messages from children that broke the protocol (a malformed observation or reply).
   uint64_t refusedMessages() const;
   // The listening socket 127.0.0.1:port a ring-2 node's spec names (NodeSpec::sockets), bound

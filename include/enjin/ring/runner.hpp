@@ -26,6 +26,10 @@ class Clock;
 class Reactor;
 }  // namespace enjin
 
+namespace enjin::bus {
+class ZapHandler;
+}
+
 namespace enjin::ring {
 
 // The exit code of a daemon whose key its parent revoked: its parent must not restart it.
@@ -53,6 +57,11 @@ class DaemonRunner {
   // publishes nothing starts no ZeroMQ thread). Outlives every socket made before the runner
   // is destroyed.
   zmq::context_t& zmq();
+  // The ZAP handler of that context (enjin/bus/curve.hpp), opened on first use and served on
+  // the reactor: the trust stores it reads belong to the reactor thread, so a key removed there
+  // is refused at the very next handshake, without locks. Outlives every socket made before
+  // the runner is destroyed.
+  Result<bus::ZapHandler*> zap();
   // Uniform 64-bit draws (backoff jitter, fault injection); valid while the runner lives.
   std::function<uint64_t()> random();
   // faultDropFraction(), read once (and logged when not 0).
