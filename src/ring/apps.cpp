@@ -853,6 +853,7 @@ class AppManager::Impl {
         // crashed since is restarted, like any process.
         if (now - since < a.spec.readyTimeoutMs) continue;
         const std::string after = std::to_string(a.spec.readyTimeoutMs / 1000) + " s: ";
+        const char* drainWhy = "not ready";
         if (!i->everReady && !isReady(*i)) {
           const auto s = seen_.find(i->label);
           std::string why = s == seen_.end() ? "not started" : s->second.state;
@@ -862,6 +863,7 @@ class AppManager::Impl {
           // Ready, but the router takes no change: the roll-out cannot move, and says why.
           a.halted = "roll-out halted: instance " + i->label + " not in the router after " + after +
                      "router: " + routerError_;
+          drainWhy = "not in the router";
         } else {
           continue;
         }
@@ -869,7 +871,7 @@ class AppManager::Impl {
         changed = true;
         // During a roll-out the old instances keep serving and the failed one goes; a first
         // deploy keeps trying (its logs tell why) until its definition changes.
-        if (!old.empty()) startDrain(a, *i, "not ready");
+        if (!old.empty()) startDrain(a, *i, drainWhy);
       }
       if (!a.halted.empty()) return true;
     }
