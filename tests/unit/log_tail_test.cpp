@@ -108,6 +108,8 @@ TEST_F(LogTailTest, AJumpPastTheBoundResumesAtALineStart) {
   // Over 4 MiB at once, in lines of 50 and some bytes: the bound lands inside a line.
   std::string big;
   for (int n = 1; big.size() < (5u << 20); ++n) big += line(n, "padding-to-make-it-longer");
+  // A read of the last 4 MiB begins at big[size - 4 MiB]: made to fall inside a line.
+  while (big[big.size() - (4u << 20) - 1] == '\n') big.insert(big.size() - 1, "z");
   append(log(), big);
   const std::string out = tail.poll(files());
   ASSERT_FALSE(out.empty());
