@@ -1,22 +1,21 @@
 #include "enjin/api/control_api.hpp"
 
-#include "log_tail.hpp"
-
 #include <algorithm>
 #include <atomic>
-#include <memory>
-#include <unordered_map>
 #include <chrono>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <unordered_map>
 
 #include "enjin/acl/login_limiter.hpp"
 #include "enjin/acl/password.hpp"
 #include "enjin/acl/rules.hpp"
 #include "enjin/acl/tokens.hpp"
 #include "enjin/api/event_log.hpp"
+#include "enjin/api/log_tail.hpp"
 #include "enjin/base/clock.hpp"
 #include "enjin/base/strict_json.hpp"
 #include "enjin/directory/directory.hpp"
@@ -709,12 +708,13 @@ class ControlApi::Impl {
     }
     const std::string follow = c.req.param("follow");
     const std::string name = c.args[0];
-    using Files = std::vector<std::pair<std::string, std::string>>;
+    using Files = LogFiles;
     auto files = onReactor<Result<Files>>([this, name] { return view_.appLogs(name); });
     if (!files) return busy(c.res);
     if (!files->ok()) return fail(c.res, files->error());
-    LogTail tail;
-    std::string head = tail.start(**files, lines);
+    // Shared: the stream's callable must be copyable, and the tail owns the files it reads.
+    auto tail = std::make_shared<LogTail>();
+    std::string head = tail->start(**files, lines);
     c.res.status = 200;
     c.res.contentType = "text/plain; charset=utf-8";
     if (follow != "1" && follow != "true") {
@@ -730,10 +730,10 @@ class ControlApi::Impl {
       if (!f || !f->ok()) return std::nullopt;
       return std::move(**f);
     };
-    c.res.stream = [tail = std::move(tail), head = std::move(head), refresh](
-                       const std::function<bool(const std::string&)>& write) mutable {
+    c.res.stream = [tail, head = std::move(head),
+                    refresh](const std::function<bool(const std::string&)>& write) mutable {
       if (!write(head)) return;
-      followLogs(tail, refresh, write);
+      followLogs(*tail, refresh, write);
     };
   }
 

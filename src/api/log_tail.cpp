@@ -1,14 +1,18 @@
-#include "log_tail.hpp"
+#include "enjin/api/log_tail.hpp"
 
 #include <fcntl.h>
+#include <linux/openat2.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <thread>
 
-#include "enjin/base/unique_fd.hpp"
+#include "enjin/base/result.hpp"
 
 namespace enjin::api {
 
@@ -17,55 +21,48 @@ namespace {
 // At most this much of a file is read at once (a tail, or what was appended since a poll).
 constexpr uint64_t kMaxRead = 4 << 20;
 
-// An offset of kFromEnd + N reads the last N bytes.
-constexpr uint64_t kFromEnd = uint64_t{1} << 62;
+struct Opened {
+  UniqueFd fd;
+  uint64_t inode = 0;
+};
 
-// Reads [offset, end) of `path`, at most kMaxRead from the end, through one open: `end` and
-// `inode` (0: no such regular file) come from its fstat. `cut` says whether the read began
-// after the file's start because of a bound.
-std::string readFrom(const std::string& path, uint64_t offset, uint64_t& end, uint64_t& inode,
-                     bool* cut = nullptr) {
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
-  end = 0;
-  inode = 0;
-  if (!fd) return {};
+// Opens f.dir/f.file for reading, as root, without following a symlink anywhere below f.dir and
+// only if the file is a regular one owned by f.uid or root. nullopt with an empty error: no such
+// file (yet).
+Result<std::optional<Opened>> openLog(const LogFile& f) {
+  const std::string path = f.dir + "/" + f.file;
+  UniqueFd dir(::open(f.dir.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!dir) {
+    if (errno == ENOENT) return std::optional<Opened>{};
+    return errnoError("open " + f.dir, errno);
+  }
+  open_how how{};
+  how.flags = O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK;
+  how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+  const long fd = ::syscall(SYS_openat2, dir.get(), f.file.c_str(), &how, sizeof how);
+  if (fd < 0) {
+    const int e = errno;
+    if (e == ENOENT) return std::optional<Opened>{};
+    if (e == ENOSYS) {
+      return Error{"open " + path +
+                   ": openat2 is not supported by this kernel (Linux 5.6 or later is needed to "
+                   "read a tenant's files without following its symlinks)"};
+    }
+    if (e == ELOOP || e == EXDEV) {
+      return Error{"open " + path + ": refused: a symlink in the path (" + std::strerror(e) + ")"};
+    }
+    return errnoError("open " + path, e);
+  }
+  Opened o{UniqueFd(static_cast<int>(fd)), 0};
   struct stat st {};
-  if (::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) return {};
-  end = static_cast<uint64_t>(st.st_size);
-  inode = static_cast<uint64_t>(st.st_ino);
-  uint64_t limit = kMaxRead;
-  if (offset >= kFromEnd) {
-    limit = std::min(limit, offset - kFromEnd);
-    offset = 0;
+  if (::fstat(o.fd.get(), &st) != 0) return errnoError("fstat " + path, errno);
+  if (!S_ISREG(st.st_mode)) return Error{"open " + path + ": refused: not a regular file"};
+  if (st.st_uid != 0 && st.st_uid != f.uid) {
+    return Error{"open " + path + ": refused: owned by uid " + std::to_string(st.st_uid) +
+                 ", not the node's uid " + std::to_string(f.uid) + " or root"};
   }
-  if (offset > end) offset = 0;  // rotated: a new, shorter file
-  if (end - offset > limit) offset = end - limit;
-  if (cut != nullptr) *cut = offset > 0;
-  std::string out(end - offset, '\0');
-  size_t got = 0;
-  while (got < out.size()) {
-    const ssize_t n = ::pread(fd.get(), out.data() + got, out.size() - got,
-                              static_cast<off_t>(offset + got));
-    if (n <= 0) break;
-    got += static_cast<size_t>(n);
-  }
-  out.resize(got);
-  end = offset + got;
-  return out;
-}
-
-// Splits `text` into whole lines (an unfinished last line is left out, and `end` moved back to
-// its start so it is read again once finished), each prefixed by `instance`.
-void takeLines(const std::string& instance, const std::string& text, uint64_t& end,
-               std::vector<std::string>& out) {
-  size_t from = 0;
-  for (;;) {
-    const size_t nl = text.find('\n', from);
-    if (nl == std::string::npos) break;
-    out.push_back(instance + " | " + text.substr(from, nl - from + 1));
-    from = nl + 1;
-  }
-  end -= text.size() - from;
+  o.inode = static_cast<uint64_t>(st.st_ino);
+  return std::optional<Opened>{std::move(o)};
 }
 
 // Time order: every line starts with its RFC 3339 UTC time, which sorts as text.
@@ -76,57 +73,120 @@ void byTime(std::vector<std::string>& lines) {
   });
 }
 
-}  // namespace
-
-std::string LogTail::start(const LogFiles& files, size_t lines) {
-  std::vector<std::string> all;
-  // The tail of each file: enough for `lines` lines of any length up to kMaxRead.
-  const uint64_t want = std::min<uint64_t>(kMaxRead, std::max<uint64_t>(4096, lines * 512));
-  for (const auto& [instance, path] : files) {
-    Position& p = at_[instance];
-    p.path = path;
-    uint64_t end = 0, inode = 0;
-    bool cut = false;
-    const std::string text = readFrom(path, kFromEnd + want, end, inode, &cut);
-    std::vector<std::string> mine;
-    takeLines(instance, text, end, mine);
-    if (cut && !mine.empty()) mine.erase(mine.begin());  // a line cut at its start
-    if (mine.size() > lines) mine.erase(mine.begin(), mine.end() - static_cast<long>(lines));
-    all.insert(all.end(), mine.begin(), mine.end());
-    p.offset = end;
-    p.inode = inode;
-  }
-  byTime(all);
-  if (all.size() > lines) all.erase(all.begin(), all.end() - static_cast<long>(lines));
+std::string joined(std::vector<std::string>& lines, const std::vector<std::string>& errors) {
+  byTime(lines);
   std::string out;
-  for (const auto& l : all) out += l;
+  for (const auto& l : lines) out += l;
+  for (const auto& e : errors) out += e;
   return out;
 }
 
-std::string LogTail::poll(const LogFiles& files) {
-  std::vector<std::string> all;
-  for (const auto& [instance, path] : files) {
-    auto [it, fresh] = at_.try_emplace(instance);
-    Position& p = it->second;
-    if (fresh || p.path != path) {
-      p.path = path;
-      p.offset = 0;
-      p.inode = 0;
+}  // namespace
+
+void LogTail::readLines(const std::string& instance, Position& p, uint64_t limit,
+                        std::vector<std::string>& out) {
+  struct stat st {};
+  if (!p.fd || ::fstat(p.fd.get(), &st) != 0) return;
+  const auto end = static_cast<uint64_t>(st.st_size);
+  if (p.offset > end) p.offset = 0;  // truncated: from its start again
+  if (end - p.offset > limit) {
+    // A jump: what is skipped ends inside a line, whose rest is not a line of its own.
+    p.offset = end - limit;
+    p.skip = p.offset > 0;
+  }
+  std::string text(end - p.offset, '\0');
+  size_t got = 0;
+  while (got < text.size()) {
+    const ssize_t n = ::pread(p.fd.get(), text.data() + got, text.size() - got,
+                              static_cast<off_t>(p.offset + got));
+    if (n <= 0) break;
+    got += static_cast<size_t>(n);
+  }
+  text.resize(got);
+  size_t from = 0;
+  if (p.skip) {
+    // Before the jump the previous byte may have been a newline: then nothing is partial.
+    char before = '\n';
+    if (p.offset > 0 && ::pread(p.fd.get(), &before, 1, static_cast<off_t>(p.offset - 1)) != 1) {
+      before = 0;
     }
-    uint64_t end = 0, inode = 0;
-    std::string text = readFrom(path, p.offset, end, inode);
-    if (p.inode != 0 && inode != 0 && inode != p.inode && p.offset != 0) {
-      text = readFrom(path, 0, end, inode);  // rotated: the new file from its start
+    if (before == '\n') {
+      p.skip = false;
+    } else if (const size_t nl = text.find('\n'); nl != std::string::npos) {
+      from = nl + 1;
+      p.skip = false;
+    } else {
+      from = text.size();  // still inside the cut line
     }
-    if (inode == 0) continue;
-    takeLines(instance, text, end, all);
-    p.offset = end;
-    p.inode = inode;
+  }
+  for (;;) {
+    const size_t nl = text.find('\n', from);
+    if (nl == std::string::npos) break;
+    out.push_back(instance + " | " + text.substr(from, nl - from + 1));
+    from = nl + 1;
+  }
+  // An unfinished last line is read again once finished (unless it was skipped).
+  p.offset += p.skip ? text.size() : from;
+}
+
+std::string LogTail::start(const LogFiles& files, size_t lines) {
+  std::vector<std::string> all, errors;
+  // The tail of each file: enough for `lines` lines of any length up to kMaxRead.
+  const uint64_t want = std::min<uint64_t>(kMaxRead, std::max<uint64_t>(4096, lines * 512));
+  for (const auto& f : files) {
+    Position& p = at_[f.instance];
+    p = Position{};
+    p.where = f.dir + "/" + f.file;
+    auto opened = openLog(f);
+    if (!opened.ok()) {
+      p.error = opened.error().message;
+      errors.push_back(f.instance + " | enjin: cannot read its log: " + p.error + "\n");
+      continue;
+    }
+    if (!opened->has_value()) continue;
+    p.fd = std::move((*opened)->fd);
+    p.inode = (*opened)->inode;
+    std::vector<std::string> mine;
+    readLines(f.instance, p, want, mine);
+    if (mine.size() > lines) mine.erase(mine.begin(), mine.end() - static_cast<long>(lines));
+    all.insert(all.end(), mine.begin(), mine.end());
   }
   byTime(all);
-  std::string out;
-  for (const auto& l : all) out += l;
-  return out;
+  if (all.size() > lines) all.erase(all.begin(), all.end() - static_cast<long>(lines));
+  return joined(all, errors);
+}
+
+std::string LogTail::poll(const LogFiles& files) {
+  std::vector<std::string> all, errors;
+  for (const auto& f : files) {
+    auto [it, fresh] = at_.try_emplace(f.instance);
+    Position& p = it->second;
+    const std::string where = f.dir + "/" + f.file;
+    if (fresh || p.where != where) {
+      p = Position{};
+      p.where = where;
+    }
+    // What the file held open has, first: it may have been rotated away since.
+    readLines(f.instance, p, kMaxRead, all);
+    auto opened = openLog(f);
+    if (!opened.ok()) {
+      if (opened.error().message != p.error) {
+        p.error = opened.error().message;
+        errors.push_back(f.instance + " | enjin: cannot read its log: " + p.error + "\n");
+      }
+      continue;
+    }
+    p.error.clear();
+    if (!opened->has_value() || (p.fd && (*opened)->inode == p.inode)) continue;
+    // Rotated (or first seen): the new file from its start. The old one was read to its end
+    // above; a line it left unfinished is never finished.
+    p.fd = std::move((*opened)->fd);
+    p.inode = (*opened)->inode;
+    p.offset = 0;
+    p.skip = false;
+    readLines(f.instance, p, kMaxRead, all);
+  }
+  return joined(all, errors);
 }
 
 void followLogs(LogTail& tail, const std::function<std::optional<LogFiles>()>& refresh,

@@ -256,6 +256,7 @@ struct Instance {
   int64_t createdMs = 0;   // wall clock: survives a restart of ring1d
   int64_t drainingMs = 0;  // > 0: leaving since then
   bool everReady = false;  // seen ready by this run of ring1d (or made by an earlier one)
+  bool everRouted = false;  // in the router's rotation once (or made by an earlier run)
 };
 
 struct App {
@@ -264,6 +265,7 @@ struct App {
   uint64_t nextOrdinal = 1;
   std::vector<Instance> instances;
   std::string halted;  // why the roll-out stopped; "" = it did not
+  bool removing = false;  // deleted: its instances drain, then it is gone
 };
 
 // What the tree says of one instance node.
@@ -325,6 +327,7 @@ class AppManager::Impl {
       app.revision = a.value("revision", uint64_t{1});
       app.nextOrdinal = a.value("next_ordinal", uint64_t{1});
       app.halted = a.value("halted", "");
+      app.removing = a.value("removing", false);
       for (const auto& i : a.value("instances", json::array())) {
         if (!i.is_object()) return Error{where + ": an instance that is not a JSON object"};
         Instance in;
@@ -334,6 +337,7 @@ class AppManager::Impl {
         in.createdMs = i.value("created_ms", int64_t{0});
         in.drainingMs = i.value("draining_ms", int64_t{0});
         in.everReady = true;  // made by an earlier run: judged by its process, not halted on
+        in.everRouted = true;
         auto ispec = appFromJson(i.value("spec", json()), nullptr, "unix-user");
         if (!ispec.ok()) return ispec.error().wrap(where + ": instance " + in.label);
         in.spec = std::move(*ispec);
@@ -356,7 +360,8 @@ class AppManager::Impl {
     host_.urls = std::move(urls);
     if (router != host_.router) {
       host_.router = router;
-      lastRouted_.clear();
+      routerError_.clear();
+      lastRouted_.reset();
       routed_.clear();
       routeAll();
     }
@@ -371,6 +376,10 @@ class AppManager::Impl {
   }
 
   bool ownsLabel(const std::string& label) const { return appOfInstance(label) != nullptr; }
+  std::string appNameOf(const std::string& label) const {
+    const App* a = appOfInstance(label);
+    return a != nullptr ? a->spec.name : "";
+  }
 
   void observe(const json& tree) {
     std::map<std::string, Seen> seen;
@@ -418,7 +427,9 @@ class AppManager::Impl {
 
   Result<json> list() const {
     json out = json::array();
-    for (const auto& a : apps_) out.push_back(show(a));
+    for (const auto& a : apps_) {
+      if (!a.removing) out.push_back(show(a));
+    }
     return out;
   }
 
@@ -440,6 +451,11 @@ class AppManager::Impl {
     if (find(spec->name) != nullptr) {
       return Error{
           "app '" + spec->name + "' exists (change it with PUT /v1/apps/" + spec->name + ")", 409};
+    }
+    if (findAny(spec->name) != nullptr) {
+      return Error{"app '" + spec->name +
+                       "' is being removed: its instances are draining (try again in a second)",
+                   409};
     }
     if (taken_) {
       for (int k = 1; k <= spec->instances + spec->maxSurge; ++k) {
@@ -475,71 +491,87 @@ class AppManager::Impl {
     return show(*find(name));
   }
 
+  // update, restart and remove are transactions: the new state is computed on a copy, stored,
+  // and only then made the one in memory; a store that refuses the write leaves both as they
+  // were (the error names the store).
   Result<json> update(const std::string& name, const json& body) {
-    App* a = find(name);
+    const App* a = find(name);
     if (a == nullptr) return notFound(name);
     auto spec = appFromJson(body, &a->spec, defaultStrategy_);
     if (!spec.ok()) return spec.error();
     if (auto st = fits(*spec, a); !st.ok()) return st.error();
-    const bool newRevision = !AppSpec::sameRevision(a->spec, *spec);
-    a->spec = std::move(*spec);
+    App next = *a;
+    const bool newRevision = !AppSpec::sameRevision(next.spec, *spec);
+    next.spec = std::move(*spec);
     if (newRevision) {
-      ++a->revision;
-      a->halted.clear();
+      ++next.revision;
+      next.halted.clear();
     }
-    if (auto st = save(); !st.ok()) return st.error();
-    spdlog::info("ring1d: app '{}' changed{}", name,
-                 newRevision ? ": revision " + std::to_string(a->revision) + " rolls out" : "");
+    if (auto st = commit(std::move(next)); !st.ok()) return st.error();
+    spdlog::info(
+        "ring1d: app '{}' changed{}", name,
+        newRevision ? ": revision " + std::to_string(find(name)->revision) + " rolls out" : "");
     step();
     return show(*find(name));
   }
 
   Result<json> restart(const std::string& name) {
-    App* a = find(name);
+    const App* a = find(name);
     if (a == nullptr) return notFound(name);
-    ++a->revision;
-    a->halted.clear();
-    if (auto st = save(); !st.ok()) return st.error();
-    spdlog::info("ring1d: app '{}': rolling restart (revision {})", name, a->revision);
+    App next = *a;
+    ++next.revision;
+    next.halted.clear();
+    if (auto st = commit(std::move(next)); !st.ok()) return st.error();
+    spdlog::info("ring1d: app '{}': rolling restart (revision {})", name, find(name)->revision);
     step();
     return show(*find(name));
   }
 
+  // The app is gone from the API at once; its instances leave as in a roll-out: out of the
+  // router's rotation first (drain), stopped kDrainMs later (stepApp), and the app is forgotten
+  // once none is left. A restart of ring1d meanwhile carries on from the store.
   Status remove(const std::string& name) {
-    App* a = find(name);
+    const App* a = find(name);
     if (a == nullptr) return notFound(name);
-    // Out of rotation first, then stopped.
-    for (auto& i : a->instances) i.drainingMs = i.drainingMs > 0 ? i.drainingMs : 1;
+    App next = *a;
+    next.removing = true;
+    next.halted.clear();
+    const int64_t now = clock_.wallMillis();
+    for (auto& i : next.instances) i.drainingMs = i.drainingMs > 0 ? i.drainingMs : now;
+    if (auto st = commit(std::move(next)); !st.ok()) return st;
+    spdlog::info("ring1d: app '{}' removed: its instances drain", name);
+    step();
     routeAll();
-    std::vector<int> ports;
-    for (const auto& i : a->instances) ports.push_back(i.port);
-    dropApp(name);
-    if (auto st = save(); !st.ok()) return st;
-    if (auto st = host_.applyNodes(); !st.ok()) {
-      spdlog::error("ring1d: app '{}' removed, but its nodes: {}", name, st.error().message);
-    }
-    for (int p : ports) host_.releasePort(p);
-    routeAll();
-    spdlog::info("ring1d: app '{}' removed", name);
     return {};
   }
 
-  Result<std::vector<std::pair<std::string, std::string>>> logFiles(const std::string& name) const {
+  Result<api::LogFiles> logFiles(const std::string& name) const {
     const App* a = find(name);
     if (a == nullptr) return notFound(name);
-    std::vector<std::pair<std::string, std::string>> out;
+    api::LogFiles out;
     for (const auto& i : a->instances) {
       const std::string dir = host_.nodeStateDir ? host_.nodeStateDir(i.label) : "";
       if (dir.empty()) continue;
-      out.emplace_back(i.label, dir + "/logs/" + a->spec.name + ".log");
+      out.push_back({i.label, dir, "logs/" + a->spec.name + ".log",
+                     host_.nodeUid ? host_.nodeUid(i.label) : 0});
     }
     return out;
   }
 
-  int portsFree() const {
-    int held = 0;
-    for (const auto& a : apps_) held += static_cast<int>(a.instances.size());
-    return std::max(0, host_.ports.size() - held);
+  int portsFree() const { return std::max(0, host_.ports.size() - portsHeld()); }
+
+  // The ports of the range the instances hold or other nodes declare.
+  int portsHeld() const {
+    std::set<int> used;
+    for (const auto& a : apps_) {
+      for (const auto& i : a.instances) used.insert(i.port);
+    }
+    int held = static_cast<int>(used.size());
+    if (!host_.portOwner) return held;
+    for (int p = host_.ports.first; p <= host_.ports.last; ++p) {
+      if (!used.count(p) && !host_.portOwner(p).empty()) ++held;
+    }
+    return held;
   }
 
   void setTaken(std::function<bool(const std::string&)> taken) { taken_ = std::move(taken); }
@@ -550,7 +582,13 @@ class AppManager::Impl {
     return Error{"app '" + name + "' does not exist", 404};
   }
 
+  // The app of that name the API knows: not one being removed.
   App* find(const std::string& name) {
+    App* a = findAny(name);
+    return a != nullptr && !a->removing ? a : nullptr;
+  }
+  // Also one being removed (its instances still draining).
+  App* findAny(const std::string& name) {
     for (auto& a : apps_) {
       if (a.spec.name == name) return &a;
     }
@@ -626,9 +664,7 @@ class AppManager::Impl {
     const int more = std::max(0, want - have);
     const std::string what =
         "app '" + next.name + "' does not fit on ring-1 node '" + host_.nodeLabel + "': ";
-    int held = 0;
-    for (const auto& a : apps_) held += static_cast<int>(a.instances.size());
-    const int freePorts = host_.ports.size() - held;
+    const int freePorts = host_.ports.size() - portsHeld();
     if (more > freePorts) {
       return Error{what + "ports: " + std::to_string(want) + " needed (" +
                        std::to_string(next.instances) + " instances + " +
@@ -677,15 +713,15 @@ class AppManager::Impl {
       }
     };
     for (int k = 0; k < count; ++k) {
-      auto port = allocatePort(a.spec.name);
-      if (!port.ok()) {
-        undo();
-        return port.error();
-      }
       Instance i;
       do {
         i.label = a.spec.name + "-" + std::to_string(a.nextOrdinal++);
       } while (taken_ && taken_(i.label));
+      auto port = allocatePort(a.spec.name, i.label);
+      if (!port.ok()) {
+        undo();
+        return port.error();
+      }
       i.port = *port;
       i.revision = a.revision;
       i.spec = a.spec;
@@ -707,22 +743,29 @@ class AppManager::Impl {
     return {};
   }
 
-  // The lowest port of the range no instance holds and this host lets us bind.
-  Result<int> allocatePort(const std::string& app) {
+  // The lowest port of the range no instance holds, no other node declares, and this host lets
+  // us bind, held for the instance `label`.
+  Result<int> allocatePort(const std::string& app, const std::string& label) {
     std::set<int> used;
     for (const auto& a : apps_) {
       for (const auto& i : a.instances) used.insert(i.port);
     }
-    int refused = 0;
+    int refused = 0, declared = 0;
     for (int p = host_.ports.first; p <= host_.ports.last; ++p) {
       if (used.count(p)) continue;
-      if (host_.holdPort(p).ok()) return p;
+      if (host_.portOwner && !host_.portOwner(p).empty()) {
+        ++declared;
+        continue;
+      }
+      if (host_.holdPort(p, label).ok()) return p;
       ++refused;
     }
     return Error{"app '" + app + "' does not fit on ring-1 node '" + host_.nodeLabel +
                      "': ports: none of " + std::to_string(host_.ports.first) + "-" +
                      std::to_string(host_.ports.last) + " is free (" + std::to_string(used.size()) +
-                     " held by instances, " + std::to_string(refused) + " taken by other programs)",
+                     " held by instances, " + std::to_string(declared) +
+                     " declared by other nodes, " + std::to_string(refused) +
+                     " taken by other programs)",
                  409};
   }
 
@@ -754,6 +797,12 @@ class AppManager::Impl {
     do {
       again_ = false;
       for (auto& a : apps_) changed |= stepApp(a);
+      // A removed app whose instances are all gone is forgotten.
+      changed |= std::erase_if(apps_, [](const App& a) {
+                   if (!a.removing || !a.instances.empty()) return false;
+                   spdlog::info("ring1d: app '{}' is gone", a.spec.name);
+                   return true;
+                 }) > 0;
       routeAll();
     } while (again_);
     stepping_ = false;
@@ -788,6 +837,7 @@ class AppManager::Impl {
       }
       for (int p : freed) host_.releasePort(p);
     }
+    if (a.removing) return changed;  // its instances only drain
     std::vector<Instance*> cur, old;
     for (auto& i : v) {
       if (i.drainingMs > 0) continue;
@@ -801,17 +851,27 @@ class AppManager::Impl {
         const int64_t since = std::max(i->createdMs, loadedMs_);
         // Only an instance that has never been ready halts a roll-out; one that was and
         // crashed since is restarted, like any process.
-        if (i->everReady || isReady(*i) || now - since < a.spec.readyTimeoutMs) continue;
-        const auto s = seen_.find(i->label);
-        std::string why = s == seen_.end() ? "not started" : s->second.state;
-        if (s != seen_.end() && !s->second.detail.empty()) why += ": " + s->second.detail;
-        a.halted = "roll-out halted: instance " + i->label + " not ready after " +
-                   std::to_string(a.spec.readyTimeoutMs / 1000) + " s: " + why;
+        if (now - since < a.spec.readyTimeoutMs) continue;
+        const std::string after = std::to_string(a.spec.readyTimeoutMs / 1000) + " s: ";
+        const char* drainWhy = "not ready";
+        if (!i->everReady && !isReady(*i)) {
+          const auto s = seen_.find(i->label);
+          std::string why = s == seen_.end() ? "not started" : s->second.state;
+          if (s != seen_.end() && !s->second.detail.empty()) why += ": " + s->second.detail;
+          a.halted = "roll-out halted: instance " + i->label + " not ready after " + after + why;
+        } else if (host_.router != nullptr && !i->everRouted && !routerError_.empty()) {
+          // Ready, but the router takes no change: the roll-out cannot move, and says why.
+          a.halted = "roll-out halted: instance " + i->label + " not in the router after " + after +
+                     "router: " + routerError_;
+          drainWhy = "not in the router";
+        } else {
+          continue;
+        }
         spdlog::warn("ring1d: app '{}': {}", a.spec.name, a.halted);
         changed = true;
         // During a roll-out the old instances keep serving and the failed one goes; a first
         // deploy keeps trying (its logs tell why) until its definition changes.
-        if (!old.empty()) startDrain(a, *i, "not ready");
+        if (!old.empty()) startDrain(a, *i, drainWhy);
       }
       if (!a.halted.empty()) return true;
     }
@@ -890,14 +950,21 @@ class AppManager::Impl {
       }
       backends.push_back(std::move(b));
     }
-    if (backends == lastRouted_ && serving == routed_) return;
+    if (lastRouted_ && backends == *lastRouted_ && serving == routed_) return;
     if (auto st = host_.router->apply(backends); !st.ok()) {
       // Tried again next tick: lastRouted_ is not what the router has.
-      spdlog::warn("ring1d: router: {}", st.error().message);
+      if (st.error().message != routerError_) {
+        spdlog::warn("ring1d: router: {}", st.error().message);
+      }
+      routerError_ = st.error().message;
       return;
     }
+    routerError_.clear();
     lastRouted_ = std::move(backends);
     routed_ = std::move(serving);
+    for (auto& a : apps_) {
+      for (auto& i : a.instances) i.everRouted = i.everRouted || routed_.count(i.label) > 0;
+    }
   }
 
   json show(const App& a) const {
@@ -942,15 +1009,31 @@ class AppManager::Impl {
     return j;
   }
 
-  Status save() {
+  // Stores the apps with `next` in place of the app of its name, then makes that the state.
+  Status commit(App next) {
+    const std::string name = next.spec.name;
+    std::vector<App> apps = apps_;
+    for (auto& a : apps) {
+      if (a.spec.name == name) a = std::move(next);
+    }
+    if (auto st = save(apps); !st.ok()) {
+      return Error{"app '" + name + "': not changed: " + st.error().message, 500};
+    }
+    apps_ = std::move(apps);
+    return {};
+  }
+
+  Status save() { return save(apps_); }
+  Status save(const std::vector<App>& apps) {
     json out = json::array();
-    for (const auto& a : apps_) {
+    for (const auto& a : apps) {
       json inst = json::array();
       for (const auto& i : a.instances) inst.push_back(instanceToJson(i));
       out.push_back({{"spec", appToJson(a.spec)},
                      {"revision", a.revision},
                      {"next_ordinal", a.nextOrdinal},
                      {"halted", a.halted},
+                     {"removing", a.removing},
                      {"instances", std::move(inst)}});
     }
     return store_.setMeta("apps", out.dump());
@@ -964,8 +1047,10 @@ class AppManager::Impl {
   std::map<std::string, Seen> seen_;
   std::function<bool(const std::string&)> taken_;
   std::string defaultStrategy_ = "unix-user";
-  std::vector<router::RouterBackend> lastRouted_;
+  // What the router was last told; none yet: the first routeAll() tells it, even of no apps.
+  std::optional<std::vector<router::RouterBackend>> lastRouted_;
   std::set<std::string> routed_;
+  std::string routerError_;  // the router's last refusal; "" once it takes a change again
   Reactor::TimerId timer_ = 0;
   int64_t loadedMs_ = 0;
   bool settled_ = false;
@@ -991,6 +1076,9 @@ std::vector<NodeSpec> AppManager::nodes() const {
 bool AppManager::ownsLabel(const std::string& label) const {
   return impl_->ownsLabel(label);
 }
+std::string AppManager::appOfInstance(const std::string& label) const {
+  return impl_->appNameOf(label);
+}
 void AppManager::setTakenLabels(std::function<bool(const std::string&)> taken) {
   impl_->setTaken(std::move(taken));
 }
@@ -1015,8 +1103,7 @@ Result<json> AppManager::restart(const std::string& name) {
 Status AppManager::remove(const std::string& name) {
   return impl_->remove(name);
 }
-Result<std::vector<std::pair<std::string, std::string>>> AppManager::logFiles(
-    const std::string& name) const {
+Result<api::LogFiles> AppManager::logFiles(const std::string& name) const {
   return impl_->logFiles(name);
 }
 int AppManager::portsFree() const {

@@ -490,6 +490,14 @@ int runParentDaemon(const ParentDaemonOptions& opts) {
   // A new declared set (a reload, a spec from the parent) with the API's nodes: refused as a
   // whole if the catalog or the parent refuses it, and then the running set stays.
   auto applyDeclared = [&](std::vector<NodeSpec> declared) -> Status {
+    // An app's instance label is the app's: a declared node of that label is refused whole.
+    for (const NodeSpec& n : declared) {
+      if (const std::string app = paas ? paas->apps().appOfInstance(n.label) : ""; !app.empty()) {
+        return Error{"node '" + n.label + "' is an instance of app '" + app + "' (GET /v1/apps/" +
+                         app + "): choose another label",
+                     409};
+      }
+    }
     std::vector<NodeSpec> before = catalog.declared();
     if (auto st = catalog.setDeclared(std::move(declared)); !st.ok()) return st;
     if (auto st = parent.apply(allNodes()); !st.ok()) {
@@ -636,8 +644,10 @@ int runParentDaemon(const ParentDaemonOptions& opts) {
       auto node = nodeFromBody(body, "");
       if (!node.ok()) return node.error();
       const std::string label = node->spec.label;
-      if (paas && paas->apps().ownsLabel(label)) {
-        return Error{"node '" + label + "' is an instance of an app (GET /v1/apps)", 409};
+      if (const std::string app = paas ? paas->apps().appOfInstance(label) : ""; !app.empty()) {
+        return Error{
+            "node '" + label + "' is an instance of app '" + app + "' (GET /v1/apps/" + app + ")",
+            409};
       }
       if (auto st = catalog.create(*node); !st.ok()) return st.error();
       if (auto st = applyOrUndo([&] { (void)catalog.remove(label); }); !st.ok()) return st.error();

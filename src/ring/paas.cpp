@@ -78,9 +78,13 @@ class Paas::Impl {
     h.nodeLabel = opts_.nodeLabel;
     h.offer = [] { return hostOffer(); };
     h.applyNodes = std::move(applyNodes);
-    h.holdPort = [&parent](int port) { return parent.holdSocket(port); };
+    h.holdPort = [&parent](int port, const std::string& label) {
+      return parent.holdSocket(port, label);
+    };
+    h.portOwner = [&parent](int port) { return parent.socketOwner(port); };
     h.releasePort = [&parent](int port) { parent.releaseSocket(port); };
     h.nodeStateDir = [&parent](const std::string& label) { return parent.nodeStateDir(label); };
+    h.nodeUid = [&parent](const std::string& label) { return parent.nodeUid(label); };
     return h;
   }
 

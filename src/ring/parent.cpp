@@ -228,21 +228,68 @@ class NodeParent::Impl {
     return {};
   }
 
-  Status holdSocket(int port) {
+  // One socket, one node: a port held for (or declared by) another node is refused, so that
+  // two nodes never share a listening fd.
+  Status holdSocket(int port, const std::string& node) {
     const std::string key = loopbackSocketKey(port);
-    if (sockets_.find(key) >= 0) return {};
-    auto fd = bindLoopback(port);
-    if (!fd.ok()) return fd.error();
-    sockets_.put(key, std::move(*fd));
+    if (const std::string other = socketOwner(port, node); !other.empty()) {
+      return Error{"port " + std::to_string(port) + ": node '" + node + "' cannot have socket " +
+                       key + ": node '" + other + "' has it",
+                   409};
+    }
+    if (sockets_.find(key) < 0) {
+      auto fd = bindLoopback(port);
+      if (!fd.ok()) return fd.error();
+      sockets_.put(key, std::move(*fd));
+    }
+    socketFor_[key] = node;
     return {};
   }
 
-  void releaseSocket(int port) { sockets_.erase(loopbackSocketKey(port)); }
+  void releaseSocket(int port) {
+    sockets_.erase(loopbackSocketKey(port));
+    socketFor_.erase(loopbackSocketKey(port));
+  }
+
+  // The node other than `except` that holds the socket of `port` or whose spec declares it; ""
+  // if none.
+  std::string socketOwner(int port, const std::string& except = "") const {
+    if (auto it = socketFor_.find(loopbackSocketKey(port));
+        it != socketFor_.end() && it->second != except) {
+      return it->second;
+    }
+    for (const auto& [label, c] : children_) {
+      if (label == except) continue;
+      for (const auto& s : c.spec.sockets) {
+        if (s.port == port) return label;
+      }
+    }
+    return "";
+  }
+
+  // Two nodes of one set that declare the same port are refused before anything changes.
+  static Status checkSocketPorts(const std::vector<NodeSpec>& desired) {
+    std::map<int, std::string> byPort;
+    for (const NodeSpec& spec : desired) {
+      for (const auto& s : spec.sockets) {
+        auto [it, fresh] = byPort.emplace(s.port, spec.label);
+        if (!fresh && it->second != spec.label) {
+          return Error{"port " + std::to_string(s.port) + ": nodes '" + it->second + "' and '" +
+                           spec.label + "' both declare it (a socket is one node's)",
+                       409};
+        }
+      }
+    }
+    return {};
+  }
 
   void holdNodeSockets(bool quietIfInUse) {
+    // Who has each socket is what the specs say now (a node may have let go of a port another
+    // takes in the same change).
+    ownSocketsBySpec();
     for (const auto& [label, c] : children_) {
       for (const auto& s : c.spec.sockets) {
-        if (auto st = holdSocket(s.port); !st.ok()) {
+        if (auto st = holdSocket(s.port, label); !st.ok()) {
           if (quietIfInUse && st.error().code == 409) continue;
           spdlog::error("{}: node '{}': socket '{}': {}", name(), label, s.name,
                         st.error().message);
@@ -260,13 +307,27 @@ class NodeParent::Impl {
     for (const auto& key : sockets_.keys()) {
       if (!used.count(key)) sockets_.erase(key);
     }
+    ownSocketsBySpec();
+  }
+
+  void ownSocketsBySpec() {
+    socketFor_.clear();
+    for (const auto& [label, c] : children_) {
+      for (const auto& s : c.spec.sockets) socketFor_.emplace(loopbackSocketKey(s.port), label);
+    }
   }
 
   std::string nodeStateDir(const std::string& label) const {
     return children_.count(label) ? childDir(label) : "";
   }
 
+  uint32_t nodeUid(const std::string& label) const {
+    auto it = children_.find(label);
+    return it != children_.end() && it->second.tenant ? it->second.tenant->uid : 0;
+  }
+
   Status apply(std::vector<NodeSpec> desired) {
+    if (auto st = checkSocketPorts(desired); !st.ok()) return st;
     if (auto st = ensureNodes(desired); !st.ok()) return st;
     holdNodeSockets(/*quietIfInUse=*/false);
     if (auto st = supervisor_.reload(processSpecs()); !st.ok()) return st;
@@ -969,6 +1030,8 @@ class NodeParent::Impl {
   // The listening sockets of the ring-2 nodes (NodeSpec::sockets), by loopbackSocketKey: bound
   // here, kept by the holder with each node's daemon, and given back by it after a restart.
   supervise::SocketTable sockets_;
+  // The node each held socket is for, by key: a node's spec, or an app instance about to be made.
+  std::map<std::string, std::string> socketFor_;
   supervise::Supervisor supervisor_;
   bus::TrustStore trust_;
   bus::TrustStore observers_;  // admitted to a tcp:// observation bus only
@@ -1027,10 +1090,18 @@ std::map<std::string, bus::ConnectionCounters> NodeParent::connectionCounters() 
 }
 uint64_t NodeParent::refusedMessages() const { return impl_->refusedMessages(); }
 supervise::Supervisor& NodeParent::supervisor() { return impl_->supervisor(); }
-Status NodeParent::holdSocket(int port) { return impl_->holdSocket(port); }
+Status NodeParent::holdSocket(int port, const std::string& node) {
+  return impl_->holdSocket(port, node);
+}
+std::string NodeParent::socketOwner(int port) const {
+  return impl_->socketOwner(port);
+}
 void NodeParent::releaseSocket(int port) { impl_->releaseSocket(port); }
 std::string NodeParent::nodeStateDir(const std::string& label) const {
   return impl_->nodeStateDir(label);
+}
+uint32_t NodeParent::nodeUid(const std::string& label) const {
+  return impl_->nodeUid(label);
 }
 
 }  // namespace enjin::ring

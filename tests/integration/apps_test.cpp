@@ -121,7 +121,7 @@ class AppsTest : public HierarchyTest {
     portBase_ = 40000 + (::getpid() % 1000) * 12;
     auto hash = acl::hashPassword(kOpsPassword);
     ASSERT_TRUE(hash.ok());
-    writeConfig(
+    config_ = std::string(
         "state_dir = \"" + state() + "\"\nheartbeat_ms = 200\nheartbeat_timeout_ms = 1500\n" +
         "[[ring1]]\nlabel = \"paas\"\napi_listen = \"127.0.0.1:" + std::to_string(apiPort_) +
         "\"\nrouter_listen = \"127.0.0.1:" + std::to_string(routerPort_) +
@@ -130,6 +130,7 @@ class AppsTest : public HierarchyTest {
         std::to_string(61000 + (::getpid() % 100) * 40) + "-" +
         std::to_string(61000 + (::getpid() % 100) * 40 + 39) + "\"\n" +
         "  [[ring1.admin]]\n  user = \"ops\"\n  password_hash = \"" + *hash + "\"\n");
+    writeConfig(config_);
     startRing0d();
     ASSERT_TRUE(waitFor([&] { return !(ops_ = login()).empty(); }, 20'000)) << err();
   }
@@ -172,6 +173,7 @@ class AppsTest : public HierarchyTest {
     return out;
   }
 
+  std::string config_;  // ring0d's file
   int apiPort_ = 0;
   int routerPort_ = 0;
   int portBase_ = 0;
@@ -319,6 +321,47 @@ TEST_F(AppsTest, AnAppThatCannotBePlacedIsRefusedAndLeavesNothing) {
       api("POST", "/v1/apps", json{{"name", "x"}, {"command", {kDemoHttp}}, {"strategy", "exec"}})
           .status,
       400);
+}
+
+TEST_F(AppsTest, ASocketIsOneNodesAndAnInstanceLabelTheApps) {
+  // A hand-made node declares the range's first port: the app's instance gets the next one.
+  auto node = [&](const std::string& label, int port) {
+    return json{{"label", label},
+                {"sockets", {{{"name", "http"}, {"port", port}}}},
+                {"processes", {{{"name", "web"}, {"command", json::parse(sleeper(3))}}}}};
+  };
+  auto made = api("POST", "/v1/nodes", node("web", portBase_));
+  ASSERT_EQ(made.status, 201) << made.body.dump();
+  auto app = api("POST", "/v1/apps", demo("shop", 1));
+  ASSERT_EQ(app.status, 201) << app.body.dump();
+  const int port = app.body["status"]["instances"][0].value("port", 0);
+  EXPECT_EQ(port, portBase_ + 1) << app.body.dump();
+  // A second node cannot take the instance's port: refused, naming both nodes and the port.
+  auto clash = api("POST", "/v1/nodes", node("other", port));
+  EXPECT_EQ(clash.status, 409) << clash.body.dump();
+  const std::string msg = clash.body.value("message", "");
+  for (const std::string& word :
+       {"port " + std::to_string(port), std::string("'shop-1'"), std::string("'other'")}) {
+    EXPECT_NE(msg.find(word), std::string::npos) << msg;
+  }
+  EXPECT_EQ(api("GET", "/v1/nodes/other").status, 404);
+  ASSERT_TRUE(waitFor([&] { return rolledOut("shop", 1); }, 30'000)) << show("shop");
+  EXPECT_EQ(routed("shop.localhost").status, 200);
+  // A spec from the parent that declares the instance's label is refused, naming the app; the
+  // instance runs on.
+  writeConfig(config_ + "  [[ring1.ring2]]\n  label = \"shop-1\"\n    [[ring1.ring2.process]]\n" +
+              "    name = \"web\"\n    command = " + sleeper(4) + "\n");
+  ::kill(ring0d_, SIGHUP);
+  ASSERT_TRUE(waitFor(
+      [&] {
+        return readFile(state() + "/logs/paas.log").find("is an instance of app 'shop'") !=
+               std::string::npos;
+      },
+      15'000))
+      << show("shop");
+  EXPECT_TRUE(pidsWithCmdline("sleep:" + tag(4)).empty());
+  EXPECT_TRUE(rolledOut("shop", 1)) << show("shop");
+  EXPECT_EQ(routed("shop.localhost").status, 200);
 }
 
 TEST_F(AppsTest, ARollOutThatNeverGetsReadyHaltsAndTheOldInstancesServe) {

@@ -6,18 +6,22 @@
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <sqlite3.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
 
 #include "enjin/base/unique_fd.hpp"
 #include "enjin/reactor/reactor.hpp"
 #include "enjin/ring/config.hpp"
 #include "enjin/ring/node_spec_json.hpp"
+#include "enjin/router/router.hpp"
 #include "enjin/store/store.hpp"
+#include "enjin/supervise/process_spec.hpp"
 #include "fakes/fake_clock.hpp"
 #include "fakes/temp_dir.hpp"
 
@@ -126,6 +130,32 @@ int freePortRun(int count) {
   return 0;
 }
 
+// A router that keeps every apply() it was given, or refuses them all with `refuse`.
+class RecordingRouter : public router::Router {
+ public:
+  supervise::ProcessSpec processSpec() const override { return {}; }
+  Status apply(const std::vector<router::RouterBackend>& backends) override {
+    if (!refuse.empty()) return Error{refuse, 500};
+    applied.push_back(backends);
+    return {};
+  }
+  Result<std::vector<router::RouterAppStats>> stats() override {
+    return std::vector<router::RouterAppStats>{};
+  }
+  // The state of instance `name` in the last apply(), or nullopt when it was not in it.
+  std::optional<router::RouterServer::State> stateOf(const std::string& name) const {
+    if (applied.empty()) return std::nullopt;
+    for (const auto& b : applied.back()) {
+      for (const auto& s : b.servers) {
+        if (s.name == name) return s.state;
+      }
+    }
+    return std::nullopt;
+  }
+  std::vector<std::vector<router::RouterBackend>> applied;
+  std::string refuse;
+};
+
 class AppManagerTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -152,10 +182,21 @@ class AppManagerTest : public ::testing::Test {
       for (const auto& n : manager_->nodes()) running_.insert(n.label);
       return {};
     };
-    h.holdPort = [this](int port) -> Status {
+    h.holdPort = [this](int port, const std::string& label) -> Status {
       if (taken_.count(port)) return Error{"in use", 409};
+      if (auto it = declared_.find(port); it != declared_.end() && it->second != label) {
+        return Error{"port held for node '" + it->second + "'", 409};
+      }
       held_.insert(port);
+      heldFor_[port] = label;
       return {};
+    };
+    h.portOwner = [this](int port) -> std::string {
+      if (auto it = declared_.find(port); it != declared_.end()) return it->second;
+      if (auto it = heldFor_.find(port); it != heldFor_.end() && held_.count(port)) {
+        return it->second;
+      }
+      return "";
     };
     h.releasePort = [this](int port) { held_.erase(port); };
     manager_ = std::make_unique<AppManager>(*reactor_, clock_, *store_, h);
@@ -181,6 +222,22 @@ class AppManagerTest : public ::testing::Test {
     for (const auto& l : running_) s[l] = "ready";
     observe(s);
   }
+  // Makes the store refuse (or again take) every write of the apps: a trigger on its meta
+  // table, through a connection of the test's own.
+  void failStoreWrites(bool fail) {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open((dir_.path() + "/r1.db").c_str(), &db), SQLITE_OK);
+    const char* sql = fail ? "CREATE TRIGGER apps_ro_i BEFORE INSERT ON meta WHEN NEW.key = 'apps' "
+                             "BEGIN SELECT RAISE(ABORT, 'injected: the disk is full'); END;"
+                             "CREATE TRIGGER apps_ro_u BEFORE UPDATE ON meta WHEN NEW.key = 'apps' "
+                             "BEGIN SELECT RAISE(ABORT, 'injected: the disk is full'); END;"
+                           : "DROP TRIGGER apps_ro_i; DROP TRIGGER apps_ro_u;";
+    char* error = nullptr;
+    const int rc = sqlite3_exec(db, sql, nullptr, nullptr, &error);
+    EXPECT_EQ(rc, SQLITE_OK) << (error != nullptr ? error : "");
+    sqlite3_free(error);
+    sqlite3_close(db);
+  }
   json app(const std::string& name) {
     auto a = manager_->get(name);
     EXPECT_TRUE(a.ok());
@@ -200,6 +257,8 @@ class AppManagerTest : public ::testing::Test {
   json offer_ = json{{"memory_bytes", uint64_t{8} << 30}, {"process_slots", 10000}};
   std::set<std::string> running_;
   std::set<int> held_, taken_;
+  std::map<int, std::string> declared_;  // ports other nodes' specs declare, and the node
+  std::map<int, std::string> heldFor_;
   std::string refuseApply_;
   int applies_ = 0;
   int base_ = 0;
@@ -266,6 +325,24 @@ TEST_F(AppManagerTest, AnAppThatDoesNotFitIsRefusedAndLeavesNothing) {
   taken_.insert(base_ + 3);
   ASSERT_TRUE(manager_->create(json{{"name", "next"}, {"command", {"/bin/x"}}}).ok());
   EXPECT_EQ(app("next")["status"]["instances"][0]["port"], base_ + 4);
+}
+
+TEST_F(AppManagerTest, APortAnotherNodeDeclaresIsNeverDealt) {
+  // A hand-made node declares the range's first two ports: the instances get the next ones,
+  // and the free count leaves them out.
+  declared_[base_] = "web";
+  declared_[base_ + 2] = "admin";
+  EXPECT_EQ(manager_->portsFree(), 6);
+  ASSERT_TRUE(manager_->create(shop(2)).ok());
+  json a = app("shop");
+  std::set<int> ports;
+  for (const auto& i : a["status"]["instances"]) ports.insert(i["port"].get<int>());
+  EXPECT_EQ(ports, (std::set<int>{base_ + 1, base_ + 3}));
+  EXPECT_EQ(manager_->portsFree(), 4);
+  // 2 instances + 1 surge against the 4 left of 8: fits; 4 + 1 does not, naming the ports.
+  auto big = manager_->create(json{{"name", "big"}, {"command", {"/bin/big"}}, {"instances", 4}});
+  ASSERT_FALSE(big.ok());
+  EXPECT_NE(big.error().message.find("ports: 5 needed"), std::string::npos) << big.error().message;
 }
 
 TEST_F(AppManagerTest, ARestartRollsOneInstanceAtATime) {
@@ -360,9 +437,99 @@ TEST_F(AppManagerTest, ScalingAndRemovalDrainFirstAndSurviveARestart) {
   ASSERT_EQ(after.size(), before.size());
   for (size_t i = 0; i < after.size(); ++i) EXPECT_EQ(after[i], before[i]);
   ASSERT_TRUE(manager_->remove("shop").ok());
+  EXPECT_EQ(manager_->get("shop").error().code, 404);
+  EXPECT_EQ(running_.size(), 2u);  // draining first, as in a roll-out
+  clock_.advanceMillis(1000);
+  allReady();
   EXPECT_TRUE(running_.empty());
   EXPECT_TRUE(held_.empty());
   EXPECT_EQ(manager_->get("shop").error().code, 404);
+}
+
+TEST_F(AppManagerTest, RemovalDrainsFromTheRouterBeforeStopping) {
+  RecordingRouter router;
+  manager_->configure(PortRange{base_, base_ + 7}, {}, &router);
+  ASSERT_TRUE(manager_->create(shop(2)).ok());
+  allReady();
+  ASSERT_EQ(router.stateOf("shop-1"), router::RouterServer::State::kReady);
+  ASSERT_TRUE(manager_->remove("shop").ok());
+  // Out of rotation, still running; a new app of that name waits for the drain.
+  EXPECT_EQ(router.stateOf("shop-1"), router::RouterServer::State::kDrain);
+  EXPECT_EQ(router.stateOf("shop-2"), router::RouterServer::State::kDrain);
+  EXPECT_EQ(running_.size(), 2u);
+  auto again = manager_->create(shop(1));
+  ASSERT_FALSE(again.ok());
+  EXPECT_EQ(again.error().code, 409);
+  EXPECT_NE(again.error().message.find("being removed"), std::string::npos);
+  EXPECT_EQ(manager_->list()->size(), 0u);
+  // A restart of ring1d meanwhile carries the drain on.
+  const size_t applies = router.applied.size();
+  make(PortRange{base_, base_ + 7});
+  manager_->configure(PortRange{base_, base_ + 7}, {}, &router);
+  EXPECT_EQ(manager_->get("shop").error().code, 404);
+  clock_.advanceMillis(5000);
+  allReady();
+  EXPECT_TRUE(running_.empty());
+  EXPECT_TRUE(held_.empty());
+  ASSERT_GT(router.applied.size(), applies);
+  EXPECT_EQ(router.stateOf("shop-1"), std::nullopt);
+  ASSERT_TRUE(manager_->create(shop(1)).ok());
+}
+
+TEST_F(AppManagerTest, ARouterThatTakesNoChangeHaltsTheRollOutNamingItsError) {
+  RecordingRouter router;
+  manager_->configure(PortRange{base_, base_ + 7}, {}, &router);
+  ASSERT_TRUE(manager_->create(shop(2)).ok());
+  allReady();
+  ASSERT_EQ(app("shop")["status"]["rollout"], "complete");
+  router.refuse = "admin.sock: connect: Connection refused";
+  ASSERT_TRUE(manager_->restart("shop").ok());
+  ASSERT_EQ(running_.count("shop-3"), 1u);
+  allReady();  // shop-3 is ready, but never gets into the rotation
+  EXPECT_EQ(app("shop")["status"]["rollout"], "in progress");
+  clock_.advanceMillis(31'000);
+  allReady();
+  const json a = app("shop");
+  EXPECT_EQ(a["status"]["rollout"], "halted");
+  const std::string msg = a["status"]["message"];
+  EXPECT_NE(msg.find("roll-out halted: instance shop-3 not in the router after 30 s: router: "
+                     "admin.sock: connect: Connection refused"),
+            std::string::npos)
+      << msg;
+  // The old instances were never drained: they serve on.
+  EXPECT_EQ(running_.count("shop-1") + running_.count("shop-2"), 2u);
+}
+
+TEST_F(AppManagerTest, AChangeTheStoreRefusesChangesNothing) {
+  ASSERT_TRUE(manager_->create(shop(2)).ok());
+  allReady();
+  const json before = app("shop");
+  failStoreWrites(true);
+  auto up = manager_->update("shop", json{{"instances", 3}, {"env", {{"V", "2"}}}});
+  ASSERT_FALSE(up.ok());
+  EXPECT_NE(up.error().message.find("app 'shop': not changed"), std::string::npos)
+      << up.error().message;
+  EXPECT_NE(up.error().message.find("disk is full"), std::string::npos) << up.error().message;
+  auto rs = manager_->restart("shop");
+  ASSERT_FALSE(rs.ok());
+  auto rm = manager_->remove("shop");
+  ASSERT_FALSE(rm.ok());
+  // Memory is as before: the same definition and revision, nothing rolls, nothing drains.
+  for (int round = 0; round < 3; ++round) {
+    clock_.advanceMillis(1000);
+    allReady();
+  }
+  const json after = app("shop");
+  for (const char* field : {"revision", "instances", "env"}) {
+    EXPECT_EQ(after[field], before[field]) << field;
+  }
+  EXPECT_EQ(after["status"]["rollout"], "complete");
+  EXPECT_EQ(running_, (std::set<std::string>{"shop-1", "shop-2"}));
+  // And the store still has it as it was.
+  failStoreWrites(false);
+  make(PortRange{base_, base_ + 7});
+  EXPECT_EQ(app("shop")["revision"], before["revision"]);
+  EXPECT_EQ(app("shop")["instances"], 2);
 }
 
 TEST_F(AppManagerTest, AStoredSetThatDoesNotParseIsRefusedNamingTheStore) {

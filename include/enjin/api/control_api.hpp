@@ -18,6 +18,7 @@
 #include <nlohmann/json_fwd.hpp>
 
 #include "enjin/api/http_server.hpp"
+#include "enjin/api/log_tail.hpp"
 #include "enjin/base/result.hpp"
 
 namespace enjin {
@@ -65,10 +66,9 @@ struct DaemonView {
       updateApp;
   std::function<Result<nlohmann::json>(const std::string& name)> restartApp;
   std::function<Status(const std::string& name)> deleteApp;
-  // Each instance's log file, {instance, path}, for GET /v1/apps/NAME/logs (read on the HTTP
-  // thread, never on the reactor).
-  std::function<Result<std::vector<std::pair<std::string, std::string>>>(const std::string& name)>
-      appLogs;
+  // Each instance's log file, for GET /v1/apps/NAME/logs (read on the HTTP thread, never on the
+  // reactor).
+  std::function<Result<LogFiles>(const std::string& name)> appLogs;
   // Each audit record once stored (its JSON as GET /v1/audit shows it): the daemon publishes it
   // signed on its out bus.
   std::function<void(const nlohmann::json& record)> onAudit;

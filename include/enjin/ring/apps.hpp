@@ -30,6 +30,7 @@
 #include <string>
 #include <vector>
 
+#include "enjin/api/log_tail.hpp"
 #include "enjin/base/result.hpp"
 #include "enjin/ring/config.hpp"
 
@@ -107,13 +108,18 @@ struct AppHost {
   // The instance nodes changed: the parent must run the union of its nodes and these
   // (AppManager::nodes()). An error is reported with the change that caused it, which is undone.
   std::function<Status()> applyNodes;
-  // Binds and keeps 127.0.0.1:port for an instance (the parent's socket table), or frees it.
-  // holdPort fails when the port is taken (the manager then tries the next one).
-  std::function<Status(int port)> holdPort;
+  // Binds and keeps 127.0.0.1:port for the instance `label` (the parent's socket table), or
+  // frees it. holdPort fails when the port is taken (the manager then tries the next one).
+  std::function<Status(int port, const std::string& label)> holdPort;
   std::function<void(int port)> releasePort;
+  // The node that holds or declares a socket on `port` ("" if none): a port some node's spec
+  // names is never dealt to an instance. Unset: none.
+  std::function<std::string(int port)> portOwner;
   router::Router* router = nullptr;  // told the routed instances after every change; or none
   // Where each instance's logs are: the state dir of a node by its label ("" = not known yet).
   std::function<std::string(const std::string& label)> nodeStateDir;
+  // The uid a node's daemon runs as (its tenant uid; 0: root, or not known).
+  std::function<uint32_t(const std::string& label)> nodeUid;
 };
 
 class AppManager {
@@ -135,6 +141,8 @@ class AppManager {
   // The ring-2 nodes of every app's instances.
   std::vector<NodeSpec> nodes() const;
   bool ownsLabel(const std::string& label) const;
+  // The app whose instance `label` is ("" if none).
+  std::string appOfInstance(const std::string& label) const;
   // The labels the parent's other nodes use: an app whose instances would collide is refused.
   void setTakenLabels(std::function<bool(const std::string& label)> taken);
 
@@ -149,8 +157,8 @@ class AppManager {
   Result<nlohmann::json> update(const std::string& name, const nlohmann::json& body);
   Result<nlohmann::json> restart(const std::string& name);
   Status remove(const std::string& name);
-  // Each instance's log file, for `app logs`: {instance, path}.
-  Result<std::vector<std::pair<std::string, std::string>>> logFiles(const std::string& name) const;
+  // Each instance's log file, for `app logs`: below its node's state dir, owned by its uid.
+  Result<api::LogFiles> logFiles(const std::string& name) const;
 
   // The ports of the range no instance holds (the node's job offer: ports_free).
   int portsFree() const;

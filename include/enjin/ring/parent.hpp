@@ -123,11 +123,17 @@ class NodeParent {
   // Signed messages from children that broke the protocol (a malformed observation or reply).
   uint64_t refusedMessages() const;
   // The listening socket 127.0.0.1:port a ring-2 node's spec names (NodeSpec::sockets), bound
-  // and kept here until no node names it; holding one already held is a no-op. 409: in use.
-  Status holdSocket(int port);
+  // and kept here for `node` until no node names it; holding one already held for the same node
+  // is a no-op. 409: in use, or held for or declared by another node (the error names both
+  // nodes and the port).
+  Status holdSocket(int port, const std::string& node);
+  // The node that holds or declares the socket of `port`; "" if none.
+  std::string socketOwner(int port) const;
   void releaseSocket(int port);
   // A child node's state dir ("" if there is no such child).
   std::string nodeStateDir(const std::string& label) const;
+  // The uid a child node's daemon runs as: its tenant uid, or 0 (root; no such child).
+  uint32_t nodeUid(const std::string& label) const;
   // The engine that runs the children's daemons (for the control socket's process commands).
   supervise::Supervisor& supervisor();
 
