@@ -356,5 +356,22 @@ TEST(Fleet, ErrorsNameTheObjectAndTheCause) {
   EXPECT_EQ(slow->exitCode(), -1);
 }
 
+TEST(Fleet, ExecReturnsWhenTheCommandExitsEvenIfItLeftAProcessBehind) {
+  SKIP_UNLESS_FLEETS();
+  auto fleet = makeFleet(1);
+  ASSERT_TRUE(fleet);
+  const auto start = Clock::now();
+  // The background sleep keeps stdout open; exec still returns at the shell's exit.
+  auto r = fleet->exec("h1", {"/bin/sh", "-c", "sleep 30 & echo hi"}, 10000);
+  ASSERT_TRUE(r);
+  EXPECT_TRUE(r->ok()) << r->describe();
+  EXPECT_EQ(r->out, "hi\n");
+  EXPECT_LT(Clock::now() - start, std::chrono::seconds(5));
+  // The sleep, now an orphan inside h1, is the fleet's to kill at teardown.
+  EXPECT_EQ(TestFleet::pidsIn(fleet->netnsOf("h1")).size(), 1u);
+  ASSERT_TRUE(fleet->teardown());
+  EXPECT_FALSE(netnsList().count(fleet->netnsOf("h1")));
+}
+
 }  // namespace
 }  // namespace enjin::testing

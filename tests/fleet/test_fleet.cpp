@@ -225,8 +225,12 @@ Status ip(const std::vector<std::string>& args) {
   return Status{};
 }
 
-bool pidIsDead(pid_t pid) {
-  return ::kill(pid, 0) != 0 && errno == ESRCH;
+// Whether the pid in a fleet name (decimal digits) no longer runs. Out of range: not a pid of
+// ours, so not dead (never swept); and never kill(-1, ...).
+bool namedPidIsDead(const std::string& digits) {
+  long pid = std::strtol(digits.c_str(), nullptr, 10);
+  if (pid <= 0 || pid > 4194304) return false;
+  return ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH;
 }
 
 }  // namespace
@@ -662,7 +666,7 @@ Status TestFleet::waitEtcdHealthy(const std::string& fromHost, const std::string
   const auto deadline = Clock::now() + std::chrono::milliseconds(timeoutMs);
   std::string last = "not tried";
   for (;;) {
-    auto r = etcdctl(fromHost, {"endpoint", "health"}, endpoints, 1000);
+    auto r = etcdctl(fromHost, {"endpoint", "health"}, endpoints, 400);
     if (r && r->ok()) return Status{};
     last = r ? r->describe() : r.error().message;
     if (Clock::now() > deadline) break;
@@ -718,7 +722,7 @@ int sweepStaleFleets() {
   for (const auto& e : fs::directory_iterator("/run/netns", ec)) {
     std::string name = e.path().filename().string();
     std::smatch m;
-    if (std::regex_match(name, m, kName) && pidIsDead(std::stoi(m[1].str()))) {
+    if (std::regex_match(name, m, kName) && namedPidIsDead(m[1].str())) {
       stale.push_back(name);
     }
   }
@@ -736,7 +740,7 @@ int sweepStaleFleets() {
     std::string name = e.path().filename().string();
     std::smatch m;
     if (name.rfind("enjin-fleet-", 0) == 0 && std::regex_match(name, m, kName) &&
-        pidIsDead(std::stoi(m[1].str()))) {
+        namedPidIsDead(m[1].str())) {
       staleDirs.push_back(e.path());
     }
   }
