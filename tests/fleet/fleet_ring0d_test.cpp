@@ -342,6 +342,7 @@ TEST_F(FleetRing0Test, APartitionedHostFencesItselfAndNoNodeEverRunsTwice) {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
   });
+  const auto cut = Clock::now();
   ASSERT_TRUE(fleet_->cut("h2").ok());
   // h2's nodes are fenced there and run on h1 within the partition.
   EXPECT_TRUE(waitFor([&] {
@@ -350,7 +351,8 @@ TEST_F(FleetRing0Test, APartitionedHostFencesItselfAndNoNodeEverRunsTwice) {
     }
     return true;
   }, 8'000)) << logs();
-  std::this_thread::sleep_for(std::chrono::seconds(1));
+  // The partition lasts 10 s, as the proof has it.
+  std::this_thread::sleep_until(cut + std::chrono::seconds(10));
   ASSERT_TRUE(fleet_->heal("h2").ok());
   // h2 rejoins (a new lease) and keeps those nodes stopped: they are assigned elsewhere now.
   EXPECT_TRUE(waitFor([&] {
