@@ -471,7 +471,7 @@ TEST(EtcdClientTlsTest, ClientCertificateWorksAndItsAbsenceIsAClearError) {
       "-subj /CN=client -keyout client.key -out client.csr && " +
       "openssl x509 -req -in client.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 1 " +
       "-extfile client.ext -out client.crt";
-  ASSERT_EQ(std::system(("(" + cmds + ") >openssl.log 2>&1").c_str()), 0);
+  ASSERT_EQ(std::system(("(" + cmds + ") >" + d + "/openssl.log 2>&1").c_str()), 0);
 
   EtcdServer server(d, EtcdServer::Tls{d + "/server.crt", d + "/server.key", d + "/ca.crt"});
   server.start();
