@@ -143,6 +143,10 @@ class FleetAgent::Impl {
   }
 
   int64_t ttlMs() const { return s_.leaseTtlMs; }
+  // From the last lease renewal sent that succeeded until this host must have stopped its nodes.
+  int64_t fenceAfterMs() const {
+    return static_cast<int64_t>(static_cast<double>(ttlMs()) * (1 - kFenceMargin));
+  }
   int64_t nowNs() const { return clock_.monotonicNanos(); }
 
   // ---- start (blocking) -------------------------------------------------------------------
@@ -408,8 +412,7 @@ class FleetAgent::Impl {
 
   void armFence() {
     if (fenceTimer_ != 0) reactor_.cancelTimer(fenceTimer_);
-    const int64_t deadline =
-        lastOkNs_ + static_cast<int64_t>(static_cast<double>(ttlMs()) * (1 - kFenceMargin)) * 1'000'000;
+    const int64_t deadline = lastOkNs_ + fenceAfterMs() * 1'000'000;
     fenceTimer_ = reactor_.addTimerAt(deadline, [this] {
       fenceTimer_ = 0;
       fence("its lease could not be renewed for " +
@@ -481,6 +484,9 @@ class FleetAgent::Impl {
       if (n == nodes_.end()) continue;
       if ((fenced_ || lease_ == 0) && n->second.onLostQuorum != "keep") continue;
       out.push_back(n->second.spec);
+      // A dead ring0d cannot fence: its holder stops the node when this ring0d has been gone as
+      // long as a fence waits (a fence node only: a keep node outlives its host's silence).
+      if (n->second.onLostQuorum != "keep") out.back().orphanStopMs = fenceAfterMs();
     }
     return out;
   }

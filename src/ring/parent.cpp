@@ -767,6 +767,7 @@ class NodeParent::Impl {
       p.restart.maxRestarts = kNodeMaxRestarts;
       p.restart.windowS = kNodeRestartWindowS;
       p.stopTimeoutMs = cfg_.ring == 0 ? kRing1StopTimeoutMs : kRing2StopTimeoutMs;
+      p.orphanStopMs = c.spec.orphanStopMs;
       // Fault injection reaches the whole tree (the engine gives children a minimal environment).
       if (opts_.dropFraction > 0) p.env["ENJIN_FAULT_DROP"] = std::to_string(opts_.dropFraction);
       out.push_back(std::move(p));

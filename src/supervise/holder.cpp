@@ -9,8 +9,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <ctime>
 #include <cstring>
 #include <optional>
 
@@ -40,6 +42,12 @@ struct Holder::Slot {
 };
 
 namespace {
+
+int64_t monotonicNowNs() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
 
 // A holder stopped by SIGTERM (system shutdown) gives what it holds this long, then SIGKILL.
 constexpr int64_t kShutdownKillAfterMs = 10'000;
@@ -115,6 +123,9 @@ void Holder::onAccept() {
   // A new ring2d replaces the old one, which can only be dead or dying.
   dropClient();
   client_ = std::move(fd);
+  orphanedSinceNs_ = 0;
+  if (orphanTimer_ != 0) reactor_.cancelTimer(orphanTimer_);
+  orphanTimer_ = 0;
   (void)reactor_.addFd(client_.get(), EPOLLIN, [this](uint32_t ev) { onClient(ev); });
 }
 
@@ -125,6 +136,64 @@ void Holder::dropClient() {
   if (!client_) return;
   reactor_.removeFd(client_.get());
   client_.reset();
+  armOrphanStop();
+}
+
+void Holder::armOrphanStop() {
+  if (shuttingDown_) return;
+  int64_t soonest = 0;
+  for (const auto& [name, slot] : slots_) {
+    const int64_t ms = slot->running && slot->spec ? slot->spec->orphanStopMs : 0;
+    if (ms > 0 && (soonest == 0 || ms < soonest)) soonest = ms;
+  }
+  if (soonest == 0) return;
+  orphanedSinceNs_ = monotonicNowNs();
+  if (orphanTimer_ != 0) reactor_.cancelTimer(orphanTimer_);
+  orphanTimer_ = reactor_.addTimerAfterMillis(soonest, [this] {
+    orphanTimer_ = 0;
+    stopOrphans();
+  });
+}
+
+// Every process whose orphanStopMs has passed since the supervisor went gets its stop signal
+// (its strategy signals the group; SIGKILL follows after its stopTimeoutMs); the others are
+// looked at again when theirs passes.
+void Holder::stopOrphans() {
+  if (client_ || orphanedSinceNs_ == 0) return;
+  const int64_t goneMs = (monotonicNowNs() - orphanedSinceNs_) / 1'000'000;
+  int64_t next = 0;
+  for (auto& [name, slot] : slots_) {
+    if (!slot->running || !slot->spec || slot->spec->orphanStopMs <= 0) continue;
+    const ProcessSpec& spec = *slot->spec;
+    if (goneMs < spec.orphanStopMs) {
+      const int64_t left = spec.orphanStopMs - goneMs;
+      next = next == 0 ? left : std::min(next, left);
+      continue;
+    }
+    std::fprintf(stderr,
+                 "enjin-holder: process '%s': no supervisor for %lld ms (orphan_stop_ms %lld): "
+                 "stopping it\n",
+                 name.c_str(), static_cast<long long>(goneMs),
+                 static_cast<long long>(spec.orphanStopMs));
+    (void)signalSlot(*slot, spec.stopSignal);
+    const pid_t pid = slot->pid;
+    const uint64_t start = slot->startTime;
+    const std::string slotName = name;
+    reactor_.addTimerAfterMillis(std::max<int64_t>(spec.stopTimeoutMs, 1), [this, slotName, pid, start] {
+      auto it = slots_.find(slotName);
+      if (it == slots_.end() || !it->second->running || it->second->pid != pid ||
+          it->second->startTime != start || client_) {
+        return;
+      }
+      (void)signalSlot(*it->second, SIGKILL);
+    });
+  }
+  if (next > 0) {
+    orphanTimer_ = reactor_.addTimerAfterMillis(next, [this] {
+      orphanTimer_ = 0;
+      stopOrphans();
+    });
+  }
 }
 
 void Holder::onClient(uint32_t events) {

@@ -113,6 +113,7 @@ json specToJson(const ProcessSpec& s) {
   if (!s.strategyConfig.empty()) {
     j["strategy_config"] = json::parse(s.strategyConfig, nullptr, false);
   }
+  if (s.orphanStopMs != 0) j["orphan_stop_ms"] = s.orphanStopMs;
   // Absent when empty too: the digests of specs without sockets stay what they were.
   if (!s.sockets.empty()) {
     json sockets = json::array();
@@ -201,6 +202,7 @@ Result<ProcessSpec> specFromJson(const json& j) {
     j.at("log").at("keep").get_to(s.log.keep);
     j.at("stop_signal").get_to(s.stopSignal);
     j.at("stop_timeout_ms").get_to(s.stopTimeoutMs);
+    if (auto it = j.find("orphan_stop_ms"); it != j.end()) it->get_to(s.orphanStopMs);
     return s;
   } catch (const json::exception& e) {
     return Error{std::string("process spec: ") + e.what()};

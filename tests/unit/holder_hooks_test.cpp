@@ -173,5 +173,53 @@ TEST_F(HolderHooksTest, RecoverOnReadoptionSignalThroughTheStrategyCleanupAfterT
   EXPECT_EQ(calls_.recover, 1);
 }
 
+TEST_F(HolderHooksTest, AnOrphanStopProcessIsStoppedWhenNoSupervisorCameBackInTime) {
+  EXPECT_TRUE(hello().empty());
+  ProcessSpec fenced;
+  fenced.name = "fenced";
+  fenced.command = {"/bin/sleep", "600"};
+  fenced.strategy = "counting";
+  fenced.orphanStopMs = 300;
+  ProcessSpec waits = fenced;
+  waits.name = "waits";
+  waits.orphanStopMs = 0;
+  send(proto::Spawn{fenced.name, fenced, {}, std::nullopt, {}});
+  const pid_t fencedPid = expect<proto::Spawned>().pid;
+  send(proto::Spawn{waits.name, waits, {}, std::nullopt, {}});
+  const pid_t waitsPid = expect<proto::Spawned>().pid;
+  ASSERT_GT(fencedPid, 0);
+  ASSERT_GT(waitsPid, 0);
+
+  // A supervisor that comes back in time keeps both.
+  client_.reset();
+  for (int i = 0; i < 10; ++i) reactor_->runOnce(10);
+  auto slots = hello();
+  ASSERT_EQ(slots.size(), 2u);
+  for (const auto& s : slots) EXPECT_TRUE(s.running) << s.name;
+
+  // One that stays away longer than 300 ms: the orphan-stop process gets its stop signal and is
+  // reaped; the other runs on, waiting to be re-adopted.
+  client_.reset();
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (std::chrono::steady_clock::now() < deadline && ::kill(fencedPid, 0) == 0) {
+    reactor_->runOnce(20);
+  }
+  EXPECT_NE(::kill(fencedPid, 0), 0) << "the orphan-stop process still runs";
+  EXPECT_EQ(::kill(waitsPid, 0), 0);
+  slots = hello();
+  ASSERT_EQ(slots.size(), 2u);
+  for (const auto& s : slots) {
+    if (s.name == "fenced") {
+      EXPECT_FALSE(s.running);
+      ASSERT_TRUE(s.exit.has_value());
+      EXPECT_EQ(s.exit->signal, SIGTERM);
+    } else {
+      EXPECT_TRUE(s.running);
+    }
+  }
+  send(proto::Signal{waits.name, SIGKILL, true});
+  expect<proto::Exited>();
+}
+
 }  // namespace
 }  // namespace enjin::supervise

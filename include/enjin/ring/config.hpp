@@ -62,6 +62,11 @@ struct NodeSpec {
   std::string ports;
   std::string routerListen;
   std::string domain;
+  // Not in any file or body: set by the fleet agent on the nodes it hands its ring0d. The node's
+  // daemon is stopped by its holder once its parent has been gone this long
+  // (ProcessSpec::orphanStopMs), so that a dead ring0d's fleet nodes stop before the fleet may
+  // start them elsewhere. 0: never.
+  int64_t orphanStopMs = 0;
 
   bool operator==(const NodeSpec&) const = default;
 };

@@ -21,7 +21,9 @@
 // nodes only `grace` after it saw the host's record go (the lease expired), and only in a
 // transaction that checks the record is still absent. So a partitioned host has stopped its
 // nodes margin + grace before another host may start them. A host whose lease expired makes a
-// new one and reads the whole fleet again before it runs anything.
+// new one and reads the whole fleet again before it runs anything. A ring0d that dies cannot
+// fence: the nodes it hands its parent carry orphanStopMs (the same 70 % of the TTL), after
+// which their holder stops them.
 //
 // on_lost_quorum (per node): "fence" (default) stops the node as above; "keep" leaves it running
 // while the host cannot reach etcd. With "keep", a second copy runs when the host is cut off from

@@ -71,6 +71,9 @@ class Holder {
   // Through the slot's spawn strategy, which knows how its processes are signalled.
   Status signalSlot(Slot& slot, int signal, bool group = true);
   void opClose(const std::string& name);
+  // No supervisor is connected: arms the stop of the processes whose spec says orphanStopMs.
+  void armOrphanStop();
+  void stopOrphans();
   Reactor& reactor_;
   const SpawnRegistry& registry_;
   std::string socketPath_;
@@ -92,6 +95,8 @@ class Holder {
   std::vector<UniqueFd> retiredFds_;  // listening sockets replaced while messages were queued
   bool shuttingDown_ = false;
   bool finished_ = false;
+  Reactor::TimerId orphanTimer_ = 0;
+  int64_t orphanedSinceNs_ = 0;  // when the last supervisor went (0: one is connected)
 };
 
 // What a supervisor needs of its holder: messages both ways (holder_protocol.hpp) and an fd to

@@ -94,6 +94,11 @@ struct ProcessSpec {
   LogConfig log;
   int stopSignal = SIGTERM;
   int64_t stopTimeoutMs = 10'000;         // then SIGKILL to the whole process group
+  // The holder stops the process (stopSignal to its group, SIGKILL after stopTimeoutMs) once no
+  // supervisor has been connected to it for this long; 0: never, it waits to be re-adopted. For
+  // a process that must not outlive the one who may run it (a fleet's ring-1 node, whose host
+  // may hand it to another host once its ring0d has been gone a while).
+  int64_t orphanStopMs = 0;
 
   bool operator==(const ProcessSpec&) const = default;
 };
