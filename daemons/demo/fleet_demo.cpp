@@ -187,10 +187,8 @@ Tour runTour(Ring0Fleet& fleet, const std::string& bin) {
   check(fleet.net().killHost(victim));
   check(fleet.waitFor(
             [&] {
-              for (const auto& h :
-                   fleet.api(watcher, "GET", "/v1/fleet").body.value("hosts", json::array())) {
-                if (h.value("host", "") == victim) return false;
-              }
+              auto seen = fleet.hostsSeenBy(watcher);
+              if (!seen || seen->count(victim) != 0) return false;
               tour.detectedMs = msSince(killed);
               return true;
             },

@@ -171,6 +171,15 @@ json Ring0Fleet::node(const std::string& label, const std::string& compartment,
   return n;
 }
 
+std::optional<std::set<std::string>> Ring0Fleet::hostsSeenBy(const std::string& viewer) {
+  auto a = api(viewer, "GET", "/v1/fleet");
+  if (a.status != 200 || !a.body.is_object()) return std::nullopt;
+  std::set<std::string> out;
+  for (const auto& h : a.body.value("hosts", json::array())) out.insert(h.value("host", ""));
+  if (out.count(viewer) == 0) return std::nullopt;
+  return out;
+}
+
 json Ring0Fleet::treeOf(const std::string& h) {
   auto r = supervise::controlCall(stateOf(h) + "/control.sock", {{"cmd", "tree"}});
   return r.ok() ? r->value("tree", json::object()) : json::object();

@@ -15,6 +15,7 @@
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
 #include <string>
 #include <utility>
@@ -69,6 +70,10 @@ class Ring0Fleet {
   // A node as POST /v1/nodes takes it.
   static nlohmann::json node(const std::string& label, const std::string& compartment,
                              const std::string& spread = "");
+
+  // The hosts `viewer`'s GET /v1/fleet lists; nullopt when it gives no 200 answer or lists not
+  // even `viewer` (an answer made while its etcd is electing a leader is no evidence of a loss).
+  std::optional<std::set<std::string>> hostsSeenBy(const std::string& viewer);
 
   // ring0d's tree (its control socket): nodes with their states, and its view of the fleet.
   nlohmann::json treeOf(const std::string& host);
