@@ -337,7 +337,7 @@ void readFleet(supervise::TomlFields& r, supervise::TomlTable& root, const toml:
   supervise::TomlTable t(r, *node.as_table(), "fleet");
   static constexpr std::string_view kFleetKeys[] = {
       "host",     "compartment", "etcd",     "etcd_ca",   "etcd_cert", "etcd_key",
-      "lease_ttl_ms", "grace_ms", "max_nodes", "levels", "advertise"};
+      "lease_ttl_ms", "grace_ms", "max_nodes", "levels", "advertise", "traffic_listen", "domain"};
   t.checkKeys(kFleetKeys);
   if (const toml::node* e = node.as_table()->get("etcd")) {
     if (auto v = t.strings(*e, "etcd", 1)) out.etcd = std::move(*v);
@@ -355,6 +355,8 @@ void readFleet(supervise::TomlFields& r, supervise::TomlTable& root, const toml:
   t.read("etcd_cert", out.etcdCert);
   t.read("etcd_key", out.etcdKey);
   t.read("advertise", out.advertise);
+  t.read("traffic_listen", out.trafficListen);
+  t.read("domain", out.domain);
   t.read("lease_ttl_ms", out.leaseTtlMs, 1000, 3'600'000, kMs);
   t.read("grace_ms", out.graceMs, 0, 3'600'000, kMs);
   t.read("max_nodes", out.maxNodes, 0, 100'000);

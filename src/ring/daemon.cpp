@@ -29,6 +29,7 @@
 #include "enjin/ring/config.hpp"
 #include "enjin/ring/daemon_metrics.hpp"
 #include "enjin/ring/fleet_agent.hpp"
+#include "enjin/ring/traffic.hpp"
 #include "enjin/ring/node_catalog.hpp"
 #include "enjin/ring/paas.hpp"
 #include "enjin/ring/node_spec_json.hpp"
@@ -377,10 +378,18 @@ int runParentDaemon(const ParentDaemonOptions& opts) {
   // A ring1d's apps (ring/paas.hpp) and their router: stopped after every node.
   std::unique_ptr<Paas> paas;
   std::unique_ptr<FleetAgent>* fleetSlot = nullptr;  // set once the fleet agent exists
+  // A fleet host's traffic manager ([fleet] traffic_listen): stopped after the fleet agent.
+  std::unique_ptr<TrafficManager> traffic;
   runner.setStopper("every node", [&](std::function<void()> done) {
-    parent.stopAll([&paas, &fleetSlot, done = std::move(done)] {
+    parent.stopAll([&paas, &fleetSlot, &traffic, done = std::move(done)] {
       // Stopped here, so the fleet may move them: the host leaves at once.
       if (fleetSlot != nullptr && *fleetSlot) (*fleetSlot)->stop();
+      if (traffic) {
+        return traffic->stop([&paas, done] {
+          if (paas) return paas->stop(done);
+          done();
+        });
+      }
       if (paas) return paas->stop(done);
       done();
     });
@@ -473,6 +482,19 @@ int runParentDaemon(const ParentDaemonOptions& opts) {
       return spec;
     };
     hooks.tree = [&] { return parentStarted ? parent.tree() : json::object(); };
+    if (!cfg.fleet.trafficListen.empty()) {
+      TrafficOptions to;
+      to.stateDir = cfg.stateDir;
+      to.holderExe = opts.holderExe;
+      to.listen = cfg.fleet.trafficListen;
+      to.domain = cfg.fleet.domain;
+      auto t = TrafficManager::start(r, registry, to, runner.random());
+      if (!t.ok()) return fail(t.error().wrap(cfg.source + ": [fleet] traffic_listen"));
+      traffic = std::move(*t);
+      hooks.routes = [&traffic](const std::map<std::string, std::string>& routers) {
+        if (traffic) traffic->route(routers);
+      };
+    }
     auto made = FleetAgent::create(r, runner.clock(), **store, cfg.fleet, parent.publicKeyHex(),
                                    cfg.apiListen, std::move(hooks));
     if (!made.ok()) return fail(made.error().wrap(cfg.source + ": [fleet]"));

@@ -8,6 +8,7 @@
 #include <set>
 
 #include "enjin/acl/tokens.hpp"
+#include "enjin/api/http_server.hpp"
 #include "enjin/directory/directory.hpp"
 #include "enjin/fleet/etcd.hpp"
 #include "enjin/fleet/placement.hpp"
@@ -231,7 +232,56 @@ class FleetAgent::Impl {
               {"cpus", offer.value("cpus", int64_t{0})}}},
             {"api", apiUrl_},
             {"advertise", s_.advertise},
-            {"nodes", std::move(nodes)}};
+            {"nodes", std::move(nodes)},
+            {"routers", routersHere()}};
+  }
+
+  // Where the routers of the ring-1 nodes this host runs are reached, by label: a router on a
+  // wildcard address (0.0.0.0:P, [::]:P) at this host's advertised address, one on a given
+  // address at that address (a loopback one is reached from this host only).
+  json routersHere() const {
+    json out = json::object();
+    for (const auto& spec : running_) {
+      if (spec.routerListen.empty()) continue;
+      auto hp = api::parseListen(spec.routerListen);
+      if (!hp.ok()) continue;
+      std::string host = hp->first;
+      if (host == "0.0.0.0" || host == "::" || host.empty()) {
+        if (s_.advertise.empty()) continue;
+        host = s_.advertise;
+      }
+      const bool v6 = host.find(':') != std::string::npos;
+      out[spec.label] = (v6 ? "[" + host + "]" : host) + ":" + std::to_string(hp->second);
+    }
+    return out;
+  }
+
+  // Every fleet node and where its router is reached now, for the traffic manager.
+  std::map<std::string, std::string> routers() const {
+    std::map<std::string, std::string> out;
+    for (const auto& [label, n] : nodes_) {
+      std::string& at = out[label];
+      auto a = assign_.find(label);
+      if (a == assign_.end()) continue;
+      auto h = hosts_.find(a->second.host);
+      if (h == hosts_.end()) continue;  // lost: nowhere until it moves
+      const json r = h->second.record.value("routers", json::object());
+      auto it = r.find(label);
+      if (it == r.end() || !it->is_string()) continue;
+      const std::string address = *it;
+      if (address.starts_with("127.") && a->second.host != s_.host) continue;
+      at = address;
+    }
+    return out;
+  }
+
+  void announceRoutes() {
+    if (!hooks_.routes) return;
+    auto now = routers();
+    if (routesAnnounced_ && now == lastRoutes_) return;
+    routesAnnounced_ = true;
+    lastRoutes_ = now;
+    hooks_.routes(lastRoutes_);
   }
 
   Status start(const std::string& token) {
@@ -505,6 +555,7 @@ class FleetAgent::Impl {
   void reconcile() {
     if (stopped_) return;
     updateRunning();
+    announceRoutes();
     if (fenced_ || lease_ == 0) return;
     if (scheduler_.empty()) campaign();
     if (scheduler_ == s_.host && schedLease_ != 0) schedule();
@@ -887,6 +938,8 @@ class FleetAgent::Impl {
   std::map<std::string, std::string> writing_;  // label -> the host an assignment goes to ("": a delete)
   std::vector<NodeSpec> running_;
   std::string lastRecord_;
+  std::map<std::string, std::string> lastRoutes_;
+  bool routesAnnounced_ = false;
   uint64_t fences_ = 0, moves_ = 0, elections_ = 0;
   Reactor::TimerId keepTimer_ = 0, fenceTimer_ = 0, graceTimer_ = 0, recordTimer_ = 0;
 };

@@ -21,8 +21,8 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <chrono>
 #include <charconv>
+#include <chrono>
 #include <cstring>
 #include <map>
 #include <set>
@@ -45,12 +45,12 @@ namespace {
 using State = RouterServer::State;
 using Clock = std::chrono::steady_clock;
 
-constexpr int kIoTimeoutMs = 500;           // each read or write on a CLI socket
-constexpr int kCliTotalMs = 3'000;          // one whole CLI exchange
-constexpr int kMinSlots = 8;                // server slots of a backend, at least
-constexpr int kCheckTimeoutMs = 10'000;     // haproxy -c
-constexpr int kReloadTimeoutMs = 10'000;    // until the new worker answers
-constexpr int kNotRunning = 503;            // Error::code of a CLI socket nobody listens on
+constexpr int kIoTimeoutMs = 500;         // each read or write on a CLI socket
+constexpr int kCliTotalMs = 3'000;        // one whole CLI exchange
+constexpr int kMinSlots = 8;              // server slots of a backend, at least
+constexpr int kCheckTimeoutMs = 10'000;   // haproxy -c
+constexpr int kReloadTimeoutMs = 10'000;  // until the new worker answers
+constexpr int kNotRunning = 503;          // Error::code of a CLI socket nobody listens on
 
 bool isLabel(std::string_view s) {
   if (s.empty() || s.size() > 63 || s.front() == '-' || s.back() == '-') return false;
@@ -73,8 +73,8 @@ bool isDomain(std::string_view s) {
 bool isInstanceName(std::string_view s) {
   if (s.empty() || s.size() > 64) return false;
   return std::all_of(s.begin(), s.end(), [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '_' || c == '.' || c == '-';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '.' || c == '-';
   });
 }
 
@@ -90,9 +90,12 @@ bool isAddress(const std::string& host) {
 
 const char* stateWord(State s) {
   switch (s) {
-    case State::kReady: return "ready";
-    case State::kDrain: return "drain";
-    case State::kMaint: return "maint";
+    case State::kReady:
+      return "ready";
+    case State::kDrain:
+      return "drain";
+    case State::kMaint:
+      return "maint";
   }
   return "maint";
 }
@@ -148,7 +151,8 @@ Result<std::string> cliExchange(const std::string& path, const std::string& comm
   while (true) {
     auto ready = waitFor(fd.get(), POLLIN, std::min(kIoTimeoutMs, remainingMs(deadline)));
     if (!ready) return ready.error().wrap(path);
-    if (!*ready) return Error{path + ": timed out waiting for the answer to '" + command + "'", 504};
+    if (!*ready)
+      return Error{path + ": timed out waiting for the answer to '" + command + "'", 504};
     ssize_t n = ::recv(fd.get(), buf, sizeof(buf), 0);
     if (n == 0) return reply;
     if (n < 0) {
@@ -161,7 +165,8 @@ Result<std::string> cliExchange(const std::string& path, const std::string& comm
 }
 
 std::string trim(std::string_view s) {
-  while (!s.empty() && (s.back() == '\n' || s.back() == ' ' || s.back() == '\r')) s.remove_suffix(1);
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ' || s.back() == '\r'))
+    s.remove_suffix(1);
   while (!s.empty() && (s.front() == '\n' || s.front() == ' ')) s.remove_prefix(1);
   return std::string(s);
 }
@@ -207,7 +212,8 @@ Result<std::pair<int, std::string>> runCaptured(const std::vector<std::string>& 
   int status = 0;
   while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
-  if (timedOut) return Error{argv[0] + ": no answer within " + std::to_string(timeoutMs) + " ms", 500};
+  if (timedOut)
+    return Error{argv[0] + ": no answer within " + std::to_string(timeoutMs) + " ms", 500};
   int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   return std::pair<int, std::string>{code, std::move(output)};
 }
@@ -363,8 +369,8 @@ class HaproxyRouter final : public Router {
 
     bool structureChanged = next.size() != apps_.size();
     for (size_t i = 0; !structureChanged && i < next.size(); ++i) {
-      structureChanged = next[i].name != apps_[i].name ||
-                         next[i].slots.size() != apps_[i].slots.size();
+      structureChanged =
+          next[i].name != apps_[i].name || next[i].slots.size() != apps_[i].slots.size();
     }
 
     if (auto st = writeConfig(render(next)); !st) return st;
@@ -447,12 +453,14 @@ class HaproxyRouter final : public Router {
         std::string what = "router: app '" + be.app + "': server '" + sv.name + "'";
         if (!isInstanceName(sv.name)) return Error{what + ": bad name", 400};
         if (!seen.insert(sv.name).second) return Error{what + ": given twice", 400};
-        if (!isAddress(sv.host)) return Error{what + ": host '" + sv.host + "' is not an IP address", 400};
+        if (!isAddress(sv.host))
+          return Error{what + ": host '" + sv.host + "' is not an IP address", 400};
         if (sv.port < 1 || sv.port > 65535) return Error{what + ": port out of range", 400};
       }
 
       App app{be.app, {}};
-      auto old = std::find_if(apps_.begin(), apps_.end(), [&](const App& a) { return a.name == be.app; });
+      auto old =
+          std::find_if(apps_.begin(), apps_.end(), [&](const App& a) { return a.name == be.app; });
       if (old != apps_.end()) app.slots = old->slots;
       // Last apply's leavers are freed now; this apply's leavers are drained.
       for (auto& slot : app.slots) {
@@ -490,7 +498,9 @@ class HaproxyRouter final : public Router {
          "    master-worker\n"
          // expose-fd listeners: a reload's new worker takes the listening sockets over from the
          // old one, so no connection is refused during a reload.
-         "    stats socket " << adminSock() << " mode 600 level admin expose-fd listeners\n"
+         "    stats socket "
+      << adminSock()
+      << " mode 600 level admin expose-fd listeners\n"
          "    stats timeout 10s\n"
          // An old worker still serving a slow client after a reload is stopped after this.
          "    hard-stop-after 30s\n"
@@ -512,7 +522,9 @@ class HaproxyRouter final : public Router {
          "    option forwardfor\n"
          "\n"
          "frontend fe_router\n"
-         "    bind " << renderAddress(s_.listenHost, s_.listenPort) << "\n"
+         "    bind "
+      << renderAddress(s_.listenHost, s_.listenPort)
+      << "\n"
          // The Host header without its port, lower case.
          "    http-request set-var(txn.host) req.hdr(host),field(1,:),lower\n"
          // Only requests that are safe to send twice are retried once they reached a server
@@ -521,7 +533,15 @@ class HaproxyRouter final : public Router {
     for (const auto& app : apps) {
       c << "    use_backend be_" << app.name << " if { var(txn.host) -m str";
       for (const auto& d : s_.domains) c << ' ' << app.name << '.' << d;
-      c << " }\n";
+      c << " }";
+      if (s_.subdomains) {
+        // -m end on ".NAME.<domain>": a name below it, never one that only ends in the same
+        // letters (xNAME.<domain>).
+        c << " || { var(txn.host) -m end";
+        for (const auto& d : s_.domains) c << " ." << app.name << '.' << d;
+        c << " }";
+      }
+      c << "\n";
     }
     c << "    default_backend no_app\n"
          "\n"
@@ -553,8 +573,8 @@ class HaproxyRouter final : public Router {
     auto checked = runCaptured({s_.exe, "-c", "-q", "-f", candidate}, kCheckTimeoutMs);
     if (!checked) return checked.error().wrap("router: check config");
     if (checked->first != 0) {
-      return Error{"router: haproxy rejects the rendered config (kept in " + candidate + "): " +
-                       trim(checked->second),
+      return Error{"router: haproxy rejects the rendered config (kept in " + candidate +
+                       "): " + trim(checked->second),
                    500};
     }
     if (auto st = writeFileAtomic(cfgPath(), text, 0600); !st) {
@@ -614,8 +634,8 @@ class HaproxyRouter final : public Router {
       if (!now) continue;
       ProcView v = parseShowProc(*now);
       if (v.failedReloads > old.failedReloads) {
-        return Error{"router: reload: the new haproxy worker failed to start; the old one serves on",
-                     500};
+        return Error{
+            "router: reload: the new haproxy worker failed to start; the old one serves on", 500};
       }
       long fresh = 0;
       for (long pid : v.workers) {
@@ -689,9 +709,9 @@ class HaproxyRouter final : public Router {
   }
 
   RouterSettings s_;
-  std::vector<App> apps_;          // as of the last apply(), in its order
+  std::vector<App> apps_;  // as of the last apply(), in its order
   bool appliedOnce_ = false;
-  bool pushAll_ = true;            // the worker may differ from apps_: set every slot
+  bool pushAll_ = true;                   // the worker may differ from apps_: set every slot
   std::map<std::string, Counters> base_;  // counts of workers that reloads retired, per app
 };
 
@@ -705,7 +725,8 @@ void writeRouterMetrics(metrics::Registry::Writer& out, const std::vector<Router
   auto d = [](uint64_t v) { return static_cast<double>(v); };
   out.family("enjin_router_requests_total", "counter", "HTTP requests the router sent to an app");
   for (const auto& s : stats) out.sample({{"app", s.app}}, d(s.requests));
-  out.family("enjin_router_responses_total", "counter", "HTTP responses of an app, by status class");
+  out.family("enjin_router_responses_total", "counter",
+             "HTTP responses of an app, by status class");
   for (const auto& s : stats) {
     out.sample({{"app", s.app}, {"code", "2xx"}}, d(s.responses2xx));
     out.sample({{"app", s.app}, {"code", "4xx"}}, d(s.responses4xx));

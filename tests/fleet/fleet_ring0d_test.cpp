@@ -76,7 +76,8 @@ class FleetRing0Test : public ::testing::Test {
                         << "[api]\nlisten = \"127.0.0.1:" << port << "\"\n"
                         << "[fleet]\nhost = \"" << n << "\"\ncompartment = \"" << pathOf(h)
                         << "\"\netcd = [" << etcd << "]\nlease_ttl_ms = 1000\ngrace_ms = 1000\n"
-                        << "advertise = \"" << fleet_->addressOf(h) << "\"\n";
+                        << "advertise = \"" << fleet_->addressOf(h) << "\"\n"
+                        << fleetExtra_;
     const std::string pw = dir + "/admin.pw";
     std::ofstream(pw) << kAdminPassword << "\n";
     ::chmod(pw.c_str(), 0600);
@@ -204,6 +205,34 @@ class FleetRing0Test : public ::testing::Test {
     return s;
   }
 
+  // A plain GET inside host `h`'s namespace with the given Host header: status (0: no answer)
+  // and body.
+  std::pair<int, std::string> getIn(const std::string& h, int port, const std::string& path,
+                                    const std::string& hostHeader, const std::string& token = "") {
+    std::pair<int, std::string> out{0, ""};
+    Status st = fleet_->runIn(h, [&] {
+      httplib::Client client("127.0.0.1", port);
+      client.set_connection_timeout(2);
+      client.set_read_timeout(5);
+      httplib::Headers headers;
+      if (!hostHeader.empty()) headers.emplace("Host", hostHeader);
+      if (!token.empty()) headers.emplace("Authorization", "Bearer " + token);
+      if (auto r = client.Get(path.c_str(), headers)) out = {r->status, r->body};
+    });
+    EXPECT_TRUE(st.ok()) << (st.ok() ? "" : st.error().message);
+    return out;
+  }
+  std::string routerOf(const std::string& viewer, const std::string& host, const std::string& label) {
+    const json view = api(viewer, "GET", "/v1/fleet").body;  // kept: the loop walks it
+    for (const auto& h : view.value("hosts", json::array())) {
+      if (h.value("host", "") != host) continue;
+      json r = h.value("routers", json::object());
+      return r.value(label, "");
+    }
+    return "";
+  }
+
+  std::string fleetExtra_;  // more of every host's [fleet] table
   std::unique_ptr<TestFleet> fleet_;
   std::map<std::string, HostProcess*> ring0_;
   std::map<std::string, std::string> tokens_;
@@ -476,6 +505,66 @@ TEST_F(FleetRing0Test, WithoutQuorumFenceNodesStopKeepNodesStayAndWritesAre503) 
   EXPECT_TRUE(waitFor([&] { return readyOn("h1", "f1"); }, 20'000)) << logs();
   EXPECT_EQ(hostOf("k1"), "h1");
   EXPECT_TRUE(waitFor([&] { return api("h1", "POST", "/v1/nodes", node("later", "")).status == 201; }, 10'000));
+}
+
+}  // namespace
+}  // namespace enjin::testing
+
+namespace enjin::testing {
+namespace {
+
+// Issue 12's traffic manager: h3's ring0d routes `*.web.fleet.test` to the ring-1 router of
+// whichever host runs node web now (rack-a: h1 or h2), also after that host is lost.
+TEST_F(FleetRing0Test, TrafficThroughATrafficManagerFollowsANodeAcrossAFailover) {
+  constexpr int kTrafficPort = 8081;
+  constexpr int kNodeRouterPort = 18080;
+  fleetExtra_ = "traffic_listen = \"0.0.0.0:" + std::to_string(kTrafficPort) +
+                "\"\ndomain = \"fleet.test\"\n";
+  ASSERT_NO_FATAL_FAILURE(startFleet());
+  json web = node("web", "rack-a");
+  web["router_listen"] = "0.0.0.0:" + std::to_string(kNodeRouterPort);
+  web["domain"] = "web.fleet.test";
+  ASSERT_EQ(api("h1", "POST", "/v1/nodes", web).status, 201);
+  std::string first;
+  ASSERT_TRUE(waitFor([&] {
+    first = hostOf("web");
+    return !first.empty() && readyOn(first, "web");
+  }, 30'000)) << logs();
+  const std::string other = first == "h1" ? "h2" : "h1";
+  const std::string firstRouter = fleet_->addressOf(first) + ":" + std::to_string(kNodeRouterPort);
+  // The host record says where the node's router is; h3's traffic manager sends the node's
+  // names there: the node's router answers (its 404: no app of that name on it).
+  ASSERT_TRUE(waitFor([&] { return routerOf("h3", first, "web") == firstRouter; }, 10'000))
+      << first << " " << firstRouter << " " << routerOf("h3", first, "web") << " "
+      << api("h3", "GET", "/v1/fleet").body.dump(1);
+  auto routedHere = [&] {
+    auto a = getIn("h3", kTrafficPort, "/", "shop.web.fleet.test");
+    return a.first == 404 && a.second.find("No app answers") != std::string::npos;
+  };
+  ASSERT_TRUE(waitFor(routedHere, 15'000)) << logs();
+  // A node name the fleet does not have gets the traffic manager's own 404; the router's
+  // counters are ring0d's metrics, labelled by node.
+  EXPECT_EQ(getIn("h3", kTrafficPort, "/", "shop.nope.fleet.test").first, 404);
+  auto counted4xx = [&] {
+    auto m = getIn("h3", kApiPort, "/metrics", "", tokens_["h3"]);
+    const std::string key = "enjin_router_responses_total{app=\"web\",code=\"4xx\"} ";
+    const size_t at = m.second.find(key);
+    return at == std::string::npos ? -1 : std::atoi(m.second.c_str() + at + key.size());
+  };
+  EXPECT_GE(counted4xx(), 1);
+
+  ASSERT_TRUE(fleet_->killHost(first).ok());
+  const auto killed = Clock::now();
+  ASSERT_TRUE(waitFor([&] { return hostOf("web") == other && readyOn(other, "web"); }, 30'000))
+      << logs();
+  const std::string otherRouter = fleet_->addressOf(other) + ":" + std::to_string(kNodeRouterPort);
+  ASSERT_TRUE(waitFor([&] { return routerOf("h3", other, "web") == otherRouter; }, 10'000))
+      << api("h3", "GET", "/v1/fleet").body.dump(1);
+  ASSERT_TRUE(waitFor(routedHere, 15'000)) << logs();
+  const int64_t followedMs = msSince(killed);
+  EXPECT_GE(counted4xx(), 2);
+  std::printf("traffic: node web moved %s -> %s; routed through h3 again %lld ms after the kill\n",
+              first.c_str(), other.c_str(), static_cast<long long>(followedMs));
 }
 
 }  // namespace

@@ -1,7 +1,10 @@
 // The HAProxy router against a real haproxy (/usr/sbin/haproxy, skipped when missing), on real
 // loopback sockets: test-local HTTP servers stand for app instances. Every haproxy the tests
 // start runs in its own process group, killed and reaped when the test ends, also on failure.
+#include "enjin/router/router.hpp"
+
 #include <arpa/inet.h>
+#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -23,10 +26,7 @@
 #include <thread>
 #include <vector>
 
-#include <gtest/gtest.h>
-
 #include "enjin/metrics/metrics.hpp"
-#include "enjin/router/router.hpp"
 
 namespace enjin::router {
 namespace {
@@ -36,8 +36,8 @@ using State = RouterServer::State;
 
 constexpr const char* kHaproxy = "/usr/sbin/haproxy";
 
-#define SKIP_WITHOUT_HAPROXY()                                              \
-  do {                                                                      \
+#define SKIP_WITHOUT_HAPROXY()                                                 \
+  do {                                                                         \
     if (::access(kHaproxy, X_OK) != 0) GTEST_SKIP() << kHaproxy << " missing"; \
   } while (0)
 
@@ -308,7 +308,7 @@ TEST_F(RouterTest, RendersAConfigHaproxyAccepts) {
   TestServer a("web-1");
   apply({{"web", {a.server()}}, {"api", {}}});
   std::string cfg = settings_.stateDir + "/haproxy.cfg";
-  struct stat st{};
+  struct stat st {};
   ASSERT_EQ(::stat(cfg.c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0600u);
   std::string check = std::string(kHaproxy) + " -c -q -f " + cfg;
@@ -391,6 +391,42 @@ TEST_F(RouterTest, RoutesByHostAndAnswersUnknownHostsWith404) {
     std::string lint = "promtool check metrics < '" + path + "' > /dev/null 2>&1";
     EXPECT_EQ(std::system(lint.c_str()), 0) << text;
   }
+}
+
+// The traffic manager's setting: NAME.<domain> and every name below it go to NAME; a name that
+// only ends in the same letters does not, and the app router's default stays exact.
+TEST_F(RouterTest, SubdomainsRouteEveryNameBelowALabel) {
+  SKIP_WITHOUT_HAPROXY();
+  TestServer web("web-node");
+  TestServer db("db-node");
+  settings_.subdomains = true;
+  router_ = makeHaproxyRouter(settings_);
+  start({{"web", {web.server()}}, {"db", {db.server()}}});
+
+  EXPECT_EQ(get("web.example.test").body, "web-node");
+  EXPECT_EQ(get("shop.web.example.test").body, "web-node");
+  EXPECT_EQ(get("A.Shop.WEB.example.test:80").body, "web-node");
+  EXPECT_EQ(get("shop.db.example.test").body, "db-node");
+  EXPECT_EQ(get("shop.web.localhost").body, "web-node");
+  EXPECT_EQ(get("xweb.example.test").status, 404);
+  EXPECT_EQ(get("shop.web.example.test.evil.test").status, 404);
+  EXPECT_EQ(get("shop.other.example.test").status, 404);
+  EXPECT_EQ(web.served(), 4);
+
+  std::ifstream in(settings_.stateDir + "/haproxy.cfg");
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_NE(text.find("-m end .web.localhost .web.example.test"), std::string::npos) << text;
+}
+
+TEST_F(RouterTest, WithoutSubdomainsANameBelowAnAppIsUnknown) {
+  SKIP_WITHOUT_HAPROXY();
+  TestServer web("web-1");
+  start({{"web", {web.server()}}});
+  EXPECT_EQ(get("web.example.test").body, "web-1");
+  EXPECT_EQ(get("shop.web.example.test").status, 404);
+  std::ifstream in(settings_.stateDir + "/haproxy.cfg");
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(text.find("-m end"), std::string::npos) << text;
 }
 
 TEST_F(RouterTest, NeverHangsOnASocketThatDoesNotAnswer) {

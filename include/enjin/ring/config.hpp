@@ -85,6 +85,10 @@ struct FleetSettings {
   int64_t maxNodes = 32;           // ring-1 nodes this host takes at most
   std::vector<std::string> levels = {"dc", "rack", "host"};  // what the path's depths are
   std::string advertise;           // the address other hosts reach this one at ("10.0.0.1")
+  // The traffic manager (ring/traffic.hpp): where it listens ("10.0.0.1:80"; empty: none), and
+  // the domain under which `*.NODE.<domain>` goes to ring-1 node NODE wherever it runs.
+  std::string trafficListen;
+  std::string domain;
 
   bool enabled() const { return !etcd.empty(); }
   bool operator==(const FleetSettings&) const = default;

@@ -37,6 +37,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -65,6 +66,10 @@ struct FleetHooks {
   std::function<Result<NodeSpec>(const nlohmann::json& body)> parseNode;
   // The local tree (ring0d's), for the host record's summary of its nodes. On the reactor.
   std::function<nlohmann::json()> tree;
+  // Every fleet node (label) and where its ring-1 router is reached now ("10.0.0.2:8080", from
+  // the record of the host it is assigned to; "" while that is unknown or unreachable), whenever
+  // that changes. On the reactor; must not block (the traffic manager's route()).
+  std::function<void(const std::map<std::string, std::string>& routers)> routes;
 };
 
 class FleetAgent {

@@ -27,7 +27,7 @@ namespace enjin::router {
 
 // One instance of an app, where the router reaches it.
 struct RouterServer {
-  std::string name;  // the instance, unique in its app ([A-Za-z0-9_.-]{1,64})
+  std::string name;                // the instance, unique in its app ([A-Za-z0-9_.-]{1,64})
   std::string host = "127.0.0.1";  // an IPv4 or IPv6 address, no name to resolve
   int port = 0;
   // kReady: receives requests. kDrain: no new requests, the ones under way finish. kMaint: none.
@@ -45,7 +45,11 @@ struct RouterSettings {
   std::string listenHost = "127.0.0.1";
   int listenPort = 0;
   std::vector<std::string> domains;  // NAME.<domain> is routed too; "localhost" always is
-  std::string stateDir;              // the config, the sockets and the pid file live here
+  // Also every name below NAME.<domain> (`*.NAME.<domain>`): the traffic manager of a fleet
+  // host, whose NAME is a ring-1 node that routes its own apps' names further down. Off for the
+  // app router of a ring1d, where NAME.<domain> is an app's one name.
+  bool subdomains = false;
+  std::string stateDir;  // the config, the sockets and the pid file live here
   std::string exe = "/usr/sbin/haproxy";
 };
 
@@ -58,10 +62,10 @@ struct RouterAppStats {
   uint64_t responses2xx = 0;
   uint64_t responses4xx = 0;
   uint64_t responses5xx = 0;
-  uint64_t connectErrors = 0;   // connections to an instance that failed
-  uint64_t responseErrors = 0;  // instances that closed or broke a response
-  uint64_t retries = 0;         // connection attempts retried
-  uint64_t redispatches = 0;    // requests moved to another instance
+  uint64_t connectErrors = 0;     // connections to an instance that failed
+  uint64_t responseErrors = 0;    // instances that closed or broke a response
+  uint64_t retries = 0;           // connection attempts retried
+  uint64_t redispatches = 0;      // requests moved to another instance
   double avgResponseSeconds = 0;  // time to the response's head, over the last 1024 requests
 };
 
