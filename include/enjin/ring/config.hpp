@@ -80,6 +80,9 @@ struct FleetSettings {
   int64_t maxNodes = 32;           // ring-1 nodes this host takes at most
   std::vector<std::string> levels = {"dc", "rack", "host"};  // what the path's depths are
   std::string advertise;           // the address other hosts reach this one at ("10.0.0.1")
+  // Not read from the file: the daemon's own observe endpoint, put in the host record as other
+  // hosts reach it (tcp:// only, its address replaced by `advertise`; see fleetObserveEndpoint).
+  std::string observe;
 
   bool enabled() const { return !etcd.empty(); }
   bool operator==(const FleetSettings&) const = default;
