@@ -1,7 +1,6 @@
 // enjinctl fleet: a fleet member's view of the fleet (GET /v1/fleet) and its enrolment tokens
 // (POST /v1/fleet/tokens), through the control API of the host logged in to.
 #include <CLI/CLI.hpp>
-
 #include <iostream>
 #include <memory>
 #include <vector>
