@@ -11,6 +11,7 @@
 #include <thread>
 #include <zmq.hpp>
 
+#include "api_common.hpp"
 #include "commands.hpp"
 #include "enjin/base/clock.hpp"
 #include "enjin/base/strict_json.hpp"
@@ -308,6 +309,7 @@ struct WatchArgs {
   long timeoutMs = -1;
   bool json = false;
   bool tree = false;
+  bool fleet = false;
 };
 
 std::string clockTime(int64_t wallMs) {
@@ -411,6 +413,127 @@ int runWatch(const std::string& stateDir, WatchArgs a) {
       std::cout << eventLine(m) << std::endl;
     }
   });
+}
+
+// One host's stream in `watch --fleet`: verified against that host's key only.
+struct HostStream {
+  std::string host;
+  std::unique_ptr<bus::TrustStore> trust;  // the Subscriber keeps a reference: stable address
+  std::unique_ptr<bus::Subscriber> sub;
+};
+
+// The observation streams of every host of the fleet (GET /v1/fleet of the host logged in to),
+// merged: one CURVE subscriber per host whose record names a tcp:// observe endpoint, its
+// server key and its only trusted key the host's ring-0 key as /enjin/trust has it ("members";
+// a record whose public_key differs is skipped, since the record is the host's own word while
+// the member key is the fleet's). Each line starts with the host.
+int runFleetWatch(const WatchArgs& a) {
+  if (a.keyFile.empty()) {
+    std::cerr << "enjinctl watch --fleet: the hosts' streams speak CURVE: give --key, a key whose "
+                 ".pub is in each host's observers/ folder\n";
+    return kExitUsage;
+  }
+  auto ownKey = crypto::SecretKey::load(a.keyFile);
+  if (!ownKey.ok()) {
+    std::cerr << "enjinctl watch --fleet: " << ownKey.error().message << "\n";
+    return kExitFailure;
+  }
+  int rc = kExitOk;
+  auto view = apiCall("GET", "/v1/fleet", nlohmann::json(), rc);
+  if (!view) return rc;
+  const nlohmann::json members = view->value("members", nlohmann::json::object());
+  SystemClock clock;
+  zmq::context_t ctx(1);
+  std::vector<HostStream> streams;
+  for (const auto& h : view->value("hosts", nlohmann::json::array())) {
+    HostStream s;
+    s.host = h.value("host", "");
+    const std::string endpoint = h.value("observe", "");
+    const std::string recordKey = h.value("public_key", "");
+    const std::string memberKey = members.contains(s.host) && members[s.host].is_string()
+                                      ? members[s.host].get<std::string>()
+                                      : "";
+    if (endpoint.empty() || !bus::needsCurve(endpoint)) {
+      std::cerr << "enjinctl watch --fleet: host '" << s.host
+                << "' publishes no tcp:// observation stream (its ring0d's observe); skipped\n";
+      continue;
+    }
+    if (memberKey.empty() || memberKey != recordKey) {
+      std::cerr << "enjinctl watch --fleet: host '" << s.host
+                << "': its record's public key is not its member key in /enjin/trust; skipped\n";
+      continue;
+    }
+    auto key = crypto::PublicKey::fromHex(memberKey);
+    s.trust = std::make_unique<bus::TrustStore>();
+    Status added = key.ok() ? s.trust->add(*key, s.host, {""}) : Status(key.error());
+    if (!added.ok()) {
+      std::cerr << "enjinctl watch --fleet: host '" << s.host << "': " << added.error().message
+                << "; skipped\n";
+      continue;
+    }
+    bus::SubscriberOptions opts;
+    opts.endpoint = endpoint;
+    opts.verify.prefixes = {"event", "obs"};
+    if (a.tree) opts.verify.prefixes.push_back("tree");
+    opts.key = &*ownKey;
+    opts.curve.serverKey = *key;
+    auto sub = bus::Subscriber::open(ctx, *s.trust, clock, opts);
+    if (!sub.ok()) {
+      std::cerr << "enjinctl watch --fleet: host '" << s.host << "': " << sub.error().message
+                << "; skipped\n";
+      continue;
+    }
+    (*sub)->setOnReject([host = s.host](const bus::Rejection& r) {
+      std::cerr << "enjinctl watch --fleet: " << host << ": rejected a message ("
+                << bus::rejectReasonName(r.reason) << "): " << r.detail << std::endl;
+    });
+    s.sub = std::move(*sub);
+    std::cerr << "enjinctl watch --fleet: " << s.host << ": " << endpoint << std::endl;
+    streams.push_back(std::move(s));
+  }
+  if (streams.empty()) {
+    std::cerr << "enjinctl watch --fleet: no host of the fleet publishes a tcp:// observation "
+                 "stream\n";
+    return kExitFailure;
+  }
+  installStopHandlers();
+  std::vector<zmq::pollitem_t> items;
+  for (auto& s : streams) items.push_back({s.sub->socket().handle(), 0, ZMQ_POLLIN, 0});
+  const int64_t deadline = clock.monotonicNanos() / 1'000'000 + a.timeoutMs;
+  uint64_t seen = 0;
+  while (a.count == 0 || seen < a.count) {
+    long wait = -1;
+    if (a.timeoutMs >= 0) {
+      wait = static_cast<long>(deadline - clock.monotonicNanos() / 1'000'000);
+      if (wait <= 0) return kExitTimeout;
+    }
+    try {
+      zmq::poll(items, std::chrono::milliseconds(wait));
+    } catch (const zmq::error_t& e) {
+      if (e.num() != EINTR) throw;
+    }
+    if (gStop != 0) return kExitOk;  // Ctrl-C is how a watch ends
+    for (size_t i = 0; i < streams.size() && (a.count == 0 || seen < a.count); ++i) {
+      if ((items[i].revents & ZMQ_POLLIN) == 0) continue;
+      const std::string& host = streams[i].host;
+      streams[i].sub->drain(
+          [&](bus::Message&& m) {
+            if (a.json) {
+              auto j = bus::toJson(m);
+              j["host"] = host;
+              std::cout << j.dump() << std::endl;
+            } else if (m.type == "tree") {
+              std::cout << host << "  " << clockTime(m.ts) << "  tree  "
+                        << m.body.value("state", "") << std::endl;
+            } else {
+              std::cout << host << "  " << eventLine(m) << std::endl;
+            }
+            ++seen;
+          },
+          a.count == 0 ? SIZE_MAX : a.count - seen);
+    }
+  }
+  return kExitOk;
 }
 
 // The same lines from ring0d's control API (GET /v1/events, Server-Sent Events): each
@@ -529,8 +652,16 @@ void addWatchCommand(CLI::App& app, const std::string& stateDir, int& exitCode) 
   watch->add_option("--timeout-ms", wa->timeoutMs, "Give up after MS milliseconds (exit 3)");
   watch->add_flag("--json", wa->json, "Each message as a JSON line instead");
   watch->add_flag("--tree", wa->tree, "Also the whole tree each heartbeat");
+  watch->add_flag("--fleet", wa->fleet,
+                  "Every host of the fleet (GET /v1/fleet of the host logged in to): each host's "
+                  "tcp:// stream, verified against its member key, lines prefixed by the host; "
+                  "needs --key");
   // Logged in, no --state-dir and no --connect/--trust: from the control API instead.
   watch->callback([&, wa] {
+    if (wa->fleet) {
+      exitCode = runFleetWatch(*wa);
+      return;
+    }
     exitCode = useApi(app) && wa->connect.empty() && wa->trust.empty() ? runApiWatch(*wa)
                                                                        : runWatch(stateDir, *wa);
   });

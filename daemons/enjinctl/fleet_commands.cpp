@@ -1,9 +1,9 @@
 // enjinctl fleet: a fleet member's view of the fleet (GET /v1/fleet) and its enrolment tokens
 // (POST /v1/fleet/tokens), through the control API of the host logged in to.
 #include <CLI/CLI.hpp>
-
 #include <iostream>
 #include <memory>
+#include <vector>
 
 #include "api_common.hpp"
 #include "commands.hpp"
@@ -20,25 +20,50 @@ std::string text(const json& j, const char* key) {
   return it->is_string() ? it->get<std::string>() : it->dump();
 }
 
-// Hosts, then nodes: where each runs, or why it runs nowhere.
-void printFleet(const json& f) {
-  std::cout << "scheduler: " << text(f, "scheduler") << "\n\n";
-  json hosts = json::array();
-  for (const auto& h : f.value("hosts", json::array())) {
-    std::string nodes;
-    for (const auto& n : h.value("nodes", json::array())) {
-      nodes += (nodes.empty() ? "" : " ") + n.value("label", "?") + "(" + n.value("state", "?") + ")";
+// One line of a host's tree: the name drawn under its parent, its state and pid.
+void printEntry(const std::string& prefix, const json& n) {
+  const std::string name = prefix + n.value("label", n.value("name", std::string("?")));
+  // Padded by characters, not bytes: the tree is drawn with multi-byte box characters.
+  size_t width = 0;
+  for (unsigned char ch : name) width += (ch & 0xC0) != 0x80;
+  const int pid = n.value("pid", 0);
+  std::cout << name << std::string(width < 32 ? 32 - width : 0, ' ') << " " << n.value("state", "")
+            << (pid > 0 ? "  pid " + std::to_string(pid) : std::string()) << "\n";
+}
+
+// The nodes and processes below `n` (the host record's compact trees), drawn as a tree.
+void printBelow(const json& n, const std::string& indent) {
+  std::vector<const json*> kids;
+  for (const char* key : {"nodes", "processes"}) {
+    if (auto it = n.find(key); it != n.end() && it->is_array()) {
+      for (const auto& k : *it) kids.push_back(&k);
     }
-    hosts.push_back({{"host", text(h, "host")},
-                     {"compartment", text(h, "compartment")},
-                     {"api", text(h, "api")},
-                     {"nodes", nodes.empty() ? "-" : nodes}});
   }
-  printTable(hosts, {{"HOST", "host"}, {"COMPARTMENT", "compartment"}, {"API", "api"}, {"NODES", "nodes"}});
+  for (size_t i = 0; i < kids.size(); ++i) {
+    const bool last = i + 1 == kids.size();
+    printEntry(indent + (last ? "\u2514\u2500 " : "\u251c\u2500 "), *kids[i]);
+    printBelow(*kids[i], indent + (last ? "   " : "\u2502  "));
+  }
+}
+
+// Hosts with their ring-1 nodes as trees, then the fleet's nodes: where each runs, or why it
+// runs nowhere.
+void printFleet(const json& f) {
+  std::cout << "scheduler: " << text(f, "scheduler") << "\n";
+  for (const auto& h : f.value("hosts", json::array())) {
+    std::cout << "\n"
+              << text(h, "host") << "  compartment " << text(h, "compartment") << "  api "
+              << text(h, "api");
+    if (const std::string o = h.value("observe", ""); !o.empty()) std::cout << "  observe " << o;
+    std::cout << "\n";
+    if (h.value("nodes", json::array()).empty()) std::cout << "  (no ring-1 nodes)\n";
+    printBelow(h, "");
+  }
   std::cout << "\n";
   json nodes = json::array();
   for (const auto& n : f.value("nodes", json::array())) {
-    nodes.push_back({{"label", text(n, "label")}, {"host", text(n, "host")}, {"pending", text(n, "pending")}});
+    nodes.push_back(
+        {{"label", text(n, "label")}, {"host", text(n, "host")}, {"pending", text(n, "pending")}});
   }
   printTable(nodes, {{"NODE", "label"}, {"HOST", "host"}, {"PENDING", "pending"}});
 }

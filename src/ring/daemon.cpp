@@ -495,7 +495,13 @@ int runParentDaemon(const ParentDaemonOptions& opts) {
         if (traffic) traffic->route(routers);
       };
     }
-    auto made = FleetAgent::create(r, runner.clock(), **store, cfg.fleet, parent.publicKeyHex(),
+    FleetSettings fs = cfg.fleet;
+    fs.observe = cfg.observe;
+    // The ring-0 key the fleet trusts, read from the key file: the parent knows its own only
+    // once its buses are open, after the fleet's start.
+    auto rootKey = crypto::SecretKey::load(cfg.key);
+    if (!rootKey.ok()) return fail(rootKey.error().wrap("fleet"));
+    auto made = FleetAgent::create(r, runner.clock(), **store, fs, rootKey->publicKey().hex(),
                                    cfg.apiListen, std::move(hooks));
     if (!made.ok()) return fail(made.error().wrap(cfg.source + ": [fleet]"));
     fleet = std::move(*made);
@@ -873,6 +879,8 @@ int runParentDaemon(const ParentDaemonOptions& opts) {
       lastStatus = status;
       (void)systemd::notify("STATUS=" + status);
     }
+    // A fleet member's host record carries its nodes' trees (coalesced by the agent).
+    if (fleet) fleet->treeChanged();
     runner.changed();
   };
   parent.setOnChange(report);

@@ -98,7 +98,40 @@ Error unavailable(const Error& e) {
   return out.wrap("the fleet's etcd");
 }
 
+// One entry of a compact tree: what names it, its state and pid; nodes and processes below.
+json compactEntry(const json& n, int depth) {
+  json out = json::object();
+  if (!n.is_object()) return out;
+  if (n.contains("label")) out["label"] = n.value("label", "");
+  if (n.contains("name")) out["name"] = n.value("name", "");
+  out["state"] = n.value("state", "");
+  if (const int pid = n.value("pid", 0); pid > 0) out["pid"] = pid;
+  // Ring 1 -> ring 2 -> processes: three levels at most, whatever a child reports.
+  if (depth >= 2) return out;
+  for (const char* key : {"nodes", "processes"}) {
+    auto it = n.find(key);
+    if (it == n.end() || !it->is_array() || it->empty()) continue;
+    json kids = json::array();
+    for (const auto& k : *it) kids.push_back(compactEntry(k, depth + 1));
+    out[key] = std::move(kids);
+  }
+  return out;
+}
+
 }  // namespace
+
+json compactNodeTree(const json& node) {
+  return compactEntry(node, 0);
+}
+
+std::string fleetObserveEndpoint(const std::string& observe, const std::string& advertise) {
+  constexpr std::string_view kTcp = "tcp://";
+  if (!observe.starts_with(kTcp)) return "";
+  if (advertise.empty()) return observe;
+  const size_t colon = observe.rfind(':');
+  if (colon == std::string::npos || colon < kTcp.size()) return observe;
+  return std::string(kTcp) + advertise + observe.substr(colon);
+}
 
 class FleetAgent::Impl {
  public:
@@ -217,11 +250,7 @@ class FleetAgent::Impl {
     json nodes = json::array();
     if (hooks_.tree) {
       json t = hooks_.tree();
-      for (const auto& n : t.value("nodes", json::array())) {
-        nodes.push_back({{"label", n.value("label", "")},
-                         {"state", n.value("state", "")},
-                         {"pid", n.value("pid", 0)}});
-      }
+      for (const auto& n : t.value("nodes", json::array())) nodes.push_back(compactNodeTree(n));
     }
     return {{"host", s_.host},
             {"public_key", publicKey_},
@@ -232,6 +261,7 @@ class FleetAgent::Impl {
               {"cpus", offer.value("cpus", int64_t{0})}}},
             {"api", apiUrl_},
             {"advertise", s_.advertise},
+            {"observe", fleetObserveEndpoint(s_.observe, s_.advertise)},
             {"nodes", std::move(nodes)},
             {"routers", routersHere()}};
   }
@@ -958,6 +988,9 @@ Result<std::unique_ptr<FleetAgent>> FleetAgent::create(Reactor& reactor, const C
   agent->impl_->leaseWorker_ = std::make_unique<fleet::EtcdWorker>(reactor, *agent->impl_->leaseClient_);
   agent->impl_->worker_ = std::make_unique<fleet::EtcdWorker>(reactor, *agent->impl_->etcd_);
   return agent;
+}
+void FleetAgent::treeChanged() {
+  impl_->recordSoon();
 }
 
 Status FleetAgent::start(const std::string& joinToken) { return impl_->start(joinToken); }

@@ -2,6 +2,7 @@
 // on compartments, a lost host, a partitioned host, a lost scheduler and a lost etcd quorum,
 // with real ring0d and ring1d processes. Skipped where namespaces cannot be made (not root).
 #include <dirent.h>
+#include <gtest/gtest.h>
 #include <httplib.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -15,8 +16,7 @@
 #include <set>
 #include <thread>
 
-#include <gtest/gtest.h>
-
+#include "enjin/crypto/keys.hpp"
 #include "enjin/supervise/control_server.hpp"
 #include "fakes/wait.hpp"
 #include "test_fleet.hpp"
@@ -30,6 +30,7 @@ using Clock = std::chrono::steady_clock;
 const std::string kBin = ENJIN_BIN_DIR;
 constexpr const char* kAdminPassword = "fleet-admin-password";
 constexpr int kApiPort = 8480;
+constexpr int kObservePort = 7480;
 
 int64_t msSince(Clock::time_point t) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t).count();
@@ -49,12 +50,14 @@ class FleetRing0Test : public ::testing::Test {
  protected:
   void SetUp() override {
     if (auto why = TestFleet::etcdUnavailableReason()) GTEST_SKIP() << *why;
-    auto f = TestFleet::create({});
+    auto f = TestFleet::create(fleetOptions());
     ASSERT_TRUE(f.ok()) << f.error().message;
     fleet_ = std::move(*f);
     auto formed = fleet_->startEtcd();
     ASSERT_TRUE(formed.ok()) << formed.error().message;
   }
+
+  virtual FleetOptions fleetOptions() const { return {}; }
 
   static std::string pathOf(const std::string& h) {
     return h == "h3" ? "dc/rack-b/h3" : "dc/rack-a/" + h;
@@ -63,21 +66,32 @@ class FleetRing0Test : public ::testing::Test {
 
   // ring0d's file for host `name` (in the namespace of `h`): its API on the host's loopback,
   // [fleet] with every member, its own first.
-  std::string writeConfig(const std::string& h, const std::string& name = "", int port = kApiPort) {
+  // A TLS fleet: the host's CA, client certificate and key, unless `clientCert` is false (the
+  // CA only). With observe_: the observation bus on tcp:// at the host's address.
+  std::string writeConfig(const std::string& h, const std::string& name = "", int port = kApiPort,
+                          bool clientCert = true) {
     const std::string n = name.empty() ? h : name;
-    std::string etcd = "\"http://127.0.0.1:2379\"";
+    std::string etcd = "\"" + fleet_->localClientUrl() + "\"";
     for (const auto& other : fleet_->hosts()) {
       if (other != h) etcd += ", \"" + fleet_->clientUrl(other) + "\"";
     }
     const std::string dir = fleet_->dir() + "/" + n;
     std::filesystem::create_directories(dir);
     const std::string path = dir + "/ring0d.toml";
+    std::string tls;
+    if (fleet_->tls()) {
+      const FleetTlsFiles t = fleet_->tlsFiles(h);
+      tls = "etcd_ca = \"" + t.ca + "\"\n";
+      if (clientCert)
+        tls += "etcd_cert = \"" + t.clientCert + "\"\netcd_key = \"" + t.clientKey + "\"\n";
+    }
+    const std::string observe = observe_ ? "observe = \"" + observeUrl(h) + "\"\n" : std::string();
     std::ofstream(path) << "state_dir = \"" << stateOf(n) << "\"\n"
-                        << "[api]\nlisten = \"127.0.0.1:" << port << "\"\n"
+                        << observe << "[api]\nlisten = \"127.0.0.1:" << port << "\"\n"
                         << "[fleet]\nhost = \"" << n << "\"\ncompartment = \"" << pathOf(h)
                         << "\"\netcd = [" << etcd << "]\nlease_ttl_ms = 1000\ngrace_ms = 1000\n"
                         << "advertise = \"" << fleet_->addressOf(h) << "\"\n"
-                        << fleetExtra_;
+                        << fleetExtra_ << tls;
     const std::string pw = dir + "/admin.pw";
     std::ofstream(pw) << kAdminPassword << "\n";
     ::chmod(pw.c_str(), 0600);
@@ -94,6 +108,12 @@ class FleetRing0Test : public ::testing::Test {
       auto init = fleet_->exec(h, {kBin + "/ring0d", "--config", cfg, "--init",
                                    "--admin-password-file", fleet_->dir() + "/" + n + "/admin.pw"});
       EXPECT_TRUE(init.ok() && init->ok()) << (init.ok() ? init->describe() : init.error().message);
+    }
+    if (!observerPub_.empty()) {
+      // An outside observer of the tcp:// observation bus: its key in the host's observers/.
+      std::filesystem::create_directories(stateOf(n) + "/observers");
+      std::filesystem::copy_file(observerPub_, stateOf(n) + "/observers/watcher.pub",
+                                 std::filesystem::copy_options::overwrite_existing);
     }
     std::vector<std::string> argv{kBin + "/ring0d", "--config", cfg, "--log-level", "debug"};
     if (!token.empty()) argv.insert(argv.end(), {"--join", token});
@@ -233,6 +253,27 @@ class FleetRing0Test : public ::testing::Test {
   }
 
   std::string fleetExtra_;  // more of every host's [fleet] table
+  std::string observeUrl(const std::string& h) const {
+    return "tcp://" + fleet_->addressOf(h) + ":" + std::to_string(kObservePort);
+  }
+
+  // enjinctl's session with host `h`'s API (what `enjinctl login` writes), under an
+  // XDG_CONFIG_HOME of the test's own; returns that directory.
+  std::string credentialsFor(const std::string& h) {
+    const std::string xdg = fleet_->dir() + "/xdg-" + h;
+    std::filesystem::create_directories(xdg + "/enjin");
+    ::chmod((xdg + "/enjin").c_str(), 0700);
+    const std::string path = xdg + "/enjin/credentials";
+    std::ofstream(path) << json{
+        {"server", "http://127.0.0.1:" + std::to_string(kApiPort)},
+        {"user", "admin"},
+        {"token", tokens_[h]}}.dump();
+    ::chmod(path.c_str(), 0600);
+    return xdg;
+  }
+
+  bool observe_ = false;     // ring0d's observe on tcp://ADDR:kObservePort
+  std::string observerPub_;  // copied into each host's STATE/observers/ before ring0d starts
   std::unique_ptr<TestFleet> fleet_;
   std::map<std::string, HostProcess*> ring0_;
   std::map<std::string, std::string> tokens_;
@@ -505,6 +546,143 @@ TEST_F(FleetRing0Test, WithoutQuorumFenceNodesStopKeepNodesStayAndWritesAre503) 
   EXPECT_TRUE(waitFor([&] { return readyOn("h1", "f1"); }, 20'000)) << logs();
   EXPECT_EQ(hostOf("k1"), "h1");
   EXPECT_TRUE(waitFor([&] { return api("h1", "POST", "/v1/nodes", node("later", "")).status == 201; }, 10'000));
+}
+
+// The fleet over TLS, as in production: every etcd member requires a client certificate of the
+// test's CA, and ring0d presents its host's. Each host's ring0d publishes its observation stream
+// on tcp:// (CURVE); the fleet view carries each ring-1 node's tree and each host's observe
+// endpoint, and `enjinctl watch --fleet` merges the hosts' streams.
+class FleetRing0TlsTest : public FleetRing0Test {
+ protected:
+  FleetOptions fleetOptions() const override {
+    FleetOptions o;
+    o.tls = true;
+    return o;
+  }
+};
+
+// The lines of a watch's log that come from `host` and name `what`.
+bool hasLine(const std::string& log, const std::string& host, const std::string& what) {
+  size_t at = 0;
+  while ((at = log.find(host + "  ", at)) != std::string::npos) {
+    if (at == 0 || log[at - 1] == '\n') {
+      const std::string line = log.substr(at, log.find('\n', at) - at);
+      if (line.find(what) != std::string::npos) return true;
+    }
+    at += host.size();
+  }
+  return false;
+}
+
+TEST_F(FleetRing0TlsTest, TheFleetViewShowsTreesAndWatchFleetMergesTheHostsSignedStreams) {
+  observe_ = true;
+  const std::string watcher = fleet_->dir() + "/watcher";
+  ASSERT_TRUE(crypto::writeKeyPair(watcher, crypto::SecretKey::generate(), false).ok());
+  observerPub_ = watcher + ".pub";
+  ASSERT_NO_FATAL_FAILURE(startFleet());
+
+  // The watch runs inside h3 with h3's session; it reads the fleet there and connects to every
+  // host's stream. It is connected once each host's tree (sent every heartbeat) has come.
+  const std::string xdg = credentialsFor("h3");
+  auto watch = fleet_->spawn("h3",
+                             {kBin + "/enjinctl", "watch", "--fleet", "--tree", "--key",
+                              watcher + ".key", "--count", "500", "--timeout-ms", "60000"},
+                             {"XDG_CONFIG_HOME=" + xdg, "HOME=" + xdg}, "watch-fleet");
+  ASSERT_TRUE(watch.ok()) << watch.error().message;
+  HostProcess* w = *watch;
+  ASSERT_TRUE(waitFor(
+      [&] {
+        const std::string log = w->log();
+        return hasLine(log, "h1", "tree") && hasLine(log, "h2", "tree") &&
+               hasLine(log, "h3", "tree");
+      },
+      20'000))
+      << w->log() << logs();
+
+  // A node on h1 and one on h2, each with a ring-2 node and a process: their events arrive,
+  // each prefixed by its host.
+  for (const auto& [label, host] : {std::pair{"w1", "h1"}, std::pair{"w2", "h2"}}) {
+    json n = node(label, host);
+    n["nodes"] = json::array(
+        {{{"label", "app"},
+          {"processes", json::array({{{"name", "web"}, {"command", {"/bin/sleep", "600"}}}})}}});
+    auto made = api("h3", "POST", "/v1/nodes", n);
+    ASSERT_EQ(made.status, 201) << made.body.dump();
+  }
+  EXPECT_TRUE(waitFor(
+      [&] {
+        const std::string log = w->log();
+        return hasLine(log, "h1", "w1/app/web") && hasLine(log, "h2", "w2/app/web");
+      },
+      30'000))
+      << w->log() << logs();
+  ASSERT_TRUE(w->running()) << w->log();
+  w->signal(SIGINT);
+  auto ended = w->wait(5'000);
+  ASSERT_TRUE(ended.has_value());
+  EXPECT_TRUE(WIFEXITED(*ended) && WEXITSTATUS(*ended) == 0) << *ended << "\n" << w->log();
+  EXPECT_EQ(w->log().find("rejected a message"), std::string::npos) << w->log();
+
+  // The host records: the observe endpoint as other hosts reach it, and each ring-1 node's tree
+  // down to its processes.
+  json h1, fleetView;
+  ASSERT_TRUE(waitFor(
+      [&] {
+        fleetView = api("h2", "GET", "/v1/fleet").body;
+        for (const auto& h : fleetView.value("hosts", json::array())) {
+          if (h.value("host", "") != "h1") continue;
+          h1 = h;
+          for (const auto& n : h.value("nodes", json::array())) {
+            if (n.value("label", "") != "w1") continue;
+            const json app = n.value("nodes", json::array()).empty() ? json() : n["nodes"][0];
+            return app.is_object() && app.value("label", "") == "app" &&
+                   !app.value("processes", json::array()).empty() &&
+                   app["processes"][0].value("pid", 0) > 0;
+          }
+        }
+        return false;
+      },
+      15'000))
+      << fleetView.dump(1);
+  EXPECT_EQ(h1.value("observe", ""), observeUrl("h1"));
+  EXPECT_FALSE(h1["nodes"][0].contains("state_dir")) << "the record's tree is compact";
+
+  // enjinctl status --fleet draws every host and its nodes as a tree.
+  auto status = fleet_->exec(
+      "h3", {"/usr/bin/env", "XDG_CONFIG_HOME=" + xdg, kBin + "/enjinctl", "status", "--fleet"});
+  ASSERT_TRUE(status.ok()) << status.error().message;
+  ASSERT_TRUE(status->ok()) << status->describe();
+  for (const char* part : {"h1  compartment dc/rack-a/h1", "h2  compartment dc/rack-a/h2",
+                           "h3  compartment dc/rack-b/h3", "\u2514\u2500 w1", "\u2514\u2500 app",
+                           "\u2514\u2500 web", "observe tcp://"}) {
+    EXPECT_NE(status->out.find(part), std::string::npos) << part << " in\n" << status->out;
+  }
+
+  // Without --key: refused with a reason, nothing connected.
+  auto noKey = fleet_->exec("h3", {"/usr/bin/env", "XDG_CONFIG_HOME=" + xdg, kBin + "/enjinctl",
+                                   "watch", "--fleet", "--count", "1"});
+  ASSERT_TRUE(noKey.ok());
+  EXPECT_FALSE(noKey->ok());
+  EXPECT_NE(noKey->err.find("give --key"), std::string::npos) << noKey->describe();
+}
+
+TEST_F(FleetRing0TlsTest, ARing0dWithoutAClientCertificateIsRefusedByEtcd) {
+  writeConfig("h1", "", kApiPort, /*clientCert=*/false);
+  HostProcess* p = startRing0("h1");
+  ASSERT_NE(p, nullptr);
+  auto status = p->wait(20'000);
+  ASSERT_TRUE(status.has_value()) << p->log();
+  EXPECT_NE(*status, 0);
+  const std::string log = p->log();
+  EXPECT_NE(log.find(fleet_->localClientUrl()), std::string::npos) << log;
+  EXPECT_NE(log.find("no client certificate configured"), std::string::npos) << log;
+  const size_t at = log.rfind('\n', log.find("no client certificate"));
+  std::printf("refused: %s\n", log.substr(at + 1, log.find('\n', at + 1) - at - 1).c_str());
+  // etcd itself saw a client without a certificate (and served nothing).
+  auto r = fleet_->etcdctl("h1", {"get", "--prefix", "/enjin/"});
+  ASSERT_TRUE(r.ok());
+  EXPECT_TRUE(r->ok()) << r->describe();
+  EXPECT_EQ(r->out, "") << "nothing was written";
 }
 
 }  // namespace

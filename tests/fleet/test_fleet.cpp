@@ -407,7 +407,9 @@ Result<std::unique_ptr<TestFleet>> TestFleet::create(const FleetOptions& options
   // keep logs and captures of concurrent fleets unambiguous.
   fleet->octetA_ = 200 + static_cast<int>(pid % 50);
   fleet->octetB_ = (static_cast<int>(pid / 50) * 7 + counter) % 256;
-  if (Status s = fleet->build(); !s) {
+  Status built = fleet->build();
+  if (built && options.tls) built = fleet->makeCertificates();
+  if (Status s = built; !s) {
     Status t = fleet->teardown();
     Error e = s.error().wrap("fleet " + fleet->tag_);
     if (!t) e.message += " (and teardown: " + t.error().message + ")";
@@ -572,7 +574,67 @@ Status TestFleet::runIn(const std::string& host, const std::function<void()>& fn
 // ---- etcd --------------------------------------------------------------------------------------
 
 std::string TestFleet::clientUrl(const std::string& host) const {
-  return "http://" + addressOf(host) + ":" + std::to_string(kClientPort);
+  return scheme() + addressOf(host) + ":" + std::to_string(kClientPort);
+}
+
+std::string TestFleet::localClientUrl() const {
+  return scheme() + "127.0.0.1:" + std::to_string(kClientPort);
+}
+
+FleetTlsFiles TestFleet::tlsFiles(const std::string& host) const {
+  if (!options_.tls) return {};
+  const std::string d = dir_ + "/tls/";
+  return {d + "ca.crt", d + "etcd-" + host + ".crt", d + "etcd-" + host + ".key",
+          d + "client-" + host + ".crt", d + "client-" + host + ".key"};
+}
+
+// The CA, then per host a member certificate (server and client use: members present it to
+// each other as peers) and a client certificate. EC P-256 keys: quick to make.
+Status TestFleet::makeCertificates() {
+  const std::string d = dir_ + "/tls";
+  std::error_code ec;
+  fs::create_directories(d, ec);
+  if (ec) return Error{"mkdir " + d + ": " + ec.message()};
+  const std::vector<std::string> newKey{"-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                                        "-nodes"};
+  auto openssl = [&](std::vector<std::string> args) -> Status {
+    args.insert(args.begin(), "openssl");
+    auto r = runCommand(args, 20000);
+    if (!r) return r.error().wrap("openssl");
+    if (!r->ok()) return Error{"openssl " + args[1] + " in " + d + ": " + r->describe()};
+    return {};
+  };
+  auto req = [&](const std::vector<std::string>& head, const std::string& cn,
+                 const std::string& name) {
+    std::vector<std::string> a = head;
+    a.insert(a.end(), newKey.begin(), newKey.end());
+    if (head.size() > 1) a.insert(a.end(), {"-days", "1"});  // "-x509": the CA's own certificate
+    a.insert(a.end(), {"-subj", "/CN=" + cn, "-keyout", d + "/" + name + ".key"});
+    return a;
+  };
+  auto sign = [&](const std::string& name, const std::string& ext) {
+    std::ofstream(d + "/" + name + ".ext") << ext;
+    return openssl({"x509", "-req", "-in", d + "/" + name + ".csr", "-CA", d + "/ca.crt", "-CAkey",
+                    d + "/ca.key", "-CAcreateserial", "-days", "1", "-extfile",
+                    d + "/" + name + ".ext", "-out", d + "/" + name + ".crt"});
+  };
+  auto ca = req({"req", "-x509"}, "enjin-test-ca-" + tag_, "ca");
+  ca.insert(ca.end(), {"-out", d + "/ca.crt"});
+  if (Status st = openssl(ca); !st) return st;
+  for (const auto& h : hosts_) {
+    for (const std::string kind : {"etcd-", "client-"}) {
+      const std::string name = kind + h;
+      auto r = req({"req"}, h, name);
+      r.insert(r.end(), {"-out", d + "/" + name + ".csr"});
+      if (Status st = openssl(r); !st) return st;
+      const std::string ext = kind == "etcd-"
+                                  ? "subjectAltName=IP:" + addressOf(h) +
+                                        ",IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n"
+                                  : std::string("extendedKeyUsage=clientAuth\n");
+      if (Status st = sign(name, ext); !st) return st;
+    }
+  }
+  return {};
 }
 
 std::vector<std::string> TestFleet::allClientUrls() const {
@@ -597,20 +659,21 @@ Result<HostProcess*> TestFleet::spawnEtcd(const std::string& host, bool fresh) {
   if (etcdOf(host) != nullptr) return Error{"etcd on " + host + ": already running"};
   std::string cluster;
   for (const auto& h : hosts_) {
-    cluster += (cluster.empty() ? "" : ",") + h + "=http://" + addressOf(h) + ":" +
+    cluster += (cluster.empty() ? "" : ",") + h + "=" + scheme() + addressOf(h) + ":" +
                std::to_string(kPeerPort);
   }
   const std::string addr = addressOf(host);
+  const std::string http = scheme();
   // With a data dir from an earlier run of this member the --initial-* flags are ignored.
   std::vector<std::string> argv{
       kEtcd,
       "--name=" + host,
       "--data-dir=" + dir_ + "/etcd-" + host,
-      "--listen-client-urls=http://" + addr + ":" + std::to_string(kClientPort) +
-          ",http://127.0.0.1:" + std::to_string(kClientPort),
+      "--listen-client-urls=" + http + addr + ":" + std::to_string(kClientPort) + "," +
+          localClientUrl(),
       "--advertise-client-urls=" + clientUrl(host),
-      "--listen-peer-urls=http://" + addr + ":" + std::to_string(kPeerPort),
-      "--initial-advertise-peer-urls=http://" + addr + ":" + std::to_string(kPeerPort),
+      "--listen-peer-urls=" + http + addr + ":" + std::to_string(kPeerPort),
+      "--initial-advertise-peer-urls=" + http + addr + ":" + std::to_string(kPeerPort),
       "--initial-cluster=" + cluster,
       "--initial-cluster-token=ej" + tag_,
       std::string("--initial-cluster-state=") + (fresh ? "new" : "existing"),
@@ -619,6 +682,13 @@ Result<HostProcess*> TestFleet::spawnEtcd(const std::string& host, bool fresh) {
       "--logger=zap",
       "--log-outputs=stderr",
   };
+  if (options_.tls) {
+    const FleetTlsFiles t = tlsFiles(host);
+    argv.insert(argv.end(), {"--cert-file=" + t.serverCert, "--key-file=" + t.serverKey,
+                             "--client-cert-auth", "--trusted-ca-file=" + t.ca,
+                             "--peer-cert-file=" + t.serverCert, "--peer-key-file=" + t.serverKey,
+                             "--peer-client-cert-auth", "--peer-trusted-ca-file=" + t.ca});
+  }
   auto p = spawn(host, argv, {}, "etcd-" + host);
   if (!p) return p.error();
   etcd_[host] = *p;
@@ -657,6 +727,10 @@ Result<CommandResult> TestFleet::etcdctl(const std::string& host,
                                 "--endpoints=" + (endpoints.empty() ? clientUrl(host) : endpoints),
                                 "--dial-timeout=" + std::to_string(commandTimeoutMs) + "ms",
                                 "--command-timeout=" + std::to_string(commandTimeoutMs) + "ms"};
+  if (options_.tls) {
+    const FleetTlsFiles t = tlsFiles(host);
+    argv.insert(argv.end(), {"--cacert=" + t.ca, "--cert=" + t.clientCert, "--key=" + t.clientKey});
+  }
   argv.insert(argv.end(), args.begin(), args.end());
   return exec(host, argv, 2 * commandTimeoutMs + 5000);
 }

@@ -98,6 +98,17 @@ struct FleetOptions {
   int etcdElectionMs = 500;
   // Bound on waiting for etcd to become healthy.
   int etcdReadyTimeoutMs = 20000;
+  // etcd over TLS, as in production: create() makes a CA, a certificate per member and one per
+  // host's client with `openssl`; the members serve https:// client URLs, require a client
+  // certificate signed by the CA (--client-cert-auth) and speak TLS to each other too.
+  bool tls = false;
+};
+
+// The files of a TLS fleet (FleetOptions::tls), per host, all under the fleet's temp dir.
+struct FleetTlsFiles {
+  std::string ca;                     // the CA's certificate: trusted by members and clients
+  std::string serverCert, serverKey;  // the member's: SAN the host's address and 127.0.0.1
+  std::string clientCert, clientKey;  // the host's client (ring0d, etcdctl): CN = the host
 };
 
 class TestFleet {
@@ -149,7 +160,12 @@ class TestFleet {
   Status startEtcd(const std::string& host);
   // SIGTERM (then SIGKILL) to the host's member; reaped when it returns.
   void stopEtcd(const std::string& host);
-  std::string clientUrl(const std::string& host) const;  // "http://10.A.B.I:2379"
+  std::string clientUrl(const std::string& host) const;  // "http://10.A.B.I:2379" (https: tls)
+  // The URL of the host's own member from inside that host: "http(s)://127.0.0.1:2379".
+  std::string localClientUrl() const;
+  bool tls() const { return options_.tls; }
+  // The certificate files of a TLS fleet (empty strings when it is not one).
+  FleetTlsFiles tlsFiles(const std::string& host) const;
   std::vector<std::string> allClientUrls() const;
   std::string allClientUrlsJoined() const;       // comma-separated, for --endpoints
   HostProcess* etcdOf(const std::string& host);  // nullptr when not running
@@ -181,6 +197,8 @@ class TestFleet {
   Result<UniqueFd> openNetns(const std::string& netns) const;
   Status killNetns(const std::string& netns);
   Result<HostProcess*> spawnEtcd(const std::string& host, bool fresh);
+  Status makeCertificates();
+  std::string scheme() const { return options_.tls ? "https://" : "http://"; }
   std::string hostOfIndex(int i) const { return "h" + std::to_string(i); }
   int indexOf(const std::string& host) const;
 

@@ -89,6 +89,9 @@ struct FleetSettings {
   // the domain under which `*.NODE.<domain>` goes to ring-1 node NODE wherever it runs.
   std::string trafficListen;
   std::string domain;
+  // Not read from the file: the daemon's own observe endpoint, put in the host record as other
+  // hosts reach it (tcp:// only, its address replaced by `advertise`; see fleetObserveEndpoint).
+  std::string observe;
 
   bool enabled() const { return !etcd.empty(); }
   bool operator==(const FleetSettings&) const = default;

@@ -6,7 +6,9 @@
 //   trust/<host>          the host's ring-0 public key (hex): a member, trusted fleet-wide
 //   tokens/<sha256>       an enrolment token's hash, under a lease of its lifetime: one join
 //   hosts/<host>          the host record under the host's lease: public key, compartment,
-//                         capacity, API, its ring-1 nodes and their states
+//                         capacity, API, observe endpoint (tcp:// only), its ring-1 nodes
+//                         with a compact tree each (compactNodeTree), rewritten at most every
+//                         500 ms
 //   nodes/<label>         a desired ring-1 node: the meta API's body, plus "spread" and
 //                         "on_lost_quorum"
 //   assign/<label>        {"host": ...}: where it runs; written by the scheduler only, with
@@ -72,6 +74,17 @@ struct FleetHooks {
   std::function<void(const std::map<std::string, std::string>& routers)> routes;
 };
 
+// A ring-1 node of the local tree as the host record carries it: label, state, pid, and below
+// it its ring-2 nodes and their processes with label/name, state and pid only (no usage figures,
+// no state dirs, no timestamps), so the record changes only when a state or a pid does.
+nlohmann::json compactNodeTree(const nlohmann::json& node);
+
+// Where other hosts reach an observe endpoint: `observe` with its address replaced by
+// `advertise` ("tcp://0.0.0.0:7000", "10.0.0.1" -> "tcp://10.0.0.1:7000"); empty for a
+// non-tcp:// endpoint (ipc:// is reachable on its own host only), and `observe` as it is when
+// `advertise` is empty.
+std::string fleetObserveEndpoint(const std::string& observe, const std::string& advertise);
+
 class FleetAgent {
  public:
   // The fence margin: the share of the lease's TTL before its end at which a host that could not
@@ -107,6 +120,10 @@ class FleetAgent {
   Result<nlohmann::json> view();
   // A single-use enrolment token valid `ttlSeconds`: {"token","expires_at"}.
   Result<nlohmann::json> mintToken(int64_t ttlSeconds);
+
+  // The local tree changed (reactor): the host record is rewritten, coalesced to at most one
+  // write every 500 ms, and only if its content changed.
+  void treeChanged();
 
   // This host's part, for the tree and the metrics (reactor): host, scheduler, lease state.
   nlohmann::json status() const;
