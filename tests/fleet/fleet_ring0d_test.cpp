@@ -451,7 +451,12 @@ TEST_F(FleetRing0Test, APartitionedHostFencesItselfAndNoNodeEverRunsTwice) {
   EXPECT_EQ(twice.load(), 0) << "node '" << twiceSeen << "' ran on two hosts; " << samples.load()
                              << " samples\n" << logs();
   EXPECT_GT(samples.load(), 50);
-  for (const auto& l : onH2) EXPECT_EQ(hostOf(l), "h1") << l;
+  // On h1 and only there (a ring1d that restarts on h1 just now is waited for, bounded; one on
+  // two hosts never passes).
+  for (const auto& l : onH2) {
+    EXPECT_TRUE(waitFor([&] { return hostOf(l) == "h1"; }, 5'000))
+        << l << " runs on " << json(ring1dHosts()[l]).dump() << "\n" << logs();
+  }
   std::printf("partition healed: %d nodes ran twice (%d samples)\n", twice.load(), samples.load());
 }
 
