@@ -25,6 +25,11 @@ inline constexpr int kExitUnreachable = 6;  // the server cannot be reached (ref
 // The footer of every --help: the exit codes above.
 extern const char* const kExitCodesHelp;
 
+// Draws what is below tree node `n` (its "nodes", then its "processes"), each through
+// `row(prefix, child)` with the box-drawing branch for it under `indent`, and so on down.
+using TreeRow = std::function<void(const std::string& prefix, const nlohmann::json& child)>;
+void drawChildren(const nlohmann::json& n, const std::string& indent, const TreeRow& row);
+
 void addKeygenCommand(CLI::App& app, int& exitCode);
 void addBusCommands(CLI::App& app, int& exitCode);
 // `stateDir` is read when a command runs (it is a global flag, parsed first).

@@ -31,20 +31,6 @@ void printEntry(const std::string& prefix, const json& n) {
             << (pid > 0 ? "  pid " + std::to_string(pid) : std::string()) << "\n";
 }
 
-// The nodes and processes below `n` (the host record's compact trees), drawn as a tree.
-void printBelow(const json& n, const std::string& indent) {
-  std::vector<const json*> kids;
-  for (const char* key : {"nodes", "processes"}) {
-    if (auto it = n.find(key); it != n.end() && it->is_array()) {
-      for (const auto& k : *it) kids.push_back(&k);
-    }
-  }
-  for (size_t i = 0; i < kids.size(); ++i) {
-    const bool last = i + 1 == kids.size();
-    printEntry(indent + (last ? "\u2514\u2500 " : "\u251c\u2500 "), *kids[i]);
-    printBelow(*kids[i], indent + (last ? "   " : "\u2502  "));
-  }
-}
 
 // Hosts with their ring-1 nodes as trees, then the fleet's nodes: where each runs, or why it
 // runs nowhere.
@@ -57,7 +43,7 @@ void printFleet(const json& f) {
     if (const std::string o = h.value("observe", ""); !o.empty()) std::cout << "  observe " << o;
     std::cout << "\n";
     if (h.value("nodes", json::array()).empty()) std::cout << "  (no ring-1 nodes)\n";
-    printBelow(h, "");
+    drawChildren(h, "", printEntry);
   }
   std::cout << "\n";
   json nodes = json::array();

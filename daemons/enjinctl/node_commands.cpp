@@ -153,20 +153,6 @@ void printRow(const std::string& prefix, const json& n, int64_t now) {
               formatExit(n.value("last_exit", json())).c_str(), detail.c_str());
 }
 
-// The children of `n` (nodes, then processes), drawn under it.
-void printChildren(const json& n, const std::string& indent, int64_t now) {
-  std::vector<const json*> kids;
-  for (const char* key : {"nodes", "processes"}) {
-    if (auto it = n.find(key); it != n.end() && it->is_array()) {
-      for (const auto& k : *it) kids.push_back(&k);
-    }
-  }
-  for (size_t i = 0; i < kids.size(); ++i) {
-    const bool last = i + 1 == kids.size();
-    printRow(indent + (last ? "\u2514\u2500 " : "\u251c\u2500 "), *kids[i], now);
-    printChildren(*kids[i], indent + (last ? "   " : "\u2502  "), now);
-  }
-}
 
 }  // namespace
 
@@ -175,7 +161,9 @@ void printTree(const json& tree) {
   std::printf("%-32s %-10s %8s %9s %8s  %-10s %s\n", "NAME", "STATE", "PID", "UPTIME", "RESTARTS",
               "LAST EXIT", "DETAIL");
   printRow("", tree, now);
-  printChildren(tree, "", now);
+  drawChildren(tree, "", [now](const std::string& prefix, const json& child) {
+    printRow(prefix, child, now);
+  });
   std::fflush(stdout);
 }
 
@@ -358,6 +346,20 @@ int runLogs(const std::string& stateDir, const std::string& target, bool follow,
 }
 
 }  // namespace
+
+void drawChildren(const json& n, const std::string& indent, const TreeRow& row) {
+  std::vector<const json*> kids;
+  for (const char* key : {"nodes", "processes"}) {
+    if (auto it = n.find(key); it != n.end() && it->is_array()) {
+      for (const auto& k : *it) kids.push_back(&k);
+    }
+  }
+  for (size_t i = 0; i < kids.size(); ++i) {
+    const bool last = i + 1 == kids.size();
+    row(indent + (last ? "\u2514\u2500 " : "\u251c\u2500 "), *kids[i]);
+    drawChildren(*kids[i], indent + (last ? "   " : "\u2502  "), row);
+  }
+}
 
 void addNodeCommands(CLI::App& app, const std::string& stateDir, int& exitCode) {
   auto* status = app.add_subcommand(

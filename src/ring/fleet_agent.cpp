@@ -170,9 +170,7 @@ class FleetAgent::Impl {
     auto main = EtcdClient::create(o);
     if (!main.ok()) return main.error();
     etcd_ = std::move(*main);
-    auto path = fleet::parseCompartmentPath(s_.compartment);
-    if (!path.ok()) return path.error();
-    path_ = std::move(*path);
+    if (auto path = fleet::parseCompartmentPath(s_.compartment); !path.ok()) return path.error();
     return {};
   }
 
@@ -351,7 +349,6 @@ class FleetAgent::Impl {
     pending_.clear();
     scheduler_.clear();
     for (const auto& kv : all.kvs) applyPut(kv);
-    revision_ = all.revision;
   }
 
   void applyPut(const fleet::KeyValue& kv) {
@@ -410,8 +407,8 @@ class FleetAgent::Impl {
     const uint64_t generation = ++watchGeneration_;
     watch_ = etcd_->watch(
         kRoot, fleet::prefixEnd(kRoot), fromRevision,
-        [this, generation](std::vector<fleet::WatchEvent> events, int64_t revision) {
-          handoff_.post([this, generation, events = std::move(events), revision] {
+        [this, generation](std::vector<fleet::WatchEvent> events, int64_t) {
+          handoff_.post([this, generation, events = std::move(events)] {
             if (generation != watchGeneration_) return;
             for (const auto& e : events) {
               if (e.type == fleet::WatchEvent::Type::kPut) {
@@ -420,7 +417,6 @@ class FleetAgent::Impl {
                 applyDelete(e.kv.key);
               }
             }
-            revision_ = std::max(revision_, revision);
             reconcile();
           });
         },
@@ -926,7 +922,6 @@ class FleetAgent::Impl {
   std::string publicKey_;
   std::string apiUrl_;
   FleetHooks hooks_;
-  std::vector<std::string> path_;
   std::unique_ptr<EtcdClient> leaseClient_, etcd_;
   Handoff handoff_;
   std::unique_ptr<fleet::EtcdWorker> leaseWorker_, worker_;
@@ -955,7 +950,6 @@ class FleetAgent::Impl {
   std::map<std::string, std::string> pending_;
   std::map<std::string, std::string> pendingLogged_;
   std::string scheduler_;
-  int64_t revision_ = 0;
 
   int64_t lease_ = 0;
   int64_t schedLease_ = 0;  // the scheduler's, while this host is the scheduler
@@ -996,7 +990,6 @@ void FleetAgent::treeChanged() {
 Status FleetAgent::start(const std::string& joinToken) { return impl_->start(joinToken); }
 std::vector<NodeSpec> FleetAgent::running() const { return impl_->running_; }
 void FleetAgent::stop() { impl_->stop(); }
-Result<json> FleetAgent::listNodes() { return impl_->listNodes(); }
 Result<json> FleetAgent::getNode(const std::string& label) { return impl_->getNode(label); }
 Result<json> FleetAgent::createNode(const json& body) { return impl_->createNode(body); }
 Result<json> FleetAgent::updateNode(const std::string& label, const json& body) {

@@ -110,7 +110,6 @@ class FleetAgent {
 
   // The meta API in a fleet (HTTP threads; errors carry their HTTP status: 503 when etcd cannot
   // be written, naming why).
-  Result<nlohmann::json> listNodes();
   Result<nlohmann::json> getNode(const std::string& label);
   Result<nlohmann::json> createNode(const nlohmann::json& body);
   Result<nlohmann::json> updateNode(const std::string& label, const nlohmann::json& body);
