@@ -1,5 +1,7 @@
 #include "parent_main.hpp"
 
+#include <malloc.h>
+
 #include <CLI/CLI.hpp>
 #include <string>
 
@@ -9,7 +11,18 @@
 
 namespace enjin::daemons {
 
+namespace {
+// More than a daemon's threads: the API's pool (32 by default), the metrics listener, the fleet's
+// etcd workers, libzmq's I/O threads.
+constexpr int kMallocArenas = 128;
+}  // namespace
+
 int parentMain(int ring, int argc, char** argv) {
+  // glibc gives threads malloc arenas up to 8 per core and then makes them share, the main
+  // thread's arena included: the reactor (the main thread) then waits on the arena's lock while an
+  // HTTP thread, at a lower priority, holds it. Enough arenas for every thread of the daemon keep
+  // the reactor's to itself. Set before any thread starts.
+  (void)::mallopt(M_ARENA_MAX, kMallocArenas);
   CLI::App app{ring == 0
                    ? "ring0d - enjin's meta ring: creates, keys and supervises the ring-1 nodes"
                    : "ring1d - enjin's infrastructure ring: creates, keys and supervises the "
