@@ -37,6 +37,7 @@ const std::string kNodes = "/enjin/nodes/";
 const std::string kAssign = "/enjin/assign/";
 const std::string kPending = "/enjin/pending/";
 constexpr int64_t kMinRecordIntervalMs = 500;  // host record updates, coalesced
+constexpr int64_t kRenewRetryMs = 20;           // after a renewal that failed
 
 std::string sha256Hex(const std::string& s) {
   unsigned char out[crypto_hash_sha256_BYTES];
@@ -149,7 +150,7 @@ class FleetAgent::Impl {
   ~Impl() {
     handoff_.close();
     watch_.reset();
-    for (auto id : {keepTimer_, fenceTimer_, graceTimer_, recordTimer_}) {
+    for (auto id : {keepTimer_, fenceTimer_, graceTimer_, recordTimer_, retryTimer_}) {
       if (id != 0) reactor_.cancelTimer(id);
     }
   }
@@ -162,7 +163,7 @@ class FleetAgent::Impl {
     o.keyFile = s_.etcdKey;
     // A keep-alive must come back well inside the margin, and the other calls too: a call that
     // hangs delays the next one on its worker.
-    o.timeoutMs = std::max<int64_t>(100, ttlMs() / 4);
+    o.timeoutMs = std::max<int64_t>(100, ttlMs() / 10);
     auto lease = EtcdClient::create(o);
     if (!lease.ok()) return lease.error();
     leaseClient_ = std::move(*lease);
@@ -178,6 +179,9 @@ class FleetAgent::Impl {
   // From the last lease renewal sent that succeeded until this host must have stopped its nodes.
   int64_t fenceAfterMs() const {
     return static_cast<int64_t>(static_cast<double>(ttlMs()) * (1 - kFenceMargin));
+  }
+  int64_t orphanStopMs() const {
+    return static_cast<int64_t>(static_cast<double>(ttlMs()) * kOrphanStopShare);
   }
   int64_t nowNs() const { return clock_.monotonicNanos(); }
 
@@ -483,6 +487,14 @@ class FleetAgent::Impl {
             unreachableSince_ = sent;
             spdlog::warn("ring0d: fleet: cannot renew the lease: {}", ttl.error().message);
           }
+          // Again at once rather than at the next tick: etcd may only be electing a leader, and
+          // the first renewal after the election keeps this host from fencing.
+          if (retryTimer_ == 0) {
+            retryTimer_ = reactor_.addTimerAfterMillis(kRenewRetryMs, [this] {
+              retryTimer_ = 0;
+              keepAlive();
+            });
+          }
         });
   }
 
@@ -562,7 +574,7 @@ class FleetAgent::Impl {
       out.push_back(n->second.spec);
       // A dead ring0d cannot fence: its holder stops the node when this ring0d has been gone as
       // long as a fence waits (a fence node only: a keep node outlives its host's silence).
-      if (n->second.onLostQuorum != "keep") out.back().orphanStopMs = fenceAfterMs();
+      if (n->second.onLostQuorum != "keep") out.back().orphanStopMs = orphanStopMs();
     }
     return out;
   }
@@ -966,6 +978,7 @@ class FleetAgent::Impl {
   bool routesAnnounced_ = false;
   uint64_t fences_ = 0, moves_ = 0, elections_ = 0;
   Reactor::TimerId keepTimer_ = 0, fenceTimer_ = 0, graceTimer_ = 0, recordTimer_ = 0;
+  Reactor::TimerId retryTimer_ = 0;  // a renewal again soon after one failed
 };
 
 FleetAgent::FleetAgent() = default;

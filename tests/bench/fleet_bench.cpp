@@ -1,7 +1,8 @@
 // fleet_bench: the failover figures of a fleet of three ring0d hosts (network namespaces on this
 // machine, one etcd member and one ring0d each, lease_ttl_ms 1000 and grace_ms 1000 as in
 // tests/fleet/), measured on one fleet reused round after round:
-// - host loss: SIGKILL every process of the host running most ring-1 nodes (its etcd member too);
+// - host loss: SIGKILL every process of a host (its etcd member too): in even rounds the host
+//   whose etcd member is the raft leader, in odd ones the follower running most ring-1 nodes;
 //   detection = until another host's GET /v1/fleet no longer lists it; replacement ready = until
 //   each of its nodes is ready on another host (ring0d's tree). The host is then started again
 //   (etcd member with its data, ring0d with its store) and holds a lease before the next round.
@@ -9,8 +10,10 @@
 //   different scheduler; the ring0d is started again (it keeps its lease and its nodes).
 // Targets (issue 12): detection <= 2 s, replacement ready <= 5 s.
 //
-// Usage: fleet_bench [--smoke] [--rounds N]
+// Usage: fleet_bench [--smoke] [--rounds N] [--etcd-election-ms MS]
 //   --smoke  one round: that it runs, not how it does (ctest)
+//   --etcd-election-ms  the members' election timeout (default 200, as in tests/fleet/; the
+//            heartbeat is a tenth)
 // Prints a table and one BENCH_JSON line. Exit 0 when every round was measured, 1 when a round
 // failed, 2 usage, 77 skipped (not root, no etcd: namespaces cannot be made here).
 #include <unistd.h>
@@ -85,8 +88,18 @@ json toJson(const Summary& s) {
 
 struct Samples {
   std::vector<int64_t> detection, ready, handover;
+  // Detection split by whether the lost host's etcd member was the raft leader.
+  std::vector<int64_t> detectionLeader, detectionFollower;
   int leaderLost = 0;  // rounds whose lost host's etcd member was the leader
+  // Fences of the hosts that stayed up, during host-loss rounds: a host fences when it cannot
+  // renew its lease for 0.7 TTL, which an etcd election longer than that makes every host do.
+  int64_t survivorFences = 0;
 };
+
+// How many times `host` fenced itself since its ring0d started (-1: unknown).
+int64_t fencesOf(Ring0Fleet& fleet, const std::string& host) {
+  return fleet.treeOf(host).value("fleet", json::object()).value("fences", int64_t{-1});
+}
 
 const std::vector<std::string> kNodes{"b1", "b2", "b3", "b4", "b5", "b6"};
 
@@ -108,16 +121,46 @@ bool etcdLeaderIs(Ring0Fleet& fleet, const std::string& host, const std::string&
   return false;
 }
 
-void hostLossRound(Ring0Fleet& fleet, Samples& out) {
+// The host whose etcd member leads ("": none found within 5 s; a member just restarted may not
+// answer at once).
+std::string etcdLeaderHost(Ring0Fleet& fleet) {
+  std::string leader;
+  fleet.waitFor(
+      [&] {
+        for (const auto& h : fleet.hosts()) {
+          if (etcdLeaderIs(fleet, h, h == "h1" ? "h2" : "h1")) leader = h;
+        }
+        return !leader.empty();
+      },
+      5'000);
+  return leader;
+}
+
+// `leaderRound`: the host lost is the one whose etcd member leads (the slow case: an election,
+// and the new leader extends every lease); otherwise the one running most nodes among the others.
+void hostLossRound(Ring0Fleet& fleet, Samples& out, bool leaderRound) {
   std::map<std::string, std::vector<std::string>> onHost;
   for (const auto& l : kNodes) onHost[fleet.hostOf(l)].push_back(l);
-  std::string victim;
-  for (const auto& h : fleet.hosts()) {
-    if (victim.empty() || onHost[h].size() > onHost[victim].size()) victim = h;
+  const std::string leaderHost = etcdLeaderHost(fleet);
+  std::string victim = leaderRound && !onHost[leaderHost].empty() ? leaderHost : "";
+  if (victim.empty()) {
+    for (const auto& h : fleet.hosts()) {
+      if (h == leaderHost) continue;
+      if (victim.empty() || onHost[h].size() > onHost[victim].size()) victim = h;
+    }
+  }
+  if (onHost[victim].empty()) {  // a host restarted in an earlier round may run nothing yet
+    for (const auto& h : fleet.hosts()) {
+      if (onHost[h].size() > onHost[victim].size()) victim = h;
+    }
   }
   const std::vector<std::string> lost = onHost[victim];
   const std::string watcher = victim == "h1" ? "h2" : "h1";
-  const bool leader = etcdLeaderIs(fleet, victim, watcher);
+  const bool leader = victim == leaderHost;
+  std::map<std::string, int64_t> fencesBefore;
+  for (const auto& h : fleet.hosts()) {
+    if (h != victim) fencesBefore[h] = fencesOf(fleet, h);
+  }
   const auto killed = Clock::now();
   check(fleet.net().killHost(victim));
   int64_t detected = -1;
@@ -140,12 +183,22 @@ void hostLossRound(Ring0Fleet& fleet, Samples& out) {
             },
             20'000),
         victim + "'s nodes not ready elsewhere within 20 s\n" + fleet.logs());
+  int64_t fenced = 0;
+  for (const auto& [h, before] : fencesBefore) {
+    const int64_t after = fencesOf(fleet, h);
+    if (before >= 0 && after > before) fenced += after - before;
+  }
+  out.survivorFences += fenced;
   out.detection.push_back(detected);
+  (leader ? out.detectionLeader : out.detectionFollower).push_back(detected);
   out.leaderLost += leader ? 1 : 0;
   out.ready.push_back(msSince(killed));
-  std::printf("  host loss of %s (%zu nodes%s): detected in %lld ms, ready elsewhere in %lld ms\n",
-              victim.c_str(), lost.size(), leader ? ", its etcd member the leader" : "",
-              static_cast<long long>(detected), static_cast<long long>(out.ready.back()));
+  std::printf(
+      "  host loss of %s (%zu nodes%s): detected in %lld ms, ready elsewhere in %lld ms; "
+      "fences of the other hosts: %lld\n",
+      victim.c_str(), lost.size(), leader ? ", its etcd member the leader" : "",
+      static_cast<long long>(detected), static_cast<long long>(out.ready.back()),
+      static_cast<long long>(fenced));
   check(fleet.restartHost(victim));
 }
 
@@ -180,13 +233,20 @@ void schedulerRound(Ring0Fleet& fleet, Samples& out) {
 
 int main(int argc, char** argv) {
   int rounds = 10;
+  int electionMs = 200;
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--smoke") == 0) {
       rounds = 1;
     } else if (std::strcmp(argv[i], "--rounds") == 0 && i + 1 < argc) {
       rounds = std::max(1, std::atoi(argv[++i]));
+    } else if (std::strcmp(argv[i], "--etcd-election-ms") == 0 && i + 1 < argc) {
+      electionMs = std::atoi(argv[++i]);
+      if (electionMs < 50) {
+        std::fprintf(stderr, "fleet_bench: --etcd-election-ms must be at least 50\n");
+        return 2;
+      }
     } else {
-      std::fprintf(stderr, "usage: fleet_bench [--smoke] [--rounds N]\n");
+      std::fprintf(stderr, "usage: fleet_bench [--smoke] [--rounds N] [--etcd-election-ms MS]\n");
       return 2;
     }
   }
@@ -203,7 +263,12 @@ int main(int argc, char** argv) {
   const std::string bin = std::filesystem::read_symlink("/proc/self/exe").parent_path();
   const double loadBefore = loadAverage();
   auto made =
-      Ring0Fleet::create({.binDir = bin, .leaseTtlMs = 1000, .graceMs = 1000, .stop = &gStop});
+      Ring0Fleet::create({.binDir = bin,
+                          .leaseTtlMs = 1000,
+                          .graceMs = 1000,
+                          .etcdHeartbeatMs = electionMs / 10,
+                          .etcdElectionMs = electionMs,
+                          .stop = &gStop});
   if (!made.ok()) {
     std::fprintf(stderr, "fleet_bench: %s\n", made.error().message.c_str());
     return 1;
@@ -230,7 +295,7 @@ int main(int argc, char** argv) {
           "the bench's nodes are not all ready within 30 s\n" + fleet->logs());
     for (int r = 1; r <= rounds; ++r) {
       std::printf("round %d/%d\n", r, rounds);
-      hostLossRound(*fleet, s);
+      hostLossRound(*fleet, s, r % 2 == 0);
       schedulerRound(*fleet, s);
       loadMax = std::max(loadMax, loadAverage());
       std::fflush(stdout);
@@ -248,18 +313,30 @@ int main(int argc, char** argv) {
   std::printf("\n%-40s %9s %9s %9s %9s %8s\n", "", "median", "p90", "min", "max", "target");
   std::printf("%-40s %6.0f ms %6.0f ms %6.0f ms %6.0f ms %8s\n", "host loss: detection", d.median,
               d.p90, d.min, d.max, "<= 2 s");
+  const Summary dl = summarize(s.detectionLeader), df = summarize(s.detectionFollower);
+  std::printf("%-40s %6.0f ms %6.0f ms %6.0f ms %6.0f ms %8s\n", "  its etcd member a follower",
+              df.median, df.p90, df.min, df.max, "<= 2 s");
+  std::printf("%-40s %6.0f ms %6.0f ms %6.0f ms %6.0f ms %8s\n", "  its etcd member the leader",
+              dl.median, dl.p90, dl.min, dl.max, "<= 2 s");
   std::printf("%-40s %6.0f ms %6.0f ms %6.0f ms %6.0f ms %8s\n", "host loss: replacement ready",
               r.median, r.p90, r.min, r.max, "<= 5 s");
   std::printf("%-40s %6.0f ms %6.0f ms %6.0f ms %6.0f ms %8s\n", "scheduler handover", h.median,
               h.p90, h.min, h.max, "1 TTL");
+  std::printf("fences of the hosts that stayed up, in all host-loss rounds: %lld\n",
+              static_cast<long long>(s.survivorFences));
   std::printf(
       "rounds: %zu; load average (1 min): %.2f before, %.2f at most between rounds, %.2f after\n",
       s.detection.size(), loadBefore, loadMax, loadAfter);
   const json out{{"rounds", s.detection.size()},
                  {"lease_ttl_ms", 1000},
                  {"grace_ms", 1000},
+                 {"etcd_heartbeat_ms", electionMs / 10},
+                 {"etcd_election_ms", electionMs},
                  {"lost_etcd_leader_rounds", s.leaderLost},
+                 {"survivor_fences", s.survivorFences},
                  {"detection_ms", toJson(d)},
+                 {"detection_leader_lost_ms", toJson(dl)},
+                 {"detection_follower_lost_ms", toJson(df)},
                  {"replacement_ready_ms", toJson(r)},
                  {"scheduler_handover_ms", toJson(h)},
                  {"loadavg", {{"before", loadBefore}, {"max", loadMax}, {"after", loadAfter}}}};

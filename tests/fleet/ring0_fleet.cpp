@@ -47,7 +47,8 @@ Result<std::unique_ptr<Ring0Fleet>> Ring0Fleet::create(const Ring0FleetOptions& 
       return Error{"fleet of ring0d: no " + options.binDir + "/" + bin + " (build first)"};
     }
   }
-  auto f = TestFleet::create({});
+  auto f = TestFleet::create(
+      {.etcdHeartbeatMs = options.etcdHeartbeatMs, .etcdElectionMs = options.etcdElectionMs});
   if (!f.ok()) return f.error().wrap("fleet of ring0d");
   auto formed = (*f)->startEtcd();
   if (!formed.ok()) return formed.error().wrap("fleet of ring0d");

@@ -30,6 +30,9 @@ struct Ring0FleetOptions {
   std::string binDir;  // where ring0d, ring1d, ring2d, enjin-holder and enjinctl are
   int leaseTtlMs = 1000;
   int graceMs = 1000;
+  // etcd's raft timing (ms), as in FleetOptions.
+  int etcdHeartbeatMs = 20;
+  int etcdElectionMs = 200;
   // Set (by a signal handler) to stop: every wait of the fleet returns false at once.
   const std::atomic<bool>* stop = nullptr;
 };

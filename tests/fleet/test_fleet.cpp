@@ -37,6 +37,15 @@ constexpr int kClientPort = 2379, kPeerPort = 2380;
 
 std::atomic<int> gFleetCounter{0};
 
+// Where a fleet's dir goes: memory (/dev/shm) when the machine has it. etcd fsyncs its log on
+// every write, and on a disk shared with other jobs a slow fsync stalls a member's raft loop
+// for longer than the short election timeout the fleet uses: elections nobody asked for.
+fs::path fleetDirRoot() {
+  std::error_code ec;
+  if (fs::is_directory("/dev/shm", ec)) return "/dev/shm";
+  return fs::temp_directory_path();
+}
+
 int64_t msSince(Clock::time_point start) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start).count();
 }
@@ -419,7 +428,7 @@ Result<std::unique_ptr<TestFleet>> TestFleet::create(const FleetOptions& options
 }
 
 Status TestFleet::build() {
-  std::string tmpl = (fs::temp_directory_path() / ("enjin-fleet-" + tag_ + "-XXXXXX")).string();
+  std::string tmpl = (fleetDirRoot() / ("enjin-fleet-" + tag_ + "-XXXXXX")).string();
   if (::mkdtemp(tmpl.data()) == nullptr) return errnoError("mkdtemp " + tmpl, errno);
   dir_ = tmpl;
   std::error_code ec;
@@ -810,12 +819,14 @@ int sweepStaleFleets() {
     }
   }
   std::vector<fs::path> staleDirs;
-  for (const auto& e : fs::directory_iterator(fs::temp_directory_path(), ec)) {
-    std::string name = e.path().filename().string();
-    std::smatch m;
-    if (name.rfind("enjin-fleet-", 0) == 0 && std::regex_match(name, m, kName) &&
-        namedPidIsDead(m[1].str())) {
-      staleDirs.push_back(e.path());
+  for (const fs::path& root : {fleetDirRoot(), fs::temp_directory_path()}) {
+    for (const auto& e : fs::directory_iterator(root, ec)) {
+      std::string name = e.path().filename().string();
+      std::smatch m;
+      if (name.rfind("enjin-fleet-", 0) == 0 && std::regex_match(name, m, kName) &&
+          namedPidIsDead(m[1].str())) {
+        staleDirs.push_back(e.path());
+      }
     }
   }
   for (const auto& d : staleDirs) fs::remove_all(d, ec);

@@ -93,9 +93,11 @@ class HostProcess {
 
 struct FleetOptions {
   int hosts = 3;
-  // etcd's raft timing (ms). Fast failure detection; 50/500 holds on 2 busy cores.
-  int etcdHeartbeatMs = 50;
-  int etcdElectionMs = 500;
+  // etcd's raft timing (ms). A lost leader means no renewal until the others elect a new one
+  // (one to two election timeouts): with the fleet's 1 s TTL, whose fence comes 0.9 s after the
+  // last renewal, an election must end well inside that (docs/fleet.md, "etcd's timing").
+  int etcdHeartbeatMs = 20;
+  int etcdElectionMs = 200;
   // Bound on waiting for etcd to become healthy.
   int etcdReadyTimeoutMs = 20000;
   // etcd over TLS, as in production: create() makes a CA, a certificate per member and one per

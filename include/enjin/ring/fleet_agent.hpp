@@ -87,9 +87,15 @@ std::string fleetObserveEndpoint(const std::string& observe, const std::string& 
 
 class FleetAgent {
  public:
-  // The fence margin: the share of the lease's TTL before its end at which a host that could not
-  // renew it stops its nodes.
-  static constexpr double kFenceMargin = 0.3;
+  // The fence margin: the share of the lease's TTL before its earliest end at which a host that
+  // could not renew it stops its nodes. Small, so that an etcd election (no leader, no renewal)
+  // ends before it: the nodes then still have the margin and the scheduler's grace to stop
+  // before a copy may start elsewhere.
+  static constexpr double kFenceMargin = 0.1;
+  // The share of the TTL a holder waits with no ring0d connected before it stops the fleet's
+  // nodes (NodeSpec::orphanStopMs): counted from when the ring0d went, which is after its last
+  // renewal, so it keeps a wider margin.
+  static constexpr double kOrphanStopShare = 0.7;
 
   // `reactor`, `clock` and `store` must outlive the agent; create it on the reactor thread.
   static Result<std::unique_ptr<FleetAgent>> create(Reactor& reactor, const Clock& clock,
