@@ -460,6 +460,72 @@ TEST_F(FleetRing0Test, APartitionedHostFencesItselfAndNoNodeEverRunsTwice) {
   std::printf("partition healed: %d nodes ran twice (%d samples)\n", twice.load(), samples.load());
 }
 
+// Losing the host whose etcd member leads costs an election, during which no host can renew its
+// lease: the election must end before any other host's fence (docs/fleet.md, "etcd's timing").
+TEST_F(FleetRing0Test, LosingTheEtcdLeadersHostFencesNoOtherHost) {
+  ASSERT_NO_FATAL_FAILURE(startFleet());
+  const std::vector<std::string> labels{"e1", "e2", "e3", "e4", "e5", "e6"};
+  for (const auto& l : labels) ASSERT_EQ(api("h1", "POST", "/v1/nodes", node(l, "")).status, 201);
+  ASSERT_TRUE(waitFor([&] {
+    auto all = ring1dHosts();
+    for (const auto& l : labels) {
+      if (all[l].size() != 1 || !readyOn(*all[l].begin(), l)) return false;
+    }
+    return true;
+  }, 30'000)) << logs();
+  std::string leader;
+  ASSERT_TRUE(waitFor([&] {
+    auto r = fleet_->etcdctl("h1", {"endpoint", "status", "-w", "json"},
+                             fleet_->allClientUrlsJoined());
+    if (!r.ok() || !r->ok()) return false;
+    const json all = json::parse(r->out, nullptr, false);
+    if (!all.is_array()) return false;
+    for (const auto& h : fleet_->hosts()) {
+      for (const auto& e : all) {
+        if (e.value("Endpoint", "") != fleet_->clientUrl(h)) continue;
+        const json st = e.value("Status", json::object());
+        if (st.value("header", json::object()).value("member_id", uint64_t{0}) ==
+            st.value("leader", uint64_t{1})) {
+          leader = h;
+        }
+      }
+    }
+    return !leader.empty();
+  }, 5'000));
+  std::map<std::string, int64_t> fencesBefore;
+  std::map<std::string, std::string> survivorNodes;  // label -> host, off the leader's host
+  for (const auto& h : fleet_->hosts()) {
+    if (h != leader) fencesBefore[h] = treeOf(h).value("fleet", json::object()).value("fences", int64_t{-1});
+  }
+  for (const auto& [label, hosts] : ring1dHosts()) {
+    if (hosts.size() == 1 && *hosts.begin() != leader) survivorNodes[label] = *hosts.begin();
+  }
+  ASSERT_FALSE(survivorNodes.empty()) << "every node is on the leader's host " << leader;
+
+  ASSERT_TRUE(fleet_->killHost(leader).ok());
+  // For 3 s (the lease's TTL, the election and the grace): every node of the other hosts keeps
+  // running where it was, sampled every 50 ms.
+  int gaps = 0;
+  std::string gap;
+  const auto until = Clock::now() + std::chrono::seconds(3);
+  while (Clock::now() < until) {
+    auto all = ring1dHosts();
+    for (const auto& [label, host] : survivorNodes) {
+      if (all[label].count(host) == 0) {
+        ++gaps;
+        gap = label + " not running on " + host;
+      }
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(gaps, 0) << "after " << leader << " (the etcd leader's host) was lost: " << gap << "\n"
+                     << logs();
+  for (const auto& [h, before] : fencesBefore) {
+    EXPECT_EQ(treeOf(h).value("fleet", json::object()).value("fences", int64_t{-1}), before)
+        << h << " fenced itself while etcd elected a new leader\n" << logs();
+  }
+}
+
 TEST_F(FleetRing0Test, ALostSchedulerIsReplacedWithinATtlAndNothingMoves) {
   ASSERT_NO_FATAL_FAILURE(startFleet());
   for (const char* l : {"q1", "q2", "q3"}) ASSERT_EQ(api("h2", "POST", "/v1/nodes", node(l, "")).status, 201);
