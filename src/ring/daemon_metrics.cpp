@@ -141,7 +141,41 @@ void writeConnectionMetrics(metrics::Registry::Writer& out,
   }
 }
 
+namespace {
+
 constexpr int64_t kLagProbeMs = 50;
+constexpr int64_t kLagProbeIdleNs = 600'000'000'000;  // 10 min without a scrape: it stops
+
+// A timer every 50 ms that does nothing but be timed: with it the lag histogram has 20 samples a
+// second however quiet the daemon's own timers are, so its p99 is the loop's and not the worst
+// of a handful. It runs only while someone reads the metrics: a scrape starts it, and it stops
+// once nobody has scraped for 10 min, so a daemon nobody watches (most ring1d of a host) does
+// not wake 20 times a second for it.
+struct LagProbe {
+  explicit LagProbe(Reactor& r) : reactor(r) {}
+  Reactor& reactor;
+  int64_t lastReadNs = 0;
+  bool running = false;
+
+  static void arm(const std::shared_ptr<LagProbe>& self) {
+    self->reactor.addTimerAfterMillis(kLagProbeMs, [self] {
+      if (self->reactor.clock().monotonicNanos() - self->lastReadNs > kLagProbeIdleNs) {
+        self->running = false;
+        return;
+      }
+      arm(self);
+    });
+  }
+  // On the reactor, at each render.
+  static void read(const std::shared_ptr<LagProbe>& self) {
+    self->lastReadNs = self->reactor.clock().monotonicNanos();
+    if (self->running) return;
+    self->running = true;
+    arm(self);
+  }
+};
+
+}  // namespace
 
 void addDaemonMetrics(metrics::Registry& registry, NodeParent& parent, Reactor& reactor) {
   metrics::Histogram& lag =
@@ -151,14 +185,10 @@ void addDaemonMetrics(metrics::Registry& registry, NodeParent& parent, Reactor& 
                          metrics::exponentialBuckets(0.0001, 2, 15));
   reactor.setLagObserver(
       [&lag](int64_t lateNanos) { lag.observe(static_cast<double>(lateNanos) / 1e9); });
-  // A probe timer every 50 ms that does nothing but be timed: with it the histogram has 20
-  // samples a second however quiet the daemon's own timers are, so its p99 is the loop's and not
-  // the worst of a handful.
-  auto probe = std::make_shared<std::function<void()>>();
-  *probe = [&reactor, weak = std::weak_ptr(probe)] {
-    if (auto next = weak.lock()) reactor.addTimerAfterMillis(kLagProbeMs, [next] { (*next)(); });
-  };
-  (*probe)();
+  registry.addCollector(
+      [probe = std::make_shared<LagProbe>(reactor)](metrics::Registry::Writer&) {
+        LagProbe::read(probe);
+      });
   registry.addCollector([&parent](metrics::Registry::Writer& out) {
     writeTreeMetrics(out, parent.tree());
     writeBusMetrics(out, parent.upCounters(), parent.refusedMessages());
