@@ -151,6 +151,19 @@ label = "infra"
   // Nothing but the metrics on this listener, and no token asked for them.
   EXPECT_EQ(httpGet(metricsPort, "/v1/tree").first, 404);
 
+  // A scrape starts the lag probe (a timer every 50 ms): over the next second the histogram
+  // counts its firings, about 20, on top of the daemon's own timers (a few per heartbeat).
+  const auto lagCount = [&] {
+    auto [status, body] = httpGet(metricsPort, "/metrics");
+    const auto at = body.find("\nenjin_reactor_lag_seconds_count ");
+    return status == 200 && at != std::string::npos ? std::atof(body.c_str() + at + 32) : -1.0;
+  };
+  const double before = lagCount();
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+  const double after = lagCount();
+  std::printf("enjin_reactor_lag_seconds_count: %.0f more in 1 s\n", after - before);
+  EXPECT_GE(after - before, 15) << before << " then " << after;
+
   if (::access("/usr/bin/promtool", X_OK) == 0) {
     std::ofstream(dir_ / "scrape.prom") << text;
     const std::string cmd = "promtool check metrics < '" + (dir_ / "scrape.prom") + "' 2>&1";
