@@ -487,9 +487,10 @@ class FleetAgent::Impl {
             unreachableSince_ = sent;
             spdlog::warn("ring0d: fleet: cannot renew the lease: {}", ttl.error().message);
           }
-          // Again at once rather than at the next tick: etcd may only be electing a leader, and
-          // the first renewal after the election keeps this host from fencing.
-          if (retryTimer_ == 0) {
+          // Unreachable or no leader (503): again at once rather than at the next tick, since
+          // etcd may only be electing one, and the first renewal after the election keeps this
+          // host from fencing. Any other refusal (401, a TLS failure) waits for the next tick.
+          if (ttl.error().code == 503 && retryTimer_ == 0) {
             retryTimer_ = reactor_.addTimerAfterMillis(kRenewRetryMs, [this] {
               retryTimer_ = 0;
               keepAlive();
@@ -572,8 +573,9 @@ class FleetAgent::Impl {
       if (n == nodes_.end()) continue;
       if ((fenced_ || lease_ == 0) && n->second.onLostQuorum != "keep") continue;
       out.push_back(n->second.spec);
-      // A dead ring0d cannot fence: its holder stops the node when this ring0d has been gone as
-      // long as a fence waits (a fence node only: a keep node outlives its host's silence).
+      // A dead ring0d cannot fence: its holder stops the node once this ring0d has been gone
+      // for kOrphanStopShare of the TTL (a fence node only: a keep node outlives its host's
+      // silence).
       if (n->second.onLostQuorum != "keep") out.back().orphanStopMs = orphanStopMs();
     }
     return out;

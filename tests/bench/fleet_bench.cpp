@@ -92,7 +92,7 @@ struct Samples {
   std::vector<int64_t> detectionLeader, detectionFollower;
   int leaderLost = 0;  // rounds whose lost host's etcd member was the leader
   // Fences of the hosts that stayed up, during host-loss rounds: a host fences when it cannot
-  // renew its lease for 0.7 TTL, which an etcd election longer than that makes every host do.
+  // renew its lease for 0.9 TTL, which an etcd election longer than that makes every host do.
   int64_t survivorFences = 0;
 };
 
@@ -103,33 +103,14 @@ int64_t fencesOf(Ring0Fleet& fleet, const std::string& host) {
 
 const std::vector<std::string> kNodes{"b1", "b2", "b3", "b4", "b5", "b6"};
 
-// Whether `host`'s etcd member is the raft leader (asked from `from`): losing the leader costs an
-// election, and the new leader extends every lease on promotion (etcd's lessor), so a lost host
-// whose member led is detected up to a TTL later.
-bool etcdLeaderIs(Ring0Fleet& fleet, const std::string& host, const std::string& from) {
-  auto r = fleet.net().etcdctl(from, {"endpoint", "status", "-w", "json"},
-                               fleet.net().allClientUrlsJoined());
-  if (!r.ok() || !r->ok()) return false;
-  const json all = json::parse(r->out, nullptr, false);
-  if (!all.is_array()) return false;
-  for (const auto& e : all) {
-    if (e.value("Endpoint", "") != fleet.net().clientUrl(host)) continue;
-    const json st = e.value("Status", json::object());
-    return st.value("header", json::object()).value("member_id", uint64_t{0}) ==
-           st.value("leader", uint64_t{1});
-  }
-  return false;
-}
-
 // The host whose etcd member leads ("": none found within 5 s; a member just restarted may not
-// answer at once).
+// answer at once). Losing the leader costs an election, and the new leader extends every lease
+// on promotion (etcd's lessor), so a lost host whose member led is detected later.
 std::string etcdLeaderHost(Ring0Fleet& fleet) {
   std::string leader;
   fleet.waitFor(
       [&] {
-        for (const auto& h : fleet.hosts()) {
-          if (etcdLeaderIs(fleet, h, h == "h1" ? "h2" : "h1")) leader = h;
-        }
+        leader = fleet.net().etcdLeader("h1");
         return !leader.empty();
       },
       5'000);

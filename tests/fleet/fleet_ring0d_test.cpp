@@ -474,28 +474,16 @@ TEST_F(FleetRing0Test, LosingTheEtcdLeadersHostFencesNoOtherHost) {
     return true;
   }, 30'000)) << logs();
   std::string leader;
-  ASSERT_TRUE(waitFor([&] {
-    auto r = fleet_->etcdctl("h1", {"endpoint", "status", "-w", "json"},
-                             fleet_->allClientUrlsJoined());
-    if (!r.ok() || !r->ok()) return false;
-    const json all = json::parse(r->out, nullptr, false);
-    if (!all.is_array()) return false;
-    for (const auto& h : fleet_->hosts()) {
-      for (const auto& e : all) {
-        if (e.value("Endpoint", "") != fleet_->clientUrl(h)) continue;
-        const json st = e.value("Status", json::object());
-        if (st.value("header", json::object()).value("member_id", uint64_t{0}) ==
-            st.value("leader", uint64_t{1})) {
-          leader = h;
-        }
-      }
-    }
-    return !leader.empty();
-  }, 5'000));
+  ASSERT_TRUE(waitFor([&] { return !(leader = fleet_->etcdLeader("h1")).empty(); }, 5'000));
+  const auto fencesOf = [&](const std::string& h) {
+    return treeOf(h).value("fleet", json::object()).value("fences", int64_t{-1});
+  };
   std::map<std::string, int64_t> fencesBefore;
   std::map<std::string, std::string> survivorNodes;  // label -> host, off the leader's host
   for (const auto& h : fleet_->hosts()) {
-    if (h != leader) fencesBefore[h] = treeOf(h).value("fleet", json::object()).value("fences", int64_t{-1});
+    if (h == leader) continue;
+    fencesBefore[h] = fencesOf(h);
+    ASSERT_GE(fencesBefore[h], 0) << h << "'s tree has no fleet.fences";
   }
   for (const auto& [label, hosts] : ring1dHosts()) {
     if (hosts.size() == 1 && *hosts.begin() != leader) survivorNodes[label] = *hosts.begin();
@@ -521,7 +509,7 @@ TEST_F(FleetRing0Test, LosingTheEtcdLeadersHostFencesNoOtherHost) {
   EXPECT_EQ(gaps, 0) << "after " << leader << " (the etcd leader's host) was lost: " << gap << "\n"
                      << logs();
   for (const auto& [h, before] : fencesBefore) {
-    EXPECT_EQ(treeOf(h).value("fleet", json::object()).value("fences", int64_t{-1}), before)
+    EXPECT_EQ(fencesOf(h), before)
         << h << " fenced itself while etcd elected a new leader\n" << logs();
   }
 }

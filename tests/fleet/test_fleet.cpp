@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -24,6 +25,8 @@
 #include <sstream>
 #include <thread>
 
+#include <nlohmann/json.hpp>
+
 namespace enjin::testing {
 namespace {
 
@@ -37,12 +40,17 @@ constexpr int kClientPort = 2379, kPeerPort = 2380;
 
 std::atomic<int> gFleetCounter{0};
 
-// Where a fleet's dir goes: memory (/dev/shm) when the machine has it. etcd fsyncs its log on
-// every write, and on a disk shared with other jobs a slow fsync stalls a member's raft loop
-// for longer than the short election timeout the fleet uses: elections nobody asked for.
+// Where a fleet's dir goes: memory (/dev/shm) when the machine has it with room to spare. etcd
+// fsyncs its log on every write, and on a disk shared with other jobs a slow fsync stalls a
+// member's raft loop for longer than the short election timeout the fleet uses: elections
+// nobody asked for. Each member preallocates about 128 MB of log, so a small /dev/shm (a
+// container's 64 MB) is passed over.
 fs::path fleetDirRoot() {
-  std::error_code ec;
-  if (fs::is_directory("/dev/shm", ec)) return "/dev/shm";
+  constexpr uint64_t kRoom = uint64_t{1} << 30;
+  struct statvfs st {};
+  if (::statvfs("/dev/shm", &st) == 0 && uint64_t{st.f_bavail} * st.f_frsize >= kRoom) {
+    return "/dev/shm";
+  }
   return fs::temp_directory_path();
 }
 
@@ -658,6 +666,24 @@ std::string TestFleet::allClientUrlsJoined() const {
   return out;
 }
 
+std::string TestFleet::etcdLeader(const std::string& fromHost) {
+  auto r = etcdctl(fromHost, {"endpoint", "status", "-w", "json"}, allClientUrlsJoined());
+  if (!r.ok() || !r->ok()) return "";
+  const nlohmann::json all = nlohmann::json::parse(r->out, nullptr, false);
+  if (!all.is_array()) return "";
+  for (const auto& e : all) {
+    const nlohmann::json st = e.value("Status", nlohmann::json::object());
+    if (st.value("header", nlohmann::json::object()).value("member_id", uint64_t{0}) !=
+        st.value("leader", uint64_t{1})) {
+      continue;
+    }
+    for (const auto& h : hosts_) {
+      if (e.value("Endpoint", "") == clientUrl(h)) return h;
+    }
+  }
+  return "";
+}
+
 HostProcess* TestFleet::etcdOf(const std::string& host) {
   auto it = etcd_.find(host);
   if (it == etcd_.end() || !it->second->running()) return nullptr;
@@ -819,7 +845,8 @@ int sweepStaleFleets() {
     }
   }
   std::vector<fs::path> staleDirs;
-  for (const fs::path& root : {fleetDirRoot(), fs::temp_directory_path()}) {
+  // Where fleets go now, and where they went before they went to /dev/shm.
+  for (const fs::path& root : std::set<fs::path>{fleetDirRoot(), fs::temp_directory_path()}) {
     for (const auto& e : fs::directory_iterator(root, ec)) {
       std::string name = e.path().filename().string();
       std::smatch m;

@@ -178,6 +178,9 @@ class TestFleet {
   // with a command timeout of `commandTimeoutMs`.
   Result<CommandResult> etcdctl(const std::string& host, const std::vector<std::string>& args,
                                 const std::string& endpoints = "", int commandTimeoutMs = 2000);
+  // The host whose etcd member is the raft leader, as `etcdctl endpoint status` over every member
+  // says, asked from `fromHost`; "" when no member answers as leader.
+  std::string etcdLeader(const std::string& fromHost);
 
   // Partitions a host from the others (its bridge port down; the host keeps its address and
   // loopback) and restores it.

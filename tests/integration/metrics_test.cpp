@@ -151,14 +151,16 @@ label = "infra"
   // Nothing but the metrics on this listener, and no token asked for them.
   EXPECT_EQ(httpGet(metricsPort, "/v1/tree").first, 404);
 
-  // A scrape starts the lag probe (a timer every 50 ms): over the next second the histogram
-  // counts its firings, about 20, on top of the daemon's own timers (a few per heartbeat).
+  // The scrapes above started the lag probe (a timer every 50 ms): over the next second the
+  // histogram counts its firings, about 20, on top of the daemon's own timers (a few per
+  // heartbeat).
   const auto lagCount = [&] {
     auto [status, body] = httpGet(metricsPort, "/metrics");
     const auto at = body.find("\nenjin_reactor_lag_seconds_count ");
     return status == 200 && at != std::string::npos ? std::atof(body.c_str() + at + 32) : -1.0;
   };
   const double before = lagCount();
+  ASSERT_GE(before, 0) << "no enjin_reactor_lag_seconds_count in the scrape";
   std::this_thread::sleep_for(std::chrono::seconds(1));
   const double after = lagCount();
   std::printf("enjin_reactor_lag_seconds_count: %.0f more in 1 s\n", after - before);

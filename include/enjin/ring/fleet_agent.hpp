@@ -24,8 +24,8 @@
 // transaction that checks the record is still absent. So a partitioned host has stopped its
 // nodes margin + grace before another host may start them. A host whose lease expired makes a
 // new one and reads the whole fleet again before it runs anything. A ring0d that dies cannot
-// fence: the nodes it hands its parent carry orphanStopMs (the same 70 % of the TTL), after
-// which their holder stops them.
+// fence: the nodes it hands its parent carry orphanStopMs (70 % of the TTL), after which their
+// holder stops them.
 //
 // on_lost_quorum (per node): "fence" (default) stops the node as above; "keep" leaves it running
 // while the host cannot reach etcd. With "keep", a second copy runs when the host is cut off from
@@ -93,8 +93,10 @@ class FleetAgent {
   // before a copy may start elsewhere.
   static constexpr double kFenceMargin = 0.1;
   // The share of the TTL a holder waits with no ring0d connected before it stops the fleet's
-  // nodes (NodeSpec::orphanStopMs): counted from when the ring0d went, which is after its last
-  // renewal, so it keeps a wider margin.
+  // nodes (NodeSpec::orphanStopMs). It counts from when the ring0d went, which may be as late as
+  // just before its own fence: a ring0d that dies after failing to renew for 0.9 × TTL has its
+  // nodes stopped 1.6 × TTL after its last renewal, 0.6 × TTL after the lease can end, so a
+  // fleet needs grace_ms above that plus the nodes' stop time (docs/fleet.md).
   static constexpr double kOrphanStopShare = 0.7;
 
   // `reactor`, `clock` and `store` must outlive the agent; create it on the reactor thread.
