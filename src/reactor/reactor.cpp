@@ -102,15 +102,15 @@ Reactor::TimerId Reactor::addTimerAt(int64_t deadlineNanos, TimerHandler handler
   return id;
 }
 
-Reactor::TimerId Reactor::addTimerAfterMillis(int64_t delayMillis, TimerHandler handler) {
+int64_t Reactor::deadlineAfterMillis(int64_t delayMillis) const {
   const int64_t now = clock_.monotonicNanos();
-  int64_t deadline = now;
-  if (delayMillis > 0) {
-    deadline = delayMillis > (INT64_MAX - now) / kNanosPerMilli
-                   ? INT64_MAX
-                   : now + delayMillis * kNanosPerMilli;
-  }
-  return addTimerAt(deadline, std::move(handler));
+  if (delayMillis <= 0) return now;
+  return delayMillis > (INT64_MAX - now) / kNanosPerMilli ? INT64_MAX
+                                                          : now + delayMillis * kNanosPerMilli;
+}
+
+Reactor::TimerId Reactor::addTimerAfterMillis(int64_t delayMillis, TimerHandler handler) {
+  return addTimerAt(deadlineAfterMillis(delayMillis), std::move(handler));
 }
 
 void Reactor::cancelTimer(TimerId id) {
@@ -118,6 +118,31 @@ void Reactor::cancelTimer(TimerId id) {
   if (it == timerDeadlines_.end()) return;
   timers_.erase(std::make_pair(it->second, id));
   timerDeadlines_.erase(it);
+}
+
+OwnedTimers::~OwnedTimers() {
+  for (Reactor::TimerId id : pending_) reactor_.cancelTimer(id);
+}
+
+Reactor::TimerId OwnedTimers::at(int64_t deadlineNanos, Reactor::TimerHandler handler) {
+  // The id is known only once added; the callback reads it from the slot it shares.
+  auto slot = std::make_shared<Reactor::TimerId>(0);
+  const Reactor::TimerId id =
+      reactor_.addTimerAt(deadlineNanos, [this, slot, handler = std::move(handler)] {
+        pending_.erase(*slot);
+        handler();
+      });
+  *slot = id;
+  pending_.insert(id);
+  return id;
+}
+
+Reactor::TimerId OwnedTimers::after(int64_t delayMillis, Reactor::TimerHandler handler) {
+  return at(reactor_.deadlineAfterMillis(delayMillis), std::move(handler));
+}
+
+void OwnedTimers::cancel(Reactor::TimerId id) {
+  if (pending_.erase(id) != 0) reactor_.cancelTimer(id);
 }
 
 std::optional<int64_t> Reactor::nextDeadline() const {

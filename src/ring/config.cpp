@@ -368,6 +368,18 @@ void readFleet(supervise::TomlFields& r, supervise::TomlTable& root, const toml:
     t.fail(node.as_table()->get("lease_ttl_ms"), "lease_ttl_ms",
            "etcd leases are whole seconds: give a multiple of 1000");
   }
+  // A ring0d that dies just before its fence has its nodes stopped by its holder as late as
+  // 0.6 x TTL after its lease can end (FleetAgent::kOrphanStopShare): the grace must cover that.
+  const toml::node* grace = node.as_table()->get("grace_ms");
+  if (grace == nullptr) {
+    out.graceMs = out.leaseTtlMs;
+  } else if (out.graceMs * 10 < out.leaseTtlMs * 6) {
+    t.fail(grace, "grace_ms",
+           std::to_string(out.graceMs) + " is below 0.6 x lease_ttl_ms (" +
+               std::to_string(out.leaseTtlMs * 6 / 10) +
+               " ms): a dead ring0d's nodes may stop that long after its lease ends, so they "
+               "could run on two hosts; give at least that plus the nodes' stop time");
+  }
   if (out.etcdCert.empty() != out.etcdKey.empty()) {
     t.failAt(t.lineOf(&node), out.etcdCert.empty() ? "etcd_cert" : "etcd_key",
              "etcd_cert and etcd_key go together");

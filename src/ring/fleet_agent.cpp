@@ -150,9 +150,6 @@ class FleetAgent::Impl {
   ~Impl() {
     handoff_.close();
     watch_.reset();
-    for (auto id : {keepTimer_, fenceTimer_, graceTimer_, recordTimer_, retryTimer_}) {
-      if (id != 0) reactor_.cancelTimer(id);
-    }
   }
 
   Status init() {
@@ -441,7 +438,7 @@ class FleetAgent::Impl {
         [this, then = std::move(then)](Result<fleet::RangeResult> all) {
           if (!all.ok()) {
             spdlog::warn("ring0d: fleet: {}", all.error().message);
-            reactor_.addTimerAfterMillis(ttlMs() / 2, [this, then] { reread(then); });
+            timers_.after(ttlMs() / 2, [this, then] { reread(then); });
             return;
           }
           loadAll(*all);
@@ -454,7 +451,7 @@ class FleetAgent::Impl {
   // ---- lease, fence -------------------------------------------------------------------------
 
   void scheduleKeepAlive() {
-    keepTimer_ = reactor_.addTimerAfterMillis(std::max<int64_t>(50, ttlMs() / 5), [this] {
+    keepTimer_ = timers_.after(std::max<int64_t>(50, ttlMs() / 5), [this] {
       keepTimer_ = 0;
       keepAlive();
       keepSchedulerLease();
@@ -491,7 +488,7 @@ class FleetAgent::Impl {
           // etcd may only be electing one, and the first renewal after the election keeps this
           // host from fencing. Any other refusal (401, a TLS failure) waits for the next tick.
           if (ttl.error().code == 503 && retryTimer_ == 0) {
-            retryTimer_ = reactor_.addTimerAfterMillis(kRenewRetryMs, [this] {
+            retryTimer_ = timers_.after(kRenewRetryMs, [this] {
               retryTimer_ = 0;
               keepAlive();
             });
@@ -500,9 +497,9 @@ class FleetAgent::Impl {
   }
 
   void armFence() {
-    if (fenceTimer_ != 0) reactor_.cancelTimer(fenceTimer_);
+    if (fenceTimer_ != 0) timers_.cancel(fenceTimer_);
     const int64_t deadline = lastOkNs_ + fenceAfterMs() * 1'000'000;
-    fenceTimer_ = reactor_.addTimerAt(deadline, [this] {
+    fenceTimer_ = timers_.at(deadline, [this] {
       fenceTimer_ = 0;
       fence("its lease could not be renewed for " +
             std::to_string((nowNs() - lastOkNs_) / 1'000'000) + " ms");
@@ -548,7 +545,7 @@ class FleetAgent::Impl {
           if (!lease.ok()) {
             rejoining_ = false;
             spdlog::warn("ring0d: fleet: rejoin: {}", lease.error().message);
-            reactor_.addTimerAfterMillis(ttlMs() / 4, [this] { rejoin(); });
+            timers_.after(ttlMs() / 4, [this] { rejoin(); });
             return;
           }
           (void)store_.setMeta("fleet_lease", std::to_string(*lease));
@@ -605,7 +602,7 @@ class FleetAgent::Impl {
   // The host record again (its nodes' states), at most every kMinRecordIntervalMs.
   void recordSoon() {
     if (recordTimer_ != 0 || lease_ == 0 || stopped_) return;
-    recordTimer_ = reactor_.addTimerAfterMillis(kMinRecordIntervalMs, [this] {
+    recordTimer_ = timers_.after(kMinRecordIntervalMs, [this] {
       recordTimer_ = 0;
       if (lease_ == 0) return;
       const std::string rec = hostRecord().dump();
@@ -699,7 +696,7 @@ class FleetAgent::Impl {
       requests.push_back(std::move(q));
     }
     if (nextGrace != 0 && graceTimer_ == 0) {
-      graceTimer_ = reactor_.addTimerAt(nextGrace + 1'000'000, [this] {
+      graceTimer_ = timers_.at(nextGrace + 1'000'000, [this] {
         graceTimer_ = 0;
         reconcile();
       });
@@ -930,6 +927,7 @@ class FleetAgent::Impl {
   }
 
   Reactor& reactor_;
+  OwnedTimers timers_{reactor_};  // cancelled with the agent
   const Clock& clock_;
   store::Store& store_;
   FleetSettings s_;

@@ -19,7 +19,7 @@ Result<std::unique_ptr<Probe>> Supervisor::Impl::makeCheck(const std::string& ki
 
 void Supervisor::Impl::beginReadiness(Proc& p) {
   const auto& r = p.spec.readiness;
-  p.readyTimer = reactor_.addTimerAfterMillis(r.timeoutMs, [this, name = p.spec.name] {
+  p.readyTimer = timers_.after(r.timeoutMs, [this, name = p.spec.name] {
     Proc* q = find(name);
     if (q == nullptr) return;
     q->readyTimer = 0;
@@ -49,7 +49,7 @@ void Supervisor::Impl::probeReadiness(Proc& p) {
     if (r.healthy) {
       dispatch(*q, Event::Kind::kReady);
     } else {
-      q->retryTimer = reactor_.addTimerAfterMillis(kReadinessRetryMs, [this, name] {
+      q->retryTimer = timers_.after(kReadinessRetryMs, [this, name] {
         if (Proc* s = find(name); s != nullptr && s->phase == Phase::kRunning) {
           s->retryTimer = 0;
           probeReadiness(*s);
@@ -88,7 +88,7 @@ void Supervisor::Impl::scheduleHealth(Proc& p) {
     }
     p.healthProbe = std::move(*probe);
   }
-  p.healthTimer = reactor_.addTimerAfterMillis(h.intervalMs, [this, name = p.spec.name] {
+  p.healthTimer = timers_.after(h.intervalMs, [this, name = p.spec.name] {
     Proc* q = find(name);
     if (q == nullptr) return;
     q->healthTimer = 0;
@@ -111,8 +111,8 @@ void Supervisor::Impl::scheduleHealth(Proc& p) {
 void Supervisor::Impl::armWatchdog(Proc& p) {
   const int64_t ms = p.spec.readiness.watchdogMs;
   if (p.spec.readiness.kind != "notify" || ms <= 0) return;
-  if (p.watchdogTimer != 0) reactor_.cancelTimer(p.watchdogTimer);
-  p.watchdogTimer = reactor_.addTimerAfterMillis(ms, [this, name = p.spec.name] {
+  if (p.watchdogTimer != 0) timers_.cancel(p.watchdogTimer);
+  p.watchdogTimer = timers_.after(ms, [this, name = p.spec.name] {
     Proc* q = find(name);
     if (q == nullptr) return;
     q->watchdogTimer = 0;
@@ -124,7 +124,7 @@ void Supervisor::Impl::armWatchdog(Proc& p) {
 
 void Supervisor::Impl::cancelChecks(Proc& p) {
   for (auto* t : {&p.readyTimer, &p.watchdogTimer, &p.healthTimer, &p.retryTimer}) {
-    if (*t != 0) reactor_.cancelTimer(*t);
+    if (*t != 0) timers_.cancel(*t);
     *t = 0;
   }
   if (p.readinessProbe) p.readinessProbe->cancel();
@@ -133,7 +133,7 @@ void Supervisor::Impl::cancelChecks(Proc& p) {
 
 void Supervisor::Impl::cancelRunTimers(Proc& p) {
   cancelChecks(p);
-  if (p.stopTimer != 0) reactor_.cancelTimer(p.stopTimer);
+  if (p.stopTimer != 0) timers_.cancel(p.stopTimer);
   p.stopTimer = 0;
 }
 

@@ -124,7 +124,7 @@ void Holder::onAccept() {
   dropClient();
   client_ = std::move(fd);
   orphanedSinceNs_ = 0;
-  if (orphanTimer_ != 0) reactor_.cancelTimer(orphanTimer_);
+  if (orphanTimer_ != 0) timers_.cancel(orphanTimer_);
   orphanTimer_ = 0;
   (void)reactor_.addFd(client_.get(), EPOLLIN, [this](uint32_t ev) { onClient(ev); });
 }
@@ -148,8 +148,8 @@ void Holder::armOrphanStop() {
   }
   if (soonest == 0) return;
   orphanedSinceNs_ = monotonicNowNs();
-  if (orphanTimer_ != 0) reactor_.cancelTimer(orphanTimer_);
-  orphanTimer_ = reactor_.addTimerAfterMillis(soonest, [this] {
+  if (orphanTimer_ != 0) timers_.cancel(orphanTimer_);
+  orphanTimer_ = timers_.after(soonest, [this] {
     orphanTimer_ = 0;
     stopOrphans();
   });
@@ -179,7 +179,7 @@ void Holder::stopOrphans() {
     const pid_t pid = slot->pid;
     const uint64_t start = slot->startTime;
     const std::string slotName = name;
-    reactor_.addTimerAfterMillis(std::max<int64_t>(spec.stopTimeoutMs, 1), [this, slotName, pid, start] {
+    timers_.after(std::max<int64_t>(spec.stopTimeoutMs, 1), [this, slotName, pid, start] {
       auto it = slots_.find(slotName);
       if (it == slots_.end() || !it->second->running || it->second->pid != pid ||
           it->second->startTime != start || client_) {
@@ -189,7 +189,7 @@ void Holder::stopOrphans() {
     });
   }
   if (next > 0) {
-    orphanTimer_ = reactor_.addTimerAfterMillis(next, [this] {
+    orphanTimer_ = timers_.after(next, [this] {
       orphanTimer_ = 0;
       stopOrphans();
     });
@@ -453,7 +453,7 @@ void Holder::onSignal() {
       for (auto& [name, slot] : slots_) {
         if (slot->running) (void)signalSlot(*slot, SIGTERM);
       }
-      reactor_.addTimerAfterMillis(kShutdownKillAfterMs, [this] {
+      timers_.after(kShutdownKillAfterMs, [this] {
         for (auto& [name, slot] : slots_) {
           if (slot->running) {
             (void)signalSlot(*slot, SIGKILL);

@@ -96,7 +96,7 @@ void Supervisor::Impl::onLogReadable(Proc& p, LogStream stream, bool final) {
   }
   // More is waiting than one turn takes: come back after the other fds had theirs. The socket
   // is edge-triggered, so nothing else would call us for data already there.
-  reactor_.addTimerAfterMillis(0, [this, name = p.spec.name, stream, final] {
+  timers_.after(0, [this, name = p.spec.name, stream, final] {
     if (Proc* q = find(name)) onLogReadable(*q, stream, final);
   });
 }

@@ -47,14 +47,14 @@ void Supervisor::Impl::restore(Proc& p, const json& prev) {
 
 void Supervisor::Impl::scheduleSave() {
   if (saveTimer_ != 0) return;
-  saveTimer_ = reactor_.addTimerAfterMillis(kSaveDelayMs, [this] {
+  saveTimer_ = timers_.after(kSaveDelayMs, [this] {
     saveTimer_ = 0;
     save();
     // save() builds and drops a JSON tree of every process, which leaves the heap full of holes:
     // once things are quiet, hand the free pages back. Measured with 1000 processes: 3.3 MB of
     // ring2d's 10.6 MB PSS. Not after every save: there a trim took several ms.
-    if (trimTimer_ != 0) reactor_.cancelTimer(trimTimer_);
-    trimTimer_ = reactor_.addTimerAfterMillis(kTrimDelayMs, [this] {
+    if (trimTimer_ != 0) timers_.cancel(trimTimer_);
+    trimTimer_ = timers_.after(kTrimDelayMs, [this] {
       trimTimer_ = 0;
       ::malloc_trim(0);
     });

@@ -279,12 +279,12 @@ void Supervisor::Impl::dispatch(Proc& p, const Event& ev) {
     case Phase::kBackoff:
       // The timer ends the delay; an operator's start or a changed spec ends it early.
       if (e == K::kBackoffElapsed || e == K::kStart) {
-        if (p.backoffTimer != 0) reactor_.cancelTimer(p.backoffTimer);
+        if (p.backoffTimer != 0) timers_.cancel(p.backoffTimer);
         p.backoffTimer = 0;
         return startOrWait(p);
       }
       if (e == K::kStop) {
-        if (p.backoffTimer != 0) reactor_.cancelTimer(p.backoffTimer);
+        if (p.backoffTimer != 0) timers_.cancel(p.backoffTimer);
         p.backoffTimer = 0;
         enter(p, Phase::kDown, ev.detail);
         return settle(p, false);
@@ -384,7 +384,7 @@ void Supervisor::Impl::spawn(Proc& p) {
       enter(p, Phase::kSpawning, "");
       const std::string error = "process '" + p.spec.name + "': socket '" + ref.name +
                                 "' (source '" + ref.source + "') is not held here";
-      reactor_.addTimerAfterMillis(0, [this, name = p.spec.name, error] {
+      timers_.after(0, [this, name = p.spec.name, error] {
         Proc* q = find(name);
         if (q == nullptr || (q->phase != Phase::kSpawning && q->phase != Phase::kCancelling)) {
           return;
@@ -426,8 +426,8 @@ void Supervisor::Impl::becomeRunning(Proc& p, const std::string& detail) {
 }
 
 void Supervisor::Impl::becomeReady(Proc& p, const std::string& detail) {
-  if (p.readyTimer != 0) reactor_.cancelTimer(p.readyTimer);
-  if (p.retryTimer != 0) reactor_.cancelTimer(p.retryTimer);
+  if (p.readyTimer != 0) timers_.cancel(p.readyTimer);
+  if (p.retryTimer != 0) timers_.cancel(p.retryTimer);
   p.readyTimer = p.retryTimer = 0;
   enter(p, Phase::kReady, detail);
   scheduleHealth(p);
@@ -444,7 +444,7 @@ void Supervisor::Impl::terminate(Proc& p, Phase next, const std::string& why) {
   signalGroup(p, p.spec.stopSignal);
   enter(p, next, why);
   if (p.stopTimer != 0) return;
-  p.stopTimer = reactor_.addTimerAfterMillis(p.spec.stopTimeoutMs, [this, name = p.spec.name, why] {
+  p.stopTimer = timers_.after(p.spec.stopTimeoutMs, [this, name = p.spec.name, why] {
     if (Proc* q = find(name)) {
       q->stopTimer = 0;
       spdlog::warn("process '{}' still running {} ms after its stop signal ({}); SIGKILL",
@@ -478,7 +478,7 @@ void Supervisor::Impl::afterExit(Proc& p, const std::string& what) {
         startOrWait(p);
       } else {
         enter(p, Phase::kBackoff, what + "; restart in " + std::to_string(d.delayMs) + " ms", true);
-        p.backoffTimer = reactor_.addTimerAfterMillis(d.delayMs, [this, name = p.spec.name] {
+        p.backoffTimer = timers_.after(d.delayMs, [this, name = p.spec.name] {
           if (Proc* q = find(name)) {
             q->backoffTimer = 0;
             dispatch(*q, Event::Kind::kBackoffElapsed);
@@ -552,7 +552,7 @@ void Supervisor::Impl::advanceStopAll() {
     shutdownSent_ = true;
     save();
     sendHolder(holder_proto::Shutdown{});
-    reactor_.addTimerAfterMillis(kHolderByeTimeoutMs, [this] {
+    timers_.after(kHolderByeTimeoutMs, [this] {
       if (stopDone_) {
         spdlog::warn("the holder did not confirm its shutdown within {} ms",
                      kHolderByeTimeoutMs);
@@ -575,7 +575,7 @@ void Supervisor::Impl::finishRemoval(const std::string& name) {
   Proc* p = find(name);
   if (p == nullptr) return;
   cancelRunTimers(*p);
-  if (p->backoffTimer != 0) reactor_.cancelTimer(p->backoffTimer);
+  if (p->backoffTimer != 0) timers_.cancel(p->backoffTimer);
   detachFds(*p);
   sendHolder(holder_proto::Close{name});
   procs_.erase(name);

@@ -259,6 +259,9 @@ class Supervisor::Impl {
   int64_t wallMs() const { return reactor_.clock().wallMillis(); }
 
   Reactor& reactor_;
+  // Every timer of the supervisor goes through here: those still pending when it is destroyed
+  // (a save, a restart delay, a probe) are cancelled with it.
+  OwnedTimers timers_{reactor_};
   SupervisorOptions options_;
   std::function<uint64_t()> random_;
   std::unique_ptr<HolderConnection> holder_;

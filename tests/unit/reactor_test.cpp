@@ -252,6 +252,45 @@ TEST(Reactor, FiredTimerIdsAreIgnoredByCancel) {
   EXPECT_EQ(runs, 2);
 }
 
+TEST(OwnedTimers, CancelsWhatIsPendingWhenItsOwnerGoes) {
+  FakeClock clock;
+  auto reactor = makeReactor(clock);
+  int runs = 0;
+  {
+    OwnedTimers timers(*reactor);
+    timers.after(1, [&] { ++runs; });
+    timers.after(5, [&] { ++runs; });
+    clock.advanceMillis(1);
+    EXPECT_EQ(reactor->runOnce(0), 1u);
+    EXPECT_EQ(runs, 1);
+    EXPECT_EQ(timers.pending(), 1u);  // a fired timer is no longer held
+  }
+  EXPECT_EQ(reactor->nextDeadline(), std::nullopt);
+  clock.advanceMillis(10);
+  EXPECT_EQ(reactor->runOnce(0), 0u);
+  EXPECT_EQ(runs, 1);
+}
+
+TEST(OwnedTimers, CancelIgnoresFiredAndUnknownIds) {
+  FakeClock clock;
+  auto reactor = makeReactor(clock);
+  OwnedTimers timers(*reactor);
+  int runs = 0;
+  auto fired = timers.after(1, [&] { ++runs; });
+  clock.advanceMillis(1);
+  EXPECT_EQ(reactor->runOnce(0), 1u);
+  // Not the owner's: a timer added to the reactor directly is not cancelled through it.
+  auto foreign = reactor->addTimerAfterMillis(1, [&] { ++runs; });
+  timers.cancel(fired);
+  timers.cancel(foreign);
+  auto pending = timers.after(1, [&] { ++runs; });
+  timers.cancel(pending);
+  EXPECT_EQ(timers.pending(), 0u);
+  clock.advanceMillis(1);
+  EXPECT_EQ(reactor->runOnce(0), 1u);
+  EXPECT_EQ(runs, 2);
+}
+
 // A fake clock that a timer handler moves forward, as a slow handler would move the real one.
 class SteppingClock final : public Clock {
  public:

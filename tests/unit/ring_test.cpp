@@ -83,6 +83,30 @@ TEST(RingConfig, ErrorsNameTheFileTheLineAndTheKey) {
   }
 }
 
+// [fleet]: the grace defaults to the TTL, and one too short to cover a dead ring0d's orphan stop
+// (0.6 x TTL after its lease can end) is refused, naming both.
+TEST(RingConfig, FleetGraceDefaultsToTheTtlAndMustCoverTheOrphanStop) {
+  const std::string head = "[fleet]\nhost = \"h1\"\netcd = [\"http://127.0.0.1:2379\"]\n";
+  auto dflt = parseConfig(head, "r0.toml", 0);
+  ASSERT_TRUE(dflt.ok()) << dflt.error().message;
+  EXPECT_EQ(dflt->fleet.leaseTtlMs, 2000);
+  EXPECT_EQ(dflt->fleet.graceMs, 2000);
+  auto longer = parseConfig(head + "lease_ttl_ms = 5000\n", "r0.toml", 0);
+  ASSERT_TRUE(longer.ok()) << longer.error().message;
+  EXPECT_EQ(longer->fleet.graceMs, 5000);
+  auto enough = parseConfig(head + "lease_ttl_ms = 1000\ngrace_ms = 600\n", "r0.toml", 0);
+  ASSERT_TRUE(enough.ok()) << enough.error().message;
+  EXPECT_EQ(enough->fleet.graceMs, 600);
+  for (const char* grace : {"0", "599"}) {
+    auto r = parseConfig(head + "lease_ttl_ms = 1000\ngrace_ms = " + grace + "\n", "r0.toml", 0);
+    ASSERT_FALSE(r.ok()) << grace;
+    EXPECT_NE(r.error().message.find("r0.toml:5: fleet: grace_ms: " + std::string(grace) +
+                                     " is below 0.6 x lease_ttl_ms (600 ms)"),
+              std::string::npos)
+        << r.error().message;
+  }
+}
+
 // A node's strategy is whatever the registry its parent was given knows: the file only names it.
 TEST(RingConfig, NodeStrategiesAreTheRegistrysToCheck) {
   supervise::SpawnRegistry nodes;

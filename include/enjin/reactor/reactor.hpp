@@ -19,6 +19,7 @@
 #include <memory>
 #include <optional>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -56,6 +57,8 @@ class Reactor {
   // Runs `handler` once, when the monotonic clock reaches `deadlineNanos`.
   TimerId addTimerAt(int64_t deadlineNanos, TimerHandler handler);
   TimerId addTimerAfterMillis(int64_t delayMillis, TimerHandler handler);
+  // The monotonic time `delayMillis` from now (now for 0 or less; saturated, never overflowing).
+  int64_t deadlineAfterMillis(int64_t delayMillis) const;
   // Unknown or already-fired ids are ignored.
   void cancelTimer(TimerId id);
   // The deadline of the earliest timer, if any.
@@ -116,6 +119,27 @@ class Reactor {
   uint64_t wakeups_ = 0;
   std::function<void(int64_t)> lagObserver_;
   bool stopping_ = false;
+};
+
+// Timers that die with their owner. An object whose timer callbacks use `this` adds them here
+// instead of to the reactor directly: whatever is still pending when the object goes is
+// cancelled, so no callback ever runs on a destroyed owner. Same thread rules as the reactor.
+class OwnedTimers {
+ public:
+  explicit OwnedTimers(Reactor& reactor) : reactor_(reactor) {}
+  ~OwnedTimers();
+  OwnedTimers(const OwnedTimers&) = delete;
+  OwnedTimers& operator=(const OwnedTimers&) = delete;
+
+  Reactor::TimerId at(int64_t deadlineNanos, Reactor::TimerHandler handler);
+  Reactor::TimerId after(int64_t delayMillis, Reactor::TimerHandler handler);
+  // Unknown or already-fired ids are ignored, as by the reactor.
+  void cancel(Reactor::TimerId id);
+  size_t pending() const { return pending_.size(); }
+
+ private:
+  Reactor& reactor_;
+  std::unordered_set<Reactor::TimerId> pending_;
 };
 
 }  // namespace enjin

@@ -81,7 +81,9 @@ struct FleetSettings {
   std::vector<std::string> etcd;   // client URLs of the etcd members ("https://10.0.0.1:2379")
   std::string etcdCa, etcdCert, etcdKey;  // TLS to etcd: its CA, this host's client cert and key
   int64_t leaseTtlMs = 2000;       // the host's lease in etcd (whole seconds, at least 1 s)
-  int64_t graceMs = 1000;          // after a lost host's lease expired, until its nodes move
+  // After a lost host's lease expired, until its nodes move; at least 0.6 x the TTL (the file's
+  // default: the TTL).
+  int64_t graceMs = 2000;
   int64_t maxNodes = 32;           // ring-1 nodes this host takes at most
   std::vector<std::string> levels = {"dc", "rack", "host"};  // what the path's depths are
   std::string advertise;           // the address other hosts reach this one at ("10.0.0.1")

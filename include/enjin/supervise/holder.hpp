@@ -75,6 +75,7 @@ class Holder {
   void armOrphanStop();
   void stopOrphans();
   Reactor& reactor_;
+  OwnedTimers timers_{reactor_};  // cancelled with the holder
   const SpawnRegistry& registry_;
   std::string socketPath_;
   UniqueFd listener_;
