@@ -269,9 +269,7 @@ int leftovers(const std::vector<std::string>& netns, const std::string& dir) {
   for (const auto& e : std::filesystem::directory_iterator("/proc")) {
     const std::string name = e.path().filename();
     if (name.empty() || name[0] < '0' || name[0] > '9') continue;
-    std::ifstream in(e.path() / "cmdline");
-    std::string cmd(std::istreambuf_iterator<char>(in), {});
-    if (cmd.find(dir) != std::string::npos) ++left;
+    if (enjin::testing::procCmdline(e.path()).find(dir) != std::string::npos) ++left;
   }
   return left + (std::filesystem::exists(dir) ? 1 : 0);
 }

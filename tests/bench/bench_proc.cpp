@@ -27,6 +27,8 @@
 #include <sstream>
 #include <thread>
 
+#include "enjin/base/file.hpp"
+
 extern char** environ;
 
 namespace enjin::bench {
@@ -62,9 +64,10 @@ void sleepMs(int64_t ms) {
 // ---------------------------------------------------------------------------------------------
 // /proc
 
+// Empty when the file is gone, or its process exits while it is read (ESRCH).
 std::string readText(const std::string& path) {
-  std::ifstream in(path);
-  return std::string((std::istreambuf_iterator<char>(in)), {});
+  auto text = readFile(path);
+  return text.ok() ? std::move(*text) : std::string();
 }
 
 std::vector<ProcEntry> scanProcs() {

@@ -31,6 +31,7 @@
 #include <thread>
 #include <vector>
 
+#include "enjin/base/file.hpp"
 #include "enjin/ring/tree.hpp"
 #include "enjin/supervise/control_server.hpp"
 #include "tree_poll.hpp"
@@ -93,9 +94,9 @@ void killAllNaming(const std::string& dir) {
     while (dirent* e = ::readdir(proc)) {
       const int pid = std::atoi(e->d_name);
       if (pid <= 0 || pid == ::getpid()) continue;
-      std::ifstream in("/proc/" + std::string(e->d_name) + "/cmdline");
-      std::string cmdline((std::istreambuf_iterator<char>(in)), {});
-      if (cmdline.find(dir) == std::string::npos) continue;
+      // Not an ifstream: one throws when the process exits while it is read (ESRCH).
+      auto cmdline = enjin::readFile("/proc/" + std::string(e->d_name) + "/cmdline");
+      if (!cmdline.ok() || cmdline->find(dir) == std::string::npos) continue;
       ++found;
       ::kill(pid, SIGKILL);
     }

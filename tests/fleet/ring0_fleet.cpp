@@ -20,10 +20,6 @@ using Clock = std::chrono::steady_clock;
 constexpr const char* kAdminPassword = "fleet-admin-password";
 constexpr int kApiPort = 8480;
 
-std::string slurp(const std::string& path) {
-  std::ifstream in(path);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
 
 std::optional<std::pair<dev_t, ino_t>> identityOf(const std::string& path) {
   struct stat st;
@@ -212,7 +208,7 @@ std::map<std::string, std::set<std::string>> Ring0Fleet::ring1dHosts() const {
   while (dirent* e = ::readdir(d)) {
     if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
     const std::string proc = std::string("/proc/") + e->d_name;
-    const std::string cmd = slurp(proc + "/cmdline");
+    const std::string cmd = procCmdline(proc);
     if (cmd.find("ring1d") == std::string::npos) continue;
     // A ring1d of this fleet: <fleet dir>/<host>/state/nodes/<label>/... on its command line.
     const size_t at = cmd.find(root + "/");

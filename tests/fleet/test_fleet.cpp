@@ -27,6 +27,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "enjin/base/file.hpp"
+
 namespace enjin::testing {
 namespace {
 
@@ -822,6 +824,11 @@ std::vector<pid_t> TestFleet::pidsIn(const std::string& netns) {
 }
 
 // ---- sweep -------------------------------------------------------------------------------------
+
+std::string procCmdline(const std::string& procDir) {
+  auto text = readFile(procDir + "/cmdline");
+  return text.ok() ? std::move(*text) : std::string();
+}
 
 int sweepStaleFleets() {
   static const std::regex kName(R"(^(?:ej|enjin-fleet-)(\d+)x\d+-.*)");

@@ -223,4 +223,8 @@ class TestFleet {
 // namespaces it removed. Run by TestFleet::create.
 int sweepStaleFleets();
 
+// /proc/PID/cmdline of `procDir` ("/proc/1234"), NULs and all; empty when the process is gone or
+// exits while it is read (its read then fails with ESRCH, which an ifstream throws for).
+std::string procCmdline(const std::string& procDir);
+
 }  // namespace enjin::testing
