@@ -641,6 +641,9 @@ class FleetAgent::Impl {
             schedLease_ = *lease;
             spdlog::info("ring0d: fleet: host '{}' is the scheduler", s_.host);
             ++elections_;
+            // The watch may have brought the scheduler key before this answer: its reconcile
+            // did not schedule then (no lease yet), and a quiet fleet may send no other event.
+            reconcile();
           }
         });
   }

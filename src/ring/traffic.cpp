@@ -22,7 +22,8 @@ namespace enjin::ring {
 namespace {
 
 constexpr auto kRetryInterval = std::chrono::seconds(2);     // a refused apply(), tried again
-constexpr auto kStatsWait = std::chrono::milliseconds(500);  // a scrape waits this for counters
+constexpr auto kStatsEvery = std::chrono::seconds(1);      // counters read while scraped
+constexpr auto kStatsFor = std::chrono::minutes(10);       // after the last scrape
 
 bool isDnsLabel(const std::string& s) {
   if (s.empty() || s.size() > 63 || s.front() == '-' || s.back() == '-') return false;
@@ -127,17 +128,28 @@ class TrafficManager::Impl {
   }
 
  private:
-  // The router thread: applies the latest routes, and reads the counters when a scrape asks.
+  // The router thread: applies the latest routes, and reads the counters once a second from a
+  // scrape until kStatsFor after the last one.
   void loop() {
+    using SteadyClock = std::chrono::steady_clock;
     std::unique_lock lk(mu_);
+    SteadyClock::time_point statsRead{};
     while (!stopping_) {
-      cv_.wait_for(lk, kRetryInterval, [this] { return stopping_ || dirty_ || statsWanted_; });
+      const auto now = SteadyClock::now();
+      const bool scraped = now < statsUntil_;
+      const auto wait = scraped ? std::min<SteadyClock::duration>(
+                                      kRetryInterval, std::max<SteadyClock::duration>(
+                                                          statsRead + kStatsEvery - now, {}))
+                                : SteadyClock::duration(kRetryInterval);
+      cv_.wait_for(lk, wait, [this] { return stopping_ || dirty_ || statsWanted_; });
       if (stopping_) break;
       const bool doApply = dirty_ || failed_;
-      const bool doStats = statsWanted_;
+      const bool doStats = statsWanted_ || (SteadyClock::now() < statsUntil_ &&
+                                            SteadyClock::now() >= statsRead + kStatsEvery);
       std::vector<router::RouterBackend> want = desired_;
       dirty_ = statsWanted_ = false;
       lk.unlock();
+      if (doStats) statsRead = SteadyClock::now();
       Status st;
       if (doApply) st = router_->apply(want);
       std::optional<std::vector<router::RouterAppStats>> stats;
@@ -155,21 +167,20 @@ class TrafficManager::Impl {
         lastError_ = st.ok() ? "" : st.error().message;
       }
       if (stats) stats_ = std::move(*stats);
-      if (doStats) {
-        ++statsRound_;
-        cv_.notify_all();
-      }
     }
   }
 
-  // For a scrape (reactor): fresh counters if the router thread reads them within kStatsWait,
-  // else the last ones read.
+  // For a scrape (reactor), which never waits on the router's admin socket: the counters the
+  // router thread last read, at most kStatsEvery old while scrapes come (the first scrape after
+  // a pause sees the ones of before it, and wakes the thread to read them again).
   std::vector<router::RouterAppStats> snapshot() {
-    std::unique_lock lk(mu_);
-    const uint64_t round = statsRound_;
-    statsWanted_ = true;
-    cv_.notify_all();
-    cv_.wait_for(lk, kStatsWait, [&] { return statsRound_ != round || stopping_; });
+    std::lock_guard lk(mu_);
+    const auto now = std::chrono::steady_clock::now();
+    if (now >= statsUntil_) {
+      statsWanted_ = true;
+      cv_.notify_all();
+    }
+    statsUntil_ = now + kStatsFor;
     return stats_;
   }
 
@@ -186,7 +197,7 @@ class TrafficManager::Impl {
   std::vector<router::RouterAppStats> stats_;
   std::string lastError_;
   bool dirty_ = false, failed_ = false, stopping_ = false, statsWanted_ = false;
-  uint64_t statsRound_ = 0;
+  std::chrono::steady_clock::time_point statsUntil_{};  // counters are read until then
 };
 
 TrafficManager::TrafficManager() = default;
