@@ -652,7 +652,7 @@ class FleetAgent::Impl {
     if (schedLease_ == 0 || renewingSched_) return;
     renewingSched_ = true;
     const int64_t lease = schedLease_;
-    leaseWorker_->run<int64_t>([lease](EtcdClient& c) { return c.leaseKeepAlive(lease); },
+    schedWorker_->run<int64_t>([lease](EtcdClient& c) { return c.leaseKeepAlive(lease); },
                                [this, lease](Result<int64_t> ttl) {
                                  renewingSched_ = false;
                                  if (lease != schedLease_) return;
@@ -939,7 +939,9 @@ class FleetAgent::Impl {
   FleetHooks hooks_;
   std::unique_ptr<EtcdClient> leaseClient_, etcd_;
   Handoff handoff_;
-  std::unique_ptr<fleet::EtcdWorker> leaseWorker_, worker_;
+  // The host's lease and the scheduler's each on a thread of its own: the scheduler's
+  // keep-alive, slow on a failing endpoint, never holds up the host's renewal behind it.
+  std::unique_ptr<fleet::EtcdWorker> leaseWorker_, schedWorker_, worker_;
   std::unique_ptr<fleet::Watch> watch_;
   uint64_t watchGeneration_ = 0;
 
@@ -996,6 +998,7 @@ Result<std::unique_ptr<FleetAgent>> FleetAgent::create(Reactor& reactor, const C
                                         std::move(publicKeyHex), std::move(apiUrl), std::move(hooks));
   if (auto st = agent->impl_->init(); !st.ok()) return st.error();
   agent->impl_->leaseWorker_ = std::make_unique<fleet::EtcdWorker>(reactor, *agent->impl_->leaseClient_);
+  agent->impl_->schedWorker_ = std::make_unique<fleet::EtcdWorker>(reactor, *agent->impl_->leaseClient_);
   agent->impl_->worker_ = std::make_unique<fleet::EtcdWorker>(reactor, *agent->impl_->etcd_);
   return agent;
 }
