@@ -120,8 +120,12 @@ void Reactor::cancelTimer(TimerId id) {
   timerDeadlines_.erase(it);
 }
 
-OwnedTimers::~OwnedTimers() {
-  for (Reactor::TimerId id : pending_) reactor_.cancelTimer(id);
+OwnedTimers::~OwnedTimers() { cancelAll(); }
+
+void OwnedTimers::cancelAll() {
+  // Taken out first: cancelling destroys a handler, and what it captured may come back here.
+  const auto pending = std::exchange(pending_, {});
+  for (Reactor::TimerId id : pending) reactor_.cancelTimer(id);
 }
 
 Reactor::TimerId OwnedTimers::at(int64_t deadlineNanos, Reactor::TimerHandler handler) {

@@ -335,6 +335,7 @@ class FleetAgent::Impl {
 
   void stop() {
     stopped_ = true;
+    timers_.cancelAll();  // no fence, renewal or schedule after this
     watch_.reset();
     if (schedLease_ != 0) (void)leaseClient_->leaseRevoke(schedLease_);
     if (lease_ != 0) (void)leaseClient_->leaseRevoke(lease_);
@@ -638,11 +639,17 @@ class FleetAgent::Impl {
         [this](Result<int64_t> lease) {
           campaigning_ = false;
           if (lease.ok() && *lease != 0) {
+            if (stopped_) {
+              (void)leaseClient_->leaseRevoke(*lease);  // won while stopping: give it back
+              return;
+            }
             schedLease_ = *lease;
+            // The transaction proved it; the watch may not have brought the key yet.
+            scheduler_ = s_.host;
             spdlog::info("ring0d: fleet: host '{}' is the scheduler", s_.host);
             ++elections_;
-            // The watch may have brought the scheduler key before this answer: its reconcile
-            // did not schedule then (no lease yet), and a quiet fleet may send no other event.
+            // The watch may have brought the key before this answer, and its reconcile did not
+            // schedule then (no lease yet); a quiet fleet may send no other event.
             reconcile();
           }
         });

@@ -133,7 +133,7 @@ class TrafficManager::Impl {
   void loop() {
     using SteadyClock = std::chrono::steady_clock;
     std::unique_lock lk(mu_);
-    SteadyClock::time_point statsRead{};
+    SteadyClock::time_point statsRead{}, applied{};
     while (!stopping_) {
       const auto now = SteadyClock::now();
       const bool scraped = now < statsUntil_;
@@ -143,13 +143,15 @@ class TrafficManager::Impl {
                                 : SteadyClock::duration(kRetryInterval);
       cv_.wait_for(lk, wait, [this] { return stopping_ || dirty_ || statsWanted_; });
       if (stopping_) break;
-      const bool doApply = dirty_ || failed_;
+      // A refused apply is tried again every kRetryInterval, however often scrapes wake this.
+      const bool doApply = dirty_ || (failed_ && SteadyClock::now() >= applied + kRetryInterval);
       const bool doStats = statsWanted_ || (SteadyClock::now() < statsUntil_ &&
                                             SteadyClock::now() >= statsRead + kStatsEvery);
       std::vector<router::RouterBackend> want = desired_;
       dirty_ = statsWanted_ = false;
       lk.unlock();
       if (doStats) statsRead = SteadyClock::now();
+      if (doApply) applied = SteadyClock::now();
       Status st;
       if (doApply) st = router_->apply(want);
       std::optional<std::vector<router::RouterAppStats>> stats;

@@ -97,6 +97,11 @@ TEST(RingConfig, FleetGraceDefaultsToTheTtlAndMustCoverTheOrphanStop) {
   auto enough = parseConfig(head + "lease_ttl_ms = 1000\ngrace_ms = 600\n", "r0.toml", 0);
   ASSERT_TRUE(enough.ok()) << enough.error().message;
   EXPECT_EQ(enough->fleet.graceMs, 600);
+  // The default TTL (2 s) needs 1.2 s: the 1 s that was once the default is refused.
+  auto old = parseConfig(head + "grace_ms = 1000\n", "r0.toml", 0);
+  ASSERT_FALSE(old.ok());
+  EXPECT_NE(old.error().message.find("1000 is below 0.6 x lease_ttl_ms (1200 ms)"), std::string::npos)
+      << old.error().message;
   for (const char* grace : {"0", "599"}) {
     auto r = parseConfig(head + "lease_ttl_ms = 1000\ngrace_ms = " + grace + "\n", "r0.toml", 0);
     ASSERT_FALSE(r.ok()) << grace;

@@ -402,6 +402,19 @@ TEST_F(SupervisorEngineTest, ReadoptsARunningProcessWithoutSpawningIt) {
   EXPECT_EQ(state("a"), ProcessState::kReady);
 }
 
+// A supervisor destroyed with a restart delay and a state-file save still to come leaves no timer
+// behind: none of its callbacks runs on it afterwards (ASan once caught a save doing so).
+TEST_F(SupervisorEngineTest, ADestroyedSupervisorLeavesNoTimerBehind) {
+  start({makeSpec("a")});
+  holder_.exitCode("a", 1);
+  pump();
+  ASSERT_EQ(state("a"), ProcessState::kBackoff);
+  ASSERT_TRUE(reactor_->nextDeadline().has_value());
+  sup_.reset();
+  EXPECT_EQ(reactor_->nextDeadline(), std::nullopt);
+  advance(10'000);
+}
+
 TEST_F(SupervisorEngineTest, ActsOnAnExitThatHappenedWhileNoRing2dWasThere) {
   ExitInfo crashed;
   crashed.kind = ExitInfo::Kind::kSignaled;

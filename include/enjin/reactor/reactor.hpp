@@ -135,6 +135,7 @@ class OwnedTimers {
   Reactor::TimerId after(int64_t delayMillis, Reactor::TimerHandler handler);
   // Unknown or already-fired ids are ignored, as by the reactor.
   void cancel(Reactor::TimerId id);
+  void cancelAll();
   size_t pending() const { return pending_.size(); }
 
  private:
