@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <map>
 #include <set>
@@ -18,6 +19,7 @@
 #include "enjin/supervise/spec_file.hpp"
 #include "enjin/supervise/spec_toml.hpp"
 #include "enjin/ring/apps.hpp"
+#include "enjin/ring/fleet_agent.hpp"
 #include "enjin/ring/isolation_policy.hpp"
 #include "enjin/ring/tenant.hpp"
 #include "enjin/supervise/limits.hpp"
@@ -369,14 +371,16 @@ void readFleet(supervise::TomlFields& r, supervise::TomlTable& root, const toml:
            "etcd leases are whole seconds: give a multiple of 1000");
   }
   // A ring0d that dies just before its fence has its nodes stopped by its holder as late as
-  // 0.6 x TTL after its lease can end (FleetAgent::kOrphanStopShare): the grace must cover that.
+  // 0.6 x TTL after its lease can end (FleetAgent::kMinGraceShare): the grace must cover that.
   const toml::node* grace = node.as_table()->get("grace_ms");
+  const int64_t minGraceMs =
+      std::llround(static_cast<double>(out.leaseTtlMs) * FleetAgent::kMinGraceShare);
   if (grace == nullptr) {
     out.graceMs = out.leaseTtlMs;
-  } else if (out.graceMs * 10 < out.leaseTtlMs * 6) {
+  } else if (out.graceMs < minGraceMs) {
     t.fail(grace, "grace_ms",
            std::to_string(out.graceMs) + " is below 0.6 x lease_ttl_ms (" +
-               std::to_string(out.leaseTtlMs * 6 / 10) +
+               std::to_string(minGraceMs) +
                " ms): a dead ring0d's nodes may stop that long after its lease ends, so they "
                "could run on two hosts; give at least that plus the nodes' stop time");
   }

@@ -643,13 +643,13 @@ class FleetAgent::Impl {
               (void)leaseClient_->leaseRevoke(*lease);  // won while stopping: give it back
               return;
             }
+            // The transaction proved the key ours, whether or not the watch has brought it yet;
+            // and a reconcile it brought before this answer did not schedule (no lease then),
+            // while a quiet fleet may send no other event: schedule now.
             schedLease_ = *lease;
-            // The transaction proved it; the watch may not have brought the key yet.
             scheduler_ = s_.host;
             spdlog::info("ring0d: fleet: host '{}' is the scheduler", s_.host);
             ++elections_;
-            // The watch may have brought the key before this answer, and its reconcile did not
-            // schedule then (no lease yet); a quiet fleet may send no other event.
             reconcile();
           }
         });

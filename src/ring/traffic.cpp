@@ -135,23 +135,19 @@ class TrafficManager::Impl {
     std::unique_lock lk(mu_);
     SteadyClock::time_point statsRead{}, applied{};
     while (!stopping_) {
-      const auto now = SteadyClock::now();
-      const bool scraped = now < statsUntil_;
-      const auto wait = scraped ? std::min<SteadyClock::duration>(
-                                      kRetryInterval, std::max<SteadyClock::duration>(
-                                                          statsRead + kStatsEvery - now, {}))
-                                : SteadyClock::duration(kRetryInterval);
-      cv_.wait_for(lk, wait, [this] { return stopping_ || dirty_ || statsWanted_; });
+      auto wake = SteadyClock::now() + kRetryInterval;
+      if (SteadyClock::now() < statsUntil_) wake = std::min(wake, statsRead + kStatsEvery);
+      cv_.wait_until(lk, wake, [this] { return stopping_ || dirty_ || statsWanted_; });
       if (stopping_) break;
+      const auto now = SteadyClock::now();
       // A refused apply is tried again every kRetryInterval, however often scrapes wake this.
-      const bool doApply = dirty_ || (failed_ && SteadyClock::now() >= applied + kRetryInterval);
-      const bool doStats = statsWanted_ || (SteadyClock::now() < statsUntil_ &&
-                                            SteadyClock::now() >= statsRead + kStatsEvery);
+      const bool doApply = dirty_ || (failed_ && now >= applied + kRetryInterval);
+      const bool doStats = statsWanted_ || (now < statsUntil_ && now >= statsRead + kStatsEvery);
       std::vector<router::RouterBackend> want = desired_;
       dirty_ = statsWanted_ = false;
       lk.unlock();
-      if (doStats) statsRead = SteadyClock::now();
-      if (doApply) applied = SteadyClock::now();
+      if (doStats) statsRead = now;
+      if (doApply) applied = now;
       Status st;
       if (doApply) st = router_->apply(want);
       std::optional<std::vector<router::RouterAppStats>> stats;

@@ -98,6 +98,9 @@ class FleetAgent {
   // nodes stopped 1.6 × TTL after its last renewal, 0.6 × TTL after the lease can end, so a
   // fleet needs grace_ms above that plus the nodes' stop time (docs/fleet.md).
   static constexpr double kOrphanStopShare = 0.7;
+  // So the least grace_ms, as a share of the TTL: how long after the lease's end that orphan
+  // stop can come (0.6; the config refuses less).
+  static constexpr double kMinGraceShare = kOrphanStopShare - kFenceMargin;
 
   // `reactor`, `clock` and `store` must outlive the agent; create it on the reactor thread.
   static Result<std::unique_ptr<FleetAgent>> create(Reactor& reactor, const Clock& clock,
